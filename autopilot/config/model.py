@@ -1,0 +1,222 @@
+"""The typed configuration every runtime component reads.
+
+The loader (``autopilot.config.load``) turns a ContainerPilot v3 JSON5 file into these
+dataclasses; nothing else in autopilot looks at raw JSON. Durations are floats in seconds.
+Field names are Python spellings of the JSON keys (``stopTimeout`` -> ``stop_timeout``).
+Fields marked *autopilot* do not exist in ContainerPilot v3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+UNLIMITED = -1  # `restarts: "unlimited"`
+
+Status = Literal["passing", "warning", "critical"]
+
+
+@dataclass
+class TLSConfig:
+    cafile: str | None = None
+    capath: str | None = None
+    clientcert: str | None = None
+    clientkey: str | None = None
+    servername: str | None = None
+    verify: bool = True  # autopilot: on by default (ContainerPilot: off)
+
+
+@dataclass
+class ConsulConfig:
+    address: str = "127.0.0.1:8500"  # host:port
+    scheme: str = "http"
+    token: str | None = None
+    tls: TLSConfig = field(default_factory=TLSConfig)
+
+
+@dataclass
+class LoggingConfig:
+    level: str = "INFO"  # DEBUG INFO WARN ERROR FATAL PANIC
+    format: str = "default"  # default | text | json
+    output: str = "stdout"  # stdout | stderr | file path
+
+
+@dataclass
+class HealthConfig:
+    exec: list[str] | None = None  # None: blind TTL heartbeats
+    interval: float = 0.0  # seconds, > 0
+    ttl: float = 0.0  # seconds, > 0
+    timeout: float | None = None  # defaults to interval
+    logging_raw: bool = False
+
+
+@dataclass
+class WhenConfig:
+    #: event sources; None means the job starts on {startup, global}.
+    #: A list (autopilot) waits for the event from any/all of them (``source_mode``).
+    source: list[str] | None = None
+    source_mode: Literal["any", "all"] = "any"
+    once: str | None = None
+    each: str | None = None
+    interval: float | None = None
+    timeout: float | None = None
+
+
+@dataclass
+class JobConsulConfig:
+    enable_tag_override: bool = False
+    deregister_critical_service_after: str | None = None  # Consul duration string, e.g. "10m"
+
+
+@dataclass
+class BackoffConfig:
+    """autopilot: delay between restarts, doubling from ``initial`` up to ``max``."""
+
+    initial: float = 0.0
+    max: float = 0.0
+    reset_after: float = 60.0  # a run this long resets the delay
+
+
+@dataclass
+class ElectionConfig:
+    """autopilot: leader election for this job's service (see docs/stateful.md)."""
+
+    key: str | None = None  # default service/<name>/leader
+    session_ttl: float = 10.0  # Consul's minimum is 10 s
+    lock_delay: float = 1.0
+    renew_interval: float | None = None  # default session_ttl / 3
+    primary_tag: str = "primary"
+    replica_tag: str = "replica"
+    promote: list[str] | None = None  # hook run on election (before the role is announced)
+    demote: list[str] | None = None  # hook run on demotion / hand-over
+    hook_timeout: float = 10.0
+
+
+@dataclass
+class JobConfig:
+    name: str
+    exec: list[str] | None = None
+    port: int = 0
+    initial_status: Status | None = None
+    interfaces: list[str] = field(default_factory=lambda: ["eth0:inet", "inet"])
+    tags: list[str] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)  # autopilot
+    consul: JobConsulConfig | None = None
+    health: HealthConfig | None = None
+    when: WhenConfig = field(default_factory=WhenConfig)
+    timeout: float | None = None  # exec timeout; defaults to when.interval for periodic jobs
+    stop_timeout: float = 5.0  # autopilot: SIGTERM -> SIGKILL escalation, and stopping-hook wait
+    stop_signal: str = "SIGTERM"  # autopilot
+    restarts: int = 0  # UNLIMITED or a count of extra starts
+    backoff: BackoffConfig = field(default_factory=BackoffConfig)  # autopilot
+    logging_raw: bool = False
+    env: dict[str, str] = field(default_factory=dict)  # autopilot
+    user: str | None = None  # autopilot
+    group: str | None = None  # autopilot
+    workdir: str | None = None  # autopilot
+    election: ElectionConfig | None = None  # autopilot
+
+    @property
+    def periodic(self) -> bool:
+        return self.when.interval is not None
+
+    @property
+    def service_id(self) -> str:
+        """Filled in at runtime: <name>-<hostname>; see discovery."""
+        import socket
+
+        return f"{self.name}-{socket.gethostname()}"
+
+
+@dataclass
+class WatchConfig:
+    name: str
+    interval: float = 0.0
+    tag: str | None = None
+    dc: str | None = None
+    #: autopilot: "service" (ContainerPilot), "key" or "keyprefix" (a Consul KV watch)
+    kind: Literal["service", "key", "keyprefix"] = "service"
+    key: str | None = None
+
+    @property
+    def source(self) -> str:
+        return f"watch.{self.name}"
+
+
+@dataclass
+class MetricConfig:
+    namespace: str = ""
+    subsystem: str = ""
+    name: str = ""
+    help: str = ""
+    type: Literal["counter", "gauge", "histogram", "summary"] = "counter"
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.namespace}_{self.subsystem}_{self.name}"
+
+
+@dataclass
+class ReadinessConfig:
+    """autopilot: what `/ready` requires (Kubernetes readiness)."""
+
+    mode: Literal["all", "job", "role"] = "all"
+    job: str | None = None
+    role: str | None = None
+
+
+@dataclass
+class TelemetryConfig:
+    port: int = 9090
+    interfaces: list[str] = field(default_factory=lambda: ["eth0:inet", "inet"])
+    tags: list[str] = field(default_factory=list)
+    metrics: list[MetricConfig] = field(default_factory=list)
+    ready: ReadinessConfig = field(default_factory=ReadinessConfig)
+
+
+@dataclass
+class ControlConfig:
+    socket: str = "/var/run/containerpilot.socket"
+    mode: int = 0o600  # autopilot
+    group: str | None = None  # autopilot
+
+
+@dataclass
+class TemplateConfig:
+    """autopilot: a Jinja2 file rendered from the catalog (see docs/stateful.md)."""
+
+    source: str
+    destination: str
+    wait_min: float = 0.0
+    wait_max: float = 0.0
+    mode: int = 0o644
+    owner: str | None = None
+    group: str | None = None
+    command: list[str] | None = None
+    command_timeout: float = 30.0
+
+
+@dataclass
+class Config:
+    path: str = ""
+    consul: ConsulConfig | None = None  # None: discovery switched off
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    stop_timeout: float = 5.0
+    jobs: list[JobConfig] = field(default_factory=list)
+    watches: list[WatchConfig] = field(default_factory=list)
+    telemetry: TelemetryConfig | None = None
+    control: ControlConfig = field(default_factory=ControlConfig)
+    templates: list[TemplateConfig] = field(default_factory=list)
+    #: autopilot: the job whose exit status becomes autopilot's (see docs/configuration.md)
+    main_job: str | None = None
+
+    def job(self, name: str) -> JobConfig | None:
+        return next((j for j in self.jobs if j.name == name), None)
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names file, line/column or field path."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path

@@ -1,0 +1,1 @@
+"""The Consul adapter: connection, service registration and heartbeats, watches."""

@@ -1,0 +1,41 @@
+"""Shared fixtures; the helpers themselves live in tests/helpers.py."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import CatalogProcess
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Iterator[CatalogProcess]:
+    cat = CatalogProcess(tmp_path).start()
+    yield cat
+    cat.stop()
+
+
+@pytest.fixture
+def catalog_factory(tmp_path: Path) -> Iterator[Callable[..., CatalogProcess]]:
+    started: list[CatalogProcess] = []
+
+    def make(*args: str, port: int | None = None) -> CatalogProcess:
+        cat = CatalogProcess(tmp_path, *args, port=port).start()
+        started.append(cat)
+        return cat
+
+    yield make
+    for cat in started:
+        cat.stop()
+
+
+@pytest.fixture
+def env_clean() -> dict[str, str]:
+    """An environment for child autopilots without inherited Consul/autopilot settings."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CONSUL_", "CONTAINERPILOT", "AUTOPILOT"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

@@ -1,0 +1,85 @@
+"""Test helpers: deadlines instead of sleeps, free ports, a real catalog process.
+
+Import as ``from tests.helpers import wait_for, free_port, CatalogProcess, autopilot_cmd``."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+             message: str = "condition") -> Any:
+    """Poll ``cond`` until it returns a truthy value; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = cond()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - keep polling until the deadline
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}"
+                         + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CatalogProcess:
+    """`autopilot catalog` as a real subprocess on a loopback port."""
+
+    def __init__(self, tmp: Path, *args: str, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.args = args
+        self.log = tmp / f"catalog-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> CatalogProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "autopilot", "catalog", "--port", str(self.port), *self.args],
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: requests.get(self.url + "/v1/status/leader", timeout=1).ok,
+                 timeout=15, message="catalog to answer")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def autopilot_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "autopilot", *args]

@@ -4,28 +4,120 @@ py-consul is synchronous (requests). A Consul call must never hold up the event 
 ``run`` sends it to a thread and gives up waiting after ``timeout``. Each worker thread has
 its own ``consul.Consul`` (requests sessions are not shared across threads); blocking queries
 simply pass ``index=`` and ``wait=`` and a timeout a little longer than the wait.
+
+Two pools: calls with a long ``timeout`` (blocking queries) get their own threads, so any
+number of watches parked in long polls can never starve a registration's heartbeat. Worker
+threads are daemons: a long poll still waiting at shutdown must not keep the process alive.
+
+The client also tracks whether Consul is reachable and logs only the changes ("consul
+unreachable" once, "consul reachable again" once), not every failed retry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
 import consul
+import requests
+import structlog
 
 from autopilot.config.model import ConsulConfig
 
 T = TypeVar("T")
+log = structlog.get_logger("autopilot.discovery")
+
+#: a call whose timeout exceeds this is treated as a long poll and runs in the long-poll pool
+LONG_CALL = 10.0
+
+
+class DaemonPool(Executor):
+    """A thread pool of daemon threads that grows on demand up to ``max_workers``."""
+
+    def __init__(self, max_workers: int, name: str) -> None:
+        self._max = max_workers
+        self._name = name
+        self._queue: queue.SimpleQueue[tuple[Future, Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0  # threads waiting for work (a thread being started counts as idle)
+        self._waiting = 0  # queued items no thread has taken yet
+        self._closed = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        fut: Future[T] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("pool is closed")
+            self._queue.put((fut, lambda: fn(*args, **kwargs)))
+            self._waiting += 1
+            if self._waiting > self._idle and len(self._threads) < self._max:
+                t = threading.Thread(target=self._work, daemon=True,
+                                     name=f"{self._name}-{len(self._threads)}")
+                self._threads.append(t)
+                self._idle += 1
+                t.start()
+        return fut
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            with self._lock:
+                self._idle -= 1
+                if item is not None:
+                    self._waiting -= 1
+            if item is None:
+                return
+            fut, fn = item
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn())
+                except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+                    fut.set_exception(exc)
+            del item, fut, fn
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self, wait: bool = False, *, cancel_futures: bool = True) -> None:
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+        for _ in threads:
+            self._queue.put(None)
+        if wait:
+            for t in threads:
+                t.join()
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True for errors that mean "no answer from Consul" rather than "Consul said no"."""
+    return isinstance(exc, (TimeoutError, requests.ConnectionError, requests.Timeout))
 
 
 class ConsulClient:
-    def __init__(self, cfg: ConsulConfig, max_workers: int = 32) -> None:
+    def __init__(self, cfg: ConsulConfig, max_workers: int = 16,
+                 max_long_polls: int = 256) -> None:
+        """``cfg`` is used as given; ``autopilot.discovery.connect`` applies the environment."""
         self.cfg = cfg
         self._local = threading.local()
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="consul")
+        self._pool = DaemonPool(max_workers, "consul")
+        self._long_pool = DaemonPool(max_long_polls, "consul-poll")
+        self.reachable = True
+        #: bumped each time Consul answers again after being unreachable
+        self.reconnects = 0
+        self._reconnect_listeners: list[Callable[[], None]] = []
 
     def _client(self) -> consul.Consul:
         c = getattr(self._local, "client", None)
@@ -36,29 +128,59 @@ class ConsulClient:
 
     def new_client(self) -> consul.Consul:
         """A fresh synchronous py-consul client for this connection's settings."""
-        host, _, port = self.cfg.address.rpartition(":")
-        tls = self.cfg.tls
-        verify: bool | str = tls.verify
-        if tls.verify and (tls.cafile or tls.capath):
-            verify = tls.cafile or tls.capath  # type: ignore[assignment]
-        cert = (tls.clientcert, tls.clientkey) if tls.clientcert and tls.clientkey else None
-        return consul.Consul(
-            host=host or "127.0.0.1",
-            port=int(port or 8500),
-            scheme=self.cfg.scheme,
-            token=self.cfg.token,
-            verify=verify,
-            cert=cert,
-        )
+        from autopilot.discovery.connection import build_client
+
+        return build_client(self.cfg)
+
+    @property
+    def address(self) -> str:
+        return f"{self.cfg.scheme}://{self.cfg.address}"
+
+    def on_reconnect(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Call ``fn`` (on the loop) whenever Consul answers again after an outage.
+
+        Returns a function that removes the listener."""
+        self._reconnect_listeners.append(fn)
+
+        def remove() -> None:
+            if fn in self._reconnect_listeners:
+                self._reconnect_listeners.remove(fn)
+
+        return remove
+
+    def _note(self, ok: bool, exc: BaseException | None = None) -> None:
+        if ok and not self.reachable:
+            self.reachable = True
+            self.reconnects += 1
+            log.info("consul reachable again", consul=self.address)
+            for fn in list(self._reconnect_listeners):
+                try:
+                    fn()
+                except Exception:  # noqa: BLE001 - a listener must not break the caller
+                    log.exception("consul reconnect listener failed")
+        elif not ok and self.reachable:
+            self.reachable = False
+            log.warning("consul unreachable", consul=self.address,
+                        error=str(exc) or type(exc).__name__)
 
     async def run(self, fn: Callable[[consul.Consul], T], *, timeout: float = 5.0) -> T:
         """Run ``fn(client)`` in a worker thread; raise TimeoutError after ``timeout``."""
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._pool, lambda: fn(self._client()))
-        return await asyncio.wait_for(fut, timeout)
+        pool = self._long_pool if timeout > LONG_CALL else self._pool
+        fut = loop.run_in_executor(pool, lambda: fn(self._client()))
+        try:
+            result = await asyncio.wait_for(fut, timeout)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._note(not is_unreachable(exc), exc)
+            raise
+        self._note(True)
+        return result
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._long_pool.shutdown(wait=False, cancel_futures=True)
 
     def __getattr__(self, name: str) -> Any:  # pragma: no cover - guard against misuse
         raise AttributeError(f"ConsulClient has no {name!r}; use `await client.run(lambda c: ...)`")

@@ -1,0 +1,429 @@
+"""One job's service in Consul: register, heartbeat, explicit fail, deregister, re-register.
+
+Two tasks per registration, so Consul can never hold up the bus:
+
+- the *listener* reads the bus and only records the desired state (present or not, status,
+  output, "a heartbeat is owed") and wakes the converger; it never awaits Consul;
+- the *converger* makes Consul match the latest desired state. It coalesces events that
+  arrive while a call is in flight, backs off with jitter while Consul fails, and
+  re-registers at once when Consul says the service or its check is gone (an agent restart,
+  a catalog restart, maintenance) — ContainerPilot 3.8 never did (its `wasRegistered` bug).
+
+It also verifies, when no heartbeat has proven it recently, that the agent still knows the
+service, and right after Consul becomes reachable again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from typing import Any
+
+import structlog
+
+from autopilot import events as ev
+from autopilot.config.model import JobConfig
+from autopilot.context import Context
+from autopilot.discovery.client import is_unreachable
+from autopilot.discovery.interfaces import InterfaceError, env_names, resolve_ip
+
+log = structlog.get_logger("autopilot.discovery")
+
+CALL_TIMEOUT = 5.0  # seconds for one register/update/deregister call
+STOP_TIMEOUT = 3.0  # how long stop() tries to deregister
+BACKOFF_MIN, BACKOFF_MAX = 0.25, 5.0
+DEFAULT_TTL = 30.0  # a port without a health block (ContainerPilot's validation forbids it)
+
+
+def backoff(failures: int, low: float = BACKOFF_MIN, high: float = BACKOFF_MAX) -> float:
+    """Exponential delay with jitter: spread retries of many containers after an outage."""
+    delay = min(high, low * 2 ** max(0, failures - 1))
+    return random.uniform(delay / 2, delay)
+
+
+def seconds(value: float) -> str:
+    """A Go duration string for a float of seconds: 10.0 -> "10s", 0.5 -> "0.5s"."""
+    return f"{value:g}s"
+
+
+class _Lost(Exception):
+    """Consul no longer has our service or its check: register again at once."""
+
+
+class ConsulRefused(Exception):
+    """Consul answered with an error status."""
+
+    def __init__(self, what: str, code: int, body: str) -> None:
+        super().__init__(f"{what}: {code} {body.strip()[:200]}")
+        self.code = code
+
+
+def _raw(response: Any) -> Any:
+    """A py-consul callback that hands back the response itself (code, headers, body)."""
+    return response
+
+
+def _lost(code: int, body: str) -> bool:
+    text = body.lower()
+    return code == 404 or (code == 500 and any(
+        s in text for s in ("does not have associated ttl", "unknown check", "not found",
+                            "unknown service", "missing check")))
+
+
+class ServiceRegistration:
+    """A component: keeps one job's service registered in Consul while the job is healthy."""
+
+    def __init__(self, ctx: Context, cfg: JobConfig, *, heartbeat: float | None = None,
+                 extra_tags: list[str] | None = None) -> None:
+        """``heartbeat`` (seconds) makes the service register at once and report passing on
+        that period by itself: the hidden ``containerpilot`` telemetry service."""
+        self.ctx = ctx
+        self.cfg = cfg
+        self.name = cfg.name
+        self.key = f"service.{cfg.name}"
+        self.service_id = ctx.service_id(cfg.name)
+        self.check_id = f"service:{self.service_id}"
+        self.heartbeat = heartbeat
+        self.extra_tags = list(extra_tags or [])
+        ttl = cfg.health.ttl if cfg.health and cfg.health.ttl > 0 else DEFAULT_TTL
+        self.ttl = float(ttl)
+        self.verify_period = min(5.0, max(1.0, self.ttl / 2))
+        # desired state, written by the listener
+        self._present = False
+        self._status: str = cfg.initial_status or "passing"
+        self._output = ""
+        self._owed = False  # a status update (heartbeat) has to go out
+        self._maintenance = False
+        # what Consul has, as far as we know
+        self.registered = False
+        self._maybe_registered = False
+        self._sent: dict[str, Any] | None = None
+        self._sent_status: tuple[str, str] | None = None
+        self.address: str | None = None
+        self._last_ok = 0.0
+        self._verify_due = False
+        self._ip_error: str | None = None
+        self._last_error: str | None = None
+        # machinery
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._sub: ev.Subscription | None = None
+        self._remove_listener: Any = None
+        self._stopped = False
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._set_env()
+        self._facts()
+        self._sub = self.ctx.bus.subscribe(self.key)
+        self._tasks.append(asyncio.create_task(self._listen(), name=f"{self.key}.listen"))
+        if self.ctx.consul is None:
+            return  # discovery off: only the environment and facts
+        if self.cfg.initial_status or self.heartbeat:
+            self._present = True
+            self._owed = False
+        self._remove_listener = self.ctx.consul.on_reconnect(self._on_reconnect)
+        self._tasks.append(asyncio.create_task(self._converge_loop(), name=f"{self.key}.sync"))
+        if self.heartbeat:
+            self._tasks.append(asyncio.create_task(self._beat(), name=f"{self.key}.beat"))
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
+                pass
+        if self._sub:
+            self._sub.close()
+        if self._remove_listener:
+            self._remove_listener()
+        if self.ctx.consul is not None and (self.registered or self._maybe_registered):
+            try:
+                await self._deregister(timeout=STOP_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - Consul down at shutdown: TTL will expire
+                log.warning("could not deregister service", service=self.service_id,
+                            error=str(exc) or type(exc).__name__)
+
+    # ---- the listener: records desired state, never awaits Consul ---------------------------
+    async def _listen(self) -> None:
+        assert self._sub is not None
+        while True:
+            event = await self._sub.get()
+            self.on_event(event)
+
+    def on_event(self, event: ev.Event) -> None:
+        code, source = event.code, event.source
+        if source == self.name:
+            if code == ev.HEALTHY and not self._maintenance:
+                self._present = True
+                self._want_status("passing", event.detail)
+            elif code == ev.UNHEALTHY and not self._maintenance:
+                self._want_status("critical", event.detail)
+            elif code in (ev.STOPPING, ev.STOPPED):
+                self._present = False
+            elif code in (ev.ELECTED, ev.DEMOTED, ev.LEADER_CHANGED):
+                pass  # the role is read from ctx.facts when the definition is built
+            else:
+                return
+        elif source == ev.GLOBAL and code == ev.ENTER_MAINTENANCE:
+            self._maintenance = True
+            self._present = False
+        elif source == ev.GLOBAL and code == ev.EXIT_MAINTENANCE:
+            self._maintenance = False
+            if self.heartbeat:
+                self._present = True
+        else:
+            return
+        self._wake.set()
+
+    def _want_status(self, status: str, output: str) -> None:
+        if status != self._status and self.registered:
+            log.info("service check status", service=self.service_id, status=status)
+        self._status = status
+        self._output = output
+        self._owed = True
+
+    async def _beat(self) -> None:
+        assert self.heartbeat
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            if not self._maintenance:
+                self._present = True
+                self._want_status("passing", "ok")
+                self._wake.set()
+
+    def _on_reconnect(self) -> None:
+        self._verify_due = True
+        self._wake.set()
+
+    # ---- the converger ------------------------------------------------------------------------
+    async def _converge_loop(self) -> None:
+        failures = 0
+        lost_streak = 0
+        while True:
+            self._wake.clear()
+            try:
+                await self._converge()
+            except _Lost:
+                lost_streak += 1
+                if lost_streak <= 3:
+                    continue  # register again at once
+                failures += 1
+                await asyncio.sleep(backoff(failures))
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure is retried with backoff
+                failures += 1
+                self._note_failure(exc)
+                await asyncio.sleep(backoff(failures))
+                continue
+            if failures or self._last_error:
+                if self._last_error:
+                    log.info("consul accepts service updates again", service=self.service_id)
+                self._last_error = None
+            failures = lost_streak = 0
+            if self._wake.is_set():
+                continue
+            timeout = self.verify_period if self.registered else None
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                if time.monotonic() - self._last_ok >= self.verify_period:
+                    self._verify_due = True
+
+    def _note_failure(self, exc: BaseException) -> None:
+        message = str(exc) or type(exc).__name__
+        if is_unreachable(exc):
+            # the client logs "consul unreachable" once for everyone
+            self._last_error = self._last_error or "unreachable"
+            return
+        if message != self._last_error:
+            log.warning("consul refused a service update", service=self.service_id,
+                        error=message)
+            self._last_error = message
+
+    async def _converge(self) -> None:
+        if not self._present:
+            if self.registered or self._maybe_registered:
+                await self._deregister()
+            self._owed = False
+            return
+        if self.registered and self._verify_due:
+            self._verify_due = False
+            if not await self._exists():
+                log.warning("consul lost the service; registering it again",
+                            service=self.service_id)
+                self._mark_lost()
+        definition = self._definition()
+        if definition is None:
+            return  # no address: error already reported, retry on the next event
+        if not self.registered or self._shape(definition) != self._shape(self._sent):
+            await self._register(definition)
+        if self._owed or self._sent_status != (self._status, self._output):
+            owed_status = (self._status, self._output)
+            self._owed = False
+            try:
+                await self._update(*owed_status)
+            except BaseException:
+                self._owed = True
+                raise
+
+    # ---- building the service definition -------------------------------------------------------
+    def _resolve_address(self) -> str | None:
+        try:
+            address = resolve_ip(self.cfg.interfaces)
+        except InterfaceError as exc:
+            message = f"job {self.name}: {exc}"
+            if message != self._ip_error:
+                self._ip_error = message
+                log.error("cannot advertise service: no matching interface", job=self.name,
+                          interfaces=self.cfg.interfaces, error=str(exc))
+                self.ctx.bus.publish(ev.Event(ev.ERROR, self.name, detail=message))
+            return None
+        self._ip_error = None
+        return address
+
+    def _set_env(self, address: str | None = None) -> None:
+        address = address or self._resolve_address()
+        if address is None:
+            return
+        self.address = address
+        for name in env_names(self.name):
+            self.ctx.child_env[name] = address
+
+    def tags(self) -> list[str]:
+        tags = list(self.cfg.tags) + [t for t in self.extra_tags if t not in self.cfg.tags]
+        election = self.cfg.election
+        if election is not None:
+            role = self.ctx.facts.get(self.name, {}).get("role")
+            drop = {election.primary_tag, election.replica_tag}
+            tags = [t for t in tags if t not in drop]
+            if role == "primary":
+                tags.append(election.primary_tag)
+            elif role == "replica":
+                tags.append(election.replica_tag)
+        return tags
+
+    def _definition(self) -> dict[str, Any] | None:
+        address = self._resolve_address()
+        if address is None:
+            return None
+        if address != self.address:
+            self._set_env(address)
+        check: dict[str, Any] = {
+            "CheckID": self.check_id,
+            "TTL": seconds(self.ttl),
+            "Status": self._status,
+            "Notes": f"TTL for {self.name} set by autopilot",
+        }
+        body: dict[str, Any] = {
+            "ID": self.service_id,
+            "Name": self.name,
+            "Address": address,
+            "Port": self.cfg.port,
+            "Tags": self.tags(),
+            "Check": check,
+        }
+        if self.cfg.meta:
+            body["Meta"] = dict(self.cfg.meta)
+        if self.cfg.consul is not None:
+            body["EnableTagOverride"] = bool(self.cfg.consul.enable_tag_override)
+            if self.cfg.consul.deregister_critical_service_after:
+                check["DeregisterCriticalServiceAfter"] = (
+                    self.cfg.consul.deregister_critical_service_after)
+        return body
+
+    @staticmethod
+    def _shape(definition: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The definition without the check's status: a status change alone is a check
+        update, not a re-registration."""
+        if definition is None:
+            return None
+        check = {k: v for k, v in definition["Check"].items() if k != "Status"}
+        return definition | {"Check": check}
+
+    # ---- Consul calls -------------------------------------------------------------------------
+    async def _call(self, method: str, path: str, body: Any = None, *,
+                    timeout: float = CALL_TIMEOUT) -> Any:
+        assert self.ctx.consul is not None
+        data = json.dumps(body) if body is not None else ""
+
+        def call(c: Any) -> Any:
+            send = c.http.put if method == "PUT" else c.http.get
+            kwargs: dict[str, Any] = {"headers": c.prepare_headers()}
+            if method == "PUT":
+                kwargs["data"] = data
+            return send(_raw, path, **kwargs)
+
+        return await self.ctx.consul.run(call, timeout=timeout)
+
+    async def _register(self, definition: dict[str, Any]) -> None:
+        self._maybe_registered = True
+        resp = await self._call("PUT", "/v1/agent/service/register", definition)
+        if resp.code != 200:
+            raise ConsulRefused("register", resp.code, resp.body)
+        first = not self.registered
+        self.registered = True
+        self._sent = definition
+        self._sent_status = (definition["Check"]["Status"], "")
+        self._last_ok = time.monotonic()
+        self._owed = False  # the registration carried the status: it was the heartbeat
+        self._facts()
+        log.info("service registered" if first else "service re-registered",
+                 service=self.service_id, address=definition["Address"],
+                 port=definition["Port"], tags=definition["Tags"],
+                 status=definition["Check"]["Status"])
+
+    async def _update(self, status: str, output: str) -> None:
+        resp = await self._call("PUT", f"/v1/agent/check/update/{self.check_id}",
+                                {"Status": status, "Output": output})
+        if resp.code == 200:
+            self._sent_status = (status, output)
+            self._last_ok = time.monotonic()
+            return
+        if _lost(resp.code, resp.body):
+            log.warning("consul lost the service check; registering it again",
+                        service=self.service_id, code=resp.code)
+            self._mark_lost()
+            raise _Lost()
+        raise ConsulRefused("check update", resp.code, resp.body)
+
+    async def _exists(self) -> bool:
+        resp = await self._call("GET", f"/v1/agent/service/{self.service_id}")
+        if resp.code == 200:
+            self._last_ok = time.monotonic()
+            return True
+        if resp.code == 404:
+            return False
+        raise ConsulRefused("service lookup", resp.code, resp.body)
+
+    async def _deregister(self, timeout: float = CALL_TIMEOUT) -> None:
+        resp = await self._call("PUT", f"/v1/agent/service/deregister/{self.service_id}",
+                                timeout=timeout)
+        if resp.code not in (200, 404):
+            raise ConsulRefused("deregister", resp.code, resp.body)
+        was = self.registered
+        self.registered = self._maybe_registered = False
+        self._sent = self._sent_status = None
+        self._facts()
+        if was:
+            log.info("service deregistered", service=self.service_id)
+
+    def _mark_lost(self) -> None:
+        self.registered = False
+        self._sent = self._sent_status = None
+        self._owed = True
+        self._facts()
+
+    def _facts(self) -> None:
+        self.ctx.facts.setdefault(self.name, {}).update(
+            registered=self.registered, service_id=self.service_id,
+            address=self.address, port=self.cfg.port)

@@ -1,0 +1,7 @@
+"""`autopilot lab`: a whole autopilot-run Redis cluster on one machine, and its fault actions.
+
+The lab starts the embedded catalog and N nodes, each an autopilot supervising its own
+`redis-server`. As root every node gets its own network namespace (a veth on the bridge
+`ap-lab-br0`) and its own PID namespace with autopilot as PID 1; otherwise nodes share
+loopback with distinct ports. See docs/workshop/01-redis-lab.md.
+"""

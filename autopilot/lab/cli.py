@@ -1,0 +1,173 @@
+"""`autopilot lab …`: the click group mapped in autopilot/cli.py."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from autopilot.lab import netns
+from autopilot.lab.cluster import PROFILES, Lab, LabError, format_table
+
+dir_option = click.option(
+    "--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+    envvar="AUTOPILOT_LAB_DIR", default=".lab", show_default=True,
+    help="Lab state directory (pids, logs, data); env AUTOPILOT_LAB_DIR.")
+
+
+def _lab(directory: Path, need_running: bool = True) -> Lab:
+    lab = Lab(directory)
+    if need_running and not lab.running:
+        raise click.ClickException(f"no lab is up in {lab.dir} (run `autopilot lab up redis`)")
+    return lab
+
+
+def _act(directory: Path, fn: Callable[[Lab], None], done: str) -> None:
+    lab = _lab(directory)
+    try:
+        fn(lab)
+    except LabError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(done)
+
+
+@click.group()
+def lab() -> None:
+    """A whole autopilot-run cluster on this machine, and faults to inject into it.
+
+    As root every node gets its own network namespace (ap-lab-N, address 10.231.0.1N on the
+    bridge ap-lab-br0) and its own PID namespace with autopilot as PID 1; otherwise nodes
+    share loopback with distinct ports (no partitions).
+    """
+
+
+@lab.command()
+@click.argument("service", default="redis")
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
+@click.option("--profile", type=click.Choice(sorted(PROFILES)), default="fast",
+              show_default=True, help="Timing: fast = 250 ms checks, 1 s TTL, 100 ms lock-delay; "
+              "default = 1 s checks, 3 s TTL, 1 s lock-delay.")
+@click.option("--no-loss", is_flag=True, help="min-replicas-to-write 1 (clients use WAIT 1).")
+@click.option("--loopback", is_flag=True, help="No namespaces, even as root.")
+@click.option("--no-pidns", is_flag=True, help="Network namespaces but no PID namespaces "
+              "(so `kill --only supervisor` leaves redis running).")
+@click.option("--catalog-port", default=8500, show_default=True)
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until one primary and N-1 replicas are in place.")
+@click.option("--timeout", default=60.0, show_default=True)
+@dir_option
+def up(service: str, nodes: int, profile: str, no_loss: bool, loopback: bool, no_pidns: bool,
+       catalog_port: int, wait: bool, timeout: float, directory: Path) -> None:
+    """Start the catalog and NODES autopilot-run SERVICE nodes (SERVICE: redis)."""
+    lab_ = _lab(directory, need_running=False)
+    use_netns = netns.is_root() and not loopback
+    if not netns.is_root() and not loopback:
+        click.echo("not root: no namespaces; nodes run on 127.0.0.1 with distinct ports "
+                   "(partition/heal unavailable)", err=True)
+    try:
+        lab_.up(nodes=nodes, service=service, netns_mode=use_netns, pidns=not no_pidns,
+                profile=profile, no_loss=no_loss, catalog_port=catalog_port)
+        click.echo(f"lab up in {lab_.dir}: catalog {lab_.catalog_address}, {nodes} nodes "
+                   f"({lab_.state.mode}{', pid namespaces' if lab_.state.pidns else ''})")
+        if wait:
+            click.echo(format_table(lab_.wait_converged(timeout)))
+    except LabError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@lab.command()
+@click.option("--watch", is_flag=True, help="Refresh until Ctrl-C (or --count).")
+@click.option("--interval", default=1.0, show_default=True)
+@click.option("--count", default=0, help="With --watch: stop after this many refreshes.")
+@click.option("--json", "as_json", is_flag=True)
+@dir_option
+def status(watch: bool, interval: float, count: int, as_json: bool, directory: Path) -> None:
+    """Table of nodes: supervisor, Redis role, catalog health and tag, address, offset."""
+    lab_ = _lab(directory)
+    shown = 0
+    try:
+        while True:
+            rows = lab_.status()
+            if as_json:
+                click.echo(json.dumps({"catalog": lab_.catalog_address,
+                                       "leader": lab_.leader(), "nodes": rows}))
+            else:
+                if watch:
+                    click.echo("\x1b[2J\x1b[H" + time.strftime("%H:%M:%S"), nl=True)
+                click.echo(format_table(rows))
+            shown += 1
+            if not watch or (count and shown >= count):
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+
+
+@lab.command()
+@click.argument("node")
+@click.option("--only", "what", type=click.Choice(["all", "supervisor", "redis"]),
+              default="all", show_default=True)
+@dir_option
+def kill(node: str, what: str, directory: Path) -> None:
+    """SIGKILL NODE's supervisor and redis (or only one of them)."""
+    _act(directory, lambda lab_: lab_.kill(node, what), f"killed {node} ({what})")
+
+
+@lab.command()
+@click.argument("node")
+@dir_option
+def stop(node: str, directory: Path) -> None:
+    """SIGTERM NODE's supervisor: a primary hands over, then the node exits."""
+    _act(directory, lambda lab_: lab_.stop(node), f"stopped {node}")
+
+
+@lab.command()
+@click.argument("node")
+@dir_option
+def start(node: str, directory: Path) -> None:
+    """Start NODE's supervisor again after kill or stop."""
+    _act(directory, lambda lab_: lab_.start(node), f"started {node}")
+
+
+@lab.command()
+@click.argument("node")
+@dir_option
+def pause(node: str, directory: Path) -> None:
+    """SIGSTOP NODE's whole process tree."""
+    _act(directory, lambda lab_: lab_.pause(node), f"paused {node}")
+
+
+@lab.command()
+@click.argument("node")
+@dir_option
+def resume(node: str, directory: Path) -> None:
+    """SIGCONT NODE's process tree."""
+    _act(directory, lambda lab_: lab_.resume(node), f"resumed {node}")
+
+
+@lab.command()
+@click.argument("node")
+@dir_option
+def partition(node: str, directory: Path) -> None:
+    """Cut NODE off from the catalog only (iptables DROP inside its namespace)."""
+    _act(directory, lambda lab_: lab_.partition(node), f"partitioned {node} from the catalog")
+
+
+@lab.command()
+@click.argument("node")
+@dir_option
+def heal(node: str, directory: Path) -> None:
+    """Undo `partition NODE`."""
+    _act(directory, lambda lab_: lab_.heal(node), f"healed {node}")
+
+
+@lab.command()
+@dir_option
+def down(directory: Path) -> None:
+    """Stop everything: processes, namespaces, bridge, iptables rules."""
+    lab_ = _lab(directory, need_running=False)
+    lab_.down()
+    click.echo("lab down")

@@ -1,0 +1,530 @@
+"""The lab's cluster: start, inspect and break a catalog plus N autopilot-run Redis nodes.
+
+All state lives in one directory (``state.json`` plus a folder per node with its log, data
+and hook log), so every `autopilot lab` invocation is a short-lived process that reads the
+state, acts on real PIDs and namespaces, and exits. Processes outlive the CLI on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import requests
+
+import autopilot
+from autopilot.lab import netns
+from autopilot.lab.resp import Redis, RedisError
+
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+FENCE = "10"  # min-replicas-to-write of a fenced node (see examples/redis/hook.sh)
+
+#: timing profiles: health interval, health TTL, lock-delay (session TTL is 10 s, Consul's min)
+PROFILES: dict[str, dict[str, str]] = {
+    "fast": {"AP_HEALTH_INTERVAL": "250ms", "AP_HEALTH_TTL": "1s", "AP_HEALTH_TIMEOUT": "1s",
+             "AP_LOCK_DELAY": "100ms", "AP_SESSION_TTL": "10s"},
+    "default": {"AP_HEALTH_INTERVAL": "1s", "AP_HEALTH_TTL": "3s", "AP_HEALTH_TIMEOUT": "1s",
+                "AP_LOCK_DELAY": "1s", "AP_SESSION_TTL": "10s"},
+}
+
+
+class LabError(RuntimeError):
+    pass
+
+
+@dataclass
+class Node:
+    n: int
+    ip: str
+    port: int
+    dir: str
+    ns: str | None = None
+    pid: int | None = None  # the launcher: `ip netns exec … unshare …` or autopilot itself
+    started: float | None = None  # the launcher's create_time, against PID reuse
+
+    @property
+    def name(self) -> str:
+        return f"node-{self.n}"
+
+    @property
+    def address(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+
+@dataclass
+class State:
+    mode: str = "netns"  # "netns" (root) or "loopback"
+    pidns: bool = True
+    service: str = "redis"
+    profile: str = "fast"
+    no_loss: bool = False
+    catalog: dict[str, Any] = field(default_factory=dict)  # pid, address
+    nodes: dict[str, Node] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # extra env given at `up`
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        return json.dumps(d, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> State:
+        d = json.loads(text)
+        d["nodes"] = {k: Node(**v) for k, v in d.get("nodes", {}).items()}
+        return cls(**d)
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("AUTOPILOT_LAB_DIR", ".lab")).resolve()
+
+
+def _alive(pid: int | None, started: float | None = None) -> psutil.Process | None:
+    if not pid:
+        return None
+    try:
+        p = psutil.Process(pid)
+        if started is not None and abs(p.create_time() - started) > 0.5:
+            return None
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return p
+    except psutil.Error:
+        return None
+
+
+class Lab:
+    def __init__(self, directory: Path | str | None = None) -> None:
+        self.dir = Path(directory).resolve() if directory else default_dir()
+        self.state_file = self.dir / "state.json"
+        self.state = State()
+        if self.state_file.exists():
+            self.state = State.from_json(self.state_file.read_text())
+
+    # ---------------------------------------------------------------- state
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(self.state.to_json())
+        tmp.replace(self.state_file)
+
+    @property
+    def running(self) -> bool:
+        return self.state_file.exists() and bool(self.state.nodes)
+
+    def node(self, name: str | int) -> Node:
+        key = str(name).removeprefix("node-")
+        if key not in self.state.nodes:
+            known = ", ".join(f"node-{k}" for k in self.state.nodes) or "none (run `lab up`)"
+            raise LabError(f"unknown node {name!r}; nodes: {known}")
+        return self.state.nodes[key]
+
+    @property
+    def catalog_address(self) -> str:
+        return str(self.state.catalog.get("address", ""))
+
+    @property
+    def catalog_url(self) -> str:
+        return f"http://{self.catalog_address}"
+
+    # ---------------------------------------------------------------- up / down
+    def up(self, nodes: int = 3, service: str = "redis", netns_mode: bool | None = None,
+           pidns: bool = True, profile: str = "fast", no_loss: bool = False,
+           catalog_port: int = 8500, env: dict[str, str] | None = None) -> None:
+        if self.running:
+            raise LabError(f"a lab is already up in {self.dir} (run `lab down` first)")
+        if service != "redis":
+            raise LabError(f"unknown lab service {service!r} (available: redis)")
+        if profile not in PROFILES:
+            raise LabError(f"unknown profile {profile!r} (available: {', '.join(PROFILES)})")
+        if netns_mode is None:
+            netns_mode = netns.is_root()
+        if netns_mode and not netns.is_root():
+            raise LabError("network namespaces need root; run as root or pass --loopback")
+        missing = netns.missing_tools(netns_mode)
+        if missing:
+            pkgs = " ".join(sorted({p for _, p in missing}))
+            raise LabError(f"missing tools: {', '.join(t for t, _ in missing)}; "
+                           f"install them with: apt-get install -y {pkgs}")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state = State(mode="netns" if netns_mode else "loopback",
+                           pidns=pidns and netns_mode, service=service, profile=profile,
+                           no_loss=no_loss, env=dict(env or {}))
+        try:
+            if netns_mode:
+                netns.create_bridge()
+                cat_addr = f"{netns.CATALOG_IP}:{catalog_port}"
+            else:
+                cat_addr = f"127.0.0.1:{catalog_port}"
+            self._start_catalog(cat_addr)
+            for n in range(1, nodes + 1):
+                self.add_node(n)
+        except BaseException:
+            self.down()
+            raise
+
+    def _start_catalog(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        log = (self.dir / "catalog.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "autopilot", "catalog", "--bind", host, "--port", port,
+             "--node", "lab-catalog"],
+            stdout=log, stderr=subprocess.STDOUT, env=self._base_env(),
+            start_new_session=True, cwd=self.dir)
+        self.state.catalog = {"pid": proc.pid, "address": address,
+                              "started": psutil.Process(proc.pid).create_time()}
+        self.save()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise LabError(f"the catalog exited ({proc.returncode}); see {self.dir}/catalog.log")
+            try:
+                if requests.get(f"http://{address}/v1/status/leader", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        raise LabError(f"the catalog did not answer on {address}; see {self.dir}/catalog.log")
+
+    def add_node(self, n: int) -> Node:
+        ndir = self.dir / f"node-{n}"
+        (ndir / "data").mkdir(parents=True, exist_ok=True)
+        if self.state.mode == "netns":
+            netns.create_node_ns(n)
+            node = Node(n=n, ip=netns.node_ip(n), port=6379, dir=str(ndir), ns=netns.ns_name(n))
+        else:
+            node = Node(n=n, ip="127.0.0.1", port=6379 + n, dir=str(ndir))
+        self.state.nodes[str(n)] = node
+        self.save()
+        self.start(n)
+        return node
+
+    def down(self) -> None:
+        """Leave nothing running: processes, namespaces, bridge, iptables rules."""
+        for key in list(self.state.nodes):
+            self._kill_tree(self.state.nodes[key])
+        cat = _alive(self.state.catalog.get("pid"), self.state.catalog.get("started"))
+        if cat is not None:
+            cat.terminate()
+            try:
+                cat.wait(5)
+            except psutil.TimeoutExpired:
+                cat.kill()
+        if netns.is_root():
+            for ns in netns.list_lab_namespaces():
+                netns.delete_ns(ns)
+            for key in list(self.state.nodes):
+                netns.sh("ip", "link", "del", f"ap-lab-v{key}", check=False)
+            netns.delete_bridge()
+        self.state.nodes.clear()
+        self.state.catalog = {}
+        if self.state_file.exists():
+            self.state_file.unlink()
+
+    # ---------------------------------------------------------------- processes
+    def node_env(self, node: Node) -> dict[str, str]:
+        s = self.state
+        env = self._base_env()
+        env.update(PROFILES[s.profile])
+        env.update({
+            "CONSUL": self.catalog_address,
+            "REDIS_HOME": str(EXAMPLES / "redis"),
+            "REDIS_PORT": str(node.port),
+            "REDIS_DIR": str(Path(node.dir) / "data"),
+            "REDIS_BIND": "0.0.0.0" if s.mode == "netns" else "127.0.0.1",
+            "REDIS_HOOK_LOG": str(Path(node.dir) / "hooks.log"),
+            "REDIS_NO_LOSS": "1" if s.no_loss else "0",
+            "REDIS_INTERFACE": "eth0:inet" if s.mode == "netns" else "static:127.0.0.1",
+            "AUTOPILOT_CONTROL_SOCKET": str(Path(node.dir) / "autopilot.sock"),
+            "AP_TELEMETRY_PORT": "9090" if s.mode == "netns" else str(9090 + node.n),
+            "AUTOPILOT_NODE_NAME": node.name,
+            "HOSTNAME": node.name,
+        })
+        env.update(s.env)
+        return env
+
+    @staticmethod
+    def _base_env() -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("CONSUL_", "CONTAINERPILOT", "AUTOPILOT", "REDIS_", "AP_"))}
+        pkg_root = str(Path(autopilot.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in [pkg_root, env.get("PYTHONPATH", "")] if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def command(self, node: Node) -> list[str]:
+        config = str(EXAMPLES / "redis" / "autopilot.json5")
+        run = [sys.executable, "-m", "autopilot", "run", config]
+        if self.state.mode != "netns":
+            return run
+        prefix = ["ip", "netns", "exec", str(node.ns)]
+        if self.state.pidns:
+            # autopilot becomes PID 1 of a fresh PID namespace with its own hostname
+            prefix += ["unshare", "--pid", "--fork", "--mount-proc", "--uts"]
+        else:
+            prefix += ["unshare", "--uts"]
+        return [*prefix, "sh", "-c", f'hostname {node.name} && exec "$@"', "sh", *run]
+
+    def start(self, name: str | int) -> None:
+        """(Re)start a node's supervisor; its redis is started (or adopted) by the redis job."""
+        node = self.node(name)
+        if self.supervisor(node) is not None:
+            raise LabError(f"{node.name} is already running")
+        log = (Path(node.dir) / "autopilot.log").open("ab")
+        proc = subprocess.Popen(self.command(node), stdout=log, stderr=subprocess.STDOUT,
+                                env=self.node_env(node), start_new_session=True, cwd=node.dir)
+        node.pid = proc.pid
+        node.started = psutil.Process(proc.pid).create_time()
+        self.save()
+
+    def tree(self, node: Node) -> list[psutil.Process]:
+        """The launcher and all its descendants (the supervisor, redis, hooks)."""
+        root = _alive(node.pid, node.started)
+        if root is None:
+            return []
+        try:
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return [root]
+
+    def supervisor(self, node: Node) -> psutil.Process | None:
+        for p in self.tree(node):
+            try:
+                cmd = p.cmdline()
+            except psutil.Error:
+                continue
+            if "autopilot" in cmd and "run" in cmd and cmd[0] not in ("ip", "unshare", "sh"):
+                return p
+        return None
+
+    def redis_pid(self, node: Node) -> int | None:
+        pidfile = Path(node.dir) / "data" / "redis-server.pid"
+        for p in self.tree(node):
+            try:
+                if p.name() == "redis-server":
+                    return p.pid
+            except psutil.Error:
+                continue
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        # a pidfile written inside a PID namespace holds that namespace's number: only
+        # trust it outside PID namespaces, and only if it is a redis-server
+        if self.state.pidns:
+            return None
+        p = _alive(pid)
+        try:
+            return pid if p is not None and p.name() == "redis-server" else None
+        except psutil.Error:
+            return None
+
+    def _signal_all(self, procs: list[psutil.Process], sig: int) -> None:
+        for p in procs:
+            try:
+                p.send_signal(sig)
+            except psutil.Error:
+                pass
+
+    def _kill_tree(self, node: Node) -> None:
+        procs = self.tree(node)
+        extra = self.redis_pid(node)
+        self._signal_all(procs, signal.SIGKILL)
+        if extra and all(p.pid != extra for p in procs):
+            try:
+                os.kill(extra, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        psutil.wait_procs(procs, timeout=5)
+
+    # ---------------------------------------------------------------- faults
+    def kill(self, name: str | int, what: str = "all") -> None:
+        """SIGKILL the node's supervisor and redis (`what`: all | supervisor | redis)."""
+        node = self.node(name)
+        if what == "all":
+            self._kill_tree(node)
+            return
+        target = self.supervisor(node) if what == "supervisor" else None
+        if what == "redis":
+            pid = self.redis_pid(node)
+            target = _alive(pid) if pid else None
+        if target is None:
+            raise LabError(f"{node.name}: no running {what} to kill")
+        if what == "supervisor" and self.state.pidns:
+            raise LabError("the supervisor is PID 1 of its namespace: killing it kills the "
+                           "node; start the lab with --no-pidns to kill it alone")
+        target.kill()
+        psutil.wait_procs([target], timeout=5)
+
+    def stop(self, name: str | int, timeout: float = 20.0) -> None:
+        """SIGTERM the supervisor (graceful hand-over) and wait until the node is gone."""
+        node = self.node(name)
+        sup = self.supervisor(node)
+        if sup is None:
+            raise LabError(f"{node.name} is not running")
+        sup.terminate()
+        gone, alive = psutil.wait_procs(self.tree(node), timeout=timeout)
+        if alive:
+            raise LabError(f"{node.name} still running {timeout}s after SIGTERM")
+
+    def pause(self, name: str | int) -> None:
+        """SIGSTOP the whole node, supervisor first so it cannot react to the rest."""
+        node = self.node(name)
+        procs = self.tree(node)
+        if not procs:
+            raise LabError(f"{node.name} is not running")
+        sup = self.supervisor(node)
+        order = ([sup] if sup else []) + [p for p in procs if not sup or p.pid != sup.pid]
+        self._signal_all(order, signal.SIGSTOP)
+
+    def resume(self, name: str | int) -> None:
+        """SIGCONT the node, supervisor first: it must see its lease expired before redis runs."""
+        node = self.node(name)
+        procs = self.tree(node)
+        sup = self.supervisor(node)
+        order = ([sup] if sup else []) + [p for p in procs if not sup or p.pid != sup.pid]
+        self._signal_all(order, signal.SIGCONT)
+
+    def partition(self, name: str | int) -> None:
+        node = self.node(name)
+        if self.state.mode != "netns":
+            raise LabError("partition needs network namespaces (run the lab as root)")
+        netns.partition(node.n)
+
+    def heal(self, name: str | int) -> None:
+        node = self.node(name)
+        if self.state.mode != "netns":
+            raise LabError("heal needs network namespaces (run the lab as root)")
+        netns.heal(node.n)
+
+    # ---------------------------------------------------------------- observation
+    def catalog_entries(self) -> dict[str, dict[str, Any]]:
+        """service address:port -> {"health": worst check status, "tags": [...]}."""
+        try:
+            r = requests.get(f"{self.catalog_url}/v1/health/service/{self.state.service}",
+                             timeout=1)
+            r.raise_for_status()
+        except requests.RequestException:
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        order = {"passing": 0, "warning": 1, "critical": 2}
+        for e in r.json():
+            svc = e["Service"]
+            addr = f"{svc.get('Address') or e['Node'].get('Address')}:{svc['Port']}"
+            statuses = [c["Status"] for c in e.get("Checks", []) if c.get("ServiceID")]
+            worst = max(statuses or ["passing"], key=lambda s: order.get(s, 3))
+            out[addr] = {"health": worst, "tags": svc.get("Tags") or [], "id": svc["ID"]}
+        return out
+
+    def leader(self) -> dict[str, Any] | None:
+        """The election key's value (who holds the lock), or None."""
+        key = f"service/{self.state.service}/leader"
+        try:
+            r = requests.get(f"{self.catalog_url}/v1/kv/{key}", timeout=1)
+        except requests.RequestException:
+            return None
+        if r.status_code != 200:
+            return None
+        entry = r.json()[0]
+        if not entry.get("Session"):
+            return None
+        import base64
+
+        try:
+            value = json.loads(base64.b64decode(entry.get("Value") or b"") or b"{}")
+        except ValueError:
+            value = {}
+        return {**value, "epoch": entry.get("LockIndex"), "session": entry["Session"]}
+
+    @staticmethod
+    def redis_role(ip: str, port: int, timeout: float = 0.5) -> dict[str, Any]:
+        """role (primary | fenced | replica | down), offset and link of one Redis."""
+        try:
+            with Redis(ip, port, timeout=timeout) as r:
+                info = r.info("replication")
+                fence = r.call("CONFIG", "GET", "min-replicas-to-write")
+        except (OSError, RedisError, ValueError) as exc:
+            return {"role": "down", "offset": None, "detail": type(exc).__name__}
+        if info.get("role") == "master":
+            fenced = isinstance(fence, list) and len(fence) == 2 and fence[1] == FENCE
+            return {"role": "fenced" if fenced else "primary",
+                    "offset": int(info.get("master_repl_offset", 0)),
+                    "detail": f"{info.get('connected_slaves', 0)} replicas"}
+        return {"role": "replica", "offset": int(info.get("slave_repl_offset", 0) or 0),
+                "detail": f"of {info.get('master_host')}:{info.get('master_port')} "
+                          f"link {info.get('master_link_status')}"}
+
+    def status(self) -> list[dict[str, Any]]:
+        entries = self.catalog_entries()
+        rows = []
+        for node in self.state.nodes.values():
+            sup = self.supervisor(node)
+            if sup is None:
+                proc = "dead"
+            else:
+                try:
+                    proc = "paused" if sup.status() == psutil.STATUS_STOPPED else "running"
+                except psutil.Error:
+                    proc = "dead"
+            red = (self.redis_role(node.ip, node.port)
+                   if proc != "paused" else {"role": "paused", "offset": None, "detail": ""})
+            cat = entries.get(node.address, {})
+            tags = [t for t in cat.get("tags", []) if t in ("primary", "replica")]
+            part = self.state.mode == "netns" and netns.is_partitioned(node.n)
+            rows.append({
+                "node": node.name, "supervisor": proc, "role": red["role"],
+                "catalog": cat.get("health", "absent"), "tag": ",".join(tags) or "-",
+                "address": node.address, "offset": red["offset"], "detail": red["detail"],
+                "partitioned": part,
+            })
+        return rows
+
+    def primaries(self) -> list[str]:
+        """Names of the nodes whose Redis currently accepts writes (I1: at most one)."""
+        return [r["node"] for r in self.status() if r["role"] == "primary"]
+
+    def wait_converged(self, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Wait for one primary tagged `primary` and every other node a tagged replica of it."""
+        deadline = time.monotonic() + timeout
+        rows: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            rows = self.status()
+            if converged(rows):
+                return rows
+            time.sleep(0.1)
+        raise LabError("the cluster did not converge within "
+                       f"{timeout}s:\n{format_table(rows)}")
+
+
+def converged(rows: list[dict[str, Any]]) -> bool:
+    live = [r for r in rows if r["supervisor"] == "running"]
+    prim = [r for r in live if r["role"] == "primary"]
+    if len(prim) != 1 or prim[0]["tag"] != "primary" or prim[0]["catalog"] != "passing":
+        return False
+    target = prim[0]["address"].replace(":", ":")
+    for r in live:
+        if r is prim[0]:
+            continue
+        host, port = target.rsplit(":", 1)
+        if (r["role"] != "replica" or r["tag"] != "replica" or r["catalog"] != "passing"
+                or f"of {host}:{port} link up" != r["detail"]):
+            return False
+    return True
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    cols = ["node", "supervisor", "role", "catalog", "tag", "address", "offset", "detail"]
+    data = [[("" if r[c] is None else str(r[c])) + (" (partitioned)" if c == "node" and
+             r.get("partitioned") else "") for c in cols] for r in rows]
+    widths = [max(len(c), *(len(d[i]) for d in data)) if data else len(c)
+              for i, c in enumerate(cols)]
+    line = "  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))
+    body = ["  ".join(v.ljust(w) for v, w in zip(d, widths, strict=True)) for d in data]
+    return "\n".join([line, *body])

@@ -1,0 +1,150 @@
+#!/bin/sh
+# Redis hooks for autopilot: one small script, one verb per hook.
+#
+#   run      the redis job itself: starts redis-server (or adopts one left running by a
+#            supervisor that died) and fences it if the supervisor goes away
+#   health   PING, plus the node's replication role agreeing with the election
+#   promote  election won: REPLICAOF NO ONE, then open for writes
+#   demote   election lost: stop accepting writes at once, then follow the new leader
+#   follow   the leader changed: replicate from it (nothing to do if it is us)
+#
+# Fencing rests on one Redis setting: `min-replicas-to-write 10`. A primary with fewer than
+# ten good replicas refuses every write with NOREPLICAS, immediately, so "fenced" is the
+# state redis.conf starts in and the state demote returns to. Only promote lowers it
+# (to 0, or to 1 in no-loss mode where clients also use WAIT 1 <ms>).
+set -u
+
+PORT=${REDIS_PORT:-6379}
+HOST=${REDIS_CLI_HOST:-127.0.0.1}
+DIR=${REDIS_DIR:-/data}
+HOME_DIR=${REDIS_HOME:-$(dirname "$0")}
+FENCE=10
+if [ "${REDIS_NO_LOSS:-0}" = 1 ]; then OPEN=1; else OPEN=0; fi
+
+cli() { redis-cli -h "$HOST" -p "$PORT" "$@"; }
+
+log() {
+    # one line per hook action on stderr (autopilot logs it) and, for the lab, in a file
+    msg="$(date +%s.%N) ${AUTOPILOT_ROLE:-none} $*"
+    echo "redis-hook: $msg" >&2
+    if [ -n "${REDIS_HOOK_LOG:-}" ]; then echo "$msg" >>"$REDIS_HOOK_LOG"; fi
+}
+
+info_field() {  # info_field NAME: one field of INFO replication
+    cli info replication 2>/dev/null | tr -d '\r' | sed -n "s/^$1://p"
+}
+
+fence() {
+    cli config set min-replicas-to-write "$FENCE" >/dev/null 2>&1
+}
+
+leader_is_me() {
+    [ "${AUTOPILOT_LEADER_ADDRESS:-}" = "${AUTOPILOT_REDIS_IP:-}" ] &&
+        [ "${AUTOPILOT_LEADER_PORT:-}" = "$PORT" ]
+}
+
+follow_leader() {
+    # REPLICAOF the elected leader unless it is ourselves or unknown; idempotent
+    addr=${AUTOPILOT_LEADER_ADDRESS:-}
+    lport=${AUTOPILOT_LEADER_PORT:-}
+    [ -n "$addr" ] && [ -n "$lport" ] || return 0
+    leader_is_me && return 0
+    if [ "$(info_field role)" = slave ] && [ "$(info_field master_host)" = "$addr" ] &&
+        [ "$(info_field master_port)" = "$lport" ]; then
+        return 0
+    fi
+    out=$(cli replicaof "$addr" "$lport" 2>&1)
+    log "replicaof $addr $lport: $out"
+}
+
+alive() { kill -0 "$1" 2>/dev/null; }
+
+my_ppid() { set -- $(cat /proc/$$/stat 2>/dev/null); echo "${4:-0}"; }
+
+run() {
+    mkdir -p "$DIR"
+    pidfile="$DIR/redis-server.pid"
+    parent=$(my_ppid)
+    pid=""
+    if [ -f "$pidfile" ]; then
+        old=$(cat "$pidfile")
+        if alive "$old" && tr '\0' ' ' <"/proc/$old/cmdline" 2>/dev/null | grep -q redis-server; then
+            pid=$old
+            fence
+            log "adopted redis-server pid $pid left by a previous supervisor (fenced)"
+        fi
+    fi
+    if [ -z "$pid" ]; then
+        redis-server "$HOME_DIR/redis.conf" --port "$PORT" --dir "$DIR" \
+            --bind ${REDIS_BIND:-0.0.0.0} --pidfile "$pidfile" \
+            --min-replicas-to-write "$FENCE" ${REDIS_EXTRA_ARGS:-} &
+        pid=$!
+        echo "$pid" >"$pidfile"
+    fi
+    trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
+    while alive "$pid"; do
+        if [ "$(my_ppid)" != "$parent" ]; then
+            # the supervisor is gone: nobody renews our lease any more, so stop writes now
+            fence
+            log "supervisor $parent gone: fenced redis-server $pid and left it running"
+            exit 0
+        fi
+        sleep 0.2
+    done
+    wait "$pid" 2>/dev/null
+    status=$?
+    rm -f "$pidfile"
+    exit "$status"
+}
+
+health() {
+    pong=$(cli ping 2>&1)
+    if [ "$pong" != PONG ]; then echo "ping: $pong"; exit 1; fi
+    role=$(info_field role)
+    case "${AUTOPILOT_ROLE:-}" in
+    primary)
+        if [ "$role" != master ]; then echo "elected primary but redis is $role"; exit 1; fi
+        fenced=$(cli config get min-replicas-to-write | tail -n 1)
+        if [ "$fenced" = "$FENCE" ]; then echo "elected primary but still fenced"; exit 1; fi
+        echo "primary, offset $(info_field master_repl_offset)"
+        ;;
+    replica)
+        # converge instead of failing: a replica pointing at the wrong node is re-pointed,
+        # and a replica of a dead primary stays healthy so it can run for election
+        if [ "$role" = master ]; then fence; fi
+        follow_leader
+        echo "replica of ${AUTOPILOT_LEADER_ADDRESS:-?}:${AUTOPILOT_LEADER_PORT:-?}, link $(info_field master_link_status)"
+        ;;
+    *)
+        echo "up, no role yet ($role)"
+        ;;
+    esac
+}
+
+promote() {
+    cli replicaof no one >/dev/null || exit 1
+    cli config set min-replicas-to-write "$OPEN" >/dev/null || exit 1
+    [ "$(info_field role)" = master ] || exit 1
+    log "promoted (min-replicas-to-write $OPEN, epoch ${AUTOPILOT_LEADER_EPOCH:-?})"
+}
+
+demote() {
+    fence
+    log "demoted: fenced"
+    follow_leader
+}
+
+follow() {
+    if [ "${AUTOPILOT_ROLE:-}" = primary ] || leader_is_me; then exit 0; fi
+    fence
+    follow_leader
+}
+
+case "${1:-}" in
+run) run ;;
+health) health ;;
+promote) promote ;;
+demote) demote ;;
+follow) follow ;;
+*) echo "usage: $0 run|health|promote|demote|follow" >&2; exit 2 ;;
+esac

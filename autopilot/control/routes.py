@@ -1,0 +1,222 @@
+"""The control API's handlers: request validation and the calls into the supervisor.
+
+Every answer is JSON. Errors are ``{"error": "…"}`` with 400 (a body we cannot use),
+404 (unknown route or job), 405 (wrong method), 413 (body too large), 422 (a reload whose
+new config is refused; the running config stays) or 500 (a bug: logged, never a crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+from typing import Any
+
+from aiohttp import web
+
+from autopilot import __version__
+from autopilot.config.model import ConfigError
+
+JOB_ACTIONS = ("start", "stop", "restart", "signal")
+
+
+class BadRequest(Exception):
+    """The request body or parameters are unusable (400)."""
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+async def maybe_await(value: Any) -> Any:
+    """Supervisor methods may be sync or async; accept both."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+async def read_json(request: web.Request) -> Any:
+    raw = await request.read()  # raises 413 past client_max_size
+    if not raw.strip():
+        raise BadRequest("empty body; expected a JSON object")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"body is not valid UTF-8 (byte {exc.start})") from exc
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from exc
+
+
+async def read_object(request: web.Request) -> dict[str, Any]:
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise BadRequest(f"expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def parse_environ(body: dict[str, Any]) -> dict[str, str]:
+    """Validate a putenv body: string keys without '=' or NUL; string or null values."""
+    env: dict[str, str] = {}
+    for key, value in body.items():
+        if not key or "=" in key or "\0" in key:
+            raise BadRequest(f"invalid environment variable name {key!r}")
+        if value is None:
+            value = ""  # as ContainerPilot: null sets an empty value
+        if not isinstance(value, str):
+            raise BadRequest(f"{key}: value must be a string, got {type(value).__name__}")
+        if "\0" in value:
+            raise BadRequest(f"{key}: value contains a NUL byte")
+        env[key] = value
+    return env
+
+
+def parse_metrics(body: dict[str, Any]) -> dict[str, float]:
+    """Validate a metric body: numbers, or numeric strings (what `-putmetric K=V` sends)."""
+    values: dict[str, float] = {}
+    for key, value in body.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise BadRequest(f"metric {key!r}: value must be a number, got {json.dumps(value)}")
+        try:
+            number = float(value)
+        except ValueError as exc:
+            raise BadRequest(f"metric {key!r}: value {value!r} is not a number") from exc
+        values[key] = number
+    return values
+
+
+def job_summary(job: Any) -> dict[str, Any]:
+    return {
+        "name": getattr(job, "name", None),
+        "status": getattr(job, "status", None),
+        "pid": getattr(job, "pid", None),
+        "runs": getattr(job, "runs", None),
+        "last_exit": getattr(job, "last_exit", None),
+    }
+
+
+class Routes:
+    """Handlers bound to one supervisor."""
+
+    def __init__(self, supervisor: Any) -> None:
+        self.sup = supervisor
+        self._reload_lock = asyncio.Lock()
+        #: set while a reload request is being served (the server's stop() looks at it)
+        self.reloading = False
+
+    def add_to(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/v3/ping", self.ping)
+        r.add_get("/v3/status", self.status)
+        r.add_post("/v3/environ", self.environ)
+        r.add_post("/v3/reload", self.reload)
+        r.add_post("/v3/metric", self.metric)
+        r.add_post("/v3/maintenance/enable", self.maintenance_enable)
+        r.add_post("/v3/maintenance/disable", self.maintenance_disable)
+        r.add_post("/v3/jobs/{name}/{action}", self.job)
+
+    async def ping(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "pid": os.getpid(), "version": __version__})
+
+    async def environ(self, request: web.Request) -> web.Response:
+        env = parse_environ(await read_object(request))
+        await maybe_await(self.sup.putenv(env))
+        return web.json_response({"ok": True, "updated": sorted(env)})
+
+    async def reload(self, request: web.Request) -> web.Response:
+        async with self._reload_lock:  # one reload at a time; later ones queue up
+            self.reloading = True
+            try:
+                await self.sup.reload()
+            except ConfigError as exc:
+                return error(422, f"reload refused, the running config stays: {exc}")
+            finally:
+                self.reloading = False
+        return web.json_response({"ok": True, "reloaded": True})
+
+    async def metric(self, request: web.Request) -> web.Response:
+        values = parse_metrics(await read_object(request))
+        telemetry = getattr(self.sup, "telemetry", None)
+        if values and telemetry is None:
+            raise BadRequest("telemetry is not configured: there are no metrics to update")
+        check = getattr(telemetry, "check_metric", None)
+        try:
+            if check is not None:  # validate every pair before applying any: all or nothing
+                for key, value in values.items():
+                    check(key, value)
+            for key, value in values.items():
+                await maybe_await(self.sup.put_metric(key, value))
+        except (ValueError, KeyError) as exc:
+            raise BadRequest(exc.args[0] if exc.args else str(exc)) from exc
+        return web.json_response({"ok": True, "updated": sorted(values)})
+
+    async def maintenance_enable(self, request: web.Request) -> web.Response:
+        await maybe_await(self.sup.set_maintenance(True))
+        return web.json_response({"ok": True, "maintenance": True})
+
+    async def maintenance_disable(self, request: web.Request) -> web.Response:
+        await maybe_await(self.sup.set_maintenance(False))
+        return web.json_response({"ok": True, "maintenance": False})
+
+    async def job(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        action = request.match_info["action"]
+        if action not in JOB_ACTIONS:
+            return error(404, f"unknown job action {action!r}; use one of {', '.join(JOB_ACTIONS)}")
+        if name not in self.sup.jobs:
+            return error(404, f"unknown job {name!r}")
+        signal = None
+        if action == "signal":
+            body = await read_object(request)
+            signal = body.get("signal")
+            if isinstance(signal, bool) or not isinstance(signal, (str, int)) or signal == "":
+                raise BadRequest('expected a body {"signal": "SIGHUP"} (a signal name or number)')
+        try:
+            await self.sup.job_action(name, action, signal)
+        except KeyError:
+            return error(404, f"unknown job {name!r}")
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from exc
+        job = self.sup.jobs.get(name)
+        return web.json_response({"ok": True, "action": action, "job": job_summary(job)})
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.build_status(), dumps=_dumps)
+
+    async def build_status(self) -> dict[str, Any]:
+        """Jobs with their health and registration facts (role included), plus whatever
+        extra top-level keys the supervisor's own ``status()`` reports."""
+        base = await maybe_await(self.sup.status()) or {}
+        if not isinstance(base, dict):
+            base = {}
+        facts = getattr(getattr(self.sup, "ctx", None), "facts", {}) or {}
+        extra_jobs = _jobs_by_name(base.get("jobs"))
+        jobs = []
+        for name, job in list(self.sup.jobs.items()):
+            entry = dict(extra_jobs.get(name, {}))
+            entry.update({k: v for k, v in job_summary(job).items() if v is not None or k not in entry})
+            cfg = getattr(job, "cfg", None)
+            entry["health_check"] = getattr(cfg, "health", None) is not None
+            entry["port"] = getattr(cfg, "port", 0) or None
+            job_facts = dict(facts.get(name, {}))
+            entry["registered"] = job_facts.pop("registered", False)
+            entry["role"] = job_facts.get("role")
+            entry["facts"] = job_facts
+            jobs.append(entry)
+        out = {k: v for k, v in base.items() if k not in ("jobs", "facts")}
+        out.update({"version": __version__, "pid": os.getpid(), "jobs": jobs})
+        return out
+
+
+def _jobs_by_name(jobs: Any) -> dict[str, dict[str, Any]]:
+    if isinstance(jobs, dict):
+        return {k: dict(v) for k, v in jobs.items() if isinstance(v, dict)}
+    if isinstance(jobs, list):
+        return {j["name"]: dict(j) for j in jobs if isinstance(j, dict) and "name" in j}
+    return {}
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, default=str)

@@ -1,0 +1,390 @@
+"""Telemetry: Prometheus `/metrics`, ContainerPilot's `/status`, and Kubernetes probes
+`/health` (liveness) and `/ready` (readiness), on one TCP port.
+
+Component contract: ``Telemetry(ctx, supervisor)`` with ``key``, ``cfg``, ``async start()``,
+``async stop()``; the supervisor forwards ``put_metric(name, value)`` here. Each instance
+owns a private ``CollectorRegistry``: a reload that changes the telemetry block builds a new
+instance, so user metrics are re-declared exactly as CP did (unregister, register again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import math
+import os
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import prometheus_client
+import structlog
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from autopilot import __version__
+from autopilot.config.model import ConfigError, MetricConfig, TelemetryConfig
+from autopilot.context import Context
+from autopilot.control.stats import request_counts
+from autopilot.events import GO_NAMES, METRIC, Event
+
+log = structlog.get_logger("autopilot.telemetry")
+
+HEARTBEAT = 1.0  # seconds between loop heartbeats
+STALE_AFTER = 5.0  # /health fails when the last heartbeat is older than this
+BIND_ATTEMPTS = 10  # as ContainerPilot: the port may still be held by a predecessor
+BIND_PAUSE = 0.5
+
+EVENTS = "containerpilot_events"
+CONTROL_REQUESTS = "containerpilot_control_http_requests"
+WATCH_INSTANCES = "containerpilot_watch_instances"
+
+# No `<name>_created` series: ContainerPilot never had them and they double every counter.
+prometheus_client.disable_created_metrics()
+
+
+def metric_name(m: MetricConfig) -> str:
+    """The exposed name: namespace, subsystem and name joined with `_`, empty parts skipped
+    (what prometheus_client and Go's BuildFQName both do)."""
+    return "_".join(p for p in (m.namespace, m.subsystem, m.name) if p)
+
+
+class _Internal:
+    """Collects the values that live elsewhere at scrape time: control requests, watches."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.t = telemetry
+
+    def collect(self) -> Iterator[Any]:
+        requests = CounterMetricFamily(CONTROL_REQUESTS, "Requests served by the control socket",
+                                       labels=["code", "path"])
+        for (code, path), n in sorted(request_counts(self.t.supervisor).items()):
+            requests.add_metric([code, path], n)
+        yield requests
+        watches = GaugeMetricFamily(WATCH_INSTANCES, "Healthy instances seen by each watch",
+                                    labels=["service"])
+        for name, count in self.t.watch_instances():
+            watches.add_metric([name], count)
+        yield watches
+
+
+class Telemetry:
+    key = "telemetry"
+
+    def __init__(self, ctx: Context, supervisor: Any) -> None:
+        self.ctx = ctx
+        self.supervisor = supervisor
+        self.cfg: TelemetryConfig = ctx.config.telemetry or TelemetryConfig()
+        self.registry = CollectorRegistry()
+        prometheus_client.ProcessCollector(registry=self.registry)
+        prometheus_client.PlatformCollector(registry=self.registry)
+        prometheus_client.GCCollector(registry=self.registry)
+        self.events = Counter(EVENTS, "Events published on the autopilot event bus",
+                              ["code", "source"], registry=self.registry)
+        self.registry.register(_Internal(self))
+        #: exposed sample name -> ContainerPilot's name (counters without `_total`)
+        self._renames = {f"{EVENTS}_total": EVENTS,
+                         f"{CONTROL_REQUESTS}_total": CONTROL_REQUESTS}
+        #: accepted key (CP's join with empty parts, and the exposed name) -> (cfg, collector)
+        self.user: dict[str, tuple[MetricConfig, Any]] = {}
+        for i, m in enumerate(self.cfg.metrics):
+            self._declare(i, m)
+        self.host: str | None = None
+        self.port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._beat_task: asyncio.Task | None = None
+        self._beat = time.monotonic()
+        self._lag = 0.0
+        self._listening = False
+
+    # -- user metrics -------------------------------------------------------------------------
+    def _declare(self, index: int, m: MetricConfig) -> None:
+        name = metric_name(m)
+        kinds = {"counter": Counter, "gauge": Gauge, "histogram": Histogram, "summary": Summary}
+        if m.type not in kinds:
+            raise ConfigError(f"telemetry.metrics[{index}]: invalid metric type {m.type!r}")
+        try:
+            collector = kinds[m.type](name, m.help or name, registry=self.registry)
+        except ValueError as exc:
+            raise ConfigError(f"telemetry.metrics[{index}]: metric {name!r}: {exc}") from exc
+        if m.type == "counter" and not name.endswith("_total"):
+            self._renames[f"{name}_total"] = name
+        for key in {m.full_name, name}:
+            self.user[key] = (m, collector)
+
+    def check_metric(self, name: str, value: Any) -> float:
+        """Validate one update without applying it; raises ValueError with the reason."""
+        entry = self.user.get(name)
+        if entry is None:
+            known = ", ".join(sorted({metric_name(m) for m, _ in self.user.values()})) or "none"
+            raise ValueError(f"unknown metric {name!r} (configured: {known})")
+        if isinstance(value, bool):
+            raise ValueError(f"metric {name!r}: value must be a number")
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"metric {name!r}: value {value!r} is not a number") from exc
+        kind = entry[0].type
+        if kind == "counter" and (number < 0 or not math.isfinite(number)):
+            raise ValueError(f"metric {name!r} is a counter: it only accepts a finite "
+                             f"increment >= 0, got {value!r}")
+        if kind in ("histogram", "summary") and math.isnan(number):
+            raise ValueError(f"metric {name!r}: cannot observe NaN")
+        return number
+
+    def put_metric(self, name: str, value: Any) -> None:
+        """CP's sensor semantics: counter += v, gauge = v, histogram/summary observe v."""
+        number = self.check_metric(name, value)
+        cfg, collector = self.user[name]
+        if cfg.type == "counter":
+            collector.inc(number)
+        elif cfg.type == "gauge":
+            collector.set(number)
+        else:
+            collector.observe(number)
+
+    # -- observers ----------------------------------------------------------------------------
+    def _on_event(self, event: Event) -> None:
+        if self._listening and event.code != METRIC:
+            self.events.labels(GO_NAMES.get(event.code, event.code), event.source).inc()
+
+    def watch_instances(self) -> list[tuple[str, int]]:
+        """(watch name, instance count) for every component that exposes ``instances``."""
+        out = []
+        for comp in _components(self.supervisor):
+            count = getattr(comp, "instances", None)
+            name = getattr(getattr(comp, "cfg", None), "name", None)
+            if isinstance(count, int) and not isinstance(count, bool) and name:
+                out.append((name, count))
+        return sorted(out)
+
+    def exposition(self) -> bytes:
+        return rename_counters(generate_latest(self.registry).decode(), self._renames).encode()
+
+    # -- probes and status --------------------------------------------------------------------
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        age = time.monotonic() - self._beat
+        alive = self._beat_task is not None and not self._beat_task.done() and age <= STALE_AFTER
+        body = {"status": "ok" if alive else "stalled", "heartbeat_age": round(age, 3),
+                "loop_lag": round(self._lag, 3), "pid": os.getpid()}
+        if not alive:
+            body["reason"] = (f"event loop heartbeat is {age:.1f}s old (limit {STALE_AFTER}s)"
+                              if age > STALE_AFTER else "heartbeat task is not running")
+        return alive, body
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        return readiness(self.supervisor, self.cfg.ready.mode, self.cfg.ready.job,
+                         self.cfg.ready.role)
+
+    def cp_status(self) -> dict[str, Any]:
+        return cp_status(self.supervisor)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def _app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/status", self._status)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/ready", self._ready)
+        return app
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = await asyncio.to_thread(self.exposition)  # the process collector reads /proc
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.cp_status(), dumps=_dumps)
+
+    async def _health(self, request: web.Request) -> web.Response:
+        ok, body = self.liveness()
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        ok, body = self.readiness()
+        return web.json_response(body, status=200 if ok else 503, dumps=_dumps)
+
+    async def _heartbeat(self) -> None:
+        """Proves the loop is turning: /health looks at how fresh the last beat is."""
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(HEARTBEAT)
+            now = time.monotonic()
+            self._lag = max(0.0, now - before - HEARTBEAT)
+            self._beat = now
+
+    async def start(self) -> None:
+        self.host = await asyncio.to_thread(resolve_host, self.cfg.interfaces)
+        self.port = self.cfg.port
+        runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        try:
+            await _bind(runner, self.host, self.port)
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._beat = time.monotonic()
+        self._beat_task = asyncio.get_running_loop().create_task(self._heartbeat())
+        self._listening = True
+        self.ctx.bus.add_listener(self._on_event)
+        log.info("telemetry listening", address=f"{self.host}:{self.port}")
+
+    async def stop(self) -> None:
+        self._listening = False
+        remove = getattr(self.ctx.bus, "remove_listener", None)
+        if remove is not None:
+            with contextlib.suppress(ValueError):
+                remove(self._on_event)
+        task, self._beat_task = self._beat_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+
+async def _bind(runner: web.AppRunner, host: str, port: int) -> None:
+    for attempt in range(BIND_ATTEMPTS):
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+            return
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or attempt == BIND_ATTEMPTS - 1:
+                raise OSError(exc.errno, f"telemetry cannot listen on {host}:{port}: "
+                              f"{exc.strerror}") from exc
+            await asyncio.sleep(BIND_PAUSE)
+
+
+def resolve_host(interfaces: list[str]) -> str:
+    """The telemetry address from the interface specs, like CP (`static:0.0.0.0` = all)."""
+    from autopilot.discovery.interfaces import resolve_ip
+
+    return resolve_ip(interfaces)
+
+
+def rename_counters(text: str, renames: dict[str, str]) -> str:
+    """Give counters ContainerPilot's names (prometheus_client appends `_total`)."""
+    if not renames:
+        return text
+    out = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("# "):
+            parts = line.split(" ", 3)
+            if len(parts) >= 3 and parts[2] in renames:
+                parts[2] = renames[parts[2]]
+                line = " ".join(parts)
+        else:
+            end = min((i for i in (line.find("{"), line.find(" ")) if i >= 0), default=-1)
+            if end > 0 and line[:end] in renames:
+                line = renames[line[:end]] + line[end:]
+        out.append(line)
+    return "".join(out)
+
+
+def _components(supervisor: Any) -> Iterable[Any]:
+    comps = getattr(supervisor, "components", None) or []
+    if isinstance(comps, dict):
+        comps = comps.values()
+    return list(comps)
+
+
+def _in_maintenance(supervisor: Any) -> bool:
+    flag = getattr(supervisor, "maintenance", None)
+    if isinstance(flag, bool):
+        return flag
+    return any(getattr(j, "status", None) == "maintenance" for j in supervisor.jobs.values())
+
+
+def _shutting_down(supervisor: Any) -> bool:
+    for attr in ("shutting_down", "stopping"):
+        flag = getattr(supervisor, attr, None)
+        if isinstance(flag, bool):
+            return flag
+    return False
+
+
+def _job_ready(job: Any) -> tuple[bool, str]:
+    status = getattr(job, "status", None)
+    if getattr(job.cfg, "health", None) is not None:
+        return status == "healthy", f"job {job.name!r} is {status}"
+    running = getattr(job, "pid", None) is not None
+    return running, f"job {job.name!r} has no health check and is {'running' if running else 'not running'}"
+
+
+def readiness(supervisor: Any, mode: str, job: str | None, role: str | None
+              ) -> tuple[bool, dict[str, Any]]:
+    """`/ready`: maintenance and shutdown are never ready; then the configured mode decides."""
+    body: dict[str, Any] = {"mode": mode}
+    if _shutting_down(supervisor):
+        return False, {**body, "ready": False, "reason": "autopilot is shutting down"}
+    if _in_maintenance(supervisor):
+        return False, {**body, "ready": False, "reason": "maintenance mode is enabled"}
+    jobs = supervisor.jobs
+    if mode == "role":
+        facts = getattr(supervisor.ctx, "facts", {}) or {}
+        names = [job] if job else sorted(facts)
+        holders = [n for n in names if (facts.get(n) or {}).get("role") == role]
+        body.update(role=role, job=job)
+        if holders:
+            return True, {**body, "ready": True, "holders": holders}
+        where = f"job {job!r}" if job else "no job"
+        current = (facts.get(job) or {}).get("role") if job else None
+        return False, {**body, "ready": False,
+                       "reason": f"{where} does not hold role {role!r}"
+                       + (f" (current role: {current})" if job else "")}
+    if mode == "job":
+        target = jobs.get(job) if job else None
+        if target is None:
+            return False, {**body, "ready": False, "job": job, "reason": f"unknown job {job!r}"}
+        ok, why = _job_ready(target)
+        return ok, {**body, "ready": ok, "job": job, "status": target.status,
+                    **({} if ok else {"reason": why})}
+    checked = {n: j.status for n, j in jobs.items() if getattr(j.cfg, "health", None) is not None}
+    bad = sorted(n for n, s in checked.items() if s != "healthy")
+    if bad:
+        return False, {**body, "ready": False, "jobs": checked,
+                       "reason": "not healthy: " + ", ".join(f"{n} ({checked[n]})" for n in bad)}
+    return True, {**body, "ready": True, "jobs": checked}
+
+
+def cp_status(supervisor: Any) -> dict[str, Any]:
+    """ContainerPilot's `/status` shape, plus autopilot's extras (Pid, Role, Registered…)."""
+    facts = getattr(supervisor.ctx, "facts", {}) or {}
+    jobs, services = [], []
+    for name, job in list(supervisor.jobs.items()):
+        status = getattr(job, "status", "unknown")
+        jobs.append({"Name": name, "Status": status, "Pid": getattr(job, "pid", None)})
+        f = facts.get(name) or {}
+        port = getattr(job.cfg, "port", 0) or f.get("port")
+        if port:
+            services.append({"Name": name, "Address": f.get("address", ""), "Port": port,
+                             "Status": status, "ID": f.get("service_id"),
+                             "Registered": bool(f.get("registered")), "Role": f.get("role")})
+    listed = {s["Name"] for s in services}
+    for name, f in sorted(facts.items()):  # e.g. the hidden `containerpilot` service
+        if name not in listed and f.get("registered") and f.get("port"):
+            services.append({"Name": name, "Address": f.get("address", ""), "Port": f["port"],
+                             "Status": "healthy", "ID": f.get("service_id"),
+                             "Registered": True, "Role": f.get("role")})
+    watches = [w.name for w in getattr(supervisor.ctx.config, "watches", [])]
+    return {"Version": __version__, "Jobs": jobs, "Services": services, "Watches": watches,
+            "Pid": os.getpid(), "Maintenance": _in_maintenance(supervisor)}
+
+
+def _dumps(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, default=str)

@@ -1,0 +1,497 @@
+"""One job's leader election: a Consul session bound to the job's own check, a KV lock,
+fencing by a local lease deadline, and a graceful hand-over on shutdown.
+
+All decisions happen in one task (``_main``), one step at a time; helpers only record
+what they observed (the key's holder, a renew, a health event) and wake it. Every step
+checks the lease first, so a leader resumed after a freeze demotes before anything else.
+See docs/stateful.md for the state machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from typing import Any
+
+import structlog
+
+from autopilot import events as ev
+from autopilot.config.model import ElectionConfig, JobConfig
+from autopilot.context import Context
+from autopilot.election import lock
+from autopilot.election.hooks import HookResult, run_hook
+from autopilot.election.lease import Lease
+
+log = structlog.get_logger("autopilot.election")
+
+WATCH_WAIT = "10s"  # blocking query wait on the election key
+CALL_TIMEOUT = 3.0  # ordinary catalog calls (create, acquire, release, destroy)
+ENV_KEYS = ("AUTOPILOT_LEADER_ADDRESS", "AUTOPILOT_LEADER_PORT", "AUTOPILOT_LEADER_NODE",
+            "AUTOPILOT_LEADER_EPOCH")
+
+
+class Election:
+    """Component: ``start()``, ``before_shutdown()`` (hand-over), ``stop()``."""
+
+    def __init__(self, ctx: Context, job: JobConfig) -> None:
+        assert job.election is not None
+        self.ctx = ctx
+        self.cfg = job
+        self.ecfg: ElectionConfig = job.election
+        self.job = job.name
+        self.key = f"election.{job.name}"
+        self.lock_key = self.ecfg.key or f"service/{job.name}/leader"
+        self.service_id = ctx.service_id(job.name)
+        self.check_id = f"service:{self.service_id}"
+        self.ttl = float(max(10, round(self.ecfg.session_ttl)))  # what the catalog enforces
+        self.renew_interval = self.ecfg.renew_interval or self.ttl / 3
+        self.lease = Lease(self.ttl)
+        # observed state
+        #: None until the job reports: then the catalog decides (a session bound to a
+        #: critical or missing check cannot be created)
+        self.healthy: bool | None = None
+        self.maintenance = False
+        self.session: str | None = None
+        self.session_lost = False
+        self.holder: lock.Holder | None = None
+        self.holder_index = 0
+        self.watch_ok = False  # at least one read of the key succeeded
+        # decided state
+        self.holding = False  # we acquired the lock and have not released it
+        self.primary = False  # ELECTED published and not yet DEMOTED
+        self.announced: tuple[str, int] | None = None  # leader identity we last published
+        self.stopping = False
+        self.handed_over = False
+        self._wake = asyncio.Event()
+        self._not_before = 0.0  # no candidacy before (after a failed promote)
+        self._failures = 0
+        self._create_retry = 0.0
+        self._acquire_retry = 0.0
+        self._acquire_backoff = 0.05
+        self._tasks: list[asyncio.Task] = []
+        self._main_task: asyncio.Task | None = None
+        self._keeper: asyncio.Task | None = None
+        self._sub: ev.Subscription | None = None
+        self._transition = asyncio.Lock()
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.ctx.consul is None:
+            log.error("election needs consul; disabled", job=self.job)
+            return
+        self._sub = self.ctx.bus.subscribe(f"election.{self.job}")
+        self.ctx.facts.setdefault(self.job, {}).setdefault("role", None)
+        self._tasks = [asyncio.create_task(self._events(), name=f"election-events-{self.job}"),
+                       asyncio.create_task(self._watch(), name=f"election-watch-{self.job}")]
+        self._main_task = asyncio.create_task(self._main(), name=f"election-{self.job}")
+
+    async def before_shutdown(self) -> None:
+        """Hand-over: demote, release the lock and destroy the session, so a replica's
+        blocking query wakes and it acquires at once (a release carries no lock-delay)."""
+        if self.handed_over:
+            return
+        self.stopping = True
+        self._wake.set()
+        if self._main_task is not None:
+            # let the current step finish (a promote in progress is cancelled by _guarded,
+            # a demote hook runs to its end) rather than kill a hook half-way
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._main_task),
+                                       self.ecfg.hook_timeout + 2 * CALL_TIMEOUT)
+            self._main_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._main_task
+        async with self._transition:
+            if self.primary or self.holding:
+                await self._step_down("shutdown")
+            await self._drop_session()
+        self.handed_over = True
+
+    async def stop(self) -> None:
+        if self.ctx.consul is not None and not self.handed_over:
+            await self.before_shutdown()
+        for task in [*self._tasks, self._keeper]:
+            if task is not None:
+                task.cancel()
+        for task in [*self._tasks, self._keeper]:
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._tasks = []
+        self._keeper = None
+        if self._sub is not None:
+            self._sub.close()
+            self._sub = None
+
+    # ---- observers: record and wake ---------------------------------------------------
+
+    async def _events(self) -> None:
+        assert self._sub is not None
+        while True:
+            event = await self._sub.get()
+            if event.source == self.job:
+                if event.code == ev.HEALTHY:
+                    if not self.healthy:
+                        self._create_retry = 0.0
+                    self.healthy = True
+                elif event.code in (ev.UNHEALTHY, ev.STOPPING, ev.STOPPED, ev.EXIT_FAILED,
+                                    ev.EXIT_SUCCESS):
+                    self.healthy = False
+                else:
+                    continue
+                self._wake.set()
+            elif event.source == ev.GLOBAL and event.code in (ev.ENTER_MAINTENANCE,
+                                                              ev.EXIT_MAINTENANCE):
+                self.maintenance = event.code == ev.ENTER_MAINTENANCE
+                self._wake.set()
+
+    async def _watch(self) -> None:
+        """Blocking queries on the election key; records its holder."""
+        index = 0
+        delay = 0.2
+        wait_s = float(WATCH_WAIT.rstrip("s"))
+        while True:
+            try:
+                idx, holder = await self._call(
+                    lambda c, i=index: lock.read_key(c, self.lock_key, index=i, wait=WATCH_WAIT,
+                                                     timeout=wait_s + 5),
+                    timeout=wait_s + 6)
+            except Exception as exc:  # noqa: BLE001 - unreachable catalog: retry
+                log.warning("election key watch failed", job=self.job, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.2
+            reset = idx < index  # an index going backwards resets (Consul's rule)
+            self._observe(idx, holder, force=reset)
+            index = 0 if reset else idx
+
+    def _observe(self, idx: int, holder: lock.Holder | None, *, force: bool = False) -> None:
+        if idx < self.holder_index and not force:
+            return  # older than what we already know (our own post-acquire read)
+        self.holder_index = idx
+        self.watch_ok = True
+        if holder != self.holder:
+            self.holder = holder
+            self._wake.set()
+
+    async def _keep(self, session: str) -> None:
+        """Renew the session; record each renew in the lease, or mark the session lost."""
+        delay = self.renew_interval
+        while self.session == session:
+            await asyncio.sleep(min(delay, max(self.lease.remaining() / 2, 0.05)))
+            if not self.lease.valid():
+                self._lose(session, "lease expired before renew")
+                return
+            sent = time.monotonic()
+            try:
+                await self._call(lambda c: lock.renew_session(
+                    c, session, timeout=max(0.2, min(self.lease.remaining(), 3.0))),
+                    timeout=max(0.3, min(self.lease.remaining(), 3.5)))
+            except lock.SessionGone:
+                self._lose(session, "session invalidated")
+                return
+            except Exception as exc:  # noqa: BLE001 - verify before trusting the id again
+                log.warning("session renew failed", job=self.job, error=str(exc) or repr(exc))
+                try:
+                    exists = await self._call(lambda c: lock.session_exists(
+                        c, session, timeout=1.0), timeout=1.5)
+                except Exception:  # noqa: BLE001 - still unknown: the lease decides
+                    exists = True
+                if not exists:
+                    self._lose(session, "session gone")
+                    return
+                delay = 0.5
+                continue
+            if self.session != session:
+                return
+            if not self.lease.grant(sent):
+                self._lose(session, "renewed only after the lease ran out")
+                return
+            delay = self.renew_interval
+
+    def _lose(self, session: str, why: str) -> None:
+        if self.session == session:
+            log.warning("session lost", job=self.job, reason=why)
+            self.session_lost = True
+            self._wake.set()
+
+    # ---- the decision loop -------------------------------------------------------------
+
+    async def _main(self) -> None:
+        while not self.stopping:
+            try:
+                async with self._transition:
+                    await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one bad step must not end the election
+                log.error("election step failed", job=self.job, error=repr(exc))
+                await asyncio.sleep(0.5)
+            timeout = self._next_timeout()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+
+    def _next_timeout(self) -> float:
+        now = time.monotonic()
+        candidates = [5.0]
+        if self.holding or self.primary:
+            candidates.append(self.lease.remaining())
+        for t in (self._acquire_retry, self._create_retry, self._not_before):
+            if t > now:
+                candidates.append(t - now)
+        return max(0.01, min(candidates))
+
+    def eligible(self) -> bool:
+        return self.healthy is not False and not self.maintenance and not self.stopping
+
+    def _leader_lost_reason(self) -> str | None:
+        """Why this leader must step down now, or None. The lease comes first."""
+        if not self.lease.valid():
+            return "lease expired"
+        if self.session_lost:
+            return "session invalidated"
+        if not self.eligible():
+            return "stopping" if self.stopping else "unhealthy"
+        if self.holder is not None and self.holder.session != self.session:
+            return "lock held by another session"
+        if self.holder is None and self.watch_ok:
+            return "lock key deleted"
+        return None
+
+    async def _step(self) -> None:
+        now = time.monotonic()
+        if self.holding or self.primary:
+            reason = self._leader_lost_reason()
+            if reason:
+                await self._step_down(reason)
+            return
+        if self.session_lost:
+            await self._drop_session()
+        self._follow()
+        if not self.eligible() or now < self._not_before:
+            if self.session and not self.eligible():
+                await self._drop_session()
+            return
+        if self.session is None:
+            if now < self._create_retry:
+                return
+            if not await self._create_session():
+                return
+        if (self.holder is None or not self.holder.held) and now >= self._acquire_retry:
+            await self._try_acquire()
+
+    def _follow(self) -> None:
+        """A replica learns who leads; publishes leaderChanged when the holder changes."""
+        h = self.holder
+        if h is None or not h.held or h.session == self.session:
+            return
+        ident = h.identity()
+        if ident == self.announced:
+            return
+        self.announced = ident
+        leader = self._leader_dict(h)
+        self._publish_role("replica", leader)
+        log.info("leader changed", job=self.job, leader=leader)
+        self.ctx.bus.publish(ev.Event(ev.LEADER_CHANGED, self.job,
+                                      detail=f"{leader.get('node')} epoch {h.lock_index}"))
+
+    # ---- session -----------------------------------------------------------------------
+
+    async def _create_session(self) -> bool:
+        sent = time.monotonic()
+        try:
+            sid = await self._call(lambda c: lock.create_session(
+                c, name=f"autopilot {self.service_id}", check_id=self.check_id, ttl=self.ttl,
+                lock_delay=self.ecfg.lock_delay, timeout=CALL_TIMEOUT), timeout=CALL_TIMEOUT + 0.5)
+        except Exception as exc:  # noqa: BLE001 - e.g. our check is not passing yet
+            self._failures += 1
+            self._create_retry = time.monotonic() + min(0.1 * 2 ** min(self._failures, 5), 2.0)
+            log.debug("session create failed", job=self.job, error=str(exc))
+            return False
+        self._failures = 0
+        self.session = sid
+        self.session_lost = False
+        self.lease.start(sent)
+        self._acquire_retry = 0.0
+        self._acquire_backoff = 0.05
+        self._keeper = asyncio.create_task(self._keep(sid), name=f"election-renew-{self.job}")
+        log.info("session created", job=self.job, session=sid)
+        return True
+
+    async def _drop_session(self) -> None:
+        sid, self.session = self.session, None
+        self.session_lost = False
+        self.lease.clear()
+        if self._keeper is not None:
+            self._keeper.cancel()
+            self._keeper = None
+        if sid:
+            with contextlib.suppress(Exception):
+                await self._call(lambda c: lock.destroy_session(c, sid, timeout=1.5), timeout=2.0)
+
+    # ---- becoming and ceasing to be the leader -----------------------------------------
+
+    async def _my_value(self) -> dict[str, Any]:
+        facts = self.ctx.facts.get(self.job, {})
+        address = facts.get("address")
+        port = facts.get("port") or self.cfg.port
+        if not address:
+            svc = await self._call(lambda c: lock.agent_service(c, self.service_id, timeout=2.0),
+                                   timeout=2.5)
+            if svc:
+                address = svc.get("Address") or ""
+                port = port or svc.get("Port") or 0
+        return {"node": self.ctx.hostname, "address": address or "", "port": int(port or 0),
+                "service_id": self.service_id}
+
+    async def _try_acquire(self) -> None:
+        sid = self.session
+        assert sid is not None
+        try:
+            value = await self._my_value()
+            got = await self._call(lambda c: lock.acquire(c, self.lock_key, sid, value,
+                                                          timeout=CALL_TIMEOUT),
+                                   timeout=CALL_TIMEOUT + 0.5)
+        except lock.SessionGone:
+            self.session_lost = True
+            self._wake.set()
+            return
+        except Exception as exc:  # noqa: BLE001 - unknown outcome: re-read before deciding
+            log.warning("acquire failed", job=self.job, error=str(exc) or repr(exc))
+            got = False
+        if not got:
+            # lock-delay or a race: the watch tells us about a new holder; retry otherwise
+            self._acquire_retry = time.monotonic() + self._acquire_backoff
+            self._acquire_backoff = min(self._acquire_backoff * 2, 1.0)
+            return
+        self.holding = True
+        self._acquire_backoff = 0.05
+        try:
+            idx, holder = await self._call(lambda c: lock.read_key(c, self.lock_key,
+                                                                   timeout=CALL_TIMEOUT),
+                                           timeout=CALL_TIMEOUT + 0.5)
+        except Exception as exc:  # noqa: BLE001 - cannot learn our epoch: give it back
+            await self._step_down(f"cannot read the lock after acquiring: {exc}")
+            return
+        self._observe(idx, holder, force=True)
+        if holder is None or holder.session != sid:
+            await self._step_down("lock not ours after acquire")
+            return
+        await self._promote(holder)
+
+    async def _promote(self, holder: lock.Holder) -> None:
+        leader = self._leader_dict(holder)
+        log.info("acquired the lock; promoting", job=self.job, epoch=holder.lock_index)
+        result = await self._guarded(self._hook("promote", self.ecfg.promote, "primary", leader))
+        if result is None:
+            await self._step_down(self._leader_lost_reason() or "lost during promote",
+                                  ran_promote=True)
+            return
+        if not result.ok:
+            log.error("promote hook failed: stepping down", job=self.job, rc=result.rc,
+                      timed_out=result.timed_out)
+            self._failures += 1
+            await self._step_down("promote hook failed", ran_promote=True)
+            backoff = min(max(self.ecfg.lock_delay, 1.0) * 2 ** min(self._failures, 4), self.ttl)
+            self._not_before = time.monotonic() + backoff
+            return
+        # last check: the lease must still hold when we announce
+        reason = self._leader_lost_reason()
+        if reason:
+            await self._step_down(reason, ran_promote=True)
+            return
+        self._failures = 0
+        self.primary = True
+        self.announced = holder.identity()
+        self._publish_role("primary", leader)
+        log.info("elected", job=self.job, epoch=holder.lock_index)
+        self.ctx.bus.publish(ev.Event(ev.ELECTED, self.job, detail=f"epoch {holder.lock_index}"))
+
+    async def _guarded(self, coro) -> HookResult | None:
+        """Await ``coro`` unless the leadership is lost first (then cancel it: None)."""
+        task = asyncio.ensure_future(coro)
+        try:
+            while not task.done():
+                if self._leader_lost_reason():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                    return None
+                self._wake.clear()
+                waiter = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait({task, waiter}, timeout=max(0.01, self.lease.remaining()),
+                                   return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+            return task.result()
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+
+    async def _step_down(self, reason: str, *, ran_promote: bool = False) -> None:
+        """Fencing: announce replica, run the demote hook, then give the lock back."""
+        was_primary = self.primary
+        self.primary = False
+        sid = self.session
+        log.warning("stepping down", job=self.job, reason=reason, was_primary=was_primary)
+        if was_primary:
+            self._publish_role("replica", None)
+            self.announced = None
+            self.ctx.bus.publish(ev.Event(ev.DEMOTED, self.job, detail=reason))
+        if was_primary or ran_promote:
+            result = await self._hook("demote", self.ecfg.demote, "replica", None)
+            if not result.ok:
+                log.error("demote hook failed", job=self.job, rc=result.rc,
+                          timed_out=result.timed_out)
+        if self.holding and sid and not self.session_lost:
+            with contextlib.suppress(Exception):
+                await self._call(lambda c: lock.release(c, self.lock_key, sid, timeout=1.5),
+                                 timeout=2.0)
+        self.holding = False
+        await self._drop_session()  # a fresh session (and lease) for the next candidacy
+
+    # ---- what the rest of autopilot sees ------------------------------------------------
+
+    def _leader_dict(self, holder: lock.Holder) -> dict[str, Any]:
+        info = holder.info
+        return {"node": info.get("node", ""), "address": info.get("address", ""),
+                "port": info.get("port", 0), "service_id": info.get("service_id", ""),
+                "epoch": holder.lock_index}
+
+    def _role_env(self, role: str, leader: dict[str, Any] | None) -> dict[str, str]:
+        env = {"AUTOPILOT_ROLE": role}
+        if leader:
+            env.update({"AUTOPILOT_LEADER_ADDRESS": str(leader.get("address", "")),
+                        "AUTOPILOT_LEADER_PORT": str(leader.get("port", "")),
+                        "AUTOPILOT_LEADER_NODE": str(leader.get("node", "")),
+                        "AUTOPILOT_LEADER_EPOCH": str(leader.get("epoch", ""))})
+        return env
+
+    def _publish_role(self, role: str, leader: dict[str, Any] | None) -> None:
+        """Facts and child env first: subscribers of the next event read them."""
+        facts = self.ctx.facts.setdefault(self.job, {})
+        facts.update({"role": role, "leader": leader,
+                      "epoch": leader.get("epoch") if leader else None})
+        for k in ENV_KEYS:
+            self.ctx.child_env.pop(k, None)
+        self.ctx.child_env.update(self._role_env(role, leader))
+
+    async def _hook(self, name: str, argv: list[str] | None, role: str,
+                    leader: dict[str, Any] | None) -> HookResult:
+        if not argv:
+            return HookResult(0)
+        env = {**os.environ, **self.ctx.child_env, **self.cfg.env}
+        for k in ENV_KEYS:
+            env.pop(k, None)
+        env.update(self._role_env(role, leader))
+        log.info("running hook", job=self.job, hook=name)
+        return await run_hook(list(argv), env, self.ecfg.hook_timeout,
+                              name=f"{name}.{self.job}")
+
+    async def _call(self, fn, timeout: float):
+        assert self.ctx.consul is not None
+        return await self.ctx.consul.run(fn, timeout=timeout)

@@ -1,0 +1,56 @@
+"""The local lease: how long this node may still believe it is the leader.
+
+The catalog invalidates a session no earlier than its TTL after the last renew it
+received, and that renew was received *after* we sent it. So counting from the moment a
+renew (or the acquire) was *sent*, ``ttl - margin`` on our own monotonic clock ends before
+the catalog can hand the lock to anyone else (and the lock-delay adds a further window).
+The monotonic clock keeps running while the process is frozen (SIGSTOP), so a resumed
+leader sees at once that its lease has passed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+def default_margin(ttl: float) -> float:
+    """Room for a demote hook before the catalog may invalidate the session."""
+    return min(max(ttl * 0.2, 0.5), 5.0)
+
+
+class Lease:
+    def __init__(self, ttl: float, margin: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.margin = default_margin(ttl) if margin is None else margin
+        self.clock = clock
+        self.deadline: float | None = None  # None: no lease held
+
+    def grant(self, sent_at: float) -> bool:
+        """Record a successful acquire/renew that was sent at ``sent_at``.
+
+        Refused (returns False) if the lease already ran out before the answer was
+        processed: a late success cannot revive a lease we may have acted on losing.
+        """
+        now = self.clock()
+        if self.deadline is not None and now >= self.deadline:
+            return False
+        self.deadline = sent_at + self.ttl - self.margin
+        return now < self.deadline
+
+    def start(self, sent_at: float) -> bool:
+        """A fresh lease from an acquire sent at ``sent_at``."""
+        self.deadline = None
+        return self.grant(sent_at)
+
+    def clear(self) -> None:
+        self.deadline = None
+
+    def valid(self) -> bool:
+        return self.deadline is not None and self.clock() < self.deadline
+
+    def remaining(self) -> float:
+        if self.deadline is None:
+            return 0.0
+        return max(0.0, self.deadline - self.clock())

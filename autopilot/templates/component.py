@@ -1,0 +1,196 @@
+"""The template component: render, keep one blocking query per dependency, re-render
+(debounced) when one of them changes, write atomically, run the reload command.
+
+The render itself runs in a worker thread (Jinja2 and the catalog reads are synchronous);
+it reads values the watches already hold, and fetches only what it has not seen before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from typing import Any
+
+import structlog
+
+from autopilot import events as ev
+from autopilot.config.model import TemplateConfig
+from autopilot.context import Context
+from autopilot.election.hooks import run_hook
+from autopilot.templates.debounce import Debouncer
+from autopilot.templates.deps import Dep, FetchError
+from autopilot.templates.render import make_environment, node_facts, render
+from autopilot.templates.write import write_if_changed
+
+log = structlog.get_logger("autopilot.templates")
+
+WATCH_WAIT = 10.0  # seconds a blocking query may park
+FETCH_TIMEOUT = 5.0  # a plain (non-blocking) read during a render
+RENDER_TIMEOUT = 30.0
+FIRST_RENDER_TIMEOUT = 5.0  # start() waits this long for the first file
+
+
+class Template:
+    """Component: ``start()``, ``stop()``; ``render_now()`` for tests and reloads."""
+
+    def __init__(self, ctx: Context, cfg: TemplateConfig) -> None:
+        self.ctx = ctx
+        self.cfg = cfg
+        self.key = f"template.{cfg.destination}"
+        self.source_name = f"template.{os.path.basename(cfg.destination)}"
+        self.debouncer = Debouncer(cfg.wait_min, cfg.wait_max)
+        self.values: dict[Dep, Any] = {}
+        self.watches: dict[Dep, asyncio.Task] = {}
+        self.renders = 0  # successful renders
+        self.writes = 0  # renders that changed the file
+        self.last_error: str | None = None
+        self._env = make_environment(cfg.source)
+        self._node = node_facts(ctx.hostname)
+        self._wake = asyncio.Event()
+        self._retry_at: float | None = None
+        self._failures = 0
+        self._task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.render_now()), FIRST_RENDER_TIMEOUT)
+        self._task = asyncio.create_task(self._loop(), name=self.key)
+
+    async def stop(self) -> None:
+        tasks = [t for t in [self._task, *self.watches.values()] if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._task = None
+        self.watches.clear()
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            due = [t for t in (self.debouncer.due(), self._retry_at) if t is not None]
+            timeout = max(0.0, min(due) - now) if due else None
+            if timeout is None or timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                self._wake.clear()
+            now = time.monotonic()
+            if self.debouncer.ready(now) or (self._retry_at is not None and now >= self._retry_at):
+                self.debouncer.fire()
+                await self.render_now()
+
+    async def render_now(self) -> bool:
+        """Render, write if changed, run the command; False (file kept) on any error."""
+        async with self._lock:
+            try:
+                text, used, fetched = await self._render()
+            except Exception as exc:  # noqa: BLE001 - any render failure keeps the old file
+                self._failed(f"render failed: {exc}")
+                return False
+            for dep, (index, value) in fetched.items():
+                self.values[dep] = value
+                if dep not in self.watches:
+                    self.watches[dep] = asyncio.create_task(self._watch(dep, index),
+                                                            name=f"{self.key}:{dep}")
+            for dep in list(self.watches):
+                if dep not in used:
+                    self.watches.pop(dep).cancel()
+                    self.values.pop(dep, None)
+            try:
+                written = await asyncio.to_thread(
+                    write_if_changed, self.cfg.destination, text, self.cfg.mode,
+                    self.cfg.owner, self.cfg.group)
+            except Exception as exc:  # noqa: BLE001 - e.g. no such owner, read-only fs
+                self._failed(f"write failed: {exc}")
+                return False
+            self.renders += 1
+            self._failures = 0
+            self._retry_at = None
+            self.last_error = None
+            if not written:
+                return True
+            self.writes += 1
+            log.info("template rendered", destination=self.cfg.destination)
+            self.ctx.bus.publish(ev.Event(ev.CHANGED, self.source_name,
+                                          detail=self.cfg.destination))
+            if self.cfg.command:
+                await self._run_command()
+            return True
+
+    async def _render(self) -> tuple[str, set[Dep], dict[Dep, tuple[int, Any]]]:
+        known = dict(self.values)
+        fetched: dict[Dep, tuple[int, Any]] = {}
+
+        def work(client: Any) -> tuple[str, set[Dep]]:
+            def fetch(dep: Dep) -> Any:
+                if dep in known:
+                    return known[dep]
+                if dep not in fetched:
+                    if client is None:
+                        raise FetchError("no catalog configured (consul is off)")
+                    fetched[dep] = dep.fetch(client, timeout=FETCH_TIMEOUT)
+                return fetched[dep][1]
+
+            return render(self._env, self.cfg.source, fetch, node=self._node)
+
+        if self.ctx.consul is None:
+            text, used = await asyncio.wait_for(asyncio.to_thread(work, None), RENDER_TIMEOUT)
+        else:
+            text, used = await self.ctx.consul.run(work, timeout=RENDER_TIMEOUT)
+        return text, used, fetched
+
+    def _failed(self, message: str) -> None:
+        self.last_error = message
+        self._failures += 1
+        delay = min(0.5 * 2 ** min(self._failures - 1, 6), 30.0)
+        self._retry_at = time.monotonic() + delay
+        log.error(message, destination=self.cfg.destination, retry_in=delay)
+        self.ctx.bus.publish(ev.Event(ev.ERROR, self.source_name, detail=message))
+
+    async def _run_command(self) -> None:
+        assert self.cfg.command
+        env = {**os.environ, **self.ctx.child_env}
+        result = await run_hook(list(self.cfg.command), env, self.cfg.command_timeout,
+                                name=self.source_name)
+        if not result.ok:
+            msg = (f"command timed out after {self.cfg.command_timeout}s" if result.timed_out
+                   else f"command failed: exit {result.rc} {result.error}".strip())
+            log.error(msg, destination=self.cfg.destination)
+            self.ctx.bus.publish(ev.Event(ev.ERROR, self.source_name, detail=msg))
+
+    # ---- one blocking query per dependency ---------------------------------------------
+
+    async def _watch(self, dep: Dep, index: int) -> None:
+        assert self.ctx.consul is not None
+        delay = 0.5
+        while True:
+            started = time.monotonic()
+            try:
+                idx, value = await self.ctx.consul.run(
+                    lambda c, i=index: dep.fetch(c, index=i, wait=f"{int(WATCH_WAIT)}s",
+                                                 timeout=WATCH_WAIT + 5),
+                    timeout=WATCH_WAIT + 6)
+            except Exception as exc:  # noqa: BLE001 - unreachable: retry with backoff
+                log.warning("template watch failed", dependency=str(dep), error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = 0.5
+            if idx == index and time.monotonic() - started < 0.05:
+                await asyncio.sleep(0.2)  # the server did not block: do not spin
+            index = 0 if idx < index else idx  # an index going backwards resets (Consul)
+            if value != self.values.get(dep, _MISSING):
+                self.values[dep] = value
+                self.debouncer.change(time.monotonic())
+                self._wake.set()
+
+
+_MISSING = object()

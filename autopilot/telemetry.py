@@ -14,6 +14,7 @@ import contextlib
 import errno
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -48,6 +49,8 @@ BIND_PAUSE = 0.5
 EVENTS = "containerpilot_events"
 CONTROL_REQUESTS = "containerpilot_control_http_requests"
 WATCH_INSTANCES = "containerpilot_watch_instances"
+
+_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 # No `<name>_created` series: ContainerPilot never had them and they double every counter.
 prometheus_client.disable_created_metrics()
@@ -113,6 +116,9 @@ class Telemetry:
         kinds = {"counter": Counter, "gauge": Gauge, "histogram": Histogram, "summary": Summary}
         if m.type not in kinds:
             raise ConfigError(f"telemetry.metrics[{index}]: invalid metric type {m.type!r}")
+        if not _NAME.match(name):
+            raise ConfigError(f"telemetry.metrics[{index}]: {name!r} is not a valid Prometheus "
+                              "metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)")
         try:
             collector = kinds[m.type](name, m.help or name, registry=self.registry)
         except ValueError as exc:

@@ -1,0 +1,319 @@
+"""The local agent: its node, service/check registration rules, TTL timers, active checks,
+maintenance mode and the reaper for ``DeregisterCriticalServiceAfter``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import aiohttp
+
+from autopilot.catalog.durations import DurationError, format_duration, parse_duration
+from autopilot.catalog.registry import (
+    CRITICAL,
+    PASSING,
+    SERF_CHECK,
+    STATUSES,
+    WARNING,
+    Check,
+    Registry,
+    Service,
+)
+from autopilot.catalog.store import Store
+
+OUTPUT_MAX = 4096
+REAP_PERIOD = 0.5  # seconds; Consul reaps every ~30 s, we are faster on purpose
+MAINT_NOTE = ("Maintenance mode is enabled for this service, but no reason was provided. "
+              "This is a default message.")
+NODE_MAINT_NOTE = ("Maintenance mode is enabled for this node, but no reason was provided. "
+                   "This is a default message.")
+
+
+class AgentError(Exception):
+    """An error answered with ``status`` and ``message`` (Consul's own texts)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _duration(value: Any, field: str) -> int:
+    """Durations in bodies are Go strings ("10s") or nanosecond numbers."""
+    if value in (None, ""):
+        return 0
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        raise AgentError(400, f"Request decode failed: {exc}") from None
+
+
+def clip_output(text: str) -> str:
+    if len(text) <= OUTPUT_MAX:
+        return text
+    return text[:OUTPUT_MAX] + f"\n\n... Captured {OUTPUT_MAX} of {len(text)} bytes"
+
+
+class Agent:
+    def __init__(self, store: Store, registry: Registry, node: str, address: str,
+                 datacenter: str) -> None:
+        self.store, self.registry = store, registry
+        self.node, self.address, self.datacenter = node, address, datacenter
+        self._ttl_timers: dict[str, asyncio.TimerHandle] = {}
+        self._probes: dict[str, asyncio.Task[None]] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def bootstrap(self) -> None:
+        """Register this node with a passing serfHealth check, as a dev agent has."""
+        self.registry.ensure_node(self.node, self.address, datacenter=self.datacenter)
+        if (self.node, SERF_CHECK) not in self.registry.checks:
+            self.registry.put_check(Check(node=self.node, id=SERF_CHECK,
+                                          name="Serf Health Status", status=PASSING,
+                                          output="Agent alive and reachable", type=""))
+        self.store.commit()
+
+    async def start(self) -> None:
+        for chk in list(self.registry.checks.values()):
+            if chk.node == self.node:
+                self._activate(chk)
+        self._reaper = asyncio.create_task(self._reap_loop())
+
+    async def stop(self) -> None:
+        tasks = [t for t in [self._reaper, *self._probes.values()] if t]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for h in self._ttl_timers.values():
+            h.cancel()
+        if self._http:
+            await self._http.close()
+
+    # ---- services --------------------------------------------------------------------------
+    def register_service(self, body: dict[str, Any], replace_checks: bool = False) -> Service:
+        name = body.get("Name") or body.get("Service") or ""
+        if not name:
+            raise AgentError(400, "Missing service name")
+        sid = body.get("ID") or name
+        port = body.get("Port") or 0
+        svc = Service(node=self.node, id=sid, name=name, tags=list(body.get("Tags") or []),
+                      address=body.get("Address") or "", port=port,
+                      meta=dict(body.get("Meta") or {}),
+                      enable_tag_override=bool(body.get("EnableTagOverride")),
+                      kind=body.get("Kind") or "",
+                      tagged_addresses=body.get("TaggedAddresses") or None)
+        if body.get("Weights"):
+            w = body["Weights"]
+            svc.weights = {"Passing": int(w.get("Passing", 1) or 1),
+                           "Warning": int(w.get("Warning", 1) or 0)}
+        defs = ([body["Check"]] if body.get("Check") else []) + list(body.get("Checks") or [])
+        checks = []
+        for n, d in enumerate(defs, start=1):
+            default_id = f"service:{sid}:{n}" if len(defs) > 1 else f"service:{sid}"
+            checks.append(self.build_check(d, default_id, svc))
+        self.registry.put_service(svc)
+        keep = {c.id for c in checks}
+        if replace_checks:
+            for old in self.registry.service_checks(self.node, sid):
+                if old.id not in keep:
+                    self._forget(old.id)
+        for chk in checks:
+            self._install(chk)
+        return svc
+
+    def deregister_service(self, sid: str) -> bool:
+        for chk in self.registry.service_checks(self.node, sid):
+            self._deactivate(chk.id)
+        return self.registry.remove_service(self.node, sid)
+
+    def set_maintenance(self, sid: str, enable: bool, reason: str) -> None:
+        svc = self.registry.services.get((self.node, sid))
+        if svc is None:
+            raise AgentError(404, f'No service registered with ID "{sid}"')
+        cid = f"_service_maintenance:{sid}"
+        if enable:
+            if (self.node, cid) not in self.registry.checks:
+                self.registry.put_check(Check(
+                    node=self.node, id=cid, name="Service Maintenance Mode", status=CRITICAL,
+                    notes=reason or MAINT_NOTE, service_id=sid, service_name=svc.name,
+                    service_tags=list(svc.tags), type="maintenance"))
+        else:
+            self.registry.remove_check(self.node, cid)
+
+    def set_node_maintenance(self, enable: bool, reason: str) -> None:
+        cid = "_node_maintenance"
+        if enable:
+            if (self.node, cid) not in self.registry.checks:
+                self.registry.put_check(Check(node=self.node, id=cid,
+                                              name="Node Maintenance Mode", status=CRITICAL,
+                                              notes=reason or NODE_MAINT_NOTE,
+                                              type="maintenance"))
+        else:
+            self.registry.remove_check(self.node, cid)
+
+    # ---- checks ----------------------------------------------------------------------------
+    def build_check(self, d: dict[str, Any], default_id: str, svc: Service | None) -> Check:
+        cid = d.get("CheckID") or d.get("ID") or default_id
+        if not cid:
+            raise AgentError(400, "Missing check name")
+        status = d.get("Status") or CRITICAL
+        if status not in STATUSES:
+            raise AgentError(400, "Status for checks must 'passing', 'warning', 'critical'")
+        ttl = _duration(d.get("TTL"), "TTL")
+        interval = _duration(d.get("Interval"), "Interval")
+        timeout = _duration(d.get("Timeout"), "Timeout")
+        dereg = _duration(d.get("DeregisterCriticalServiceAfter"),
+                          "DeregisterCriticalServiceAfter")
+        kind = ("http" if d.get("HTTP") else "tcp" if d.get("TCP") else
+                "script" if d.get("Args") or d.get("ScriptArgs") else
+                "alias" if d.get("AliasService") or d.get("AliasNode") else "ttl")
+        if kind == "ttl" and ttl <= 0:
+            raise AgentError(400, "Invalid check: TTL must be > 0 for TTL checks")
+        if kind in ("http", "tcp", "script") and interval <= 0:
+            raise AgentError(400, "Invalid check: Interval must be > 0 for Script, HTTP, "
+                                  "H2PING, or TCP checks")
+        if kind in ("script", "alias"):
+            raise AgentError(400, f"Invalid check: {kind} checks are not supported by the "
+                                  "embedded catalog")
+        if svc is None and d.get("ServiceID"):
+            svc = self.registry.services.get((self.node, d["ServiceID"]))
+            if svc is None:
+                raise AgentError(400, f"ServiceID \"{d['ServiceID']}\" does not exist")
+        name = d.get("Name") or (f"Service '{svc.name}' check" if svc else cid)
+        definition: dict[str, Any] = {
+            "Interval": format_duration(interval), "Timeout": format_duration(timeout),
+            "DeregisterCriticalServiceAfter": format_duration(dereg)}
+        if kind == "http":
+            definition.update(HTTP=d["HTTP"], Method=d.get("Method") or "GET",
+                              Header=d.get("Header") or {}, Body=d.get("Body") or "",
+                              TLSSkipVerify=bool(d.get("TLSSkipVerify")))
+        if kind == "tcp":
+            definition["TCP"] = d["TCP"]
+        return Check(node=self.node, id=cid, name=name, status=status,
+                     notes=d.get("Notes") or "", service_id=svc.id if svc else "",
+                     service_name=svc.name if svc else "",
+                     service_tags=list(svc.tags) if svc else [], type=kind,
+                     definition=definition, ttl_ns=ttl, deregister_after_ns=dereg)
+
+    def register_check(self, d: dict[str, Any]) -> Check:
+        if not d.get("Name"):
+            raise AgentError(400, "Missing check name")
+        chk = self.build_check(d, d.get("Name", ""), None)
+        self._install(chk)
+        return chk
+
+    def _install(self, chk: Check) -> None:
+        old = self.registry.checks.get((self.node, chk.id))
+        if old is not None:  # keep the known state of a re-registered check (no flapping)
+            chk.status, chk.output = old.status, old.output
+            chk.critical_since = old.critical_since
+        self._deactivate(chk.id)
+        self.registry.put_check(chk)
+        self._activate(chk)
+
+    def deregister_check(self, cid: str) -> bool:
+        self._deactivate(cid)
+        return self.registry.remove_check(self.node, cid)
+
+    def _forget(self, cid: str) -> None:
+        self._deactivate(cid)
+        self.registry.remove_check(self.node, cid)
+
+    def update_ttl(self, cid: str, status: str, output: str) -> None:
+        chk = self.registry.checks.get((self.node, cid))
+        if chk is None or chk.type != "ttl":
+            raise AgentError(500, f'CheckID "{cid}" does not have associated TTL')
+        self._arm_ttl(chk)
+        self.registry.set_status(self.node, cid, status, clip_output(output))
+
+    # ---- timers and probes -----------------------------------------------------------------
+    def _activate(self, chk: Check) -> None:
+        if chk.type == "ttl" and chk.ttl_ns > 0:
+            self._arm_ttl(chk)
+        elif chk.type in ("http", "tcp"):
+            self._probes[chk.id] = asyncio.get_running_loop().create_task(self._probe(chk))
+
+    def _deactivate(self, cid: str) -> None:
+        timer = self._ttl_timers.pop(cid, None)
+        if timer:
+            timer.cancel()
+        task = self._probes.pop(cid, None)
+        if task:
+            task.cancel()
+
+    def _arm_ttl(self, chk: Check) -> None:
+        old = self._ttl_timers.pop(chk.id, None)
+        if old:
+            old.cancel()
+        if chk.ttl_ns > 0:
+            self._ttl_timers[chk.id] = asyncio.get_running_loop().call_later(
+                chk.ttl_ns / 1e9, self._ttl_expired, chk.id)
+
+    def _ttl_expired(self, cid: str) -> None:
+        self._ttl_timers.pop(cid, None)
+        chk = self.registry.checks.get((self.node, cid))
+        if chk is None:
+            return
+        self.registry.set_status(self.node, cid, CRITICAL, "TTL expired")
+        self.store.commit()
+
+    async def _probe(self, chk: Check) -> None:
+        interval = parse_duration(chk.definition["Interval"]) / 1e9
+        timeout = parse_duration(chk.definition["Timeout"]) / 1e9 or 10.0
+        while True:
+            status, output = await self._run_probe(chk, timeout)
+            if (self.node, chk.id) not in self.registry.checks:
+                return
+            if self.registry.set_status(self.node, chk.id, status, clip_output(output)):
+                self.store.commit()
+            await asyncio.sleep(interval)
+
+    async def _run_probe(self, chk: Check, timeout: float) -> tuple[str, str]:
+        d = chk.definition
+        try:
+            if chk.type == "tcp":
+                host, _, port = d["TCP"].rpartition(":")
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host.strip("[]"), int(port)), timeout)
+                writer.close()
+                return PASSING, f"TCP connect {d['TCP']}: Success"
+            if self._http is None:
+                self._http = aiohttp.ClientSession()
+            headers = {k: (v[0] if isinstance(v, list) and v else str(v))
+                       for k, v in (d.get("Header") or {}).items()}
+            async with self._http.request(
+                    d.get("Method", "GET"), d["HTTP"], headers=headers,
+                    data=d.get("Body") or None, ssl=False if d.get("TLSSkipVerify") else None,
+                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                body = (await resp.content.read(OUTPUT_MAX)).decode("utf-8", "replace")
+                out = f"HTTP {d.get('Method', 'GET')} {d['HTTP']}: {resp.status} " \
+                      f"{resp.reason} Output: {body}"
+                if 200 <= resp.status < 300:
+                    return PASSING, out
+                return (WARNING if resp.status == 429 else CRITICAL), out
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure makes the check critical
+            return CRITICAL, f"{chk.type.upper()} check {chk.id} failed: {exc!r}"
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_PERIOD)
+            self.reap(time.monotonic())
+
+    def reap(self, now: float) -> None:
+        doomed = {c.service_id for c in self.registry.checks.values()
+                  if c.node == self.node and c.service_id and c.deregister_after_ns > 0
+                  and c.status == CRITICAL and c.critical_since is not None
+                  and now - c.critical_since >= c.deregister_after_ns / 1e9}
+        for sid in doomed:
+            self.deregister_service(sid)
+        if doomed:
+            self.store.commit()

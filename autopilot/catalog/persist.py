@@ -1,0 +1,100 @@
+"""``--data-dir``: the state as one JSON file, rewritten atomically after each write.
+
+A restart restores KV, sessions, nodes, services and checks and the index (so clients'
+blocking indexes stay meaningful). TTL timers restart with a full TTL, as after a Consul
+leader change.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from autopilot.catalog.kv import KVEntry
+from autopilot.catalog.registry import Check, Node, Service
+from autopilot.catalog.sessions import Session
+from autopilot.catalog.state import State
+
+FILE = "catalog-state.json"
+VERSION = 1
+
+
+def snapshot(state: State) -> dict[str, Any]:
+    kv = []
+    for e in state.kv.entries.values():
+        d = asdict(e)
+        d["value"] = base64.b64encode(e.value).decode() if e.value is not None else None
+        kv.append(d)
+    checks = []
+    for c in state.registry.checks.values():
+        d = asdict(c)
+        d["critical_since"] = None
+        checks.append(d)
+    return {
+        "version": VERSION, "index": state.store.index, "tables": state.store.tables,
+        "svc_index": state.registry.svc_index,
+        "nodes": [asdict(n) for n in state.registry.nodes.values()],
+        "services": [asdict(s) for s in state.registry.services.values()],
+        "checks": checks, "kv": kv, "tombstones": state.kv.tombstones,
+        "sessions": [asdict(s) for s in state.sessions.sessions.values()],
+    }
+
+
+def restore(state: State, data: dict[str, Any]) -> None:
+    reg = state.registry
+    state.store.index = max(state.store.index, int(data["index"]))
+    state.store.tables.update(data.get("tables", {}))
+    reg.svc_index.update(data.get("svc_index", {}))
+    for n in data.get("nodes", []):
+        reg.nodes[n["name"]] = Node(**n)
+    for s in data.get("services", []):
+        reg.services[(s["node"], s["id"])] = Service(**s)
+    for c in data.get("checks", []):
+        reg.checks[(c["node"], c["id"])] = Check(**c)
+    for e in data.get("kv", []):
+        if e["value"] is not None:
+            e["value"] = base64.b64decode(e["value"])
+        state.kv.entries[e["key"]] = KVEntry(**e)
+    state.kv.tombstones.update(data.get("tombstones", {}))
+    for s in data.get("sessions", []):
+        state.sessions.sessions[s["id"]] = Session(**s)
+
+
+class Persister:
+    """Writes the snapshot atomically (temp file, fsync, rename) when the state changed."""
+
+    def __init__(self, state: State, directory: str) -> None:
+        self.state = state
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / FILE
+        self._last_index = -1
+
+    def load(self) -> bool:
+        if not self.path.exists():
+            return False
+        restore(self.state, json.loads(self.path.read_text()))
+        self._last_index = self.state.store.index
+        return True
+
+    def save(self) -> None:
+        if self.state.store.index == self._last_index:
+            return
+        data = json.dumps(snapshot(self.state), separators=(",", ":"))
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".state-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with __import__("contextlib").suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self._last_index = self.state.store.index

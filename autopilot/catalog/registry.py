@@ -1,0 +1,299 @@
+"""Nodes, services and checks: the catalog tables and their JSON shapes.
+
+Pure data plus index bookkeeping; timers (TTL expiry, reaping) live in ``agent.py``. Topics
+touched: ``table:nodes|services|checks``, ``svc:<service name>`` for anything that changes a
+service's health/catalog entries, ``node:<name>`` for a node's own data.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from autopilot.catalog.store import Store
+
+PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
+STATUSES = (PASSING, WARNING, CRITICAL)
+SERF_CHECK = "serfHealth"
+
+
+@dataclass
+class Node:
+    name: str
+    address: str
+    id: str = ""
+    datacenter: str = "dc1"
+    tagged_addresses: dict[str, str] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)
+    create_index: int = 0
+    modify_index: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ID": self.id, "Node": self.name, "Address": self.address,
+                "Datacenter": self.datacenter, "TaggedAddresses": self.tagged_addresses or None,
+                "Meta": self.meta or None, "CreateIndex": self.create_index,
+                "ModifyIndex": self.modify_index}
+
+
+@dataclass
+class Service:
+    node: str
+    id: str
+    name: str
+    tags: list[str] = field(default_factory=list)
+    address: str = ""
+    port: int = 0
+    meta: dict[str, str] = field(default_factory=dict)
+    enable_tag_override: bool = False
+    weights: dict[str, int] = field(default_factory=lambda: {"Passing": 1, "Warning": 1})
+    kind: str = ""
+    tagged_addresses: dict[str, Any] | None = None
+    create_index: int = 0
+    modify_index: int = 0
+
+    def agent_json(self, datacenter: str) -> dict[str, Any]:
+        out = {"ID": self.id, "Service": self.name, "Tags": list(self.tags),
+               "Meta": dict(self.meta), "Port": self.port, "Address": self.address,
+               "Weights": dict(self.weights), "EnableTagOverride": self.enable_tag_override,
+               "Datacenter": datacenter}
+        if self.kind:
+            out["Kind"] = self.kind
+        if self.tagged_addresses:
+            out["TaggedAddresses"] = self.tagged_addresses
+        return out
+
+    def health_json(self) -> dict[str, Any]:
+        return {"ID": self.id, "Service": self.name, "Tags": list(self.tags),
+                "Address": self.address, "TaggedAddresses": self.tagged_addresses,
+                "Meta": dict(self.meta), "Port": self.port, "Weights": dict(self.weights),
+                "EnableTagOverride": self.enable_tag_override, "Kind": self.kind,
+                "Proxy": {"MeshGateway": {}, "Expose": {}}, "Connect": {},
+                "CreateIndex": self.create_index, "ModifyIndex": self.modify_index}
+
+
+@dataclass
+class Check:
+    node: str
+    id: str
+    name: str
+    status: str = CRITICAL
+    notes: str = ""
+    output: str = ""
+    service_id: str = ""
+    service_name: str = ""
+    service_tags: list[str] = field(default_factory=list)
+    type: str = ""
+    definition: dict[str, Any] = field(default_factory=dict)
+    create_index: int = 0
+    modify_index: int = 0
+    # runtime, agent-only
+    ttl_ns: int = 0
+    deregister_after_ns: int = 0
+    critical_since: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"Node": self.node, "CheckID": self.id, "Name": self.name,
+                "Status": self.status, "Notes": self.notes, "Output": self.output,
+                "ServiceID": self.service_id, "ServiceName": self.service_name,
+                "ServiceTags": list(self.service_tags), "Type": self.type,
+                "Definition": dict(self.definition), "CreateIndex": self.create_index,
+                "ModifyIndex": self.modify_index}
+
+
+CheckListener = Callable[[str, str], None]
+
+
+class Registry:
+    """The catalog's node/service/check tables."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.nodes: dict[str, Node] = {}
+        self.services: dict[tuple[str, str], Service] = {}
+        self.checks: dict[tuple[str, str], Check] = {}
+        self.svc_index: dict[str, int] = {}
+        #: called with (node, check_id) when a check turns critical or disappears
+        self.on_check_lost: list[CheckListener] = []
+
+    # ---- index helpers -------------------------------------------------------------------
+    def _touch_service(self, name: str) -> int:
+        idx = self.store.touch(f"svc:{name}")
+        self.svc_index[name] = idx
+        return idx
+
+    def service_index(self, name: str) -> int:
+        """Index for reads of one service (Consul's per-service index, else the tables)."""
+        return self.svc_index.get(name) or self.store.table("nodes", "services")
+
+    def _touch_node_services(self, node: str) -> None:
+        for svc in self.services.values():
+            if svc.node == node:
+                self._touch_service(svc.name)
+
+    # ---- nodes -----------------------------------------------------------------------------
+    def ensure_node(self, name: str, address: str, *, node_id: str = "",
+                    datacenter: str = "dc1", tagged: dict[str, str] | None = None,
+                    meta: dict[str, str] | None = None) -> Node:
+        node = self.nodes.get(name)
+        changed = (node is None or node.address != address
+                   or (tagged is not None and tagged != node.tagged_addresses)
+                   or (meta is not None and meta != node.meta))
+        if not changed:
+            return node  # type: ignore[return-value]
+        idx = self.store.touch("table:nodes", f"node:{name}")
+        if node is None:
+            node = Node(name=name, address=address,
+                        id=node_id or str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
+                        datacenter=datacenter, create_index=idx)
+            self.nodes[name] = node
+        node.address = address
+        if tagged is not None:
+            node.tagged_addresses = dict(tagged)
+        if meta is not None:
+            node.meta = dict(meta)
+        node.modify_index = idx
+        self._touch_node_services(name)
+        return node
+
+    def remove_node(self, name: str) -> bool:
+        if name not in self.nodes:
+            return False
+        for key in [k for k in self.services if k[0] == name]:
+            self.remove_service(*key)
+        for key in [k for k in self.checks if k[0] == name]:
+            self.remove_check(*key)
+        del self.nodes[name]
+        self.store.touch("table:nodes", f"node:{name}")
+        return True
+
+    # ---- services --------------------------------------------------------------------------
+    def put_service(self, svc: Service) -> Service:
+        key = (svc.node, svc.id)
+        old = self.services.get(key)
+        idx = self.store.touch("table:services", f"node:{svc.node}")
+        svc.create_index = old.create_index if old else idx
+        svc.modify_index = idx
+        self.services[key] = svc
+        self._touch_service(svc.name)
+        if old and old.name != svc.name:
+            self._touch_service(old.name)
+        for chk in self.checks.values():
+            if chk.node == svc.node and chk.service_id == svc.id:
+                chk.service_name, chk.service_tags = svc.name, list(svc.tags)
+        return svc
+
+    def remove_service(self, node: str, sid: str) -> bool:
+        svc = self.services.pop((node, sid), None)
+        if svc is None:
+            return False
+        self.store.touch("table:services", f"node:{node}")
+        self._touch_service(svc.name)
+        for key in [k for k, c in self.checks.items() if c.node == node and c.service_id == sid]:
+            self.remove_check(*key)
+        return True
+
+    def service_names(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for svc in self.services.values():
+            tags = out.setdefault(svc.name, [])
+            for t in svc.tags:
+                if t not in tags:
+                    tags.append(t)
+        return out
+
+    def instances(self, name: str) -> list[Service]:
+        found = [s for s in self.services.values() if s.name == name]
+        return sorted(found, key=lambda s: (s.node, s.id))
+
+    # ---- checks ----------------------------------------------------------------------------
+    def put_check(self, chk: Check) -> Check:
+        key = (chk.node, chk.id)
+        old = self.checks.get(key)
+        idx = self.store.touch("table:checks", f"node:{chk.node}")
+        chk.create_index = old.create_index if old else idx
+        chk.modify_index = idx
+        if chk.status == CRITICAL and chk.critical_since is None:
+            chk.critical_since = (old.critical_since if old and old.status == CRITICAL
+                                  else time.monotonic())
+        self.checks[key] = chk
+        self._touch_check_owner(chk)
+        if old and old.service_id != chk.service_id:
+            self._touch_check_owner(old)
+        if chk.status == CRITICAL:
+            self._lost(chk.node, chk.id)
+        return chk
+
+    def _touch_check_owner(self, chk: Check) -> None:
+        if chk.service_id:
+            svc = self.services.get((chk.node, chk.service_id))
+            if svc:
+                self._touch_service(svc.name)
+        else:
+            self._touch_node_services(chk.node)
+
+    def remove_check(self, node: str, cid: str) -> bool:
+        chk = self.checks.pop((node, cid), None)
+        if chk is None:
+            return False
+        self.store.touch("table:checks", f"node:{node}")
+        self._touch_check_owner(chk)
+        self._lost(node, cid)
+        return True
+
+    def set_status(self, node: str, cid: str, status: str, output: str) -> bool:
+        """Update a check; a no-op (no index bump) when nothing changes, as Consul's agent."""
+        chk = self.checks.get((node, cid))
+        if chk is None:
+            return False
+        if chk.status == status and chk.output == output:
+            return False
+        idx = self.store.touch("table:checks", f"node:{node}")
+        if status == CRITICAL and chk.status != CRITICAL:
+            chk.critical_since = time.monotonic()
+        elif status != CRITICAL:
+            chk.critical_since = None
+        chk.status, chk.output, chk.modify_index = status, output, idx
+        self._touch_check_owner(chk)
+        if status == CRITICAL:
+            self._lost(node, cid)
+        return True
+
+    def _lost(self, node: str, cid: str) -> None:
+        for listener in self.on_check_lost:
+            listener(node, cid)
+
+    def node_checks(self, node: str) -> list[Check]:
+        return [c for c in self.checks.values() if c.node == node and not c.service_id]
+
+    def service_checks(self, node: str, sid: str) -> list[Check]:
+        return [c for c in self.checks.values() if c.node == node and c.service_id == sid]
+
+    # ---- read shapes -----------------------------------------------------------------------
+    def health_entries(self, name: str, tags: list[str], passing: bool) -> list[dict[str, Any]]:
+        out = []
+        for svc in self.instances(name):
+            if any(t not in svc.tags for t in tags):
+                continue
+            node = self.nodes.get(svc.node)
+            checks = self.node_checks(svc.node) + self.service_checks(svc.node, svc.id)
+            if passing and any(c.status != PASSING for c in checks):
+                continue
+            out.append({"Node": node.to_json() if node else None,
+                        "Service": svc.health_json(),
+                        "Checks": [c.to_json() for c in checks]})
+        return out
+
+    def catalog_entry(self, svc: Service) -> dict[str, Any]:
+        node = self.nodes.get(svc.node) or Node(name=svc.node, address="")
+        return {"ID": node.id, "Node": node.name, "Address": node.address,
+                "Datacenter": node.datacenter, "TaggedAddresses": node.tagged_addresses or None,
+                "NodeMeta": node.meta or None, "ServiceKind": svc.kind, "ServiceID": svc.id,
+                "ServiceName": svc.name, "ServiceTags": list(svc.tags),
+                "ServiceAddress": svc.address, "ServiceTaggedAddresses": svc.tagged_addresses,
+                "ServiceWeights": dict(svc.weights), "ServiceMeta": dict(svc.meta),
+                "ServicePort": svc.port, "ServiceEnableTagOverride": svc.enable_tag_override,
+                "ServiceProxy": {"MeshGateway": {}, "Expose": {}}, "ServiceConnect": {},
+                "CreateIndex": svc.create_index, "ModifyIndex": svc.modify_index}

@@ -1,0 +1,173 @@
+"""/v1/agent/*, /v1/status/*: the local agent's view and its write endpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from aiohttp import web
+
+from autopilot.catalog import decode
+from autopilot.catalog.agent import AgentError
+from autopilot.catalog.decode import DecodeError
+from autopilot.catalog.registry import CRITICAL, PASSING, STATUSES, WARNING
+from autopilot.catalog.web import ConsulError, body_json, reply, state_of
+
+VERSION = "1.10.0"
+routes = web.RouteTableDef()
+
+
+def _conform(data: object, schema: dict) -> dict:
+    try:
+        return decode.conform(data, schema)
+    except DecodeError as exc:
+        raise ConsulError(400, f"Request decode failed: {exc}") from None
+
+
+def _agent_call(fn, *args):  # type: ignore[no-untyped-def]
+    try:
+        return fn(*args)
+    except AgentError as exc:
+        raise ConsulError(exc.status, exc.message) from None
+
+
+@routes.get("/v1/status/leader")
+async def status_leader(request: web.Request) -> web.Response:
+    return reply(request, f"{state_of(request).agent.address}:8300")
+
+
+@routes.get("/v1/status/peers")
+async def status_peers(request: web.Request) -> web.Response:
+    return reply(request, [f"{state_of(request).agent.address}:8300"])
+
+
+def _member(request: web.Request) -> dict:
+    st = state_of(request)
+    return {"Name": st.node, "Addr": st.agent.address, "Port": 8301,
+            "Tags": {"build": f"{VERSION}:autopilot", "dc": st.settings.datacenter,
+                     "id": st.registry.nodes[st.node].id if st.node in st.registry.nodes
+                     else "", "port": "8300", "role": "consul", "segment": "",
+                     "vsn": "2", "vsn_max": "3", "vsn_min": "2", "bootstrap": "1"},
+            "Status": 1, "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
+            "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4}
+
+
+@routes.get("/v1/agent/self")
+async def agent_self(request: web.Request) -> web.Response:
+    st = state_of(request)
+    node = st.registry.nodes.get(st.node)
+    cfg = {"Datacenter": st.settings.datacenter, "PrimaryDatacenter": st.settings.datacenter,
+           "NodeName": st.node, "NodeID": node.id if node else "", "Server": True,
+           "Revision": "autopilot", "Version": VERSION}
+    return reply(request, {"Config": cfg, "DebugConfig": {"EmbeddedCatalog": True, **cfg},
+                           "Coord": None, "Member": _member(request), "Stats": {},
+                           "Meta": {"consul-network-segment": ""}, "xDS": None})
+
+
+@routes.get("/v1/agent/members")
+async def agent_members(request: web.Request) -> web.Response:
+    return reply(request, [_member(request)])
+
+
+@routes.get("/v1/agent/services")
+async def agent_services(request: web.Request) -> web.Response:
+    st = state_of(request)
+    dc = st.settings.datacenter
+    return reply(request, {s.id: s.agent_json(dc) for s in st.registry.services.values()
+                           if s.node == st.node})
+
+
+@routes.get("/v1/agent/service/{sid:.+}")
+async def agent_service(request: web.Request) -> web.Response:
+    st = state_of(request)
+    sid = request.match_info["sid"]
+    svc = st.registry.services.get((st.node, sid))
+    if svc is None:
+        raise ConsulError(404, f"unknown service ID: {sid}")
+    data = svc.agent_json(st.settings.datacenter)
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    data["ContentHash"] = digest
+    resp = reply(request, data)
+    resp.headers["X-Consul-ContentHash"] = digest
+    return resp
+
+
+@routes.get("/v1/agent/checks")
+async def agent_checks(request: web.Request) -> web.Response:
+    st = state_of(request)
+    return reply(request, {c.id: c.to_json() for c in st.registry.checks.values()
+                           if c.node == st.node})
+
+
+@routes.put("/v1/agent/service/register")
+async def service_register(request: web.Request) -> web.Response:
+    body = _conform(await body_json(request), decode.SERVICE)
+    replace = request.query.get("replace-existing-checks")
+    replace_checks = replace is not None and replace.lower() not in ("false", "0")
+    _agent_call(state_of(request).agent.register_service, body, replace_checks)
+    return web.Response(status=200)
+
+
+@routes.put("/v1/agent/service/deregister/{sid:.+}")
+async def service_deregister(request: web.Request) -> web.Response:
+    state_of(request).agent.deregister_service(request.match_info["sid"])
+    return web.Response(status=200)
+
+
+def _enable_param(request: web.Request) -> bool:
+    raw = request.query.get("enable")
+    if raw is None or raw == "":
+        raise ConsulError(400, "Missing value for enable")
+    if raw.lower() not in ("true", "false", "1", "0", "t", "f"):
+        raise ConsulError(400, f'Invalid value for enable: "{raw}"')
+    return raw.lower() in ("true", "1", "t")
+
+
+@routes.put("/v1/agent/service/maintenance/{sid:.+}")
+async def service_maintenance(request: web.Request) -> web.Response:
+    enable = _enable_param(request)
+    _agent_call(state_of(request).agent.set_maintenance, request.match_info["sid"], enable,
+                request.query.get("reason", ""))
+    return web.Response(status=200)
+
+
+@routes.put("/v1/agent/maintenance")
+async def node_maintenance(request: web.Request) -> web.Response:
+    enable = _enable_param(request)
+    state_of(request).agent.set_node_maintenance(enable, request.query.get("reason", ""))
+    return web.Response(status=200)
+
+
+_TTL_STATUS = {"pass": PASSING, "warn": WARNING, "fail": CRITICAL}
+
+
+@routes.put(r"/v1/agent/check/{verb:pass|warn|fail}/{cid:.+}")
+async def check_ttl(request: web.Request) -> web.Response:
+    status = _TTL_STATUS[request.match_info["verb"]]
+    _agent_call(state_of(request).agent.update_ttl, request.match_info["cid"], status,
+                request.query.get("note", ""))
+    return web.Response(status=200)
+
+
+@routes.put("/v1/agent/check/update/{cid:.+}")
+async def check_update(request: web.Request) -> web.Response:
+    body = _conform(await body_json(request), decode.CHECK_UPDATE)
+    status = body.get("Status", "")
+    if status not in STATUSES:
+        raise ConsulError(400, f"Invalid check status: '{status}'")
+    _agent_call(state_of(request).agent.update_ttl, request.match_info["cid"], status,
+                body.get("Output") or "")
+    return web.Response(status=200)
+
+
+@routes.put("/v1/agent/check/register")
+async def check_register(request: web.Request) -> web.Response:
+    body = _conform(await body_json(request), decode.CHECK)
+    _agent_call(state_of(request).agent.register_check, body)
+    return web.Response(status=200)
+
+
+@routes.put("/v1/agent/check/deregister/{cid:.+}")
+async def check_deregister(request: web.Request) -> web.Response:
+    state_of(request).agent.deregister_check(request.match_info["cid"])
+    return web.Response(status=200)

@@ -1,0 +1,205 @@
+"""/v1/health/* and /v1/catalog/*: reads (all blocking-capable) and catalog writes."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from autopilot.catalog import decode
+from autopilot.catalog.agent import AgentError
+from autopilot.catalog.decode import DecodeError
+from autopilot.catalog.registry import CRITICAL, STATUSES, Check, Service
+from autopilot.catalog.web import (
+    ConsulError,
+    block,
+    body_json,
+    check_dc,
+    flag,
+    reply,
+    state_of,
+    topic_is,
+)
+
+routes = web.RouteTableDef()
+
+
+def _tags(request: web.Request) -> list[str]:
+    return request.query.getall("tag", [])
+
+
+@routes.get("/v1/health/service/{name}")
+async def health_service(request: web.Request) -> web.Response:
+    check_dc(request)
+    st = state_of(request)
+    name = request.match_info["name"]
+    idx = await block(request, lambda: st.registry.service_index(name),
+                      topic_is(f"svc:{name}", "table:services", "table:nodes"))
+    entries = st.registry.health_entries(name, _tags(request), flag(request, "passing"))
+    return reply(request, entries, idx)
+
+
+@routes.get("/v1/health/checks/{name}")
+async def health_checks(request: web.Request) -> web.Response:
+    check_dc(request)
+    st = state_of(request)
+    name = request.match_info["name"]
+    idx = await block(request, lambda: st.registry.service_index(name),
+                      topic_is(f"svc:{name}", "table:services", "table:nodes"))
+    out = []
+    for svc in st.registry.instances(name):
+        out += [c.to_json() for c in st.registry.service_checks(svc.node, svc.id)]
+    return reply(request, out, idx)
+
+
+@routes.get("/v1/health/state/{state}")
+async def health_state(request: web.Request) -> web.Response:
+    check_dc(request)
+    st = state_of(request)
+    want = request.match_info["state"]
+    if want != "any" and want not in STATUSES:
+        raise ConsulError(400, "Invalid state")
+    idx = await block(request, lambda: st.store.table("checks"), topic_is("table:checks"))
+    out = [c.to_json() for c in sorted(st.registry.checks.values(),
+                                       key=lambda c: (c.node, c.id))
+           if want == "any" or c.status == want]
+    return reply(request, out, idx)
+
+
+@routes.get("/v1/health/node/{node}")
+async def health_node(request: web.Request) -> web.Response:
+    check_dc(request)
+    st = state_of(request)
+    node = request.match_info["node"]
+    idx = await block(request, lambda: st.store.table("checks"), topic_is("table:checks"))
+    out = [c.to_json() for c in sorted(st.registry.checks.values(), key=lambda c: c.id)
+           if c.node == node]
+    return reply(request, out, idx)
+
+
+@routes.get("/v1/catalog/datacenters")
+async def catalog_datacenters(request: web.Request) -> web.Response:
+    return reply(request, [state_of(request).settings.datacenter])
+
+
+@routes.get("/v1/catalog/services")
+async def catalog_services(request: web.Request) -> web.Response:
+    check_dc(request)
+    st = state_of(request)
+    idx = await block(request, lambda: st.store.table("services"), topic_is("table:services"))
+    return reply(request, st.registry.service_names(), idx)
+
+
+@routes.get("/v1/catalog/service/{name}")
+async def catalog_service(request: web.Request) -> web.Response:
+    check_dc(request)
+    st = state_of(request)
+    name = request.match_info["name"]
+    idx = await block(request, lambda: st.registry.service_index(name),
+                      topic_is(f"svc:{name}", "table:services", "table:nodes"))
+    tags = _tags(request)
+    out = [st.registry.catalog_entry(s) for s in st.registry.instances(name)
+           if all(t in s.tags for t in tags)]
+    return reply(request, out, idx)
+
+
+@routes.get("/v1/catalog/nodes")
+async def catalog_nodes(request: web.Request) -> web.Response:
+    check_dc(request)
+    st = state_of(request)
+    idx = await block(request, lambda: st.store.table("nodes"), topic_is("table:nodes"))
+    out = [n.to_json() for n in sorted(st.registry.nodes.values(), key=lambda n: n.name)]
+    return reply(request, out, idx)
+
+
+@routes.get("/v1/catalog/node/{node}")
+async def catalog_node(request: web.Request) -> web.Response:
+    check_dc(request)
+    st = state_of(request)
+    name = request.match_info["node"]
+    idx = await block(request, lambda: st.store.table("nodes", "services"),
+                      topic_is("table:nodes", "table:services"))
+    node = st.registry.nodes.get(name)
+    if node is None:
+        return reply(request, None, idx)
+    services = {s.id: {**s.agent_json(st.settings.datacenter),
+                       "CreateIndex": s.create_index, "ModifyIndex": s.modify_index}
+                for s in st.registry.services.values() if s.node == name}
+    return reply(request, {"Node": node.to_json(), "Services": services}, idx)
+
+
+def _conform(data: object, schema: dict) -> dict:
+    try:
+        return decode.conform(data, schema)
+    except DecodeError as exc:
+        raise ConsulError(400, f"Request decode failed: {exc}") from None
+
+
+@routes.put("/v1/catalog/register")
+async def catalog_register(request: web.Request) -> web.Response:
+    check_dc(request)
+    st = state_of(request)
+    body = _conform(await body_json(request), decode.CATALOG_REGISTER)
+    node, address = body.get("Node") or "", body.get("Address") or ""
+    if not node or not address:
+        raise ConsulError(500, "Must provide node and address")
+    sbody = body.get("Service")
+    svc = None
+    if sbody:
+        name = sbody.get("Service") or sbody.get("Name") or ""
+        if not name:
+            raise ConsulError(500, "Must provide service name")
+        svc = Service(node=node, id=sbody.get("ID") or name, name=name,
+                      tags=list(sbody.get("Tags") or []), address=sbody.get("Address") or "",
+                      port=sbody.get("Port") or 0, meta=dict(sbody.get("Meta") or {}),
+                      enable_tag_override=bool(sbody.get("EnableTagOverride")),
+                      kind=sbody.get("Kind") or "")
+    checks = []
+    for d in ([body["Check"]] if body.get("Check") else []) + list(body.get("Checks") or []):
+        cid = d.get("CheckID") or d.get("ID") or d.get("Name") or ""
+        if not cid:
+            raise ConsulError(500, "Missing check ID")
+        status = d.get("Status") or CRITICAL
+        if status not in STATUSES:
+            raise ConsulError(500, f"Invalid check status: '{status}'")
+        checks.append(Check(node=node, id=cid, name=d.get("Name") or cid, status=status,
+                            notes=d.get("Notes") or "", output=d.get("Output") or "",
+                            service_id=d.get("ServiceID") or ""))
+    if not body.get("SkipNodeUpdate") or node not in st.registry.nodes:
+        st.registry.ensure_node(node, address, node_id=body.get("ID") or "",
+                                datacenter=st.settings.datacenter,
+                                tagged=body.get("TaggedAddresses"), meta=body.get("NodeMeta"))
+    if svc:
+        st.registry.put_service(svc)
+    for chk in checks:
+        owner = st.registry.services.get((node, chk.service_id)) if chk.service_id else None
+        if chk.service_id and owner is None:
+            raise ConsulError(500, f"Unknown service ID '{chk.service_id}' for check "
+                                   f"'{chk.id}'")
+        if owner:
+            chk.service_name, chk.service_tags = owner.name, list(owner.tags)
+        st.registry.put_check(chk)
+    return reply(request, True)
+
+
+@routes.put("/v1/catalog/deregister")
+async def catalog_deregister(request: web.Request) -> web.Response:
+    check_dc(request)
+    st = state_of(request)
+    body = _conform(await body_json(request), decode.CATALOG_DEREGISTER)
+    node = body.get("Node") or ""
+    if not node:
+        raise ConsulError(500, "Must provide node")
+    if body.get("ServiceID"):
+        if node == st.node:
+            st.agent.deregister_service(body["ServiceID"])
+        else:
+            st.registry.remove_service(node, body["ServiceID"])
+    elif body.get("CheckID"):
+        st.registry.remove_check(node, body["CheckID"])
+    else:
+        for sess in st.sessions.list(node):
+            st.sessions.destroy(sess.id)
+        st.registry.remove_node(node)
+    return reply(request, True)
+
+
+__all__ = ["routes", "AgentError"]

@@ -1,0 +1,82 @@
+"""/v1/session/*: create, destroy, renew, info, list, node (reads are blocking-capable)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from autopilot.catalog import decode
+from autopilot.catalog.decode import DecodeError
+from autopilot.catalog.sessions import SessionError
+from autopilot.catalog.web import (
+    ConsulError,
+    block,
+    body_json,
+    check_dc,
+    reply,
+    state_of,
+    topic_is,
+)
+
+routes = web.RouteTableDef()
+
+
+@routes.put("/v1/session/create")
+async def session_create(request: web.Request) -> web.Response:
+    check_dc(request)
+    st = state_of(request)
+    try:
+        body = decode.conform(await body_json(request), decode.SESSION)
+    except DecodeError as exc:
+        raise ConsulError(400, f"Request decode failed: {exc}") from None
+    try:
+        sess = st.sessions.create(body)
+    except SessionError as exc:
+        raise ConsulError(500, str(exc)) from None
+    except ValueError as exc:
+        raise ConsulError(400, f"Request decode failed: {exc}") from None
+    return reply(request, {"ID": sess.id})
+
+
+@routes.put("/v1/session/destroy/{sid}")
+async def session_destroy(request: web.Request) -> web.Response:
+    check_dc(request)
+    state_of(request).sessions.destroy(request.match_info["sid"])
+    return reply(request, True)
+
+
+@routes.put("/v1/session/renew/{sid}")
+async def session_renew(request: web.Request) -> web.Response:
+    check_dc(request)
+    st = state_of(request)
+    sid = request.match_info["sid"]
+    sess = st.sessions.renew(sid)
+    if sess is None:
+        raise ConsulError(404, f"Session id '{sid}' not found")
+    return reply(request, [sess.to_json()], st.sessions.index())
+
+
+@routes.get("/v1/session/info/{sid}")
+async def session_info(request: web.Request) -> web.Response:
+    check_dc(request)
+    st = state_of(request)
+    sid = request.match_info["sid"]
+    idx = await block(request, st.sessions.index, topic_is("table:sessions"))
+    sess = st.sessions.sessions.get(sid)
+    return reply(request, [sess.to_json()] if sess else [], idx)
+
+
+@routes.get("/v1/session/list")
+async def session_list(request: web.Request) -> web.Response:
+    check_dc(request)
+    st = state_of(request)
+    idx = await block(request, st.sessions.index, topic_is("table:sessions"))
+    return reply(request, [s.to_json() for s in st.sessions.list()], idx)
+
+
+@routes.get("/v1/session/node/{node}")
+async def session_node(request: web.Request) -> web.Response:
+    check_dc(request)
+    st = state_of(request)
+    idx = await block(request, st.sessions.index, topic_is("table:sessions"))
+    return reply(request, [s.to_json() for s in st.sessions.list(request.match_info["node"])],
+                 idx)

@@ -1,0 +1,40 @@
+"""The whole catalog state: one Store (index + wake-ups) shared by its tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autopilot.catalog.agent import Agent
+from autopilot.catalog.kv import KV
+from autopilot.catalog.registry import Registry
+from autopilot.catalog.sessions import Sessions
+from autopilot.catalog.store import Store
+
+
+@dataclass
+class Settings:
+    node: str
+    bind: str = "127.0.0.1"
+    port: int = 8500
+    datacenter: str = "dc1"
+    token: str | None = None
+    data_dir: str | None = None
+
+
+class State:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store()
+        self.registry = Registry(self.store)
+        self.kv = KV(self.store)
+        self.sessions = Sessions(self.store, self.registry, self.kv, settings.node)
+        address = settings.bind if settings.bind not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        self.agent = Agent(self.store, self.registry, settings.node, address,
+                           settings.datacenter)
+
+    @property
+    def node(self) -> str:
+        return self.settings.node
+
+    def commit(self) -> None:
+        self.store.commit()

@@ -27,12 +27,9 @@ def socket_from_config(path: str) -> str | None:
     """`control.socket` of a config file, read without validating anything else."""
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
-    try:
-        from autopilot.config import render  # the Go-template pass, if available
-
+    render = _renderer()
+    if render is not None:
         text = render(path, dict(os.environ))
-    except ImportError:
-        pass
     import json5
 
     data = json5.loads(text)
@@ -40,6 +37,18 @@ def socket_from_config(path: str) -> str | None:
     if isinstance(control, dict) and isinstance(control.get("socket"), str):
         return control["socket"]
     return None
+
+
+def _renderer() -> Any:
+    """The config loader's Go-template pass (render only: no JSON5 validation)."""
+    try:
+        from autopilot.config import render
+    except ImportError:
+        try:
+            from autopilot.config.loader import render
+        except ImportError:
+            return None
+    return render
 
 
 def find_socket(socket: str | None, config: str | None) -> str:

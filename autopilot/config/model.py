@@ -54,6 +54,9 @@ class HealthConfig:
 class WhenConfig:
     #: event sources; None means the job starts on {startup, global}.
     #: A list (autopilot) waits for the event from any/all of them (``source_mode``).
+    #: The loader normalizes: ``source: "SIGHUP"`` alone becomes ``each="signal"`` (it
+    #: matches ``Event("signal", "SIGHUP")``); a global code (startup, shutdown,
+    #: enterMaintenance, exitMaintenance) with no source gets ``source=["global"]``.
     source: list[str] | None = None
     source_mode: Literal["any", "all"] = "any"
     once: str | None = None
@@ -209,6 +212,9 @@ class Config:
     templates: list[TemplateConfig] = field(default_factory=list)
     #: autopilot: the job whose exit status becomes autopilot's (see docs/configuration.md)
     main_job: str | None = None
+    #: autopilot: things that load but are probably mistakes ("file:line: path: message");
+    #: the supervisor logs them at startup
+    warnings: list[str] = field(default_factory=list)
 
     def job(self, name: str) -> JobConfig | None:
         return next((j for j in self.jobs if j.name == name), None)
@@ -217,6 +223,8 @@ class Config:
 class ConfigError(Exception):
     """A config that cannot be used; the message names file, line/column or field path."""
 
-    def __init__(self, message: str, path: str = "") -> None:
+    def __init__(self, message: str, path: str = "", errors: list[str] | None = None) -> None:
         super().__init__(message)
         self.path = path
+        #: every problem found, one line each (the message joins them)
+        self.errors = errors if errors is not None else [message]

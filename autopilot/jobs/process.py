@@ -1,0 +1,349 @@
+"""Spawning, watching and stopping one child process (and its process group).
+
+Every child gets its own process group so a stop or a timeout reaches everything it forked:
+``stop_signal`` to the group, then SIGKILL to the group at the deadline. Exit statuses come
+from the one reaper (``autopilot.init``), never from ``Popen.wait``. Output is read
+without threads (``loop.add_reader``) and logged line by line with ``job``/``pid`` fields,
+unless the job asked for raw output (then the child writes to our stdout/stderr directly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import os
+import pwd
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from autopilot.init import exit_code, get_reaper
+
+log = structlog.get_logger("autopilot.process")
+
+TAIL_BYTES = 4096
+MAX_LINE = 64 * 1024
+SIGTERM = signal.SIGTERM
+
+
+def parse_signal(value: str | int | None, default: int = signal.SIGTERM) -> signal.Signals:
+    """``"SIGTERM"``, ``"TERM"``, ``"15"`` or ``15`` -> signal.Signals; ValueError otherwise."""
+    if value is None or value == "":
+        return signal.Signals(default)
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        try:
+            return signal.Signals(int(value))
+        except ValueError:
+            raise ValueError(f"unknown signal {value!r}") from None
+    name = str(value).strip().upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return signal.Signals[name]
+    except KeyError:
+        raise ValueError(f"unknown signal {value!r}") from None
+
+
+@dataclass
+class Identity:
+    """Resolved ``user``/``group`` for Popen(user=, group=, extra_groups=)."""
+
+    uid: int | None = None
+    gid: int | None = None
+    groups: list[int] | None = None
+    home: str | None = None
+    name: str | None = None
+
+
+def resolve_identity(user: str | None, group: str | None) -> Identity:
+    """Names or numbers; supplementary groups as ``initgroups`` would set them.
+
+    Raises KeyError for an unknown user or group name."""
+    ident = Identity()
+    pw = None
+    if user not in (None, ""):
+        user = str(user)
+        if user.isdigit():
+            ident.uid = int(user)
+            try:
+                pw = pwd.getpwuid(ident.uid)
+            except KeyError:
+                pw = None
+        else:
+            try:
+                pw = pwd.getpwnam(user)
+            except KeyError:
+                raise KeyError(f"unknown user {user!r}") from None
+            ident.uid = pw.pw_uid
+    if group not in (None, ""):
+        group = str(group)
+        if group.isdigit():
+            ident.gid = int(group)
+        else:
+            try:
+                ident.gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise KeyError(f"unknown group {group!r}") from None
+    elif pw is not None:
+        ident.gid = pw.pw_gid
+    if ident.uid is not None:
+        if pw is not None:
+            ident.name, ident.home = pw.pw_name, pw.pw_dir
+            ident.groups = os.getgrouplist(pw.pw_name, ident.gid if ident.gid is not None
+                                           else pw.pw_gid)
+        else:
+            ident.groups = [ident.gid] if ident.gid is not None else []
+    return ident
+
+
+def child_env(base: Mapping[str, str] | None = None, *extra: Mapping[str, str] | None
+              ) -> dict[str, str]:
+    """``os.environ | extras…`` plus CONTAINERPILOT_PID / AUTOPILOT_PID (our pid)."""
+    env = dict(os.environ if base is None else base)
+    for e in extra:
+        if e:
+            env.update({k: str(v) for k, v in e.items()})
+    pid = str(os.getpid())
+    env["CONTAINERPILOT_PID"] = pid
+    env["AUTOPILOT_PID"] = pid
+    return env
+
+
+class Process:
+    """One run of a command: spawn, stream its output, wait, stop with escalation."""
+
+    def __init__(self, argv: list[str], *, env: Mapping[str, str] | None = None,
+                 cwd: str | None = None, user: str | None = None, group: str | None = None,
+                 raw: bool = False, log_fields: Mapping[str, Any] | None = None,
+                 capture: bool = True) -> None:
+        self.argv = list(argv)
+        self.env = dict(env) if env is not None else child_env()
+        self.cwd = cwd
+        self.user, self.group = user, group
+        self.raw = raw
+        self.capture = capture
+        self.fields = dict(log_fields or {})
+        self.pid: int | None = None
+        self.started_at = 0.0
+        self.returncode: int | None = None  # shell style: code or 128+signal
+        self.waitstatus: int | None = None
+        self.timed_out = False
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._exit: asyncio.Future[int] | None = None
+        self._fd: int | None = None
+        self._buf = b""
+        self._tail = bytearray()
+        self._eof: asyncio.Event | None = None
+        self._log = log
+
+    # -- spawning ---------------------------------------------------------------------------
+    def start(self) -> int:
+        """Spawn now (on the loop thread). Raises OSError/KeyError/ValueError if it cannot."""
+        loop = asyncio.get_running_loop()
+        reaper = get_reaper()
+        ident = resolve_identity(self.user, self.group)
+        env = dict(self.env)
+        if ident.uid is not None and ident.name:
+            env.setdefault("USER", ident.name)
+            env.setdefault("LOGNAME", ident.name)
+            if ident.home:
+                env["HOME"] = ident.home
+        out: Any = None if self.raw else subprocess.PIPE
+        self._popen = subprocess.Popen(
+            self.argv, env=env, cwd=self.cwd or None, stdin=subprocess.DEVNULL,
+            stdout=out, stderr=None if self.raw else subprocess.STDOUT,
+            process_group=0, user=ident.uid, group=ident.gid, extra_groups=ident.groups,
+            close_fds=True,
+        )
+        self.pid = self._popen.pid
+        self.started_at = time.monotonic()
+        self._exit = reaper.wait(self.pid)
+        self._exit.add_done_callback(self._on_exit)
+        self._log = log.bind(**self.fields, pid=self.pid)
+        if self._popen.stdout is not None:
+            self._fd = self._popen.stdout.fileno()
+            os.set_blocking(self._fd, False)
+            self._eof = asyncio.Event()
+            loop.add_reader(self._fd, self._on_readable)
+        return self.pid
+
+    def _on_exit(self, fut: asyncio.Future[int]) -> None:
+        if fut.cancelled():
+            return
+        self.waitstatus = fut.result()
+        self.returncode = exit_code(self.waitstatus)
+        if self._popen is not None:
+            # tell Popen the child is gone so it never waits for it itself
+            self._popen.returncode = os.waitstatus_to_exitcode(self.waitstatus)
+        # drain what is already in the pipe so the tail is complete for health checks
+        self._on_readable(final=True)
+
+    # -- output -----------------------------------------------------------------------------
+    def _on_readable(self, final: bool = False) -> None:
+        if self._fd is None:
+            return
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._close_pipe()
+                return
+            self._feed(chunk)
+            if not final and len(chunk) < 65536:
+                return
+
+    def _feed(self, chunk: bytes) -> None:
+        if self.capture:
+            self._tail += chunk
+            if len(self._tail) > TAIL_BYTES:
+                del self._tail[: len(self._tail) - TAIL_BYTES]
+        self._buf += chunk
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                if len(self._buf) > MAX_LINE:
+                    self._emit(self._buf)
+                    self._buf = b""
+                return
+            line, self._buf = self._buf[:nl], self._buf[nl + 1:]
+            self._emit(line)
+
+    def _emit(self, line: bytes) -> None:
+        self._log.info(line.decode("utf-8", "replace").rstrip("\r"))
+
+    def _close_pipe(self) -> None:
+        if self._fd is None:
+            return
+        if self._buf:
+            self._emit(self._buf)
+            self._buf = b""
+        try:
+            asyncio.get_running_loop().remove_reader(self._fd)
+        except RuntimeError:
+            pass
+        if self._popen is not None and self._popen.stdout is not None:
+            self._popen.stdout.close()
+        self._fd = None
+        if self._eof is not None:
+            self._eof.set()
+
+    @property
+    def output_tail(self) -> str:
+        return self._tail.decode("utf-8", "replace").strip()
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._exit is not None and not self._exit.done()
+
+    def signal_group(self, sig: int) -> bool:
+        """Send ``sig`` to the whole process group; False if nothing was there."""
+        if self.pid is None:
+            return False
+        try:
+            os.killpg(self.pid, sig)
+            return True
+        except (ProcessLookupError, PermissionError):
+            if self.running:  # group gone but leader not yet reaped: signal the leader
+                try:
+                    os.kill(self.pid, sig)
+                    return True
+                except OSError:
+                    return False
+            return False
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the process itself (control: `job signal`)."""
+        if self.pid is not None and self.running:
+            os.kill(self.pid, sig)
+
+    def group_alive(self) -> bool:
+        if self.pid is None:
+            return False
+        try:
+            os.killpg(self.pid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+    # -- waiting ----------------------------------------------------------------------------
+    async def wait(self, timeout: float | None = None) -> int:
+        """Wait for the exit; at ``timeout`` SIGKILL the group (counts as failed)."""
+        assert self._exit is not None, "process not started"
+        if timeout is not None and timeout > 0:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exit), timeout)
+            except TimeoutError:
+                self.timed_out = True
+                self._log.warning("timeout: killing process group", timeout=timeout)
+                self.signal_group(signal.SIGKILL)
+                await asyncio.shield(self._exit)
+        else:
+            await asyncio.shield(self._exit)
+        assert self.returncode is not None
+        return self.returncode
+
+    async def stop(self, sig: int = SIGTERM, timeout: float = 5.0,
+                   kill_wait: float = 5.0) -> int | None:
+        """``sig`` to the group; SIGKILL to the group at ``timeout``; returns the exit code.
+
+        Members of the group still alive after the leader has exited are killed too, at the
+        same deadline, so a stop never leaves a half-stopped job behind."""
+        if self._exit is None:
+            return None
+        deadline = time.monotonic() + max(timeout, 0.0)
+        if self.running or self.group_alive():
+            self.signal_group(sig)
+        if self.running:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exit),
+                                       max(deadline - time.monotonic(), 0.0))
+            except TimeoutError:
+                self._log.warning("stop timeout: sending SIGKILL to process group",
+                                  timeout=timeout, signal=signal.Signals(sig).name)
+                self.signal_group(signal.SIGKILL)
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._exit), kill_wait)
+                except TimeoutError:
+                    self._log.error("process did not die after SIGKILL")
+                    return None
+        while self.group_alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.group_alive():
+            self.signal_group(signal.SIGKILL)
+        return self.returncode
+
+    def kill(self) -> None:
+        self.signal_group(signal.SIGKILL)
+
+
+@dataclass
+class CommandResult:
+    returncode: int
+    output: str
+    timed_out: bool
+
+
+async def run_command(argv: list[str], *, timeout: float | None = None,
+                      env: Mapping[str, str] | None = None, cwd: str | None = None,
+                      name: str = "command", raw: bool = False) -> CommandResult:
+    """Run a hook to completion through the one reaper; for components other than jobs.
+
+    The group is SIGKILLed at ``timeout``; ``output`` is the tail of its stdout+stderr (also
+    logged line by line with ``job=<name>``). OSError if the command cannot start."""
+    proc = Process(argv, env=env if env is not None else child_env(), cwd=cwd, raw=raw,
+                   log_fields={"job": name})
+    proc.start()
+    code = await proc.wait(timeout)
+    if proc.group_alive():
+        proc.kill()
+    return CommandResult(code, proc.output_tail, proc.timed_out)

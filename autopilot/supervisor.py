@@ -1,0 +1,537 @@
+"""The supervisor: builds the components from the config, starts them in order, reloads by
+diffing, and shuts down in ContainerPilot's order within the global ``stop_timeout``.
+
+One process does both of ContainerPilot's jobs (PID 1 reaper and worker): the reaper and
+the signal traps live on the same event loop as everything else (``autopilot/init.py``).
+
+Exit codes (see docs/jobs.md): the main job's status when ``main_job`` is set; 0 after a
+signal-requested shutdown; the status of the last failed job when every job completed on its
+own; 2 for a config error at startup; 1 for an internal error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from autopilot import logs
+from autopilot.config.model import Config, ConfigError
+from autopilot.context import Context
+from autopilot.events import (
+    ENTER_MAINTENANCE,
+    EXIT_FAILED,
+    EXIT_MAINTENANCE,
+    EXIT_SUCCESS,
+    GLOBAL,
+    SHUTDOWN,
+    SIGNAL,
+    STARTUP,
+    STOPPED,
+    STOPPING,
+    Event,
+    EventBus,
+)
+from autopilot.init import SignalTraps, get_reaper, set_subreaper
+from autopilot.jobs.job import Job
+from autopilot.jobs.process import parse_signal
+
+log = structlog.get_logger("autopilot.supervisor")
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_CONFIG = 2
+#: how long each component may take to stop once the global deadline has passed
+LATE_STOP = 1.0
+
+
+def load_config(path: str) -> Config:
+    """``autopilot.config.load`` (raises ConfigError); imported late to keep startup light."""
+    try:
+        from autopilot.config import load  # type: ignore[attr-defined]
+    except ImportError:
+        from autopilot.config.loader import load
+    return load(path)
+
+
+def _key(comp: Any) -> str:
+    return str(getattr(comp, "key", type(comp).__name__))
+
+
+class Supervisor:
+    """See docs/architecture.md ("Supervisor") for the API the control server and telemetry
+    use; see docs/jobs.md for the behaviour."""
+
+    def __init__(self, config: Config, config_path: str | None = None,
+                 loader: Callable[[str], Config] | None = None) -> None:
+        self.config_path = config_path or config.path
+        self.ctx = Context(config=config, bus=EventBus())
+        self.jobs: dict[str, Job] = {}
+        self.components: list[Any] = []
+        self.control: Any = None
+        self.telemetry: Any = None
+        self.maintenance = False
+        self.shutting_down = False
+        self.started_at = time.time()
+        self.reloads = 0
+        self._loader = loader or load_config
+        self._shutdown_event: asyncio.Event | None = None
+        self._force_event: asyncio.Event | None = None
+        self._reason = ""
+        self._exit_code: int | None = None  # fixed by the main job's final exit
+        self._last_failure: int | None = None
+        self._reload_lock: asyncio.Lock | None = None
+        self._check_scheduled = False
+        self._started = False
+
+    # -- building ---------------------------------------------------------------------------
+    def _new_job(self, cfg: Any) -> Job:
+        return Job(self.ctx, cfg, peers=lambda: list(self.jobs.values()),
+                   on_run_end=self._on_run_end, on_change=self._on_job_change)
+
+    def _connect(self, config: Config) -> Any:
+        if config.consul is None:
+            return None
+        try:
+            from autopilot.discovery import connect
+        except ImportError as exc:
+            log.warning("discovery module missing; Consul is off", error=str(exc))
+            return None
+        return connect(config.consul)
+
+    def _build_components(self) -> list[Any]:
+        """The non-job components for the current config, in start order."""
+        comps: list[Any] = []
+        try:
+            from autopilot.control.server import ControlServer
+        except ImportError as exc:
+            log.warning("control server module missing; no control socket", error=str(exc))
+        else:
+            comps.append(ControlServer(self.ctx, self))
+        if self.ctx.config.telemetry is not None:
+            try:
+                from autopilot.telemetry import Telemetry
+            except ImportError as exc:
+                log.warning("telemetry module missing; no telemetry", error=str(exc))
+            else:
+                comps.append(Telemetry(self.ctx, self))
+        for name in ("autopilot.discovery", "autopilot.election", "autopilot.templates"):
+            if name != "autopilot.templates" and self.ctx.consul is None:
+                continue
+            try:
+                factory = importlib.import_module(name).components
+            except (ImportError, AttributeError) as exc:
+                log.warning("component module missing; skipped", module=name, error=str(exc))
+                continue
+            comps.extend(factory(self.ctx))
+        return comps
+
+    def _adopt(self, comps: list[Any]) -> None:
+        self.components = comps
+        self.control = next((c for c in comps if _key(c) == "control"), None)
+        self.telemetry = next((c for c in comps if _key(c) == "telemetry"), None)
+
+    async def _start_component(self, comp: Any) -> None:
+        try:
+            await comp.start()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one component must not keep the others down
+            log.error("component failed to start", component=_key(comp), error=str(exc))
+
+    async def _stop_component(self, comp: Any, timeout: float | None = None) -> None:
+        try:
+            await asyncio.wait_for(comp.stop(), timeout)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            log.warning("component did not stop in time", component=_key(comp))
+        except Exception as exc:  # noqa: BLE001
+            log.error("component failed to stop", component=_key(comp), error=str(exc))
+
+    # -- running ----------------------------------------------------------------------------
+    async def run(self) -> int:
+        """Start everything, run until shutdown, return the exit code."""
+        loop = asyncio.get_running_loop()
+        self._shutdown_event = asyncio.Event()
+        self._force_event = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        pid = str(os.getpid())
+        os.environ["CONTAINERPILOT_PID"] = pid
+        os.environ["AUTOPILOT_PID"] = pid
+        subreaper = set_subreaper()
+        get_reaper()
+        traps = SignalTraps(loop, on_terminate=self._on_terminate,
+                            on_event_signal=self._on_event_signal, on_reopen=logs.reopen)
+        log.info("autopilot starting", pid1=os.getpid() == 1,
+                 subreaper=subreaper, config=self.config_path, jobs=len(self.ctx.config.jobs))
+        try:
+            await self._startup()
+            await self._shutdown_event.wait()
+            await self._shutdown()
+        finally:
+            traps.close()
+        code = self.exit_code()
+        log.info("autopilot exiting", status=code, reason=self._reason)
+        return code
+
+    async def _startup(self) -> None:
+        config = self.ctx.config
+        for w in getattr(config, "warnings", None) or []:
+            log.warning(w)
+        log.debug("loaded config", config=repr(config))
+        self.ctx.consul = self._connect(config)
+        self._adopt(self._build_components())
+        for comp in self.components:
+            if self.shutting_down:
+                return
+            await self._start_component(comp)
+        for cfg in config.jobs:
+            self.jobs[cfg.name] = self._new_job(cfg)
+        for job in self.jobs.values():
+            await job.start()
+        if config.main_job and config.main_job not in self.jobs:
+            log.warning("main_job names no job", main_job=config.main_job)
+        self._started = True
+        self.ctx.bus.publish(Event(STARTUP, GLOBAL))
+        self._schedule_check()
+
+    # -- signals ----------------------------------------------------------------------------
+    def _on_terminate(self, signame: str) -> None:
+        if self.shutting_down:
+            log.warning("second termination signal: killing everything now", signal=signame)
+            assert self._force_event is not None
+            self._force_event.set()
+            return
+        log.info("received signal; shutting down", signal=signame)
+        self.request_shutdown(f"signal {signame}")
+
+    def _on_event_signal(self, signame: str) -> None:
+        log.debug("received signal", signal=signame)
+        self.ctx.bus.publish(Event(SIGNAL, signame))
+
+    # -- job callbacks ----------------------------------------------------------------------
+    def _on_run_end(self, job: Job, code: int, final: bool) -> None:
+        if not final or self.shutting_down:
+            return
+        if job.name == self.ctx.config.main_job:
+            log.info("main job exited; shutting down", job=job.name, status=code)
+            self._exit_code = code
+            self.request_shutdown(f"main job {job.name} exited")
+        elif code != 0 and not job.trigger.periodic:
+            self._last_failure = code
+
+    def _on_job_change(self, job: Job) -> None:
+        self._schedule_check()
+
+    def _schedule_check(self) -> None:
+        if self._check_scheduled:
+            return
+        self._check_scheduled = True
+        asyncio.get_running_loop().call_soon(self._check_complete)
+
+    def _dormant(self, job: Job) -> bool:
+        """Complete, or idle and waiting only for jobs that have all ended."""
+        if job.done:
+            return True
+        if job.busy or job.halting:
+            return False
+        trig = job.trigger
+        if trig.periodic:
+            return False
+        if trig.code is None:
+            return True  # a `source` without `once`/`each`: can never run
+        return all(s in self.jobs and self.jobs[s].done for s in trig.sources)
+
+    def _check_complete(self) -> None:
+        self._check_scheduled = False
+        if not self._started or self.shutting_down or not self.jobs:
+            return
+        if self.ctx.config.main_job in self.jobs:
+            return  # the main job decides
+        if all(self._dormant(j) for j in self.jobs.values()):
+            log.info("every job is complete; shutting down")
+            self.request_shutdown("all jobs complete")
+
+    # -- shutdown ---------------------------------------------------------------------------
+    def request_shutdown(self, reason: str = "requested") -> None:
+        """Begin the graceful shutdown (idempotent)."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        self._reason = reason
+        if self._shutdown_event is not None:
+            self._shutdown_event.set()
+
+    async def _shutdown(self) -> None:
+        """before_shutdown → shutdown hooks → stop jobs (stopping/stopped hooks in order) →
+        stop components in reverse; all within the global stop_timeout."""
+        assert self._force_event is not None
+        self.shutting_down = True
+        budget = float(self.ctx.config.stop_timeout or 5.0)
+        graceful = asyncio.ensure_future(self._graceful())
+        force = asyncio.ensure_future(self._force_event.wait())
+        done, _ = await asyncio.wait({graceful, force}, timeout=budget,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        force.cancel()
+        if graceful in done:
+            if graceful.exception() is not None:
+                log.error("shutdown failed", error=repr(graceful.exception()))
+            else:
+                return
+        log.warning("shutdown deadline: killing every remaining process",
+                    stop_timeout=budget, forced=self._force_event.is_set())
+        graceful.cancel()
+        for job in self.jobs.values():
+            job.kill_all()
+        await asyncio.gather(graceful, return_exceptions=True)
+        for comp in reversed(self.components):
+            await self._stop_component(comp, LATE_STOP)
+        self._close_consul()
+
+    async def _graceful(self) -> None:
+        for comp in self.components:
+            hook = getattr(comp, "before_shutdown", None)
+            if hook is None:
+                continue
+            try:
+                await hook()
+            except Exception as exc:  # noqa: BLE001 - shutdown must go on
+                log.error("before_shutdown failed", component=_key(comp), error=str(exc))
+        await self._run_shutdown_hooks()
+        hooks = [j for j in self.jobs.values() if self._is_stop_hook(j)]
+        others = [j for j in self.jobs.values() if j not in hooks]
+        await asyncio.gather(*(j.stop() for j in others),
+                             *(j.finish_as_hook() for j in hooks))
+        for comp in reversed(self.components):
+            await self._stop_component(comp)
+        self._close_consul()
+
+    def _is_stop_hook(self, job: Job) -> bool:
+        return (job.trigger.code in (STOPPING, STOPPED)
+                and any(s in self.jobs for s in job.trigger.sources))
+
+    async def _run_shutdown_hooks(self) -> None:
+        """Publish `shutdown`; wait for the jobs hooked on it (each bounded by its timeout)."""
+        hooks = [j for j in self.jobs.values()
+                 if j.trigger.hooks(GLOBAL, SHUTDOWN) and j.cfg.exec and not j.halting]
+        sub = self.ctx.bus.subscribe("supervisor:shutdown")
+        try:
+            self.ctx.bus.publish(Event(SHUTDOWN, GLOBAL))
+            if not hooks:
+                return
+            bound = max((j.cfg.timeout or j.cfg.stop_timeout) for j in hooks) + 1.0
+            pending = {j.name for j in hooks}
+            deadline = time.monotonic() + bound
+            while pending and time.monotonic() < deadline:
+                try:
+                    ev = await asyncio.wait_for(sub.get(), deadline - time.monotonic())
+                except TimeoutError:
+                    break
+                if ev.source in pending and ev.code in (EXIT_SUCCESS, EXIT_FAILED, STOPPED):
+                    pending.discard(ev.source)
+            if pending:
+                log.warning("shutdown hooks still running; stopping them", jobs=sorted(pending))
+        finally:
+            sub.close()
+
+    def _close_consul(self) -> None:
+        consul = self.ctx.consul
+        if consul is not None and hasattr(consul, "close"):
+            try:
+                consul.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def exit_code(self) -> int:
+        """See docs/jobs.md, "Exit codes"."""
+        if self._exit_code is not None:
+            return self._exit_code
+        main = self.jobs.get(self.ctx.config.main_job or "")
+        if main is not None:
+            code = main.last_exit
+            if code is None or code == 128 + int(main.stop_signal):
+                return EXIT_OK  # never ran, or ended by the stop we asked for
+            return code
+        if self._reason == "all jobs complete" and self._last_failure is not None:
+            return self._last_failure
+        return EXIT_OK
+
+    # -- the API for control and telemetry --------------------------------------------------
+    async def reload(self) -> None:
+        """Re-read the config; restart only what changed. ConfigError: nothing changes."""
+        assert self._reload_lock is not None
+        async with self._reload_lock:
+            if self.shutting_down:
+                raise ConfigError("shutting down; reload ignored", self.config_path)
+            try:
+                new = await asyncio.to_thread(self._loader, self.config_path)
+            except ConfigError as exc:
+                log.error("reload failed; keeping the running config", error=str(exc))
+                raise
+            except OSError as exc:
+                log.error("reload failed; keeping the running config", error=str(exc))
+                raise ConfigError(str(exc), self.config_path) from exc
+            await self._apply(new)
+
+    async def _apply(self, new: Config) -> None:
+        old = self.ctx.config
+        if new.logging != old.logging:
+            logs.configure(new.logging)
+        new_cfgs = {j.name: j for j in new.jobs}
+        gone = [j for n, j in self.jobs.items() if n not in new_cfgs or new_cfgs[n] != j.cfg]
+        kept = {n: j for n, j in self.jobs.items() if j not in gone}
+        # the other components: build for the new config, keep the equal ones
+        self.ctx.config = new
+        consul_changed = new.consul != old.consul
+        old_consul = self.ctx.consul
+        if consul_changed:
+            self.ctx.consul = self._connect(new)
+        try:
+            fresh = self._build_components()
+        except Exception:
+            self.ctx.config, self.ctx.consul = old, old_consul
+            raise
+        old_by_key = {_key(c): c for c in self.components}
+        result: list[Any] = []
+        to_start: list[Any] = []
+        for comp in fresh:
+            prev = old_by_key.get(_key(comp))
+            same = prev is not None and getattr(prev, "cfg", None) == getattr(comp, "cfg", None)
+            if same and not (consul_changed and _key(comp) not in ("control", "telemetry")):
+                result.append(prev)
+            else:
+                result.append(comp)
+                to_start.append(comp)
+        keep_ids = {id(c) for c in result}
+        to_stop = [c for c in self.components if id(c) not in keep_ids]
+        log.info("reloading", jobs_restarted=sorted(j.name for j in gone if j.name in new_cfgs),
+                 jobs_removed=sorted(j.name for j in gone if j.name not in new_cfgs),
+                 jobs_added=sorted(n for n in new_cfgs if n not in self.jobs),
+                 components_restarted=sorted(_key(c) for c in to_start))
+        await asyncio.gather(*(j.stop() for j in gone))
+        for comp in reversed(to_stop):
+            await self._stop_component(comp)
+        if consul_changed and old_consul is not None and hasattr(old_consul, "close"):
+            old_consul.close()
+        self._adopt(result)
+        for comp in to_start:
+            await self._start_component(comp)
+        jobs: dict[str, Job] = {}
+        started: list[Job] = []
+        for cfg in new.jobs:
+            job = kept.get(cfg.name)
+            if job is None:
+                job = self._new_job(cfg)
+                started.append(job)
+            jobs[cfg.name] = job
+        self.jobs = jobs
+        for job in started:
+            await job.start(late=True)
+        self.reloads += 1
+        self._schedule_check()
+
+    def putenv(self, mapping: dict[str, Any]) -> None:
+        """Set environment variables for processes started from now on (and re-renders)."""
+        for k in mapping:
+            if not isinstance(k, str) or not k or "=" in k or "\0" in k:
+                raise ValueError(f"bad environment variable name {k!r}")
+        for k, v in mapping.items():
+            os.environ[k] = "" if v is None else str(v)
+
+    def set_maintenance(self, enabled: bool) -> None:
+        self.maintenance = bool(enabled)
+        log.info("maintenance " + ("enabled" if enabled else "disabled"))
+        self.ctx.bus.publish(Event(ENTER_MAINTENANCE if enabled else EXIT_MAINTENANCE, GLOBAL))
+
+    def put_metric(self, name: str, value: Any) -> None:
+        if isinstance(value, bool):
+            raise ValueError(f"metric {name}: not a number: {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"metric {name}: not a number: {value!r}") from None
+        if self.telemetry is not None and hasattr(self.telemetry, "put_metric"):
+            self.telemetry.put_metric(name, number)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started_at, 3),
+            "maintenance": self.maintenance,
+            "shutting_down": self.shutting_down,
+            "reloads": self.reloads,
+            "main_job": self.ctx.config.main_job,
+            "jobs": [j.snapshot() for j in self.jobs.values()],
+            "facts": self.ctx.facts,
+        }
+
+    async def job_action(self, name: str, action: str, signal: str | int | None = None) -> None:
+        job = self.jobs.get(name)
+        if job is None:
+            raise KeyError(name)
+        if action == "start":
+            await job.start_process()
+        elif action == "stop":
+            await job.stop_process()
+        elif action == "restart":
+            await job.restart_process()
+        elif action == "signal":
+            if signal is None:
+                raise ValueError("action signal needs a signal")
+            job.signal(parse_signal(signal))
+        else:
+            raise ValueError(f"unknown action {action!r} (start|stop|restart|signal)")
+
+
+def run_supervisor(config_path: str) -> int:
+    """The `autopilot run` verb: load the config, supervise until shutdown, return the exit
+    status (2: config error)."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"autopilot: config error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    except OSError as exc:
+        print(f"autopilot: cannot read config: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    logs.configure(config.logging)
+    sup = Supervisor(config, config_path)
+    code = run_loop(sup.run)
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
+           if t is not threading.main_thread()):
+        # a worker thread stuck in a blocking call (e.g. a 30 s long poll) must not hold the
+        # container up after everything has stopped
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def run_loop(main: Callable[[], Any]) -> int:
+    """asyncio.run without waiting for the default executor's threads at the end."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return int(loop.run_until_complete(main()))
+    except Exception:  # noqa: BLE001 - report, never a traceback-only death
+        log.exception("supervisor failed")
+        return EXIT_INTERNAL
+    finally:
+        try:
+            tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.wait(tasks, timeout=2))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

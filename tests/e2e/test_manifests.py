@@ -1,0 +1,197 @@
+"""Offline checks of the deployment files; no Docker engine or cluster needed.
+
+`kubectl kustomize` renders the Kubernetes manifests, `kubernetes-validate --strict` checks
+them against the bundled API schemas (unknown fields fail), `docker-compose config -q` checks
+the compose files, and autopilot's own loader loads every config the images and ConfigMaps
+carry. Each check is skipped only when its tool is missing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import ROOT
+
+try:
+    from autopilot.config import load
+except ImportError:  # the loader landed before its package export
+    from autopilot.config.loader import load
+
+pytestmark = pytest.mark.timeout(60)
+
+K8S = ROOT / "k8s"
+KUSTOMIZATIONS = [K8S, K8S / "overlays" / "consul"]
+IMAGE_CONFIGS = {
+    "app": ROOT / "images/app/autopilot.json5",
+    "nginx": ROOT / "images/nginx/autopilot.json5",
+    "catalog": ROOT / "images/catalog/autopilot.json5",
+}
+
+needs_kubectl = pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl not installed")
+needs_validate = pytest.mark.skipif(not shutil.which("kubernetes-validate"),
+                                    reason="kubernetes-validate not installed "
+                                           "(pip install kubernetes-validate)")
+needs_compose = pytest.mark.skipif(not shutil.which("docker-compose"),
+                                   reason="docker-compose not installed (apt-get install docker-compose)")
+
+
+def kustomize(path: Path) -> str:
+    out = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def objects(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(kustomize(path)) if d]
+
+
+def find(objs: list[dict], kind: str, name: str) -> dict:
+    for o in objs:
+        if o["kind"] == kind and o["metadata"]["name"] == name:
+            return o
+    raise AssertionError(f"no {kind}/{name} in {[(o['kind'], o['metadata']['name']) for o in objs]}")
+
+
+@needs_kubectl
+@needs_validate
+@pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_kustomize_output_validates_strictly(path: Path, tmp_path: Path) -> None:
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(kustomize(path))
+    out = subprocess.run(["kubernetes-validate", "--strict", "--quiet", str(rendered)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@needs_kubectl
+@needs_validate
+def test_strict_validation_catches_an_unknown_field(tmp_path: Path) -> None:
+    """Guards the check itself: a typo in a manifest must fail it."""
+    text = kustomize(K8S).replace("readinessProbe:", "readinessProbes:", 1)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    out = subprocess.run(["kubernetes-validate", "--strict", "--quiet", str(bad)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+
+
+@needs_kubectl
+def test_the_shop_on_kubernetes_has_what_the_pattern_needs() -> None:
+    objs = objects(K8S)
+    assert {o["metadata"].get("namespace") for o in objs if o["kind"] != "Namespace"} == {
+        "autopilot-shop"}
+    redis = find(objs, "StatefulSet", "redis")
+    assert redis["spec"]["replicas"] == 3 and redis["spec"]["serviceName"] == "redis"
+    assert redis["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    assert find(objs, "Service", "redis")["spec"]["clusterIP"] == "None"
+    assert find(objs, "PodDisruptionBudget", "redis")["spec"]["minAvailable"] == 2
+    find(objs, "PodDisruptionBudget", "app")
+    find(objs, "Service", "nginx")
+    find(objs, "Service", "catalog")
+    configmaps = {o["metadata"]["name"] for o in objs if o["kind"] == "ConfigMap"}
+    for kind, name in [("StatefulSet", "redis"), ("Deployment", "app"), ("Deployment", "nginx")]:
+        pod = find(objs, kind, name)["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        assert c["livenessProbe"]["httpGet"] == {"path": "/health", "port": "telemetry"}, name
+        assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "telemetry"}, name
+        env = {e["name"]: e for e in c["env"]}
+        assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP", name
+        assert c["env"][0]["name"] == "CONSUL", f"{name}: overlays/consul patches env[0]"
+        for vol in pod["volumes"]:
+            if "configMap" in vol:
+                assert vol["configMap"]["name"] in configmaps, (name, vol)
+    redis_env = {e["name"]: e.get("value") for e in redis["spec"]["template"]["spec"]
+                 ["containers"][0]["env"]}
+    assert redis_env["REDIS_INTERFACE"] == "static:$(POD_IP)"
+
+
+@needs_kubectl
+def test_consul_overlay_drops_the_catalog_and_repoints_everyone() -> None:
+    objs = objects(K8S / "overlays" / "consul")
+    assert not [o for o in objs if o["metadata"]["name"] == "catalog"]
+    for o in objs:
+        if o["kind"] in ("Deployment", "StatefulSet"):
+            env = o["spec"]["template"]["spec"]["containers"][0]["env"]
+            assert env[0] == {"name": "CONSUL", "value": "consul-server.consul.svc:8500"}
+
+
+@needs_kubectl
+def test_configmaps_carry_configs_autopilot_loads(tmp_path: Path) -> None:
+    objs = objects(K8S)
+    for cm in (o for o in objs if o["kind"] == "ConfigMap"):
+        for fname, text in cm["data"].items():
+            path = tmp_path / f"{cm['metadata']['name']}-{fname}"
+            path.write_text(text)
+            cfg = load(str(path), {"POD_IP": "10.9.8.7", "CONSUL": "catalog:8500",
+                                   "REDIS_INTERFACE": "static:10.9.8.7",
+                                   "AP_TELEMETRY_PORT": "9090"})
+            assert cfg.jobs, cm["metadata"]["name"]
+            assert cfg.telemetry is not None and cfg.telemetry.port == 9090
+            # what registers (a job with a port, the telemetry) advertises the pod IP
+            for ifaces in [j.interfaces for j in cfg.jobs if j.port] + [
+                    cfg.telemetry.interfaces]:
+                assert ifaces[0] == "static:10.9.8.7", cm["metadata"]["name"]
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_CONFIGS))
+def test_k8s_configmaps_are_the_images_own_configs(name: str) -> None:
+    copy = K8S / "base" / "config" / f"{name}.json5"
+    assert copy.read_text() == IMAGE_CONFIGS[name].read_text(), (
+        f"{copy} drifted from {IMAGE_CONFIGS[name]}: copy it over")
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_CONFIGS))
+def test_image_configs_load_in_compose_and_kubernetes(name: str) -> None:
+    compose = load(str(IMAGE_CONFIGS[name]), {"CONSUL": "catalog:8500"})
+    k8s = load(str(IMAGE_CONFIGS[name]), {"POD_IP": "10.1.2.3"})
+    assert compose.telemetry.interfaces == ["eth0:inet", "inet"]
+    assert k8s.telemetry.interfaces[0] == "static:10.1.2.3"
+    if compose.jobs[0].port:
+        assert compose.jobs[0].interfaces == ["eth0:inet", "inet"]
+        assert k8s.jobs[0].interfaces[0] == "static:10.1.2.3"
+    assert compose.control.socket.startswith("/tmp/autopilot/"), "images run as non-root"
+    if name == "catalog":
+        assert compose.consul is None and compose.main_job == "catalog"
+    else:
+        assert compose.consul.address == "catalog:8500"
+        assert compose.templates and compose.telemetry.ready.job == compose.jobs[0].name
+
+
+@needs_compose
+@pytest.mark.parametrize("files", [["docker-compose.yml"],
+                                   ["docker-compose.yml", "docker-compose.consul.yml"]],
+                         ids=["embedded-catalog", "consul-override"])
+def test_compose_files_are_valid(files: list[str]) -> None:
+    args = [a for f in files for a in ("-f", str(ROOT / f))]
+    out = subprocess.run(["docker-compose", *args, "config", "-q"], capture_output=True,
+                         text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+
+
+@needs_compose
+def test_compose_stack_shape() -> None:
+    out = subprocess.run(["docker-compose", "config"], capture_output=True, text=True,
+                         timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    services = yaml.safe_load(out.stdout)["services"]
+    assert {"catalog", "redis-1", "redis-2", "redis-3", "app", "nginx"} <= set(services)
+    assert services["app"]["scale"] >= 2
+    # compose 1.29 prints "127.0.0.1:8080:8080/tcp"; Compose v2 a mapping
+    def spec(port: str | dict) -> tuple[str, str]:
+        if isinstance(port, dict):
+            return str(port.get("host_ip")), str(port["published"])
+        host_ip, published, _ = port.split(":")
+        return host_ip, published
+
+    assert spec(services["nginx"]["ports"][0])[1] == "8080"
+    for name, svc in services.items():
+        for port in svc.get("ports", []):
+            assert spec(port)[0] == "127.0.0.1", f"{name} publishes beyond loopback"
+        if name != "catalog":
+            assert svc["depends_on"]["catalog"]["condition"] == "service_healthy"

@@ -36,6 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from autopilot import __version__
 from autopilot.config.model import ConfigError, MetricConfig, TelemetryConfig
 from autopilot.context import Context
+from autopilot.control.server import fail_startup
 from autopilot.control.stats import request_counts
 from autopilot.events import GO_NAMES, METRIC, Event
 
@@ -229,14 +230,19 @@ class Telemetry:
             self._beat = now
 
     async def start(self) -> None:
-        self.host = await asyncio.to_thread(resolve_host, self.cfg.interfaces)
         self.port = self.cfg.port
-        runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=2.0)
-        await runner.setup()
         try:
-            await _bind(runner, self.host, self.port)
-        except BaseException:
-            await runner.cleanup()
+            self.host = await asyncio.to_thread(resolve_host, self.cfg.interfaces)
+            runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=2.0)
+            await runner.setup()
+            try:
+                await _bind(runner, self.host, self.port)
+            except BaseException:
+                await runner.cleanup()
+                raise
+        except Exception as exc:
+            log.error("telemetry unavailable", error=str(exc))
+            fail_startup(self.supervisor, f"telemetry: {exc}")
             raise
         self._runner = runner
         self._beat = time.monotonic()

@@ -27,7 +27,9 @@ __all__ = ["ControlServer", "ControlSocketError", "MAX_BODY"]
 log = structlog.get_logger("autopilot.control")
 
 MAX_BODY = 1024 * 1024  # 1 MiB: more than any environment or metric batch needs
-STOP_GRACE = 5.0  # seconds in-flight requests get at stop()
+STOP_GRACE = 5.0
+SOCKET_ENV = "AUTOPILOT_SOCKET"
+EXIT_STARTUP_FAILED = 1  # seconds in-flight requests get at stop()
 _KNOWN_PATHS = frozenset({
     "/v3/ping", "/v3/status", "/v3/environ", "/v3/reload", "/v3/metric",
     "/v3/maintenance/enable", "/v3/maintenance/disable",
@@ -71,7 +73,11 @@ class ControlServer:
         return resp
 
     async def start(self) -> None:
-        sock = unixsock.bind(self.path, self.cfg.mode, self.cfg.group)
+        try:
+            sock = unixsock.bind(self.path, self.cfg.mode, self.cfg.group)
+        except ControlSocketError as exc:
+            self._fail_startup(exc)
+            raise
         try:
             self._inode = os.lstat(self.path).st_ino
             runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=STOP_GRACE)
@@ -83,7 +89,13 @@ class ControlServer:
             unixsock.remove_if_ours(self.path, self._inode)
             raise
         self._runner = runner
+        # children (sensors calling `autopilot ctl putmetric`, hooks) find this socket
+        self.ctx.child_env[SOCKET_ENV] = self.path
         log.info("control socket listening", socket=self.path, mode=oct(self.cfg.mode))
+
+    def _fail_startup(self, exc: Exception) -> None:
+        log.error("control socket unavailable", socket=self.path, error=str(exc))
+        fail_startup(self.supervisor, f"control socket: {exc}")
 
     async def stop(self) -> None:
         """Stop serving and remove the socket file (if it is still ours). Idempotent.
@@ -109,6 +121,20 @@ class ControlServer:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.1)  # let the answer go out
         await runner.cleanup()
+
+
+def fail_startup(supervisor: Any, reason: str) -> None:
+    """A component autopilot cannot run without failed at startup: shut down, exit 1.
+
+    The supervisor's generic component start only logs failures, so ask it to shut down
+    here. On a reload (the supervisor has started) nothing is done: the failure is logged
+    and autopilot keeps running.
+    """
+    if getattr(supervisor, "_started", True) or not hasattr(supervisor, "request_shutdown"):
+        return
+    if getattr(supervisor, "_exit_code", 0) is None:
+        supervisor._exit_code = EXIT_STARTUP_FAILED
+    supervisor.request_shutdown(reason)
 
 
 def _path_label(request: web.Request) -> str:

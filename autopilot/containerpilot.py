@@ -1,0 +1,246 @@
+"""`containerpilot`: ContainerPilot v3's command line, mapped onto autopilot.
+
+An image that runs ``containerpilot -config /etc/cp.json5`` keeps working when the binary
+is replaced by this entry point. Flags are parsed the way Go's ``flag`` package does it:
+``-x`` or ``--x``, ``-x=v`` or ``-x v``, booleans as ``-x`` or ``-x=false``, parsing stops
+at the first non-flag argument or at ``--``.
+
+Which action runs follows ContainerPilot's precedence: -version > -template > -reload >
+-maintenance > -putenv > -putmetric > -ping > run. Exit status: 0 done, 1 a control
+request failed, 2 a usage or config error (run: the supervisor's status).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+DEFAULT_SOCKET = "/var/run/containerpilot.socket"
+SOCKET_ENV = "AUTOPILOT_SOCKET"
+#: the config file when -config is not given (ContainerPilot reads CONTAINERPILOT only)
+CONFIG_ENVS = ("CONTAINERPILOT", "AUTOPILOT")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+BOOL_FLAGS = {"template", "version", "reload", "ping"}
+STRING_FLAGS = {"config", "out", "maintenance"}
+LIST_FLAGS = {"putenv", "putmetric"}
+
+USAGE = """\
+usage: containerpilot [flags]     (autopilot's ContainerPilot-compatible entry point)
+
+  -config PATH        the JSON5 config (default: $CONTAINERPILOT, then $AUTOPILOT)
+  -template           print the config after its Go template is applied, then exit
+  -out PATH           with -template: write there (mode 0644) instead of stdout ("-")
+  -version            print the version and git hash, then exit
+  -reload             ask the running supervisor to reload its config
+  -maintenance MODE   "enable" or "disable" maintenance mode in the running supervisor
+  -putenv KEY=VALUE   set a variable for jobs started from now on (repeatable)
+  -putmetric KEY=VAL  record a value for a configured metric (repeatable)
+  -ping               check that the control socket answers; prints "ok"
+
+Without any of these, the supervisor runs the config. Flags take one or two dashes and
+"-flag=value" or "-flag value". See also `autopilot --help`.
+"""
+
+
+class UsageError(Exception):
+    """Bad flags; the message is printed with the usage text, exit status 2."""
+
+
+class BadValue(UsageError):
+    """A flag's value is refused; the message alone is printed, exit status 2."""
+
+
+@dataclass
+class Flags:
+    config: str | None = None
+    template: bool = False
+    out: str | None = None
+    version: bool = False
+    reload: bool = False
+    maintenance: str | None = None
+    putenv: list[str] = field(default_factory=list)
+    putmetric: list[str] = field(default_factory=list)
+    ping: bool = False
+    help: bool = False
+    rest: list[str] = field(default_factory=list)
+
+
+_TRUE = {"1", "t", "T", "true", "TRUE", "True"}
+_FALSE = {"0", "f", "F", "false", "FALSE", "False"}
+
+
+def parse_flags(argv: Sequence[str]) -> Flags:
+    """Go ``flag`` semantics over ContainerPilot's flag set."""
+    flags = Flags()
+    i = 0
+    args = list(argv)
+    while i < len(args):
+        arg = args[i]
+        if len(arg) < 2 or arg[0] != "-":
+            break  # first non-flag argument
+        if arg == "--":
+            i += 1
+            break
+        name = arg[2:] if arg.startswith("--") else arg[1:]
+        if not name or name[0] in "-=":
+            raise UsageError(f"bad flag syntax: {arg}")
+        value: str | None = None
+        if "=" in name:
+            name, value = name.split("=", 1)
+        i += 1
+        if name in ("h", "help"):
+            flags.help = True
+            continue
+        if name in BOOL_FLAGS:
+            if value is None:
+                setattr(flags, name, True)
+            elif value in _TRUE or value in _FALSE:
+                setattr(flags, name, value in _TRUE)
+            else:
+                raise UsageError(f'invalid boolean value "{value}" for -{name}')
+            continue
+        if name in STRING_FLAGS or name in LIST_FLAGS:
+            if value is None:
+                if i >= len(args):
+                    raise UsageError(f"flag needs an argument: -{name}")
+                value = args[i]
+                i += 1
+            if name in LIST_FLAGS:
+                getattr(flags, name).append(value)
+            else:
+                setattr(flags, name, value)
+            continue
+        raise UsageError(f"flag provided but not defined: -{name}")
+    flags.rest = args[i:]
+    return flags
+
+
+def find_config(flags: Flags, environ: Mapping[str, str]) -> str | None:
+    if flags.config:
+        return flags.config
+    return next((environ[e] for e in CONFIG_ENVS if environ.get(e)), None)
+
+
+def find_socket(config: str | None, environ: Mapping[str, str]) -> str:
+    """The config's ``control.socket`` when the file can be rendered and parsed (no full
+    validation: a client verb must work where Consul or eth0 are missing), else
+    ``$AUTOPILOT_SOCKET``, else the default."""
+    if config:
+        try:
+            from autopilot.config import load_raw
+
+            raw = load_raw(config, environ)
+        except Exception:  # noqa: BLE001 - any unreadable config: fall back
+            raw = None
+        if isinstance(raw, dict):
+            control = next((v for k, v in raw.items() if k.lower() == "control"), None)
+            if isinstance(control, dict):
+                sock = next((v for k, v in control.items() if k.lower() == "socket"), None)
+                if isinstance(sock, str) and sock:
+                    return sock
+    return environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+
+
+def parse_pairs(flag: str, items: list[str]) -> dict[str, str]:
+    """``K=V`` items; the value may contain ``=``; a bare ``K`` is refused (as in CP)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BadValue(f"-{flag} {item!r}: expected KEY=VALUE (to clear a variable, "
+                             f"send an empty value: -{flag} {key or 'KEY'}=)")
+        out[key] = value
+    return out
+
+
+def _client_call(config: str | None, environ: Mapping[str, str], action: str,
+                 *args: object) -> int:
+    from autopilot.control.client import ControlClient, ControlError
+
+    client = ControlClient(find_socket(config, environ))
+    try:
+        getattr(client, action)(*args)
+    except ControlError as exc:
+        print(f"containerpilot: {action} failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def dispatch(flags: Flags, environ: Mapping[str, str]) -> int:
+    """Run the single action the flags ask for, in ContainerPilot's precedence."""
+    if flags.help:
+        sys.stdout.write(USAGE)
+        return EXIT_OK
+    config = find_config(flags, environ)
+    if flags.version:
+        from autopilot.commands import version_text
+
+        print(version_text())
+        return EXIT_OK
+    if flags.template:
+        if not config:
+            print("containerpilot: -config flag is required", file=sys.stderr)
+            return EXIT_USAGE
+        from autopilot.commands import write_rendered
+        from autopilot.config import ConfigError, render
+
+        try:
+            text = render(config, environ)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            write_rendered(text, flags.out)
+        except OSError as exc:
+            print(f"containerpilot: cannot write {flags.out}: {exc.strerror}", file=sys.stderr)
+            return EXIT_FAILED
+        return EXIT_OK
+    if flags.reload:
+        return _client_call(config, environ, "reload")
+    if flags.maintenance is not None:
+        mode = flags.maintenance.strip().lower()
+        if mode not in ("enable", "disable"):
+            raise BadValue(f'-maintenance must be "enable" or "disable", got '
+                             f'"{flags.maintenance}"')
+        return _client_call(config, environ, "maintenance", mode == "enable")
+    if flags.putenv:
+        return _client_call(config, environ, "putenv", parse_pairs("putenv", flags.putenv))
+    if flags.putmetric:
+        return _client_call(config, environ, "putmetric",
+                            parse_pairs("putmetric", flags.putmetric))
+    if flags.ping:
+        code = _client_call(config, environ, "ping")
+        if code == EXIT_OK:
+            print("ok")
+        return code
+    if flags.rest:
+        print(f"containerpilot: ignoring arguments {flags.rest!r} (v3 has no command "
+              "mode; put the command in a job's exec)", file=sys.stderr)
+    if not config:
+        print("containerpilot: -config flag is required (or set CONTAINERPILOT)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    from autopilot.supervisor import run_supervisor
+
+    return run_supervisor(config)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        flags = parse_flags(argv)
+        code = dispatch(flags, os.environ)
+    except UsageError as exc:
+        print(f"containerpilot: {exc}", file=sys.stderr)
+        if not isinstance(exc, BadValue):
+            sys.stderr.write(USAGE)
+        code = EXIT_USAGE
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

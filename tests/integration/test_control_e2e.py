@@ -1,0 +1,300 @@
+"""The control socket and `autopilot ctl` end to end, against a real `python -m autopilot run`.
+
+Each test starts its own autopilot on a socket in a short private directory (a unix socket
+path is limited to 107 bytes, pytest's tmp_path can be longer)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import grp
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from autopilot.control.client import ControlClient, ControlError
+from tests.helpers import ROOT, autopilot_cmd, free_port, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Autopilot:
+    """`python -m autopilot run CONFIG` as a subprocess, plus its control client."""
+
+    def __init__(self, workdir: Path, config: str, env: dict[str, str]) -> None:
+        self.dir = workdir
+        self.config = workdir / "autopilot.json5"
+        self.config.write_text(textwrap.dedent(config))
+        self.socket = str(workdir / "cp.sock")
+        self.log = workdir / "autopilot.log"
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> Autopilot:
+        self.proc = subprocess.Popen(autopilot_cmd("run", str(self.config)), cwd=ROOT,
+                                     env=self.env, stdout=self.log.open("ab"),
+                                     stderr=subprocess.STDOUT)
+        if wait:
+            wait_for(self.answers, timeout=15, message=f"autopilot to answer ({self.logtail()})")
+        return self
+
+    def answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"autopilot exited {self.proc.returncode}: {self.logtail()}")
+        try:
+            return bool(self.client().ping()["ok"])
+        except ControlError:
+            return False
+
+    def client(self) -> ControlClient:
+        return ControlClient(self.socket, timeout=20)
+
+    def ctl(self, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+        return subprocess.run(autopilot_cmd("ctl", "--socket", self.socket, *args), cwd=ROOT,
+                              env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def job(self, name: str) -> dict[str, Any]:
+        return next(j for j in self.client().status()["jobs"] if j["name"] == name)
+
+    def logtail(self) -> str:
+        try:
+            return self.log.read_text()[-2000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="apc", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def launch(workdir: Path, env_clean: dict[str, str]) -> Iterator[Any]:
+    started: list[Autopilot] = []
+
+    def make(config: str, sub: str = "", start: bool = True) -> Autopilot:
+        where = workdir / sub if sub else workdir
+        where.mkdir(exist_ok=True)
+        ap = Autopilot(where, config.replace("@DIR@", str(workdir)), env_clean)
+        started.append(ap)
+        return ap.start() if start else ap
+
+    yield make
+    for ap in started:
+        ap.stop()
+
+
+JOBS = """
+{
+  control: {socket: "@DIR@/cp.sock"},
+  jobs: [
+    {name: "app", exec: ["sleep", "300"],
+     health: {exec: ["test", "-f", "@DIR@/healthy"], interval: 1, ttl: 5}},
+    {name: "worker", exec: ["/bin/sh", "-c",
+       "trap 'echo \\"usr1 $GREETING\\" >> @DIR@/signals' USR1; while :; do sleep 0.05; done"],
+     restarts: "unlimited"},
+  ],
+}
+"""
+
+
+def proc_env(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(e.decode().split("=", 1) for e in raw if b"=" in e)
+
+
+def test_ping_status_putenv_job_control(launch: Any, workdir: Path) -> None:
+    ap = launch(JOBS)
+    out = ap.ctl("ping")
+    assert out.returncode == 0 and out.stdout.strip() == "ok"
+    wait_for(lambda: ap.job("worker")["pid"], message="worker running")
+    out = ap.ctl("status", "--json")
+    status = json.loads(out.stdout)
+    assert {j["name"] for j in status["jobs"]} == {"app", "worker"}
+    assert status["pid"] == ap.proc.pid
+    # putenv reaches processes started afterwards, not the running one
+    old_pid = ap.job("worker")["pid"]
+    assert ap.ctl("putenv", "GREETING=hello world", "DSN=a=b").returncode == 0
+    assert "GREETING" not in proc_env(old_pid)
+    out = ap.ctl("job", "worker", "restart")
+    assert out.returncode == 0, out.stderr
+    new_pid = wait_for(lambda: ap.job("worker")["pid"], message="worker restarted")
+    assert new_pid != old_pid
+    env = proc_env(new_pid)
+    assert env["GREETING"] == "hello world" and env["DSN"] == "a=b"
+    assert env["AUTOPILOT_SOCKET"] == ap.socket  # children find the socket by themselves
+    # signal: delivered to the job's process, which keeps running
+    assert ap.ctl("job", "worker", "signal", "SIGUSR1").returncode == 0
+    wait_for(lambda: "usr1 hello world" in (workdir / "signals").read_text(),
+             message="the trap to run")
+    assert ap.job("worker")["pid"] == new_pid
+    # stop: stays stopped; start: runs again
+    assert ap.ctl("job", "worker", "stop").returncode == 0
+    wait_for(lambda: ap.job("worker")["pid"] is None, message="worker stopped")
+    assert not Path(f"/proc/{new_pid}").exists() or _zombie_or_gone(new_pid)
+    assert ap.ctl("job", "worker", "start").returncode == 0
+    wait_for(lambda: ap.job("worker")["pid"] not in (None, new_pid), message="worker started")
+    # errors: exit 1 with the server's message
+    out = ap.ctl("job", "nope", "restart")
+    assert out.returncode == 1 and "unknown job 'nope'" in out.stderr
+    out = ap.ctl("job", "worker", "signal", "SIGWHAT")
+    assert out.returncode == 1 and "SIGWHAT" in out.stderr
+    # raw HTTP errors
+    assert _raw(ap.socket, "GET", "/v3/reload")[0] == 405
+    assert _raw(ap.socket, "GET", "/v3/ping/x")[0] == 404
+    assert _raw(ap.socket, "POST", "/v3/environ", b"\xc3\x28")[0] == 400
+    code, body = _raw(ap.socket, "POST", "/v3/environ", b'{"A": ' + b'"x' * 600_000 + b'"}')
+    assert code == 413 and "too large" in body["error"]
+    assert ap.client().ping()["ok"]
+
+
+def _zombie_or_gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def _raw(path: str, method: str, url: str, body: bytes | None = None) -> tuple[int, Any]:
+    import http.client
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(path)
+    conn = http.client.HTTPConnection("control", timeout=10)
+    conn.sock = s
+    conn.request(method, url, body=body)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, json.loads(data) if data else None
+
+
+def test_reload_and_maintenance(launch: Any, workdir: Path) -> None:
+    ap = launch(JOBS)
+    app_pid = wait_for(lambda: ap.job("app")["pid"], message="app running")
+    worker_pid = wait_for(lambda: ap.job("worker")["pid"], message="worker running")
+    # a broken config is refused with the loader's message; everything keeps running
+    good = ap.config.read_text()
+    ap.config.write_text(good.replace('name: "worker"', 'name: "worker", bogus: 1'))
+    out = subprocess.run(autopilot_cmd("reload", "--socket", ap.socket), cwd=ROOT, env=ap.env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "bogus" in out.stderr, out.stderr
+    assert ap.job("worker")["pid"] == worker_pid
+    # a changed job restarts, an unchanged one keeps its pid
+    ap.config.write_text(good.replace("sleep 0.05", "sleep 0.06"))
+    out = ap.ctl("reload")
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: ap.job("worker")["pid"] not in (None, worker_pid), message="new worker")
+    assert ap.job("app")["pid"] == app_pid
+    # maintenance
+    assert ap.ctl("maintenance", "enable").returncode == 0
+    assert ap.client().status()["maintenance"] is True
+    wait_for(lambda: ap.job("app")["status"] == "maintenance", message="app in maintenance")
+    assert ap.ctl("maintenance", "disable").returncode == 0
+    assert ap.client().status()["maintenance"] is False
+
+
+def test_concurrent_clients(launch: Any) -> None:
+    ap = launch(JOBS)
+
+    def one(i: int) -> bool:
+        c = ap.client()
+        c.putenv({f"K{i}": str(i)})
+        return bool(c.ping()["ok"])
+
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        assert all(pool.map(one, range(200)))
+    # every putenv landed: a job started now sees all 200 variables
+    ap.client().job("worker", "restart")
+    pid = wait_for(lambda: ap.job("worker")["pid"], message="worker restarted")
+    env = proc_env(pid)
+    assert all(env.get(f"K{i}") == str(i) for i in range(200))
+
+
+def test_socket_permissions(launch: Any, workdir: Path) -> None:
+    ap = launch(JOBS)
+    st = os.stat(ap.socket)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    group = grp.getgrgid(os.getgroups()[-1] if os.getgroups() else os.getgid()).gr_name
+    cfg = JOBS.replace('socket: "@DIR@/cp.sock"',
+                       f'socket: "@DIR@/g/cp.sock", mode: "0660", group: "{group}"')
+    ap2 = launch(cfg, sub="g")
+    st = os.stat(ap2.socket)
+    assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == grp.getgrnam(group).gr_gid
+    assert ap2.stop() == 0
+    assert not os.path.exists(ap2.socket)  # removed at shutdown
+
+
+def test_stale_socket_replaced_live_socket_refused(launch: Any, workdir: Path) -> None:
+    path = workdir / "cp.sock"
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(path))
+    dead.close()  # a stale socket file, nobody listening
+    first = launch(JOBS)
+    assert first.client().ping()["ok"]
+    second = launch(JOBS, sub="second", start=False)
+    second.socket = first.socket
+    second.start(wait=False)
+    code = second.proc.wait(20)
+    assert code != 0
+    assert "in use by another running process" in second.logtail()
+    assert first.client().ping()["ok"]  # the first autopilot keeps its socket
+    assert first.stop() == 0
+
+
+def test_client_without_server(workdir: Path, env_clean: dict[str, str]) -> None:
+    out = subprocess.run(autopilot_cmd("ctl", "--socket", str(workdir / "none.sock"), "ping"),
+                         cwd=ROOT, env=env_clean, capture_output=True, text=True, timeout=20)
+    assert out.returncode == 1 and "does not exist" in out.stderr
+    with pytest.raises(ControlError):
+        ControlClient(str(workdir / "none.sock")).status()
+
+
+def test_sensor_job_posts_metrics(launch: Any) -> None:
+    port = free_port()
+    sensor = json.dumps([sys.executable, "-m", "autopilot", "ctl", "putmetric", "app_ticks=2"])
+    launch(JOBS.replace("jobs: [", f"""
+      telemetry: {{port: {port}, interfaces: ["static:127.0.0.1"],
+                  metrics: [{{namespace: "app", name: "ticks", type: "counter"}}]}},
+      jobs: [
+        {{name: "sensor", exec: {sensor}, when: {{interval: "300ms"}}}},"""))
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def ticks() -> float:
+        for line in requests.get(url, timeout=5).text.splitlines():
+            if line.startswith("app_ticks "):
+                return float(line.split()[1])
+        return 0.0
+
+    wait_for(lambda: ticks() >= 4, timeout=20, message="the sensor's counter to reach 4")
+    assert ticks() % 2 == 0
+    text = requests.get(url, timeout=5).text
+    assert 'containerpilot_control_http_requests{code="200",path="/v3/metric"}' in text
+    assert 'containerpilot_events{code="ExitSuccess",source="sensor"}' in text

@@ -168,6 +168,7 @@ class Supervisor:
         os.environ["AUTOPILOT_PID"] = pid
         subreaper = set_subreaper()
         get_reaper()
+        self.ctx.bus.add_listener(_log_event)
         traps = SignalTraps(loop, on_terminate=self._on_terminate,
                             on_event_signal=self._on_event_signal, on_reopen=logs.reopen)
         log.info("autopilot starting", pid1=os.getpid() == 1,
@@ -237,18 +238,21 @@ class Supervisor:
         self._check_scheduled = True
         asyncio.get_running_loop().call_soon(self._check_complete)
 
-    def _dormant(self, job: Job) -> bool:
-        """Complete, or idle and waiting only for jobs that have all ended."""
+    def _dormant(self, job: Job) -> bool | None:
+        """Complete, or idle and waiting only for jobs that have all ended.
+
+        None: undecided, an event is still queued for the job (look again shortly)."""
         if job.done:
             return True
-        if job.busy or job.halting:
+        if job.halting or job.process_running or job._run_task is not None:
             return False
         trig = job.trigger
         if trig.periodic:
             return False
-        if trig.code is None:
-            return True  # a `source` without `once`/`each`: can never run
-        return all(s in self.jobs and self.jobs[s].done for s in trig.sources)
+        if trig.code is not None and not all(s in self.jobs and self.jobs[s].done
+                                             for s in trig.sources):
+            return False
+        return None if job.busy else True
 
     def _check_complete(self) -> None:
         self._check_scheduled = False
@@ -256,9 +260,14 @@ class Supervisor:
             return
         if self.ctx.config.main_job in self.jobs:
             return  # the main job decides
-        if all(self._dormant(j) for j in self.jobs.values()):
-            log.info("every job is complete; shutting down")
-            self.request_shutdown("all jobs complete")
+        states = [self._dormant(j) for j in self.jobs.values()]
+        if False in states:
+            return
+        if None in states:
+            asyncio.get_running_loop().call_later(0.02, self._schedule_check)
+            return
+        log.info("every job is complete; shutting down")
+        self.request_shutdown("all jobs complete")
 
     # -- shutdown ---------------------------------------------------------------------------
     def request_shutdown(self, reason: str = "requested") -> None:
@@ -489,6 +498,11 @@ class Supervisor:
             job.signal(parse_signal(signal))
         else:
             raise ValueError(f"unknown action {action!r} (start|stop|restart|signal)")
+
+
+def _log_event(ev: Event) -> None:
+    """Every bus event at DEBUG: how to see why a job did (not) start."""
+    log.debug("event", code=ev.code, source=ev.source)
 
 
 def run_supervisor(config_path: str) -> int:

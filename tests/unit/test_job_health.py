@@ -1,0 +1,231 @@
+"""Health checks that never block, status transitions, maintenance, stopping, user/env."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from autopilot.config.model import HealthConfig, JobConfig, WhenConfig
+from autopilot.events import HEALTHY, UNHEALTHY
+from tests.unit.test_job_harness import Harness, run, until
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def sh(script: str) -> list[str]:
+    return ["sh", "-c", script]
+
+
+def test_slow_check_blocks_neither_its_job_nor_others(tmp_path: Path) -> None:
+    starts = tmp_path / "starts"
+    slow = JobConfig(name="slow", exec=["sleep", "30"],
+                     health=HealthConfig(exec=sh(f"echo x >> {starts}; sleep 30"),
+                                         interval=0.1, ttl=5, timeout=1.5))
+    fast = JobConfig(name="fast", exec=["sleep", "30"],
+                     health=HealthConfig(exec=["true"], interval=0.1, ttl=5))
+
+    async def main() -> None:
+        async with Harness([slow, fast]) as h:
+            t0 = time.monotonic()
+            # the fast job keeps its 10/s rhythm while slow's check hangs
+            await h.wait_event(HEALTHY, "fast", count=8, timeout=3)
+            assert time.monotonic() - t0 < 2.5
+            assert h.count(UNHEALTHY, "slow") == 0
+            # the slow check is killed at its timeout and counts as failed
+            await h.wait_event(UNHEALTHY, "slow", timeout=3)
+            assert h.job("slow").status == "unhealthy"
+            checker = h.job("slow").health
+            assert checker.skipped_busy >= 3  # ticks during the hung check were skipped
+            # never two checks at once: one start per ~1.5 s, not per 0.1 s tick
+            runs = len(starts.read_text().split())
+            assert runs <= 1 + int((time.monotonic() - t0) / 1.5) + 1, runs
+            # the job itself still answers: restart its process
+            old = h.job("slow").pid
+            await h.sup.job_action("slow", "restart")
+            await until(lambda: h.job("slow").pid not in (None, old), 3, "new pid")
+    run(main)
+
+
+def test_status_transitions_level_triggered(tmp_path: Path) -> None:
+    flag = tmp_path / "ok"
+    flag.write_text("")
+    job = JobConfig(name="app", exec=["sleep", "30"],
+                    health=HealthConfig(exec=sh(f"echo checking; test -e {flag}"),
+                                        interval=0.1, ttl=5))
+
+    async def main() -> None:
+        async with Harness([job]) as h:
+            await h.wait_event(HEALTHY, "app", count=3)  # every passing check publishes
+            assert h.job("app").status == "healthy"
+            ev = next(e for e in h.bus.history if e.code == HEALTHY)
+            assert "checking" in ev.detail
+            flag.unlink()
+            await h.wait_event(UNHEALTHY, "app", count=2)
+            assert h.job("app").status == "unhealthy"
+            flag.write_text("")
+            n = h.count(HEALTHY, "app")
+            await h.wait_event(HEALTHY, "app", count=n + 1)
+            assert h.job("app").status == "healthy"
+            assert h.count("exitSuccess", "check.app") >= 4
+    run(main)
+
+
+def test_checks_only_while_running_and_heartbeat_without_exec() -> None:
+    jobs = [
+        JobConfig(name="later", exec=["sleep", "30"],
+                  when=WhenConfig(source=["SIGHUP"], each="signal"),
+                  health=HealthConfig(exec=["true"], interval=0.05, ttl=5)),
+        JobConfig(name="beat", health=HealthConfig(interval=0.05, ttl=5)),
+    ]
+
+    async def main() -> None:
+        async with Harness(jobs) as h:
+            await h.wait_event(HEALTHY, "beat", count=4)
+            assert h.count(HEALTHY, "later") == 0  # its process is not running
+            assert h.job("beat").status == "healthy"
+            # a job without exec and with health never completes on its own
+            assert not h.sup.shutting_down
+    run(main)
+
+
+def test_maintenance_skips_checks() -> None:
+    job = JobConfig(name="app", exec=["sleep", "30"],
+                    health=HealthConfig(exec=["true"], interval=0.05, ttl=5))
+    hook = JobConfig(name="onmaint", exec=["true"],
+                     when=WhenConfig(source=["global"], each="enterMaintenance"))
+
+    async def main() -> None:
+        async with Harness([job, hook]) as h:
+            await h.wait_event(HEALTHY, "app")
+            h.sup.set_maintenance(True)
+            await h.wait_event("exitSuccess", "onmaint")
+            n = h.count(HEALTHY, "app")
+            await asyncio.sleep(0.3)
+            assert h.job("app").status == "maintenance"
+            assert h.count(HEALTHY, "app") == n
+            h.sup.set_maintenance(False)
+            await h.wait_event(HEALTHY, "app", count=n + 1)
+            assert h.job("app").status == "healthy"
+    run(main)
+
+
+def test_stop_escalates_to_sigkill_at_stop_timeout(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    job = JobConfig(name="stubborn", stop_timeout=0.5,
+                    exec=sh(f"trap '' TERM; touch {ready}; while true; do sleep 0.05; done"))
+
+    async def main() -> None:
+        async with Harness([job]) as h:
+            await until(ready.exists, 5, "job ready")
+            t0 = time.monotonic()
+            await h.sup.job_action("stubborn", "stop")
+            took = time.monotonic() - t0
+            assert 0.45 <= took < 2.0, took
+            assert h.job("stubborn").last_exit == 128 + signal.SIGKILL
+            assert h.job("stubborn").pid is None
+    run(main)
+
+
+def test_stop_signal_is_configurable(tmp_path: Path) -> None:
+    got = tmp_path / "got"
+    job = JobConfig(name="app", stop_signal="SIGUSR1", stop_timeout=3,
+                    exec=sh(f"trap 'echo usr1 > {got}; exit 0' USR1; "
+                            "while true; do sleep 0.05; done"))
+
+    async def main() -> None:
+        async with Harness([job]) as h:
+            await until(lambda: h.job("app").pid, 3)
+            await asyncio.sleep(0.2)  # let sh install its trap
+            t0 = time.monotonic()
+            assert await h.stop() == 0
+            assert time.monotonic() - t0 < 2
+            assert got.read_text().strip() == "usr1"
+            assert h.job("app").last_exit == 0
+    run(main)
+
+
+def test_env_workdir_and_pid_vars(tmp_path: Path) -> None:
+    out = tmp_path / "env"
+    job = JobConfig(name="envjob", workdir=str(tmp_path), env={"FOO": "bar=baz"},
+                    exec=sh("echo \"$FOO|$(pwd)|$CONTAINERPILOT_PID|$AUTOPILOT_PID|$CTXVAR\" > env"))
+
+    async def main() -> None:
+        async with Harness([job]) as h:
+            h.sup.ctx.child_env["CTXVAR"] = "fromctx"
+            await until(out.exists, 5, "env written")
+            await h.wait_event("stopped", "envjob")
+        foo, cwd, cp_pid, ap_pid, ctxvar = out.read_text().strip().split("|")
+        assert (foo, cwd) == ("bar=baz", str(tmp_path))
+        assert cp_pid == ap_pid == str(os.getpid())
+        assert ctxvar in ("fromctx", "")  # set after startup: visible from the next start
+    run(main)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
+def test_user_and_group_switch() -> None:
+    # pytest's tmp dirs are private to root: use one that nobody can write to
+    tmp_path = Path(tempfile.mkdtemp(prefix="ap-user-"))
+    os.chmod(tmp_path, 0o777)
+    out = tmp_path / "id"
+    nobody = pwd.getpwnam("nobody")
+    job = JobConfig(name="drop", user="nobody", group="nogroup",
+                    exec=sh(f"echo $(id -u) $(id -g) $(id -G) $HOME > {out}"))
+    num = JobConfig(name="num", user="4321", group="4321", exec=sh(f"id -u > {out}.num"))
+
+    async def main() -> None:
+        async with Harness([job, num]) as h:
+            await h.wait_event("stopped", "drop")
+            await h.wait_event("stopped", "num")
+    run(main)
+    uid, gid, *groups, home = out.read_text().split()
+    assert int(uid) == nobody.pw_uid and gid == str(os.getgrouplist("nobody", int(gid))[0])
+    assert "0" not in groups  # root's supplementary groups were dropped
+    assert home == nobody.pw_dir
+    assert (tmp_path / "id.num").read_text().strip() == "4321"
+    shutil.rmtree(tmp_path)
+
+
+def test_job_actions_and_errors(tmp_path: Path) -> None:
+    got = tmp_path / "hup"
+    job = JobConfig(name="app", exec=sh(f"trap 'echo hup >> {got}' HUP; "
+                                        "while true; do sleep 0.05; done"))
+
+    async def main() -> None:
+        async with Harness([job]) as h:
+            await until(lambda: h.job("app").pid, 3)
+            await asyncio.sleep(0.2)
+            pid = h.job("app").pid
+            await h.sup.job_action("app", "signal", "HUP")
+            await until(got.exists, 3, "SIGHUP delivered")
+            assert h.job("app").pid == pid
+            with pytest.raises(KeyError):
+                await h.sup.job_action("nope", "stop")
+            with pytest.raises(ValueError):
+                await h.sup.job_action("app", "explode")
+            with pytest.raises(ValueError):
+                await h.sup.job_action("app", "signal", "SIGNOPE")
+            await h.sup.job_action("app", "stop")
+            assert h.job("app").pid is None and not h.job("app").done
+            with pytest.raises(ValueError):
+                await h.sup.job_action("app", "signal", "HUP")
+            await h.sup.job_action("app", "start")
+            await until(lambda: h.job("app").pid, 3)
+            assert h.job("app").runs == 2
+            status = h.sup.status()
+            assert status["jobs"][0]["name"] == "app" and status["jobs"][0]["runs"] == 2
+            with pytest.raises(ValueError):
+                h.sup.put_metric("x", "not-a-number")
+            h.sup.put_metric("x", "1.5")  # no telemetry: ignored
+            h.sup.putenv({"AP_TEST_PUTENV": "1"})
+            assert os.environ.pop("AP_TEST_PUTENV") == "1"
+            with pytest.raises(ValueError):
+                h.sup.putenv({"A=B": "1"})
+    run(main)

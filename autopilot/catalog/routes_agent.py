@@ -60,7 +60,10 @@ async def agent_self(request: web.Request) -> web.Response:
            "NodeName": st.node, "NodeID": node.id if node else "", "Server": True,
            "Revision": "autopilot", "Version": VERSION}
     return reply(request, {"Config": cfg, "DebugConfig": {"EmbeddedCatalog": True, **cfg},
-                           "Coord": None, "Member": _member(request), "Stats": {},
+                           "Coord": None, "Member": _member(request),
+                           "Stats": {"catalog": {
+                               "blocked_queries": str(st.store.hub.waiting),
+                               "index": str(st.store.index)}},
                            "Meta": {"consul-network-segment": ""}, "xDS": None})
 
 
@@ -81,6 +84,8 @@ async def agent_services(request: web.Request) -> web.Response:
 async def agent_service(request: web.Request) -> web.Response:
     st = state_of(request)
     sid = request.match_info["sid"]
+    if sid == "register" or sid.startswith(("deregister/", "maintenance/")):
+        raise ConsulError(405, f"method {request.method} not allowed")
     svc = st.registry.services.get((st.node, sid))
     if svc is None:
         raise ConsulError(404, f"unknown service ID: {sid}")

@@ -1,0 +1,189 @@
+"""Contract: blocking queries on every read endpoint wake within 50 ms of a write that changes
+their result, and are not answered early by writes that do not (Consul's per-resource
+indexes)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.timeout(30)
+WAKE_BUDGET = 0.050
+
+
+def _blocked(api) -> int:  # type: ignore[no-untyped-def]
+    return int(api.get("/v1/agent/self").json()["Stats"]["catalog"]["blocked_queries"])
+
+
+class Blocked:
+    """A blocking GET in a thread; records when it came back."""
+
+    def __init__(self, url: str, index: int, wait: str) -> None:
+        self.url = f"{url}{'&' if '?' in url else '?'}index={index}&wait={wait}"
+        self.resp: requests.Response | None = None
+        self.done_at = 0.0
+        self.started = time.monotonic()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.resp = requests.get(self.url, timeout=20)
+        self.done_at = time.monotonic()
+
+    def join(self) -> requests.Response:
+        self.thread.join(20)
+        assert self.resp is not None
+        return self.resp
+
+
+def _block(api, path: str, wait: str = "10s") -> tuple[Blocked, int]:  # type: ignore[no-untyped-def]
+    first = api.get(path)
+    index = int(first.headers["X-Consul-Index"])
+    assert index > 0
+    before = _blocked(api)
+    b = Blocked(api.url + path, index, wait)
+    wait_for(lambda: _blocked(api) > before, timeout=5, message="query to block")
+    return b, index
+
+
+@dataclass
+class Case:
+    path: str
+    related: Callable[[], object]
+    unrelated: list[Callable[[], object]]
+
+
+def _case(kind: str, api, name: str) -> Case:  # type: ignore[no-untyped-def]
+    node = api.get("/v1/agent/self").json()["Config"]["NodeName"]
+    kv = lambda k, v=b"x": lambda: api.put(f"/v1/kv/{k}", data=v)  # noqa: E731
+    api.register(name, Check={"TTL": "300s", "Status": "passing"})
+    api.register(name + "-other", Check={"TTL": "300s", "Status": "passing"})
+    fail = lambda: api.put(f"/v1/agent/check/fail/service:{name}")  # noqa: E731
+    other_pass = lambda: api.put(  # noqa: E731
+        f"/v1/agent/check/pass/service:{name}-other?note={time.monotonic()}")
+    add_other = lambda: api.register(name + "-more")  # noqa: E731
+    api.put(f"/v1/kv/{name}/dir/a", data=b"1")
+    if kind == "kv-key":
+        api.put(f"/v1/kv/{name}/k", data=b"0")
+        return Case(f"/v1/kv/{name}/k", kv(f"{name}/k"),
+                    [kv(f"{name}/k2"), kv(f"{name}/other"), other_pass])
+    if kind == "kv-recurse":
+        return Case(f"/v1/kv/{name}/dir/?recurse", kv(f"{name}/dir/new"),
+                    [kv(f"{name}/dirt"), kv(f"{name}/k"), add_other])
+    if kind == "kv-keys":
+        return Case(f"/v1/kv/{name}/dir/?keys&separator=/", kv(f"{name}/dir/sub/x"),
+                    [kv(f"{name}/dirt"), add_other])
+    if kind == "health-service":
+        return Case(f"/v1/health/service/{name}?passing", fail,
+                    [other_pass, add_other, kv(f"{name}/k")])
+    if kind == "health-checks":
+        return Case(f"/v1/health/checks/{name}", fail, [other_pass, add_other, kv(f"{name}/k")])
+    if kind == "catalog-service":
+        return Case(f"/v1/catalog/service/{name}",
+                    lambda: api.register(name, name + "-2"), [other_pass, add_other])
+    if kind == "catalog-services":
+        return Case("/v1/catalog/services", add_other, [other_pass, fail, kv(f"{name}/k")])
+    if kind == "catalog-nodes":
+        return Case("/v1/catalog/nodes", lambda: api.put("/v1/catalog/register", json={
+            "Node": name + "-n", "Address": "192.0.2.1"}), [add_other, fail, kv(f"{name}/k")])
+    if kind == "catalog-node":
+        return Case(f"/v1/catalog/node/{node}", add_other, [kv(f"{name}/k"), fail])
+    if kind == "health-state":
+        return Case("/v1/health/state/critical", fail, [kv(f"{name}/k")])
+    if kind == "health-node":
+        return Case(f"/v1/health/node/{node}", fail, [kv(f"{name}/k")])
+    if kind == "session-list":
+        return Case("/v1/session/list", lambda: api.put("/v1/session/create"),
+                    [kv(f"{name}/k"), fail])
+    if kind == "session-info":
+        sid = api.put("/v1/session/create", json={"NodeChecks": []}).json()["ID"]
+        return Case(f"/v1/session/info/{sid}", lambda: api.put(f"/v1/session/destroy/{sid}"),
+                    [kv(f"{name}/k"), fail])
+    if kind == "session-node":
+        return Case(f"/v1/session/node/{node}", lambda: api.put("/v1/session/create"),
+                    [kv(f"{name}/k")])
+    raise AssertionError(kind)
+
+
+KINDS = ["kv-key", "kv-recurse", "kv-keys", "health-service", "health-checks",
+         "catalog-service", "catalog-services", "catalog-nodes", "catalog-node",
+         "health-state", "health-node", "session-list", "session-info", "session-node"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_wakes_promptly_on_related_write(api, name, kind):
+    case = _case(kind, api, name)
+    b, index = _block(api, case.path)
+    t_write = time.monotonic()
+    case.related()
+    resp = b.join()
+    latency = b.done_at - t_write
+    assert resp.status_code in (200, 404)
+    assert int(resp.headers["X-Consul-Index"]) > index
+    assert latency < WAKE_BUDGET, f"{kind}: woke after {latency * 1000:.1f} ms"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_not_answered_by_unrelated_writes(api, name, kind):
+    case = _case(kind, api, name)
+    b, index = _block(api, case.path, wait="600ms")
+    for write in case.unrelated:
+        write()
+    resp = b.join()
+    assert b.done_at - b.started >= 0.55, f"{kind}: answered early by an unrelated write"
+    assert int(resp.headers["X-Consul-Index"]) == index
+
+
+def test_wait_timeout_returns_current_result(api, cc, name):
+    api.put(f"/v1/kv/{name}", data=b"v")
+    index, _ = cc.kv.get(name)
+    t0 = time.monotonic()
+    index2, data = cc.kv.get(name, index=index, wait="300ms")
+    elapsed = time.monotonic() - t0
+    assert index2 == index and data["Value"] == b"v"
+    assert 0.28 <= elapsed < 0.3 * (1 + 1 / 16) + 0.2
+
+
+def test_index_zero_or_behind_answers_immediately(api, name):
+    api.put(f"/v1/kv/{name}", data=b"v")
+    t0 = time.monotonic()
+    assert api.get(f"/v1/kv/{name}?index=0&wait=5s").status_code == 200
+    assert api.get(f"/v1/kv/{name}?index=1&wait=5s").status_code == 200
+    assert time.monotonic() - t0 < 1
+
+
+def test_py_consul_blocking_health_watch(api, cc, name):
+    api.register(name, Check={"TTL": "300s", "Status": "passing"})
+    index, entries = cc.health.service(name, passing=True)
+    assert len(entries) == 1
+    out: dict = {}
+
+    def watch() -> None:
+        out["r"] = cc.health.service(name, passing=True, index=index, wait="10s")
+
+    t = threading.Thread(target=watch)
+    before = _blocked(api)
+    t.start()
+    wait_for(lambda: _blocked(api) > before, timeout=5, message="watch to block")
+    api.put(f"/v1/agent/check/fail/service:{name}")
+    t.join(5)
+    new_index, entries = out["r"]
+    assert int(new_index) > int(index) and entries == []
+
+
+def test_heartbeat_without_change_does_not_wake(api, name):
+    """A TTL pass that changes nothing does not move the index (Consul's agent skips it)."""
+    api.register(name, Check={"TTL": "300s", "Status": "passing"})
+    b, index = _block(api, f"/v1/health/service/{name}", wait="500ms")
+    for _ in range(5):
+        api.put(f"/v1/agent/check/pass/service:{name}")
+    b.join()
+    assert b.done_at - b.started >= 0.45
+    assert int(b.resp.headers["X-Consul-Index"]) == index

@@ -1,0 +1,130 @@
+"""Contract: /v1/kv — values, flags, cas, recurse, keys/separator, raw, deletes, 404s."""
+
+from __future__ import annotations
+
+import base64
+import threading
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_put_get_roundtrip_and_metadata(api, cc, name):
+    r = api.put(f"/v1/kv/{name}/a?flags=42", data=b"hello")
+    assert r.status_code == 200 and r.json() is True
+    g = api.get(f"/v1/kv/{name}/a")
+    assert g.status_code == 200
+    [ent] = g.json()
+    assert ent["Key"] == f"{name}/a" and base64.b64decode(ent["Value"]) == b"hello"
+    assert ent["Flags"] == 42 and ent["LockIndex"] == 0 and "Session" not in ent
+    assert ent["CreateIndex"] == ent["ModifyIndex"] == int(g.headers["X-Consul-Index"])
+    assert g.headers["X-Consul-KnownLeader"] == "true"
+    assert g.headers["X-Consul-LastContact"] == "0"
+    idx, got = cc.kv.get(f"{name}/a")
+    assert got["Value"] == b"hello" and int(idx) == ent["ModifyIndex"]
+    # an overwrite keeps CreateIndex and moves ModifyIndex; flags reset unless given
+    api.put(f"/v1/kv/{name}/a", data=b"v2")
+    [ent2] = api.get(f"/v1/kv/{name}/a").json()
+    assert ent2["CreateIndex"] == ent["CreateIndex"] and ent2["ModifyIndex"] > ent["ModifyIndex"]
+    assert ent2["Flags"] == 0
+
+
+def test_missing_key_404_with_index(api):
+    r = api.get("/v1/kv/definitely/missing")
+    assert r.status_code == 404 and r.text == ""
+    assert int(r.headers["X-Consul-Index"]) > 0
+
+
+def test_empty_value_is_null_vs_empty(api, cc, name):
+    api.put(f"/v1/kv/{name}", data=b"")
+    [ent] = api.get(f"/v1/kv/{name}").json()
+    assert ent["Value"] is None or ent["Value"] == ""
+
+
+def test_raw(api, name):
+    api.put(f"/v1/kv/{name}", data=b"\x00\xffbinary")
+    r = api.get(f"/v1/kv/{name}?raw")
+    assert r.status_code == 200 and r.content == b"\x00\xffbinary"
+    assert "X-Consul-Index" in r.headers
+
+
+def test_cas(api, cc, name):
+    key = f"/v1/kv/{name}"
+    assert api.put(key + "?cas=0", data=b"first").json() is True
+    assert api.put(key + "?cas=0", data=b"again").json() is False
+    [ent] = api.get(key).json()
+    assert api.put(key + f"?cas={ent['ModifyIndex'] + 1}", data=b"x").json() is False
+    assert api.put(key + f"?cas={ent['ModifyIndex']}", data=b"second").json() is True
+    assert cc.kv.get(name)[1]["Value"] == b"second"
+    assert cc.kv.put(name, "third", cas=ent["ModifyIndex"]) is False
+
+
+def test_ten_concurrent_cas_writers_one_winner(shared, api, name):
+    api.put(f"/v1/kv/{name}", data=b"0")
+    idx = api.get(f"/v1/kv/{name}").json()[0]["ModifyIndex"]
+    barrier = threading.Barrier(10)
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def writer(i: int) -> None:
+        s = requests.Session()
+        barrier.wait(5)
+        ok = s.put(f"{shared.url}/v1/kv/{name}?cas={idx}", data=str(i), timeout=10).json()
+        with lock:
+            results.append(ok)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert len(results) == 10 and results.count(True) == 1
+
+
+def test_recurse_keys_separator(api, cc, name):
+    for k in ("a", "b/c", "b/d/e", "f"):
+        api.put(f"/v1/kv/{name}/{k}", data=k.encode())
+    api.put(f"/v1/kv/{name}x/other", data=b"no")
+    rec = api.get(f"/v1/kv/{name}/?recurse")
+    assert [e["Key"] for e in rec.json()] == [f"{name}/{k}" for k in ("a", "b/c", "b/d/e", "f")]
+    assert int(rec.headers["X-Consul-Index"]) == max(e["ModifyIndex"] for e in rec.json())
+    keys = api.get(f"/v1/kv/{name}/?keys").json()
+    assert keys == [f"{name}/a", f"{name}/b/c", f"{name}/b/d/e", f"{name}/f"]
+    sep = api.get(f"/v1/kv/{name}/?keys&separator=/").json()
+    assert sep == [f"{name}/a", f"{name}/b/", f"{name}/f"]
+    assert cc.kv.get(f"{name}/", keys=True, separator="/")[1] == sep
+    _, ents = cc.kv.get(f"{name}/", recurse=True)
+    assert [e["Value"] for e in ents] == [b"a", b"b/c", b"b/d/e", b"f"]
+    assert api.get(f"/v1/kv/{name}-none/?recurse").status_code == 404
+    assert api.get(f"/v1/kv/{name}-none/?keys").status_code == 404
+
+
+def test_delete_single_recurse_cas(api, cc, name):
+    for k in ("a", "b", "c/d"):
+        api.put(f"/v1/kv/{name}/{k}", data=b"1")
+    assert api.delete(f"/v1/kv/{name}/a").json() is True
+    assert api.get(f"/v1/kv/{name}/a").status_code == 404
+    [ent] = api.get(f"/v1/kv/{name}/b").json()
+    assert api.delete(f"/v1/kv/{name}/b?cas={ent['ModifyIndex'] - 1}").json() is False
+    assert api.delete(f"/v1/kv/{name}/b?cas={ent['ModifyIndex']}").json() is True
+    assert api.delete(f"/v1/kv/{name}/gone?cas=5").json() is True
+    assert cc.kv.delete(f"{name}/", recurse=True) is True
+    assert api.get(f"/v1/kv/{name}/?recurse").status_code == 404
+
+
+def test_kv_bad_requests(api, name):
+    r = api.put("/v1/kv/", data=b"x")
+    assert r.status_code == 400 and r.text == "Missing key name"
+    r = api.put(f"/v1/kv/{name}?flags=abc", data=b"x")
+    assert r.status_code == 400
+    r = api.put(f"/v1/kv/{name}?cas=-1", data=b"x")
+    assert r.status_code == 400
+    r = api.get(f"/v1/kv/{name}?index=abc")
+    assert r.status_code == 400 and r.text == "Invalid index"
+    r = api.get(f"/v1/kv/{name}?index=1&wait=forever")
+    assert r.status_code == 400 and r.text == "Invalid wait time"
+    r = api.put(f"/v1/kv/{name}", data=b"x" * (512 * 1024 + 1))
+    assert r.status_code == 413 and r.text == "Value exceeds 524288 byte limit"
+    assert api.put(f"/v1/kv/{name}", data=b"x" * (512 * 1024)).json() is True

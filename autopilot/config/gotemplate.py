@@ -892,16 +892,19 @@ def _html_escape(s: str) -> str:
         .replace("\0", "\ufffd")
 
 
-def _default(default: Any, value: Any = _NOARG) -> Any:
-    """ContainerPilot's ``default``: ``{{ .X | default "y" }}`` -> .X unless it is empty."""
-    if value is _NOARG or value is None or value == "" or \
-            (isinstance(value, list | tuple | Mapping) and not value):
-        return default
-    return value
+def _default(default: Any, value: Any = _NOARG) -> str:
+    """ContainerPilot's ``default``: ``{{ .X | default "y" }}`` -> .X if it is a non-empty
+    string, else the default (always a string, as in ContainerPilot)."""
+    if isinstance(value, str) and value != "":
+        return value
+    return default if isinstance(default, str) else go_format(default)
 
 
 def _split(sep: Any, s: Any) -> list[str]:
-    sep, s = _want_str("split", sep), _want_str("split", s)
+    """``split sep s``; surrounding whitespace is trimmed and "" gives an empty list."""
+    sep, s = _want_str("split", sep), _want_str("split", s).strip()
+    if not s:
+        return []
     return list(s) if sep == "" else s.split(sep)
 
 

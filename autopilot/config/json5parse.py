@@ -42,6 +42,8 @@ class Parsed:
     positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
     #: "line:col: duplicate key" notes; JSON5 allows them (the last one wins)
     duplicates: list[tuple[Path, int, int]] = field(default_factory=list)
+    #: (line, column) of line breaks accepted in place of a missing comma
+    missing_commas: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _is_id_start(ch: str) -> bool:
@@ -150,10 +152,13 @@ class _Parser:
                 self.out.duplicates.append((sub, line, col))
             self.out.positions[sub] = (line, col)
             result[key] = self.value(sub)
+            end = self.i
             self.skip()
             ch = self.peek()
             if ch == ",":
                 self.i += 1
+            elif self.newline_as_comma(end, ch):
+                continue
             elif ch == "}":
                 self.i += 1
                 return result
@@ -173,10 +178,13 @@ class _Parser:
             sub = (*path, len(result))
             self.out.positions[sub] = self.where()
             result.append(self.value(sub))
+            end = self.i
             self.skip()
             ch = self.peek()
             if ch == ",":
                 self.i += 1
+            elif self.newline_as_comma(end, ch, closer="]"):
+                continue
             elif ch == "]":
                 self.i += 1
                 return result
@@ -184,6 +192,16 @@ class _Parser:
                 raise self.fail('unexpected end of input: missing "]"')
             else:
                 raise self.fail(f'expected "," or "]" but found "{ch}"')
+
+    def newline_as_comma(self, end: int, ch: str, closer: str = "}") -> bool:
+        """Leniency: a line break stands in for a missing comma between two members.
+
+        ContainerPilot's own documentation has examples written that way; they are
+        accepted, and the spot is reported as a warning."""
+        if not ch or ch == closer or ch in ",:]}" or "\n" not in self.s[end:self.i]:
+            return False
+        self.out.missing_commas.append(self.where(end))
+        return True
 
     def key(self) -> str:
         ch = self.peek()

@@ -78,6 +78,9 @@ def load_text(text: str, path: str = "<config>",
     for dup_path, line, _col in parsed.duplicates:
         checker.warnings.append(f"{path}:{line}: {format_path(dup_path)}: duplicate key "
                                 "(the last one wins)")
+    for line, col in parsed.missing_commas:
+        checker.warnings.append(f"{path}:{line}:{col}: missing comma (accepted because a line "
+                                "break follows; ContainerPilot refuses this)")
     cfg = checker.config(parsed.value, path)
     if checker.errors:
         raise ConfigError("\n".join(checker.errors), path, errors=checker.errors)

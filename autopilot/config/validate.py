@@ -416,13 +416,20 @@ class Validator:
             return None
         cfg = HealthConfig()
         cfg.exec = self.take(f, "exec", coerce.to_exec)
-        for key in ("interval", "ttl"):
-            value = self.take(f, key, coerce.to_duration)
-            if key not in f:
-                self.error((*path, key), "is required and must be > 0")
-            elif value is not None and value <= 0:
+        interval = self.take(f, "interval", coerce.to_duration)
+        ttl = self.take(f, "ttl", coerce.to_duration)
+        for key, value in (("interval", interval), ("ttl", ttl)):
+            if value is not None and value <= 0:
                 self.error(f[key][1], "must be > 0")
-            setattr(cfg, key, value or 0.0)
+        # autopilot: absent interval/ttl get defaults (ContainerPilot refuses the config)
+        if "interval" not in f:
+            interval = min(5.0, ttl / 2) if ttl and ttl > 0 else 5.0
+            self.warn(path, f"no 'interval': checking every {format_duration(interval)}")
+        if "ttl" not in f:
+            ttl = 3 * interval if interval and interval > 0 else 15.0
+            self.warn(path, f"no 'ttl': using {format_duration(ttl)} (3 x interval)")
+        cfg.interval = interval if interval and interval > 0 else 0.0
+        cfg.ttl = ttl if ttl and ttl > 0 else 0.0
         timeout = self.take(f, "timeout", coerce.to_duration)
         if timeout is not None and timeout < 0:
             self.error(f["timeout"][1], "must be >= 0")

@@ -1,0 +1,144 @@
+"""Telemetry end to end: a real `python -m autopilot run` with telemetry on loopback —
+/metrics after putmetric, /status, and the Kubernetes probes following a job's health."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.helpers import free_port, wait_for
+from tests.integration.test_control_e2e import launch, workdir  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.timeout(60)
+
+CONFIG = """
+{
+  control: {socket: "@DIR@/cp.sock"},
+  jobs: [
+    {name: "app", exec: ["sleep", "300"], port: 8080,
+     health: {exec: ["test", "-f", "@DIR@/healthy"], interval: 1, ttl: 5}},
+    {name: "db", exec: ["sleep", "300"],
+     health: {exec: ["test", "-f", "@DIR@/db-healthy"], interval: 1, ttl: 5}},
+  ],
+  telemetry: {
+    port: @PORT@, interfaces: ["static:127.0.0.1"], @READY@
+    metrics: [
+      {namespace: "app", subsystem: "queue", name: "depth", type: "gauge", help: "queued"},
+      {name: "served", type: "counter"},
+      {namespace: "app", name: "latency", type: "histogram"},
+      {namespace: "app", name: "size", type: "summary"},
+    ],
+  },
+}
+"""
+
+
+def start(launch: Any, ready: str = "") -> tuple[Any, str]:  # noqa: F811
+    port = free_port()
+    ap = launch(CONFIG.replace("@PORT@", str(port)).replace("@READY@", ready))
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: requests.get(url + "/health", timeout=2).ok, message="telemetry")
+    return ap, url
+
+
+def code(url: str) -> int:
+    return requests.get(url, timeout=5).status_code
+
+
+def test_ready_follows_health_all(launch: Any, workdir: Path) -> None:  # noqa: F811
+    ap, url = start(launch)
+    assert code(url + "/ready") == 503  # no check has passed yet
+    (workdir / "healthy").touch()
+    wait_for(lambda: ap.job("app")["status"] == "healthy", message="app healthy")
+    r = requests.get(url + "/ready", timeout=5)
+    assert r.status_code == 503 and "db" in r.json()["reason"]  # db still unhealthy
+    (workdir / "db-healthy").touch()
+    wait_for(lambda: code(url + "/ready") == 200, message="ready")
+    assert requests.get(url + "/ready", timeout=5).json()["jobs"] == {"app": "healthy",
+                                                                       "db": "healthy"}
+    (workdir / "healthy").unlink()
+    wait_for(lambda: code(url + "/ready") == 503, message="not ready after app fails")
+    assert code(url + "/health") == 200  # liveness does not follow the jobs
+    (workdir / "healthy").touch()
+    wait_for(lambda: code(url + "/ready") == 200, message="ready again")
+    # maintenance drains: not ready, still alive
+    assert ap.ctl("maintenance", "enable").returncode == 0
+    r = requests.get(url + "/ready", timeout=5)
+    assert r.status_code == 503 and "maintenance" in r.json()["reason"]
+    assert code(url + "/health") == 200
+    assert ap.ctl("maintenance", "disable").returncode == 0
+    wait_for(lambda: code(url + "/ready") == 200, message="ready after maintenance")
+
+
+def test_ready_single_job(launch: Any, workdir: Path) -> None:  # noqa: F811
+    _, url = start(launch, ready='ready: {job: "db"},')
+    (workdir / "healthy").touch()  # app healthy does not matter
+    r = requests.get(url + "/ready", timeout=5)
+    assert r.status_code == 503 and r.json()["job"] == "db"
+    (workdir / "db-healthy").touch()
+    wait_for(lambda: code(url + "/ready") == 200, message="db ready")
+
+
+def test_health_fails_when_the_loop_stalls(launch: Any) -> None:  # noqa: F811
+    ap, url = start(launch)
+    ap.proc.send_signal(signal.SIGSTOP)  # the whole supervisor freezes
+    try:
+        with pytest.raises(requests.exceptions.Timeout):
+            requests.get(url + "/health", timeout=1)
+    finally:
+        ap.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: code(url + "/health") == 200, message="alive again")
+
+
+def test_metrics_and_status(launch: Any, workdir: Path) -> None:  # noqa: F811
+    ap, url = start(launch)
+    out = ap.ctl("putmetric", "app_queue_depth=17", "__served=3", "app_latency=0.2",
+                 "app_size=512")
+    assert out.returncode == 0, out.stderr
+    assert ap.ctl("putmetric", "served=2").returncode == 0
+    out = ap.ctl("putmetric", "served=-1")
+    assert out.returncode == 1 and "counter" in out.stderr
+    out = ap.ctl("putmetric", "unknown_thing=1")
+    assert out.returncode == 1 and "unknown metric" in out.stderr
+    text = requests.get(url + "/metrics", timeout=5).text
+    for line in ("app_queue_depth 17.0", "served 5.0", "app_latency_count 1.0",
+                 'app_latency_bucket{le="0.25"} 1.0', "app_size_sum 512.0",
+                 "# TYPE served counter"):
+        assert f"\n{line}\n" in text, line
+    assert 'containerpilot_events{code="Startup",source="global"} 1.0' in text
+    assert 'containerpilot_control_http_requests{code="400",path="/v3/metric"} 2.0' in text
+    assert "process_resident_memory_bytes" in text
+    (workdir / "healthy").touch()
+    wait_for(lambda: 'containerpilot_events{code="StatusHealthy",source="app"}'
+             in requests.get(url + "/metrics", timeout=5).text, message="healthy event counted")
+    status = requests.get(url + "/status", timeout=5).json()
+    assert list(status)[:4] == ["Version", "Jobs", "Services", "Watches"]  # CP's shape first
+    assert {j["Name"]: j["Status"] for j in status["Jobs"]}["app"] == "healthy"
+    assert status["Services"][0]["Name"] == "app" and status["Services"][0]["Port"] == 8080
+    assert status["Pid"] == ap.proc.pid and status["Version"]
+    assert requests.post(url + "/metrics", timeout=5).status_code == 405
+    assert code(url + "/nothing") == 404
+    # a reload that leaves telemetry alone keeps the values
+    ap.config.write_text(ap.config.read_text().replace('"300"], port', '"301"], port'))
+    assert ap.ctl("reload").returncode == 0
+    assert "\nserved 5.0\n" in requests.get(url + "/metrics", timeout=5).text
+
+
+def test_busy_port_stops_startup(launch: Any, workdir: Path) -> None:  # noqa: F811
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        port = holder.getsockname()[1]
+        ap = launch(CONFIG.replace("@PORT@", str(port)).replace("@READY@", ""), start=False)
+        ap.start(wait=False)
+        assert ap.proc.wait(30) != 0
+        assert f"127.0.0.1:{port}" in ap.logtail()
+    finally:
+        holder.close()

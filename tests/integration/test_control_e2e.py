@@ -298,3 +298,15 @@ def test_sensor_job_posts_metrics(launch: Any) -> None:
     text = requests.get(url, timeout=5).text
     assert 'containerpilot_control_http_requests{code="200",path="/v3/metric"}' in text
     assert 'containerpilot_events{code="ExitSuccess",source="sensor"}' in text
+
+
+def test_reload_moves_the_socket(launch: Any, workdir: Path) -> None:
+    """A reload that changes control.socket answers on the old socket, then serves the new."""
+    ap = launch(JOBS)
+    old = ap.socket
+    ap.config.write_text(ap.config.read_text().replace("cp.sock", "moved.sock"))
+    out = ap.ctl("reload")
+    assert out.returncode == 0 and out.stdout.strip() == "reloaded", out.stderr
+    assert not os.path.exists(old)
+    moved = ControlClient(str(workdir / "moved.sock"))
+    assert moved.ping()["ok"] and moved.status()["pid"] == ap.proc.pid

@@ -81,6 +81,9 @@ run() {
         pid=$!
         echo "$pid" >"$pidfile"
     fi
+    # whatever this node was before, this redis-server is fenced now: record it so the
+    # election's next decision (promote or follow) is applied
+    set_state replica "$(state_epoch)"
     trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
     while alive "$pid"; do
         if [ "$(my_ppid)" != "$parent" ]; then
@@ -97,22 +100,55 @@ run() {
     exit "$status"
 }
 
+# The last transition a hook applied, as "ROLE EPOCH" in $DIR/autopilot-role. Hooks and
+# health checks are separate processes started with the environment of their moment, so
+# one started just before a promotion still says AUTOPILOT_ROLE=replica: it must not act
+# on that. Every state-changing hook holds $DIR/hook.lock and compares epochs first.
+STATE="$DIR/autopilot-role"
+EPOCH=${AUTOPILOT_LEADER_EPOCH:-0}
+case "$EPOCH" in ''|*[!0-9]*) EPOCH=0 ;; esac
+
+state_role() { set -- $(cat "$STATE" 2>/dev/null); echo "${1:-none}"; }
+state_epoch() { set -- $(cat "$STATE" 2>/dev/null); echo "${2:-0}"; }
+set_state() { echo "$1 $2" >"$STATE.tmp" && mv "$STATE.tmp" "$STATE"; }
+
+locked() {  # locked [-n] CMD...: run CMD holding the hook lock (-n: skip if busy)
+    wait=-w5
+    if [ "$1" = -n ]; then wait=-n; shift; fi
+    mkdir -p "$DIR"
+    flock $wait "$DIR/hook.lock" "$0" "$@"
+}
+
+wait_redis() {  # redis may still be starting when the first leaderChanged arrives
+    i=0
+    while [ "$(cli ping 2>/dev/null)" != PONG ] && [ $i -lt 40 ]; do sleep 0.1; i=$((i + 1)); done
+}
+
 health() {
     pong=$(cli ping 2>&1)
     if [ "$pong" != PONG ]; then echo "ping: $pong"; exit 1; fi
     role=$(info_field role)
+    srole=$(state_role)
+    sepoch=$(state_epoch)
     case "${AUTOPILOT_ROLE:-}" in
     primary)
+        if [ "$sepoch" -lt "$EPOCH" ]; then
+            echo "promotion to epoch $EPOCH in progress"; exit 0
+        fi
+        if [ "$srole" != primary ] || [ "$sepoch" != "$EPOCH" ]; then
+            echo "elected primary (epoch $EPOCH) but redis is $srole (epoch $sepoch)"; exit 1
+        fi
         if [ "$role" != master ]; then echo "elected primary but redis is $role"; exit 1; fi
         fenced=$(cli config get min-replicas-to-write | tail -n 1)
         if [ "$fenced" = "$FENCE" ]; then echo "elected primary but still fenced"; exit 1; fi
         echo "primary, offset $(info_field master_repl_offset)"
         ;;
     replica)
-        # converge instead of failing: a replica pointing at the wrong node is re-pointed,
-        # and a replica of a dead primary stays healthy so it can run for election
-        if [ "$role" = master ]; then fence; fi
-        follow_leader
+        # converge instead of failing: a replica of the wrong node is re-pointed, and a
+        # replica of a dead primary stays healthy so that it can run for election
+        if [ "$srole" != primary ] && [ "$EPOCH" -ge "$sepoch" ]; then
+            locked -n converge
+        fi
         echo "replica of ${AUTOPILOT_LEADER_ADDRESS:-?}:${AUTOPILOT_LEADER_PORT:-?}, link $(info_field master_link_status)"
         ;;
     *)
@@ -121,30 +157,42 @@ health() {
     esac
 }
 
+converge() {  # under the lock: re-check, then fence and follow the leader of our epoch
+    [ "$(state_role)" != primary ] && [ "$EPOCH" -ge "$(state_epoch)" ] || exit 0
+    if [ "$(info_field role)" = master ]; then fence; fi
+    follow_leader
+    if [ -n "${AUTOPILOT_LEADER_ADDRESS:-}" ]; then set_state replica "$EPOCH"; fi
+}
+
 promote() {
     cli replicaof no one >/dev/null || exit 1
     cli config set min-replicas-to-write "$OPEN" >/dev/null || exit 1
     [ "$(info_field role)" = master ] || exit 1
-    log "promoted (min-replicas-to-write $OPEN, epoch ${AUTOPILOT_LEADER_EPOCH:-?})"
+    set_state primary "$EPOCH"
+    log "promoted (min-replicas-to-write $OPEN, epoch $EPOCH)"
 }
 
 demote() {
     fence
+    set_state replica "$(state_epoch)"
     log "demoted: fenced"
     follow_leader
 }
 
 follow() {
-    if [ "${AUTOPILOT_ROLE:-}" = primary ] || leader_is_me; then exit 0; fi
-    fence
-    follow_leader
+    [ "${AUTOPILOT_ROLE:-}" = replica ] || exit 0
+    leader_is_me && exit 0
+    converge
 }
 
 case "${1:-}" in
 run) run ;;
 health) health ;;
-promote) promote ;;
-demote) demote ;;
-follow) follow ;;
+promote | demote) locked "$1-locked" ;;
+follow) wait_redis; locked follow-locked ;;
+promote-locked) promote ;;
+demote-locked) demote ;;
+follow-locked) follow ;;
+converge) converge ;;
 *) echo "usage: $0 run|health|promote|demote|follow" >&2; exit 2 ;;
 esac

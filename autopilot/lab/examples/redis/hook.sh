@@ -116,7 +116,7 @@ locked() {  # locked [-n] CMD...: run CMD holding the hook lock (-n: skip if bus
     wait=-w5
     if [ "$1" = -n ]; then wait=-n; shift; fi
     mkdir -p "$DIR"
-    flock $wait "$DIR/hook.lock" "$0" "$@"
+    flock $wait "$DIR/hook.lock" sh "$0" "$@"
 }
 
 wait_redis() {  # redis may still be starting when the first leaderChanged arrives

@@ -482,15 +482,20 @@ class Job:
 
     async def finish_as_hook(self) -> None:
         """Shutdown, for a job hooked on other jobs' stopping/stopped: stay armed until its
-        sources have ended and its run is over, then end."""
+        sources have ended, then end. A `stopped` hook may finish its run first (bounded by
+        its own timeout and the global stop_timeout); a `stopping` hook had its window while
+        its source waited (the source's stop_timeout) and is stopped now."""
         sources = [j for j in self._peers() if j is not self and j.name in self.trigger.sources]
         for src in sources:
             await src.done_event.wait()
-        while self.busy:
-            if self._run_task is not None:
-                await asyncio.wait([self._run_task])
-            else:
-                await asyncio.sleep(0.01)
+        if self.trigger.code != STOPPING:
+            while self.busy:
+                if self._run_task is not None:
+                    await asyncio.wait([self._run_task])
+                else:
+                    await asyncio.sleep(0.01)
+        elif self.process_running:
+            self._log.warning("stopping hook outlived its source's stop_timeout; stopping it")
         await self.stop()
 
     def kill_all(self) -> None:

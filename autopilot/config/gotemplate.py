@@ -550,8 +550,11 @@ def _segments(src: str) -> list[tuple[str, int, int]]:
             pos = m.end()
             continue
         quote = ""
+        quote_at = 0
         while True:
             if j >= n:
+                if quote:
+                    raise TemplateError("unterminated quoted string", 0, quote_at)
                 raise TemplateError("unclosed action", 0, i)
             ch = src[j]
             if quote:
@@ -563,7 +566,7 @@ def _segments(src: str) -> list[tuple[str, int, int]]:
                 j += 1
                 continue
             if ch in "\"'`":
-                quote = ch
+                quote, quote_at = ch, j
                 j += 1
                 continue
             if src.startswith("}}", j):

@@ -32,6 +32,8 @@ def catalog(bind: str, port: int, node: str | None, datacenter: str, token: str 
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # hostile or broken clients make aiohttp log a traceback per bad request; they get a 400
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     settings = Settings(node=node or socket.gethostname(), bind=bind, port=port,
                         datacenter=datacenter, token=token or None, data_dir=data_dir)
     try:

@@ -53,9 +53,9 @@ def restore(state: State, data: dict[str, Any]) -> None:
     for n in data.get("nodes", []):
         reg.nodes[n["name"]] = Node(**n)
     for s in data.get("services", []):
-        reg.services[(s["node"], s["id"])] = Service(**s)
+        reg.load_service(Service(**s))
     for c in data.get("checks", []):
-        reg.checks[(c["node"], c["id"])] = Check(**c)
+        reg.load_check(Check(**c))
     for e in data.get("kv", []):
         if e["value"] is not None:
             e["value"] = base64.b64decode(e["value"])

@@ -115,6 +115,10 @@ class Registry:
         self.services: dict[tuple[str, str], Service] = {}
         self.checks: dict[tuple[str, str], Check] = {}
         self.svc_index: dict[str, int] = {}
+        #: (node, service id or "") -> {check id: check}; health reads stay O(instances)
+        self.by_owner: dict[tuple[str, str], dict[str, Check]] = {}
+        #: service name -> {(node, id): service}
+        self.by_name: dict[str, dict[tuple[str, str], Service]] = {}
         #: called with (node, check_id) when a check turns critical or disappears
         self.on_check_lost: list[CheckListener] = []
 
@@ -176,7 +180,9 @@ class Registry:
         idx = self.store.touch("table:services", f"node:{svc.node}")
         svc.create_index = old.create_index if old else idx
         svc.modify_index = idx
-        self.services[key] = svc
+        if old is not None:
+            self._unname(old)
+        self.load_service(svc)
         self._touch_service(svc.name)
         if old and old.name != svc.name:
             self._touch_service(old.name)
@@ -189,11 +195,24 @@ class Registry:
         svc = self.services.pop((node, sid), None)
         if svc is None:
             return False
+        self._unname(svc)
         self.store.touch("table:services", f"node:{node}")
         self._touch_service(svc.name)
-        for key in [k for k, c in self.checks.items() if c.node == node and c.service_id == sid]:
-            self.remove_check(*key)
+        for cid in list(self.by_owner.get((node, sid), {})):
+            self.remove_check(node, cid)
         return True
+
+    def load_service(self, svc: Service) -> None:
+        """Store a service in the table and the by-name index (no index bump)."""
+        self.services[(svc.node, svc.id)] = svc
+        self.by_name.setdefault(svc.name, {})[(svc.node, svc.id)] = svc
+
+    def _unname(self, svc: Service) -> None:
+        named = self.by_name.get(svc.name)
+        if named is not None:
+            named.pop((svc.node, svc.id), None)
+            if not named:
+                del self.by_name[svc.name]
 
     def service_names(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -205,7 +224,7 @@ class Registry:
         return out
 
     def instances(self, name: str) -> list[Service]:
-        found = [s for s in self.services.values() if s.name == name]
+        found = list(self.by_name.get(name, {}).values())
         return sorted(found, key=lambda s: (s.node, s.id))
 
     # ---- checks ----------------------------------------------------------------------------
@@ -218,13 +237,27 @@ class Registry:
         if chk.status == CRITICAL and chk.critical_since is None:
             chk.critical_since = (old.critical_since if old and old.status == CRITICAL
                                   else time.monotonic())
-        self.checks[key] = chk
+        if old is not None:
+            self._unindex(old)
+        self.load_check(chk)
         self._touch_check_owner(chk)
         if old and old.service_id != chk.service_id:
             self._touch_check_owner(old)
         if chk.status == CRITICAL:
             self._lost(chk.node, chk.id)
         return chk
+
+    def load_check(self, chk: Check) -> None:
+        """Store a check in the table and its owner index (no index bump: restore uses it)."""
+        self.checks[(chk.node, chk.id)] = chk
+        self.by_owner.setdefault((chk.node, chk.service_id), {})[chk.id] = chk
+
+    def _unindex(self, chk: Check) -> None:
+        owned = self.by_owner.get((chk.node, chk.service_id))
+        if owned is not None:
+            owned.pop(chk.id, None)
+            if not owned:
+                del self.by_owner[(chk.node, chk.service_id)]
 
     def _touch_check_owner(self, chk: Check) -> None:
         if chk.service_id:
@@ -238,6 +271,7 @@ class Registry:
         chk = self.checks.pop((node, cid), None)
         if chk is None:
             return False
+        self._unindex(chk)
         self.store.touch("table:checks", f"node:{node}")
         self._touch_check_owner(chk)
         self._lost(node, cid)
@@ -266,10 +300,10 @@ class Registry:
             listener(node, cid)
 
     def node_checks(self, node: str) -> list[Check]:
-        return [c for c in self.checks.values() if c.node == node and not c.service_id]
+        return list(self.by_owner.get((node, ""), {}).values())
 
     def service_checks(self, node: str, sid: str) -> list[Check]:
-        return [c for c in self.checks.values() if c.node == node and c.service_id == sid]
+        return list(self.by_owner.get((node, sid), {}).values()) if sid else []
 
     # ---- read shapes -----------------------------------------------------------------------
     def health_entries(self, name: str, tags: list[str], passing: bool) -> list[dict[str, Any]]:

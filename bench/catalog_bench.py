@@ -1,0 +1,221 @@
+"""Benchmark of the embedded catalog (not a test).
+
+One `autopilot catalog` on loopback serves N service instances that each heartbeat their TTL
+check once a second, plus W long-poll watchers on `health/service/<name>?passing`, while a
+changer flips one instance's check every CHANGE_EVERY seconds. Reports requests/s, heartbeat
+latency (p50/p99) and watcher wake latency after a change (median/p99); prints a table and
+writes bench/results/catalog.json.
+
+    python bench/catalog_bench.py [--services 500] [--watchers 100] [--duration 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMES = 50  # service names; instances are spread over them
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pid_listening(port: int) -> int:
+    for conn in psutil.net_connections("tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == "LISTEN" and conn.pid:
+            return conn.pid
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+class Bench:
+    def __init__(self, url: str, services: int, watchers: int, duration: float,
+                 change_every: float) -> None:
+        self.url, self.services, self.watchers = url, services, watchers
+        self.duration, self.change_every = duration, change_every
+        self.hb_lat: list[float] = []
+        self.hb_errors = 0
+        self.requests = 0
+        self.wakes: list[float] = []
+        self.timeouts = 0
+        self.last_change: dict[str, float] = {}
+        self.changes = 0
+        self.stop_at = 0.0
+
+    def sid(self, i: int) -> tuple[str, str]:
+        name = f"bench-{i % NAMES}"
+        return name, f"{name}-{i}"
+
+    async def setup(self, http: aiohttp.ClientSession) -> None:
+        for i in range(self.services):
+            name, sid = self.sid(i)
+            body = {"Name": name, "ID": sid, "Port": 10000 + i,
+                    "Check": {"TTL": "10s", "Status": "passing"}}
+            async with http.put(f"{self.url}/v1/agent/service/register", json=body) as r:
+                assert r.status == 200, await r.text()
+
+    async def heartbeat(self, http: aiohttp.ClientSession, i: int) -> None:
+        _, sid = self.sid(i)
+        await asyncio.sleep(random.random())  # spread the beats over the second
+        next_at = time.monotonic()
+        while time.monotonic() < self.stop_at:
+            t0 = time.monotonic()
+            try:
+                async with http.put(f"{self.url}/v1/agent/check/pass/service:{sid}"
+                                    "?note=ok") as r:
+                    await r.read()
+                    ok = r.status == 200
+            except aiohttp.ClientError:
+                ok = False
+            self.requests += 1
+            if ok:
+                self.hb_lat.append(time.monotonic() - t0)
+            else:
+                self.hb_errors += 1
+            next_at += 1.0
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    async def watcher(self, http: aiohttp.ClientSession, w: int) -> None:
+        name = f"bench-{w % NAMES}"
+        url = f"{self.url}/v1/health/service/{name}?passing"
+        index = 0
+        while time.monotonic() < self.stop_at:
+            q = f"{url}&index={index}&wait=5s" if index else url
+            async with http.get(q) as r:
+                await r.read()
+                got = time.monotonic()
+                new_index = int(r.headers.get("X-Consul-Index", "0"))
+            self.requests += 1
+            if index and new_index != index:
+                changed = self.last_change.get(name)
+                if changed is not None:
+                    self.wakes.append(got - changed)
+            elif index:
+                self.timeouts += 1
+            index = new_index
+
+    async def changer(self, http: aiohttp.ClientSession) -> None:
+        await asyncio.sleep(1.0)
+        while time.monotonic() < self.stop_at - 1.0:
+            i = random.randrange(self.services)
+            name, sid = self.sid(i)
+            self.last_change[name] = time.monotonic()
+            # a changed output moves the index and wakes that service's watchers only
+            async with http.put(f"{self.url}/v1/agent/check/update/service:{sid}",
+                                json={"Status": "passing",
+                                      "Output": f"change {self.changes}"}) as r:
+                await r.read()
+            self.requests += 1
+            self.changes += 1
+            await asyncio.sleep(self.change_every)
+
+    async def run(self) -> dict:
+        conn = aiohttp.TCPConnector(limit=0, force_close=False)
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(connector=conn, timeout=timeout) as http:
+            await self.setup(http)
+            self.stop_at = time.monotonic() + self.duration
+            t0 = time.monotonic()
+            tasks = [asyncio.create_task(self.heartbeat(http, i)) for i in range(self.services)]
+            tasks += [asyncio.create_task(self.watcher(http, w)) for w in range(self.watchers)]
+            tasks.append(asyncio.create_task(self.changer(http)))
+            await asyncio.wait_for(asyncio.gather(*tasks), self.duration + 15)
+            elapsed = time.monotonic() - t0
+        return {
+            "services": self.services, "watchers": self.watchers,
+            "duration_s": round(elapsed, 2), "requests": self.requests,
+            "requests_per_s": round(self.requests / elapsed, 1),
+            "heartbeats": len(self.hb_lat), "heartbeat_errors": self.hb_errors,
+            "heartbeat_p50_ms": round(_pct(self.hb_lat, 50) * 1000, 2),
+            "heartbeat_p99_ms": round(_pct(self.hb_lat, 99) * 1000, 2),
+            "changes": self.changes, "wakes": len(self.wakes),
+            "wake_median_ms": round(statistics.median(self.wakes) * 1000, 2)
+            if self.wakes else None,
+            "wake_p99_ms": round(_pct(self.wakes, 99) * 1000, 2) if self.wakes else None,
+            "watch_timeouts": self.timeouts,
+        }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--services", type=int, default=500)
+    ap.add_argument("--watchers", type=int, default=100)
+    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--change-every", type=float, default=0.25)
+    ap.add_argument("--port", type=int, default=0,
+                    help="use a catalog already running on this loopback port")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "catalog.json"))
+    args = ap.parse_args()
+    args.duration = min(args.duration, 120.0)  # bounded, always
+
+    port = args.port or _free_port()
+    if args.port:
+        proc = subprocess.Popen(["sleep", str(int(args.duration) + 60)])  # placeholder
+        pid = _pid_listening(port)
+    else:
+        log = open(os.devnull, "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "autopilot", "catalog", "--port",
+                                 str(port), "--node", "bench"], cwd=ROOT, stdout=log, stderr=log)
+        pid = proc.pid
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit("catalog did not start") from None
+                time.sleep(0.05)
+        ps = psutil.Process(pid)
+        cpu0, t0 = ps.cpu_times(), time.monotonic()
+        result = asyncio.run(Bench(url, args.services, args.watchers, args.duration,
+                                   args.change_every).run())
+        cpu1, t1 = ps.cpu_times(), time.monotonic()
+        busy = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+        result["catalog_cpu_percent"] = round(100 * busy / (t1 - t0), 1)
+        result["catalog_rss_mb"] = round(ps.memory_info().rss / 2**20, 1)
+        result["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    result["machine_cpus"] = os.cpu_count()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    width = max(len(k) for k in result)
+    print(f"{'metric':<{width}}  value")
+    for k, v in result.items():
+        print(f"{k:<{width}}  {v}")
+    print(f"\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

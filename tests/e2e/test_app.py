@@ -149,3 +149,22 @@ def test_a_bad_setting_fails_fast_naming_the_variable() -> None:
                          text=True, timeout=10, env={"PORT": "eighty", "PATH": "/usr/bin:/bin"})
     assert out.returncode != 0
     assert "PORT='eighty'" in out.stderr
+
+
+def test_a_frozen_primary_costs_one_timeout_and_no_double_write(redis_factory,
+                                                                 shop_factory) -> None:
+    r = redis_factory()
+    shop = shop_factory(REDIS_HOST="127.0.0.1", REDIS_PORT=str(r.port), REDIS_TIMEOUT="0.5")
+    assert visit(shop).json()["count"] == 1
+    r.proc.send_signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        resp = visit(shop)
+        took = time.monotonic() - t0
+    finally:
+        r.proc.send_signal(signal.SIGCONT)
+    assert resp.status_code == 503 and "unreachable" in resp.json()["error"]
+    assert took < 1.5, f"{took:.2f}s: the client retried instead of failing fast"
+    # the INCR sent to the frozen server ran once when it thawed; never twice
+    wait_for(lambda: r.cli("GET", "shop:visits") == "2", timeout=5, message="thawed INCR")
+    assert visit(shop).json()["count"] == 3

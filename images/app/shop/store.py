@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from shop.primary import Primary, PrimarySource
 from shop.settings import Settings
@@ -34,8 +36,11 @@ class Store:
                     old.close()
                 self._clients = {}
                 t = self.settings.redis_timeout
+                # no retries: a retried INCR could count twice, and a dead primary must
+                # answer within one timeout; the HTTP client retries instead
                 client = redis.Redis(host=key.host, port=key.port, socket_timeout=t,
-                                     socket_connect_timeout=t, decode_responses=True)
+                                     socket_connect_timeout=t, decode_responses=True,
+                                     retry=Retry(NoBackoff(), 0))
                 self._clients[key] = client
         return primary, client
 

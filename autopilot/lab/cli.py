@@ -112,7 +112,8 @@ def status(watch: bool, interval: float, count: int, as_json: bool, directory: P
               default="all", show_default=True)
 @dir_option
 def kill(node: str, what: str, directory: Path) -> None:
-    """SIGKILL NODE's supervisor and redis (or only one of them)."""
+    """SIGKILL NODE's supervisor and redis (or only one of them); NODE `catalog` kills the
+    catalog."""
     _act(directory, lambda lab_: lab_.kill(node, what), f"killed {node} ({what})")
 
 
@@ -128,7 +129,7 @@ def stop(node: str, directory: Path) -> None:
 @click.argument("node")
 @dir_option
 def start(node: str, directory: Path) -> None:
-    """Start NODE's supervisor again after kill or stop."""
+    """Start NODE's supervisor again after kill or stop (NODE `catalog`: the catalog)."""
     _act(directory, lambda lab_: lab_.start(node), f"started {node}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -153,6 +154,8 @@ class Lab:
             raise LabError(f"missing tools: {', '.join(t for t, _ in missing)}; "
                            f"install them with: apt-get install -y {pkgs}")
         self.dir.mkdir(parents=True, exist_ok=True)
+        for old in [*self.dir.glob("node-*"), self.dir / "catalog"]:
+            shutil.rmtree(old, ignore_errors=True)  # a new lab starts from nothing
         self.state = State(mode="netns" if netns_mode else "loopback",
                            pidns=pidns and netns_mode, service=service, profile=profile,
                            no_loss=no_loss, env=dict(env or {}))
@@ -174,7 +177,7 @@ class Lab:
         log = (self.dir / "catalog.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "autopilot", "catalog", "--bind", host, "--port", port,
-             "--node", "lab-catalog"],
+             "--node", "lab-catalog", "--data-dir", str(self.dir / "catalog")],
             stdout=log, stderr=subprocess.STDOUT, env=self._base_env(),
             start_new_session=True, cwd=self.dir)
         self.state.catalog = {"pid": proc.pid, "address": address,
@@ -209,7 +212,7 @@ class Lab:
         """Leave nothing running: processes, namespaces, bridge, iptables rules."""
         for key in list(self.state.nodes):
             self._kill_tree(self.state.nodes[key])
-        cat = _alive(self.state.catalog.get("pid"), self.state.catalog.get("started"))
+        cat = self.catalog_process()
         if cat is not None:
             cat.terminate()
             try:
@@ -272,8 +275,17 @@ class Lab:
             prefix += ["unshare", "--uts"]
         return [*prefix, "sh", "-c", f'hostname {node.name} && exec "$@"', "sh", *run]
 
+    def catalog_process(self) -> psutil.Process | None:
+        return _alive(self.state.catalog.get("pid"), self.state.catalog.get("started"))
+
     def start(self, name: str | int) -> None:
-        """(Re)start a node's supervisor; its redis is started (or adopted) by the redis job."""
+        """(Re)start a node's supervisor (its redis job starts or adopts redis-server), or
+        the catalog (`name` "catalog"; its KV and sessions persist in its data dir)."""
+        if name == "catalog":
+            if self.catalog_process() is not None:
+                raise LabError("the catalog is already running")
+            self._start_catalog(self.catalog_address)
+            return
         node = self.node(name)
         if self.supervisor(node) is not None:
             raise LabError(f"{node.name} is already running")
@@ -346,7 +358,15 @@ class Lab:
 
     # ---------------------------------------------------------------- faults
     def kill(self, name: str | int, what: str = "all") -> None:
-        """SIGKILL the node's supervisor and redis (`what`: all | supervisor | redis)."""
+        """SIGKILL the node's supervisor and redis (`what`: all | supervisor | redis), or
+        the catalog (`name` "catalog")."""
+        if name == "catalog":
+            cat = self.catalog_process()
+            if cat is None:
+                raise LabError("the catalog is not running")
+            cat.kill()
+            psutil.wait_procs([cat], timeout=5)
+            return
         node = self.node(name)
         if what == "all":
             self._kill_tree(node)
@@ -461,7 +481,7 @@ class Lab:
                 "detail": f"of {info.get('master_host')}:{info.get('master_port')} "
                           f"link {info.get('master_link_status')}"}
 
-    def status(self) -> list[dict[str, Any]]:
+    def status(self, partitions: bool = True) -> list[dict[str, Any]]:
         entries = self.catalog_entries()
         rows = []
         for node in self.state.nodes.values():
@@ -477,7 +497,7 @@ class Lab:
                    if proc != "paused" else {"role": "paused", "offset": None, "detail": ""})
             cat = entries.get(node.address, {})
             tags = [t for t in cat.get("tags", []) if t in ("primary", "replica")]
-            part = self.state.mode == "netns" and netns.is_partitioned(node.n)
+            part = partitions and self.state.mode == "netns" and netns.is_partitioned(node.n)
             rows.append({
                 "node": node.name, "supervisor": proc, "role": red["role"],
                 "catalog": cat.get("health", "absent"), "tag": ",".join(tags) or "-",
@@ -488,14 +508,14 @@ class Lab:
 
     def primaries(self) -> list[str]:
         """Names of the nodes whose Redis currently accepts writes (I1: at most one)."""
-        return [r["node"] for r in self.status() if r["role"] == "primary"]
+        return [r["node"] for r in self.status(partitions=False) if r["role"] == "primary"]
 
     def wait_converged(self, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Wait for one primary tagged `primary` and every other node a tagged replica of it."""
         deadline = time.monotonic() + timeout
         rows: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
-            rows = self.status()
+            rows = self.status(partitions=False)
             if converged(rows):
                 return rows
             time.sleep(0.1)

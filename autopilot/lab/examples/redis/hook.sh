@@ -66,10 +66,12 @@ run() {
     pidfile="$DIR/redis-server.pid"
     parent=$(my_ppid)
     pid=""
+    adopted=0
     if [ -f "$pidfile" ]; then
         old=$(cat "$pidfile")
         if alive "$old" && tr '\0' ' ' <"/proc/$old/cmdline" 2>/dev/null | grep -q redis-server; then
             pid=$old
+            adopted=1
             fence
             log "adopted redis-server pid $pid left by a previous supervisor (fenced)"
         fi
@@ -82,8 +84,9 @@ run() {
         echo "$pid" >"$pidfile"
     fi
     # whatever this node was before, this redis-server is fenced now: record it so the
-    # election's next decision (promote or follow) is applied
-    set_state replica "$(state_epoch)"
+    # election's next decision (promote or follow) is applied. A fresh redis-server holds
+    # nothing tied to an epoch; an adopted one keeps its epoch.
+    if [ "$adopted" = 1 ]; then set_state replica "$(state_epoch)"; else set_state replica 0; fi
     trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
     while alive "$pid"; do
         if [ "$(my_ppid)" != "$parent" ]; then
@@ -119,14 +122,36 @@ locked() {  # locked [-n] CMD...: run CMD holding the hook lock (-n: skip if bus
     flock $wait "$DIR/hook.lock" sh "$0" "$@"
 }
 
+CATALOG=${CONSUL_HTTP_ADDR:-${CONSUL:-}}
+CATALOG=${CATALOG#*://}
+CATALOG=${CATALOG%%/*}
+
+catalog_reachable() {
+    # a TCP connection answered by the catalog (redis-cli reads its HTTP error reply as a
+    # protocol error): the kernel accepts it even when the catalog process is starved of
+    # CPU, so this fails only when the network path is cut or the catalog is down
+    [ -n "$CATALOG" ] || return 0
+    out=$(timeout "${REDIS_CATALOG_PROBE_TIMEOUT:-0.5}" \
+        redis-cli -h "${CATALOG%:*}" -p "${CATALOG##*:}" ping 2>&1)
+    case "$out" in *"Protocol error"* | *PONG*) return 0 ;; esac
+    return 1
+}
+
 wait_redis() {  # redis may still be starting when the first leaderChanged arrives
     i=0
     while [ "$(cli ping 2>/dev/null)" != PONG ] && [ $i -lt 40 ]; do sleep 0.1; i=$((i + 1)); done
 }
 
 health() {
-    pong=$(cli ping 2>&1)
-    if [ "$pong" != PONG ]; then echo "ping: $pong"; exit 1; fi
+    # a refusal shorter than the check's budget (a full client table, a busy restart) is
+    # retried here rather than reported: one failed check would fail the catalog check at
+    # once, and a primary's failed check means a failover
+    i=0
+    until pong=$(cli ping 2>&1) && [ "$pong" = PONG ]; do
+        i=$((i + 1))
+        if [ $i -ge "${REDIS_PING_TRIES:-5}" ]; then echo "ping: $pong"; exit 1; fi
+        sleep 0.1
+    done
     role=$(info_field role)
     srole=$(state_role)
     sepoch=$(state_epoch)
@@ -141,6 +166,11 @@ health() {
         if [ "$role" != master ]; then echo "elected primary but redis is $role"; exit 1; fi
         fenced=$(cli config get min-replicas-to-write | tail -n 1)
         if [ "$fenced" = "$FENCE" ]; then echo "elected primary but still fenced"; exit 1; fi
+        if [ "${REDIS_FENCE_ON_CATALOG_LOSS:-1}" = 1 ] && ! catalog_reachable; then
+            # our heartbeats cannot reach the catalog either: it will invalidate our session
+            # after the check's TTL, sooner than the session TTL. Step down first.
+            echo "elected primary but the catalog at $CATALOG is unreachable"; exit 1
+        fi
         echo "primary, offset $(info_field master_repl_offset)"
         ;;
     replica)

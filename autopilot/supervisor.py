@@ -122,9 +122,16 @@ class Supervisor:
                 log.warning("telemetry module missing; no telemetry", error=str(exc))
             else:
                 comps.append(Telemetry(self.ctx, self))
-        for name in ("autopilot.discovery", "autopilot.election", "autopilot.templates"):
-            if name != "autopilot.templates" and self.ctx.consul is None:
-                continue
+        config = self.ctx.config
+        wanted = {
+            "autopilot.discovery": self.ctx.consul is not None,
+            "autopilot.election": self.ctx.consul is not None
+            and any(getattr(j, "election", None) is not None for j in config.jobs),
+            "autopilot.templates": bool(config.templates),
+        }
+        for name, needed in wanted.items():
+            if not needed:
+                continue  # nothing to do: do not even pay for the import
             try:
                 factory = importlib.import_module(name).components
             except (ImportError, AttributeError) as exc:

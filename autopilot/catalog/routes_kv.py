@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from autopilot.catalog.txn import TxnBadRequest, run_txn
 from autopilot.catalog.web import (
     ConsulError,
     block,
+    body_json,
     check_dc,
     flag,
+    json_response,
     reply,
     set_meta,
     state_of,
@@ -102,3 +105,22 @@ async def kv_delete(request: web.Request) -> web.Response:
     if recurse and cas is not None:
         raise ConsulError(400, "Conflicting flags: cas and recurse")
     return reply(request, st.kv.delete(key, recurse, cas))
+
+
+@routes.put("/v1/txn")
+async def txn(request: web.Request) -> web.Response:
+    check_dc(request)
+    st = state_of(request)
+    body = await body_json(request)
+    if not isinstance(body, list):
+        raise ConsulError(400, "Failed to parse body: expected a JSON array of operations")
+    try:
+        results, errors = run_txn(st, body)
+    except OverflowError as exc:
+        raise ConsulError(413, str(exc)) from None
+    except TxnBadRequest as exc:
+        raise ConsulError(400, str(exc)) from None
+    if errors:
+        return json_response({"Results": None, "Errors": errors}, status=409,
+                             index=st.store.index)
+    return json_response({"Results": results, "Errors": None}, index=st.store.index)

@@ -128,3 +128,48 @@ def test_kv_bad_requests(api, name):
     r = api.put(f"/v1/kv/{name}", data=b"x" * (512 * 1024 + 1))
     assert r.status_code == 413 and r.text == "Value exceeds 524288 byte limit"
     assert api.put(f"/v1/kv/{name}", data=b"x" * (512 * 1024)).json() is True
+
+
+def _op(verb, key, value=None, **kw):  # type: ignore[no-untyped-def]
+    op = {"Verb": verb, "Key": key, **kw}
+    if value is not None:
+        op["Value"] = base64.b64encode(value).decode()
+    return {"KV": op}
+
+
+def test_txn_all_or_nothing(api, cc, name):
+    api.put(f"/v1/kv/{name}/b", data=b"old")
+    [b] = api.get(f"/v1/kv/{name}/b").json()
+    r = api.put("/v1/txn", json=[_op("set", f"{name}/a", b"1"),
+                                 _op("cas", f"{name}/b", b"new", Index=b["ModifyIndex"]),
+                                 _op("get", f"{name}/b")])
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["Errors"] is None and len(res["Results"]) == 3
+    assert base64.b64decode(res["Results"][2]["KV"]["Value"]) == b"new"
+    before = api.get(f"/v1/kv/{name}/?recurse").json()
+    r = api.put("/v1/txn", json=[_op("set", f"{name}/c", b"x"), _op("delete", f"{name}/a"),
+                                 _op("cas", f"{name}/b", b"z", Index=1)])
+    assert r.status_code == 409
+    assert r.json()["Errors"] == [{"OpIndex": 2,
+                                   "What": f'failed to set key "{name}/b", index is stale'}]
+    assert api.get(f"/v1/kv/{name}/?recurse").json() == before, "rolled back"
+    r = api.put("/v1/txn", json=[_op("check-not-exists", f"{name}/a")])
+    assert r.status_code == 409
+    r = api.put("/v1/txn", json=[_op("set", f"{name}/{i}", b"x") for i in range(65)])
+    assert r.status_code == 413
+    r = api.put("/v1/txn", json=[{"KV": {"Verb": "explode", "Key": "k"}}])
+    assert r.status_code == 400
+    ok = cc.txn.put([_op("get-tree", f"{name}/")])
+    assert [x["KV"]["Key"] for x in ok["Results"]] == [f"{name}/a", f"{name}/b"]
+
+
+def test_txn_locks(api, name):
+    sid = api.put("/v1/session/create", json={"LockDelay": "0s"}).json()["ID"]
+    r = api.put("/v1/txn", json=[_op("lock", f"{name}/l", b"me", Session=sid),
+                                 _op("check-session", f"{name}/l", Session=sid)])
+    assert r.status_code == 200, r.text
+    assert r.json()["Results"][0]["KV"]["LockIndex"] == 1
+    r = api.put("/v1/txn", json=[_op("unlock", f"{name}/l", Session=sid)])
+    assert r.status_code == 200
+    assert "Session" not in api.get(f"/v1/kv/{name}/l").json()[0]

@@ -181,7 +181,16 @@ class Supervisor:
         log.info("autopilot starting", pid1=os.getpid() == 1,
                  subreaper=subreaper, config=self.config_path, jobs=len(self.ctx.config.jobs))
         try:
-            await self._startup()
+            try:
+                await self._startup()
+            except ConfigError as exc:  # e.g. a bad CONSUL_HTTP_ADDR found while connecting
+                log.error("config error", error=str(exc))
+                self._exit_code = EXIT_CONFIG
+                self.request_shutdown("config error")
+            except Exception:  # noqa: BLE001 - stop what did start, then report
+                log.exception("startup failed")
+                self._exit_code = EXIT_INTERNAL
+                self.request_shutdown("startup failed")
             await self._shutdown_event.wait()
             await self._shutdown()
         finally:

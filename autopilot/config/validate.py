@@ -496,9 +496,9 @@ class Validator:
                     cfg.each = SIGNAL
                 else:
                     cfg.once = SIGNAL
-            else:
-                self.error(path, f"'{'once' if cfg.once else 'each'}: {code}' needs a "
-                                 "'source' (the job or watch it comes from)")
+            else:  # accepted, as ContainerPilot does, but it can never fire
+                self.warn(path, f"'{'once' if cfg.once else 'each'}: {code}' without a "
+                                "'source' never fires (name the job or watch it comes from)")
         if cfg.source is not None and code is None and cfg.interval is None:
             self.warn(path, "has a 'source' but neither 'once' nor 'each': the job never runs")
         if cfg.source_mode == "all" and cfg.each is not None:

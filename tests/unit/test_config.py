@@ -289,7 +289,9 @@ def test_when_rules() -> None:
         '{jobs: [{name: "a", when: {source: "b", once: "done"}}]}')
     assert 'jobs[0].when.sourceMode: must be "any" or "all"' in one_error(
         '{jobs: [{name: "a", when: {source: "b", sourceMode: "both", once: "healthy"}}]}')
-    assert "needs a 'source'" in one_error('{jobs: [{name: "a", when: {once: "healthy"}}]}')
+    c = cfg('{jobs: [{name: "a", when: {once: "healthy"}}]}')
+    assert c.jobs[0].when.source is None
+    assert any("'once: healthy' without a 'source' never fires" in x for x in c.warnings)
     c = cfg('{jobs: [{name: "a", when: {source: "b"}}]}')
     assert any("neither 'once' nor 'each'" in x for x in c.warnings)
 

@@ -158,7 +158,8 @@ def test_check_register_and_deregister(api, cc, name):
     assert cc.agent.check.register(name + "b", consul.Check.ttl("5s"), check_id=name + "b")
     assert name + "b" in cc.agent.checks()
     assert api.put(f"/v1/agent/check/deregister/{name}").status_code == 200
-    assert name not in cc.agent.checks()
+    assert cc.agent.check.deregister(name + "b") is True
+    assert name not in cc.agent.checks() and name + "b" not in cc.agent.checks()
 
 
 def _http_server(status: int):
@@ -229,3 +230,18 @@ def test_snake_and_lower_case_fields_accepted(api, cc, name):
     assert cc.agent.services()[name]["EnableTagOverride"] is True
     assert cc.agent.checks()[f"service:{name}"]["Definition"][
         "DeregisterCriticalServiceAfter"] == "1m0s"
+
+
+def test_node_maintenance(api, cc, name):
+    api.register(name, Check={"TTL": "30s", "Status": "passing"})
+    assert len(cc.health.service(name, passing=True)[1]) == 1
+    assert api.put("/v1/agent/maintenance?enable=true").status_code == 200
+    try:
+        chk = cc.agent.checks()["_node_maintenance"]
+        assert chk["Status"] == "critical" and chk["ServiceID"] == ""
+        assert "no reason was provided" in chk["Notes"]
+        assert cc.health.service(name, passing=True)[1] == []
+    finally:
+        api.put("/v1/agent/maintenance?enable=false")
+    assert "_node_maintenance" not in cc.agent.checks()
+    assert len(cc.health.service(name, passing=True)[1]) == 1

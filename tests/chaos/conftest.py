@@ -1,0 +1,50 @@
+"""Chaos fixtures: a real lab (network + PID namespaces) per test, always torn down."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from autopilot.lab import netns
+from autopilot.lab.cluster import Lab
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "chaos tests need root (network and PID namespaces, iptables)"
+    missing = netns.missing_tools(True)
+    if missing:
+        return f"chaos tests need {', '.join(t for t, _ in missing)}"
+    if shutil.which("flock") is None:
+        return "chaos tests need flock (util-linux)"
+    return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    reason = _skip_reason()
+    for item in items:
+        if "tests/chaos/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.chaos)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture
+def lab_factory(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
+    labs: list[Lab] = []
+
+    def make(**kwargs: object) -> Lab:
+        lab = Lab(tmp_path / f"lab{len(labs)}")
+        labs.append(lab)
+        if netns.bridge_exists():  # a lab left over by a crashed run would collide
+            Lab(tmp_path / "leftover").down()
+        lab.up(**kwargs)  # type: ignore[arg-type]
+        return lab
+
+    yield make
+    for lab in labs:
+        lab.down()

@@ -27,6 +27,8 @@ __all__ = ["TemplateError", "render", "Template", "go_format"]
 
 MAX_LOOP = 100_000  # `loop` refuses to build bigger lists (a typo must not eat the memory)
 MAX_DEPTH = 100  # nested {{template}} calls
+MAX_OUTPUT = 16 << 20  # bytes of rendered text: a runaway range must fail, not fill memory
+MAX_STEPS = 1_000_000  # nodes executed: nested loops that print nothing must end too
 
 
 class TemplateError(Exception):
@@ -1038,18 +1040,29 @@ class _State:
         self.out = out
         self.vars: list[tuple[str, Any]] = [("$", data)]
         self.depth = 0
+        self.size = 0
+        self.steps = 0
 
     def fail(self, node: _Node, message: str) -> TemplateError:
         return self.tpl._at(message, node.pos)
 
+    def emit(self, node: _Node, text: str) -> None:
+        self.size += len(text)
+        if self.size > MAX_OUTPUT:
+            raise self.fail(node, f"rendered text exceeds {MAX_OUTPUT >> 20} MiB")
+        self.out.append(text)
+
     def run(self, nodes: list[_Node], dot: Any) -> None:
         for node in nodes:
+            self.steps += 1
+            if self.steps > MAX_STEPS:
+                raise self.fail(node, f"template runs more than {MAX_STEPS} steps")
             if isinstance(node, _Text):
-                self.out.append(node.text)
+                self.emit(node, node.text)
             elif isinstance(node, _Action):
                 value = self.pipeline(node.pipe, dot)
                 if not node.pipe.decl:
-                    self.out.append("<no value>" if value is None else go_format(value))
+                    self.emit(node, "<no value>" if value is None else go_format(value))
             elif isinstance(node, _Branch):
                 self.branch(node, dot)
             elif isinstance(node, _Jump):
@@ -1108,6 +1121,9 @@ class _State:
             return
         mark = len(self.vars)
         for key, elem in items:
+            self.steps += 1
+            if self.steps > MAX_STEPS:
+                raise self.fail(node, f"template runs more than {MAX_STEPS} steps")
             if len(pipe.decl) == 1:
                 self.setvar(node, pipe.decl[0], elem, pipe.assign)
             elif len(pipe.decl) == 2:
@@ -1215,4 +1231,7 @@ class _State:
 def render(src: str, environ: Mapping[str, str], name: str = "template") -> str:
     """Render ``src`` with the environment as data (``{{ .HOME }}``) and for ``env``."""
     data = dict(environ)
-    return Template(src, name, environ=data).execute(data)
+    try:
+        return Template(src, name, environ=data).execute(data)
+    except RecursionError:
+        raise TemplateError("template nested too deeply", 1, 1) from None

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Path = tuple[str | int, ...]
+MAX_NESTING = 100  # objects/arrays; far beyond any config, well within Python's stack
 
 _WS = "\t\n\v\f\r \u00a0\u2028\u2029\ufeff"
 _ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
@@ -131,7 +132,12 @@ class _Parser:
                     return val
         raise self.unexpected()
 
+    def nest(self, path: Path) -> None:
+        if len(path) >= MAX_NESTING:
+            raise self.fail(f"nested deeper than {MAX_NESTING} levels")
+
     def obj(self, path: Path) -> dict[str, Any]:
+        self.nest(path)
         self.i += 1
         result: dict[str, Any] = {}
         while True:
@@ -168,6 +174,7 @@ class _Parser:
                 raise self.fail(f'expected "," or "}}" but found "{ch}"')
 
     def arr(self, path: Path) -> list[Any]:
+        self.nest(path)
         self.i += 1
         result: list[Any] = []
         while True:

@@ -71,3 +71,8 @@ def test_duplicates_and_line_break_commas_are_recorded() -> None:
     assert parsed.value == {"a": 2, "b": [1, 2]}
     assert parsed.duplicates == [(("a",), 1, 8)]
     assert parsed.missing_commas == [(1, 12), (2, 7)]
+
+
+def test_nesting_is_bounded() -> None:
+    with pytest.raises(JSON5Error, match="nested deeper than 100 levels"):
+        parse("[" * 500 + "]" * 500)

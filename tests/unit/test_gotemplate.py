@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from autopilot.config import gotemplate
 from autopilot.config.gotemplate import TemplateError, go_sprintf, render
 
 pytestmark = pytest.mark.timeout(30)
@@ -191,3 +192,16 @@ def test_loop_is_bounded() -> None:
 ])
 def test_printf_follows_go(fmt: str, args: tuple, out: str) -> None:
     assert go_sprintf(fmt, *args) == out
+
+
+@pytest.mark.parametrize("src,message", [
+    ("{{ range loop 500 }}{{ range loop 500 }}{{ end }}{{ end }}", "more than 50000 steps"),
+    ("{{ range loop 3000 }}" + "x" * 500 + "{{ end }}", "exceeds 1 MiB"),
+    ("{{ if 1 }}" * 400 + "{{ end }}" * 400, "nested too deeply"),
+])
+def test_runaway_templates_fail_instead_of_hanging(src: str, message: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gotemplate, "MAX_STEPS", 50_000)
+    monkeypatch.setattr(gotemplate, "MAX_OUTPUT", 1 << 20)
+    with pytest.raises(TemplateError, match=message):
+        r(src)

@@ -295,9 +295,11 @@ def test_sensor_job_posts_metrics(launch: Any) -> None:
 
     wait_for(lambda: ticks() >= 4, timeout=20, message="the sensor's counter to reach 4")
     assert ticks() % 2 == 0
-    text = requests.get(url, timeout=5).text
+    # the sensor posts before it exits: its ExitSuccess is counted a moment later
+    text = wait_for(lambda: (t := requests.get(url, timeout=5).text)
+                    and 'containerpilot_events{code="ExitSuccess",source="sensor"}' in t and t,
+                    message="the sensor's ExitSuccess to be counted")
     assert 'containerpilot_control_http_requests{code="200",path="/v3/metric"}' in text
-    assert 'containerpilot_events{code="ExitSuccess",source="sensor"}' in text
 
 
 def test_reload_moves_the_socket(launch: Any, workdir: Path) -> None:

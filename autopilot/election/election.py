@@ -23,6 +23,7 @@ from autopilot.context import Context
 from autopilot.election import lock
 from autopilot.election.hooks import HookResult, run_hook
 from autopilot.election.lease import Lease
+from autopilot.election.tasks import cancel_all
 
 log = structlog.get_logger("autopilot.election")
 
@@ -64,6 +65,7 @@ class Election:
         self.announced: tuple[str, int] | None = None  # leader identity we last published
         self.stopping = False
         self.handed_over = False
+        self.closed = False  # loops end (a cancel can be swallowed: see tasks.py)
         self._wake = asyncio.Event()
         self._not_before = 0.0  # no candidacy before (after a failed promote)
         self._failures = 0
@@ -101,9 +103,7 @@ class Election:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(self._main_task),
                                        self.ecfg.hook_timeout + 2 * CALL_TIMEOUT)
-            self._main_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._main_task
+            await cancel_all([self._main_task])
         async with self._transition:
             if self.primary or self.holding:
                 await self._step_down("shutdown")
@@ -113,13 +113,8 @@ class Election:
     async def stop(self) -> None:
         if self.ctx.consul is not None and not self.handed_over:
             await self.before_shutdown()
-        for task in [*self._tasks, self._keeper]:
-            if task is not None:
-                task.cancel()
-        for task in [*self._tasks, self._keeper]:
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        self.closed = True
+        await cancel_all([*self._tasks, self._keeper, self._main_task])
         self._tasks = []
         self._keeper = None
         if self._sub is not None:
@@ -130,7 +125,7 @@ class Election:
 
     async def _events(self) -> None:
         assert self._sub is not None
-        while True:
+        while not self.closed:
             event = await self._sub.get()
             if event.source == self.job:
                 if event.code == ev.HEALTHY:
@@ -153,7 +148,7 @@ class Election:
         index = 0
         delay = 0.2
         wait_s = float(WATCH_WAIT.rstrip("s"))
-        while True:
+        while not self.closed:
             try:
                 idx, holder = await self._call(
                     lambda c, i=index: lock.read_key(c, self.lock_key, index=i, wait=WATCH_WAIT,
@@ -181,7 +176,7 @@ class Election:
     async def _keep(self, session: str) -> None:
         """Renew the session; record each renew in the lease, or mark the session lost."""
         delay = self.renew_interval
-        while self.session == session:
+        while self.session == session and not self.closed:
             await asyncio.sleep(min(delay, max(self.lease.remaining() / 2, 0.05)))
             if not self.lease.valid():
                 self._lose(session, "lease expired before renew")
@@ -222,7 +217,7 @@ class Election:
     # ---- the decision loop -------------------------------------------------------------
 
     async def _main(self) -> None:
-        while not self.stopping:
+        while not self.stopping and not self.closed:
             try:
                 async with self._transition:
                     await self._step()

@@ -19,6 +19,7 @@ from autopilot import events as ev
 from autopilot.config.model import TemplateConfig
 from autopilot.context import Context
 from autopilot.election.hooks import run_hook
+from autopilot.election.tasks import cancel_all
 from autopilot.templates.debounce import Debouncer
 from autopilot.templates.deps import Dep, FetchError
 from autopilot.templates.render import make_environment, node_facts, render
@@ -53,6 +54,7 @@ class Template:
         self._failures = 0
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        self.closed = False  # loops end (a cancel can be swallowed: see election/tasks.py)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -62,19 +64,15 @@ class Template:
         self._task = asyncio.create_task(self._loop(), name=self.key)
 
     async def stop(self) -> None:
-        tasks = [t for t in [self._task, *self.watches.values()] if t is not None]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        self.closed = True
+        await cancel_all([self._task, *self.watches.values()])
         self._task = None
         self.watches.clear()
 
     # ---- the loop ----------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        while True:
+        while not self.closed:
             now = time.monotonic()
             due = [t for t in (self.debouncer.due(), self._retry_at) if t is not None]
             timeout = max(0.0, min(due) - now) if due else None
@@ -102,7 +100,7 @@ class Template:
                                                             name=f"{self.key}:{dep}")
             for dep in list(self.watches):
                 if dep not in used:
-                    self.watches.pop(dep).cancel()
+                    self.watches.pop(dep).cancel()  # and it ends: it is no longer listed
                     self.values.pop(dep, None)
             try:
                 written = await asyncio.to_thread(
@@ -171,7 +169,7 @@ class Template:
     async def _watch(self, dep: Dep, index: int) -> None:
         assert self.ctx.consul is not None
         delay = 0.5
-        while True:
+        while not self.closed and self.watches.get(dep) is asyncio.current_task():
             started = time.monotonic()
             try:
                 idx, value = await self.ctx.consul.run(

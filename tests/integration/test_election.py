@@ -1,0 +1,316 @@
+"""Leader election driven in-process: real catalog process, real EventBus/Context, real
+hook processes; the job's health is published on the bus as the job would."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from autopilot import events as ev
+from autopilot.config.model import Config, ConsulConfig, ElectionConfig, JobConfig
+from autopilot.context import Context
+from autopilot.discovery.client import ConsulClient
+from autopilot.election import Election, components
+from tests.helpers import CatalogProcess
+
+
+@pytest.fixture
+def catalog(tmp_path: Path):
+    """The real catalog; killed at the end (its SIGTERM path waits for open long polls)."""
+    cat = CatalogProcess(tmp_path).start()
+    yield cat
+    cat.kill()
+
+
+def hook(log: Path, name: str, extra: str = "") -> list[str]:
+    """A hook that appends `name wallclock role epoch leader-node` to ``log``."""
+    return ["sh", "-c", f'{extra}echo "{name} $(date +%s.%N) $AUTOPILOT_ROLE '
+                        f'$AUTOPILOT_LEADER_EPOCH $AUTOPILOT_LEADER_NODE" >> {log}']
+
+
+def hook_lines(log: Path) -> list[list[str]]:
+    return [ln.split() for ln in log.read_text().splitlines()] if log.exists() else []
+
+
+class Member:
+    """One node: its own Context/bus (hostname = node name) and its job's Election."""
+
+    def __init__(self, cat: CatalogProcess, node: str, tmp: Path, *, port: int,
+                 check_ttl: str = "30s", **election: Any) -> None:
+        self.cat = cat
+        self.node = node
+        self.hooks = tmp / f"hooks-{node}.log"
+        election.setdefault("promote", hook(self.hooks, "promote"))
+        election.setdefault("demote", hook(self.hooks, "demote"))
+        election.setdefault("lock_delay", 1.0)
+        self.job = JobConfig(name="db", port=port, election=ElectionConfig(**election))
+        cfg = Config(consul=ConsulConfig(address=cat.address), jobs=[self.job])
+        self.ctx = Context(config=cfg, bus=ev.EventBus(), consul=ConsulClient(cfg.consul),
+                           hostname=node)
+        self.sid = self.ctx.service_id("db")
+        self.check_ttl = check_ttl
+        self.events: list[tuple[float, str]] = []
+        self.ctx.bus.add_listener(lambda e: self.events.append((time.time(), str(e))))
+        self.election: Election = components(self.ctx)[0]
+
+    # the job's side, as ServiceRegistration and the health checker would do it
+    def register(self) -> None:
+        requests.put(self.cat.url + "/v1/agent/service/register", timeout=5, json={
+            "ID": self.sid, "Name": "db", "Port": self.job.port, "Address": "127.0.0.1",
+            "Check": {"CheckID": f"service:{self.sid}", "TTL": self.check_ttl,
+                      "Status": "passing"}}).raise_for_status()
+
+    def check(self, status: str) -> None:
+        requests.put(f"{self.cat.url}/v1/agent/check/{status}/service:{self.sid}",
+                     timeout=5).raise_for_status()
+
+    def healthy(self) -> None:
+        self.ctx.bus.publish(ev.Event(ev.HEALTHY, "db"))
+
+    def unhealthy(self) -> None:
+        self.check("fail")
+        self.ctx.bus.publish(ev.Event(ev.UNHEALTHY, "db"))
+
+    def codes(self, code: str) -> list[float]:
+        return [t for t, e in self.events if e == f"{code}:db"]
+
+    async def start(self) -> None:
+        await self.election.start()
+
+    async def stop(self) -> None:
+        await self.election.stop()
+        assert self.ctx.consul is not None
+        self.ctx.consul.close()
+
+
+def key_holder(cat: CatalogProcess) -> dict | None:
+    r = requests.get(cat.url + "/v1/kv/service/db/leader", timeout=5)
+    return r.json()[0] if r.status_code == 200 else None
+
+
+async def until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
+    """The async twin of tests.helpers.wait_for: poll without blocking the loop."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(scenario())
+
+
+async def cluster(cat: CatalogProcess, tmp: Path, n: int = 3, **election: Any) -> list[Member]:
+    members = [Member(cat, f"n{i}", tmp, port=7000 + i, **election) for i in range(n)]
+    for m in members:
+        m.register()
+        await m.start()
+    for m in members:  # the same instant: every member becomes healthy together
+        m.healthy()
+    return members
+
+
+def leaders(members: list[Member]) -> list[Member]:
+    return [m for m in members if m.election.primary]
+
+
+@pytest.mark.timeout(40)
+def test_three_members_elect_exactly_one(catalog: CatalogProcess, tmp_path: Path):
+    async def scenario() -> None:
+        members = await cluster(catalog, tmp_path)
+        try:
+            await until(lambda: leaders(members), 10, "a leader")
+            await until(lambda: all(m.ctx.facts["db"].get("role") for m in members), 5, "roles")
+            await asyncio.sleep(0.5)  # nobody else may follow
+            (lead,) = leaders(members)
+            others = [m for m in members if m is not lead]
+            assert len(lead.codes("elected")) == 1
+            assert all(not m.codes("elected") for m in others)
+            # the key names the holder; its LockIndex is the epoch everybody sees
+            held = key_holder(catalog)
+            assert held is not None and held["Session"] == lead.election.session
+            epoch = held["LockIndex"]
+            for m in members:
+                facts = m.ctx.facts["db"]
+                assert facts["role"] == ("primary" if m is lead else "replica")
+                assert facts["epoch"] == epoch
+                assert facts["leader"]["node"] == lead.node
+                assert facts["leader"]["port"] == lead.job.port
+                assert m.ctx.child_env["AUTOPILOT_ROLE"] == facts["role"]
+                assert m.ctx.child_env["AUTOPILOT_LEADER_NODE"] == lead.node
+                assert m.ctx.child_env["AUTOPILOT_LEADER_PORT"] == str(lead.job.port)
+                assert m.ctx.child_env["AUTOPILOT_LEADER_ADDRESS"] == "127.0.0.1"
+                assert m.ctx.child_env["AUTOPILOT_LEADER_EPOCH"] == str(epoch)
+            for m in others:
+                assert len(m.codes("leaderChanged")) == 1
+            # the promote hook ran once, on the leader only, with the primary's env
+            assert [ln[0] for ln in hook_lines(lead.hooks)] == ["promote"]
+            assert hook_lines(lead.hooks)[0][2:] == ["primary", str(epoch), lead.node]
+            assert all(not hook_lines(m.hooks) for m in others)
+            # the session is bound to the service's check only: failing it invalidates it
+            info = requests.get(f"{catalog.url}/v1/session/info/{lead.election.session}",
+                                timeout=5).json()[0]
+            assert info.get("ServiceChecks") == [{"ID": f"service:{lead.sid}", "Namespace": ""}] \
+                or [c["ID"] for c in info.get("ServiceChecks") or []] == [f"service:{lead.sid}"]
+            assert not info.get("NodeChecks")
+        finally:
+            for m in members:
+                await m.stop()
+
+    run(scenario)
+
+
+@pytest.mark.timeout(40)
+def test_handover_on_shutdown_under_500ms(catalog: CatalogProcess, tmp_path: Path):
+    async def scenario() -> None:
+        members = await cluster(catalog, tmp_path)
+        try:
+            await until(lambda: leaders(members), 10, "a leader")
+            await until(lambda: all(m.ctx.facts["db"].get("role") for m in members), 5, "roles")
+            (old,) = leaders(members)
+            t0 = time.time()
+            await old.election.before_shutdown()  # what the supervisor awaits on SIGTERM
+            new = await until(lambda: next((m for m in members if m is not old
+                                            and m.codes("elected")), None), 5, "a new leader")
+            took = new.codes("elected")[0] - t0
+            assert took < 0.5, f"hand-over took {took:.3f}s"
+            assert old.codes("demoted") and not old.election.primary
+            assert old.ctx.facts["db"]["role"] == "replica"
+            # fencing order: the old primary's demote hook finished before the new promote
+            demote = [float(ln[1]) for ln in hook_lines(old.hooks) if ln[0] == "demote"]
+            promote = [float(ln[1]) for ln in hook_lines(new.hooks) if ln[0] == "promote"]
+            assert demote and promote and demote[0] < promote[0]
+            # the epoch grew; the third member follows the new leader
+            third = next(m for m in members if m not in (old, new))
+            await until(lambda: third.ctx.child_env.get("AUTOPILOT_LEADER_NODE") == new.node,
+                        2, "the replica to follow")
+            assert int(third.ctx.child_env["AUTOPILOT_LEADER_EPOCH"]) > \
+                int(hook_lines(old.hooks)[0][3])
+            assert old.election.session is None  # destroyed
+        finally:
+            for m in members:
+                await m.stop()
+
+    run(scenario)
+
+
+@pytest.mark.timeout(40)
+def test_unhealthy_leader_steps_down_and_replica_takes_over(catalog: CatalogProcess,
+                                                             tmp_path: Path):
+    async def scenario() -> None:
+        members = await cluster(catalog, tmp_path, n=2)
+        try:
+            (lead,) = await until(lambda: leaders(members), 10, "a leader")
+            other = next(m for m in members if m is not lead)
+            t0 = time.time()
+            lead.unhealthy()
+            await until(lambda: other.election.primary, 5, "the replica to take over")
+            assert lead.codes("demoted") and lead.codes("demoted")[0] >= t0
+            assert not lead.election.primary and lead.election.session is None
+            # the invalidated session's lock-delay applies (1 s), unless released first
+            demote = [float(ln[1]) for ln in hook_lines(lead.hooks) if ln[0] == "demote"]
+            promote = [float(ln[1]) for ln in hook_lines(other.hooks) if ln[0] == "promote"]
+            assert demote[0] < promote[0]
+            # an unhealthy member does not run: it stays replica while its check fails
+            await asyncio.sleep(1.5)
+            assert not lead.election.primary and lead.election.session is None
+            # healthy again: it becomes a candidate (a session) but the lock stays put
+            lead.check("pass")
+            lead.healthy()
+            await until(lambda: lead.election.session, 5, "a new session")
+            await asyncio.sleep(0.5)
+            assert other.election.primary and not lead.election.primary
+            assert lead.ctx.facts["db"]["role"] == "replica"
+        finally:
+            for m in members:
+                await m.stop()
+
+    run(scenario)
+
+
+@pytest.mark.timeout(40)
+def test_promote_failure_releases_and_another_wins(catalog: CatalogProcess, tmp_path: Path):
+    async def scenario() -> None:
+        bad = Member(catalog, "bad", tmp_path, port=7100, hook_timeout=1.0,
+                     promote=["sh", "-c", f"sleep 30 & echo $! > {tmp_path}/bad-promote; wait"])
+        good = Member(catalog, "good", tmp_path, port=7101)
+        try:
+            bad.register()
+            await bad.start()
+            bad.healthy()
+            # bad wins alone; its hanging promote hook is killed at hook_timeout
+            await until(lambda: (tmp_path / "bad-promote").exists()
+                        and (tmp_path / "bad-promote").read_text().strip(), 5, "bad's promote")
+            good.register()
+            await good.start()
+            good.healthy()
+            await until(lambda: good.election.primary, 8, "good to win after bad steps down")
+            assert not bad.codes("elected") and not bad.election.primary
+            # the hook's process group is gone (killed), not left acting as primary
+            orphan = int((tmp_path / "bad-promote").read_text())
+            await until(lambda: not alive(orphan), 3, "the hook's child to be killed")
+            assert [ln[0] for ln in hook_lines(bad.hooks)] == ["demote"]
+        finally:
+            for m in (bad, good):
+                await m.stop()
+
+    run(scenario)
+
+
+@pytest.mark.timeout(60)
+def test_leader_cut_off_from_catalog_demotes_before_its_lease_ends(catalog: CatalogProcess,
+                                                                   tmp_path: Path):
+    """The catalog stops answering (frozen): the leader cannot renew, so it demotes at its
+    local lease deadline — before the catalog could invalidate the session — without any
+    answer from the catalog."""
+    async def scenario() -> None:
+        members = await cluster(catalog, tmp_path, n=1)
+        (m,) = members
+        try:
+            await until(lambda: m.election.primary, 10, "the leader")
+            await until(lambda: m.election.lease.valid() and m.election.lease.deadline, 2, "lease")
+            assert catalog.proc is not None
+            os.kill(catalog.proc.pid, signal.SIGSTOP)
+            frozen_at = time.time()
+            # the last renew was sent at most renew_interval before the freeze
+            last_renew_bound = frozen_at - m.election.renew_interval - 0.5
+            try:
+                await until(lambda: m.codes("demoted"), m.election.ttl + 2, "demotion")
+            finally:
+                os.kill(catalog.proc.pid, signal.SIGCONT)
+            demoted_at = m.codes("demoted")[0]
+            demote_hook = [float(ln[1]) for ln in hook_lines(m.hooks) if ln[0] == "demote"]
+            await until(lambda: [ln for ln in hook_lines(m.hooks) if ln[0] == "demote"], 5,
+                        "the demote hook")
+            demote_hook = [float(ln[1]) for ln in hook_lines(m.hooks) if ln[0] == "demote"]
+            # the catalog can invalidate no earlier than TTL after the last renew it got
+            assert demoted_at < frozen_at + m.election.ttl
+            assert demote_hook[0] < last_renew_bound + m.election.ttl + 1.0 + 0.5 or \
+                demote_hook[0] < frozen_at + m.election.ttl
+            assert m.ctx.facts["db"]["role"] == "replica"
+            # once the catalog answers again, the healthy member is elected again
+            await until(lambda: m.election.primary, 15, "re-election")
+        finally:
+            for x in members:
+                await x.stop()
+
+    run(scenario)

@@ -84,6 +84,8 @@ class _Internal:
 
 class Telemetry:
     key = "telemetry"
+    #: autopilot cannot run without it: a failed start at startup must stop autopilot
+    fatal = True
 
     def __init__(self, ctx: Context, supervisor: Any) -> None:
         self.ctx = ctx

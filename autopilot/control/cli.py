@@ -25,30 +25,26 @@ CONFIG_ENVS = ("AUTOPILOT", "CONTAINERPILOT")
 
 def socket_from_config(path: str) -> str | None:
     """`control.socket` of a config file, read without validating anything else."""
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
-    render = _renderer()
-    if render is not None:
-        text = render(path, dict(os.environ))
-    import json5
-
-    data = json5.loads(text)
-    control = data.get("control") if isinstance(data, dict) else None
-    if isinstance(control, dict) and isinstance(control.get("socket"), str):
-        return control["socket"]
-    return None
+    data = _read_raw(path)
+    if not isinstance(data, dict):
+        return None
+    control = next((v for k, v in data.items() if k.lower() == "control"), None)
+    if not isinstance(control, dict):
+        return None
+    sock = next((v for k, v in control.items() if k.lower() == "socket"), None)
+    return sock if isinstance(sock, str) and sock else None
 
 
-def _renderer() -> Any:
-    """The config loader's Go-template pass (render only: no JSON5 validation)."""
+def _read_raw(path: str) -> Any:
+    """Render + JSON5 through the config loader (``load_raw``), else a local fallback."""
     try:
-        from autopilot.config import render
+        from autopilot.config import load_raw
     except ImportError:
-        try:
-            from autopilot.config.loader import render
-        except ImportError:
-            return None
-    return render
+        import json5
+
+        with open(path, encoding="utf-8") as fh:
+            return json5.loads(fh.read())
+    return load_raw(path, dict(os.environ))
 
 
 def find_socket(socket: str | None, config: str | None) -> str:

@@ -38,6 +38,8 @@ _KNOWN_PATHS = frozenset({
 
 class ControlServer:
     key = "control"
+    #: autopilot cannot run without it: a failed start at startup must stop autopilot
+    fatal = True
 
     def __init__(self, ctx: Context, supervisor: Any) -> None:
         self.ctx = ctx

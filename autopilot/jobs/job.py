@@ -237,9 +237,13 @@ class Job:
             if self._periodic_task is None:
                 self._periodic_task = self._spawn(self._periodic(), "run-every")
             return
+        if self._starts_left is not None and self._starts_left <= 0:
+            return
+        if self._run_task is not None:  # a run (or its restarts) is still going on
+            if self.trigger.each:
+                self._pending = True
+            return
         if self._starts_left is not None:
-            if self._starts_left <= 0:
-                return
             self._starts_left -= 1
         if self._timeout_task is not None:
             self._timeout_task.cancel()
@@ -248,10 +252,6 @@ class Job:
             self.runs += 1
             if self.health is None and self._starts_left == 0:
                 self.quit()  # nothing to run, nothing to heartbeat: the job is complete
-            return
-        if self._run_task is not None:
-            if self.trigger.each:
-                self._pending = True
             return
         self._restarts_left = self.cfg.restarts
         self._manual_stop = False

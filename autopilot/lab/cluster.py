@@ -100,6 +100,27 @@ def _alive(pid: int | None, started: float | None = None) -> psutil.Process | No
         return None
 
 
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> None:
+    """Wait until every process is gone or a zombie (reaping those that are our children)."""
+    deadline = time.monotonic() + timeout
+    pending = list(procs)
+    while pending and time.monotonic() < deadline:
+        still = []
+        for p in pending:
+            try:
+                os.waitpid(p.pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    still.append(p)
+            except psutil.Error:
+                pass
+        pending = still
+        if pending:
+            time.sleep(0.02)
+
+
 class Lab:
     def __init__(self, directory: Path | str | None = None) -> None:
         self.dir = Path(directory).resolve() if directory else default_dir()
@@ -214,11 +235,8 @@ class Lab:
             self._kill_tree(self.state.nodes[key])
         cat = self.catalog_process()
         if cat is not None:
-            cat.terminate()
-            try:
-                cat.wait(5)
-            except psutil.TimeoutExpired:
-                cat.kill()
+            cat.kill()
+            _wait_gone([cat], 5)
         if netns.is_root():
             for ns in netns.list_lab_namespaces():
                 netns.delete_ns(ns)
@@ -354,7 +372,7 @@ class Lab:
                 os.kill(extra, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        psutil.wait_procs(procs, timeout=5)
+        _wait_gone(procs, 5)
 
     # ---------------------------------------------------------------- faults
     def kill(self, name: str | int, what: str = "all") -> None:
@@ -365,7 +383,7 @@ class Lab:
             if cat is None:
                 raise LabError("the catalog is not running")
             cat.kill()
-            psutil.wait_procs([cat], timeout=5)
+            _wait_gone([cat], 5)
             return
         node = self.node(name)
         if what == "all":
@@ -381,7 +399,7 @@ class Lab:
             raise LabError("the supervisor is PID 1 of its namespace: killing it kills the "
                            "node; start the lab with --no-pidns to kill it alone")
         target.kill()
-        psutil.wait_procs([target], timeout=5)
+        _wait_gone([target], 5)
 
     def stop(self, name: str | int, timeout: float = 20.0) -> None:
         """SIGTERM the supervisor (graceful hand-over) and wait until the node is gone."""
@@ -389,9 +407,10 @@ class Lab:
         sup = self.supervisor(node)
         if sup is None:
             raise LabError(f"{node.name} is not running")
+        procs = self.tree(node)
         sup.terminate()
-        gone, alive = psutil.wait_procs(self.tree(node), timeout=timeout)
-        if alive:
+        _wait_gone(procs, timeout)
+        if self.supervisor(node) is not None:
             raise LabError(f"{node.name} still running {timeout}s after SIGTERM")
 
     def pause(self, name: str | int) -> None:

@@ -162,3 +162,32 @@ def test_rename_counters() -> None:
     text = "# HELP a_total x\n# TYPE a_total counter\na_total{l=\"1\"} 2.0\na_totalx 1\n"
     assert rename_counters(text, {"a_total": "a"}) == (
         "# HELP a x\n# TYPE a counter\na{l=\"1\"} 2.0\na_totalx 1\n")
+
+
+def test_busy_port_fails_startup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the retries the start fails and, before the supervisor has started, asks it to
+    shut down with status 1 (an autopilot without its telemetry port must not run)."""
+    import socket
+
+    import autopilot.telemetry as telemetry_mod
+
+    monkeypatch.setattr(telemetry_mod, "BIND_ATTEMPTS", 2)
+    monkeypatch.setattr(telemetry_mod, "BIND_PAUSE", 0.01)
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    lt = LoopThread()
+    try:
+        sup = build()
+        sup.ctx.config.telemetry.port = holder.getsockname()[1]
+        sup._started = False  # type: ignore[attr-defined]
+        sup._exit_code = None  # type: ignore[attr-defined]
+        reasons: list[str] = []
+        sup.request_shutdown = reasons.append  # type: ignore[attr-defined]
+        tel = Telemetry(sup.ctx, sup)
+        with pytest.raises(OSError, match="cannot listen"):
+            lt.run(tel.start())
+        assert sup._exit_code == 1 and "telemetry" in reasons[0]  # type: ignore[attr-defined]
+    finally:
+        holder.close()
+        lt.close()

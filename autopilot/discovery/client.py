@@ -169,7 +169,10 @@ class ConsulClient:
         pool = self._long_pool if timeout > LONG_CALL else self._pool
         fut = loop.run_in_executor(pool, lambda: fn(self._client()))
         try:
-            result = await asyncio.wait_for(fut, timeout)
+            # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancellation that
+            # arrives just as the call completes, and the caller's task then never stops
+            async with asyncio.timeout(timeout):
+                result = await fut
         except asyncio.CancelledError:
             raise
         except BaseException as exc:

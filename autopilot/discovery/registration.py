@@ -43,6 +43,17 @@ def backoff(failures: int, low: float = BACKOFF_MIN, high: float = BACKOFF_MAX) 
     return random.uniform(delay / 2, delay)
 
 
+async def cancel_tasks(tasks: list[asyncio.Task]) -> None:
+    """Cancel and wait, repeating the cancel: a task may swallow one (a library catching
+    CancelledError at the wrong moment) and must still not hang our stop()."""
+    for task in tasks:
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=1.0)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("task failed", task=task.get_name(), error=repr(task.exception()))
+
+
 def seconds(value: float) -> str:
     """A Go duration string for a float of seconds: 10.0 -> "10s", 0.5 -> "0.5s"."""
     return f"{value:g}s"
@@ -133,13 +144,7 @@ class ServiceRegistration:
         if self._stopped:
             return
         self._stopped = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
-                pass
+        await cancel_tasks(self._tasks)
         if self._sub:
             self._sub.close()
         if self._remove_listener:
@@ -352,7 +357,7 @@ class ServiceRegistration:
 
     # ---- Consul calls -------------------------------------------------------------------------
     async def _call(self, method: str, path: str, body: Any = None, *,
-                    timeout: float = CALL_TIMEOUT) -> Any:
+                    timeout: float | None = None) -> Any:
         assert self.ctx.consul is not None
         data = json.dumps(body) if body is not None else ""
 
@@ -363,7 +368,7 @@ class ServiceRegistration:
                 kwargs["data"] = data
             return send(_raw, path, **kwargs)
 
-        return await self.ctx.consul.run(call, timeout=timeout)
+        return await self.ctx.consul.run(call, timeout=timeout or CALL_TIMEOUT)
 
     async def _register(self, definition: dict[str, Any]) -> None:
         self._maybe_registered = True
@@ -405,7 +410,7 @@ class ServiceRegistration:
             return False
         raise ConsulRefused("service lookup", resp.code, resp.body)
 
-    async def _deregister(self, timeout: float = CALL_TIMEOUT) -> None:
+    async def _deregister(self, timeout: float | None = None) -> None:
         resp = await self._call("PUT", f"/v1/agent/service/deregister/{self.service_id}",
                                 timeout=timeout)
         if resp.code not in (200, 404):

@@ -26,6 +26,7 @@ import structlog
 from autopilot import events as ev
 from autopilot.config.model import WatchConfig
 from autopilot.context import Context
+from autopilot.discovery.registration import cancel_tasks
 
 log = structlog.get_logger("autopilot.discovery")
 
@@ -67,11 +68,7 @@ class Watch:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
-                pass
+            await cancel_tasks([task])
 
     # ---- queries -------------------------------------------------------------------------------
     def _query(self, index: int | None):

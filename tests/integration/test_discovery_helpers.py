@@ -1,0 +1,175 @@
+"""Shared pieces for the discovery and watch tests (no tests here).
+
+The components run in-process on a real asyncio loop with a real EventBus and Context; Consul
+is the real `autopilot catalog` process over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import requests
+
+from autopilot.config.model import (
+    Config,
+    ConsulConfig,
+    HealthConfig,
+    JobConfig,
+    TelemetryConfig,
+    TLSConfig,
+    WatchConfig,
+)
+from autopilot.context import Context
+from autopilot.discovery import connect
+from autopilot.events import Event, EventBus
+
+HOST = "node1"
+
+
+def make_ctx(address: str | None, *, jobs: Iterable[JobConfig] = (),
+             watches: Iterable[WatchConfig] = (), telemetry: TelemetryConfig | None = None,
+             scheme: str = "http", token: str | None = None, tls: TLSConfig | None = None,
+             environ: Mapping[str, str] | None = None) -> Context:
+    consul_cfg = None if address is None else ConsulConfig(
+        address=address, scheme=scheme, token=token, tls=tls or TLSConfig())
+    cfg = Config(consul=consul_cfg, jobs=list(jobs), watches=list(watches), telemetry=telemetry)
+    return Context(config=cfg, bus=EventBus(), consul=connect(consul_cfg, environ or {}),
+                   hostname=HOST)
+
+
+def job(name: str = "web", *, ttl: float = 5, interval: float = 1, port: int = 8080,
+        **kw: Any) -> JobConfig:
+    kw.setdefault("interfaces", ["lo"])
+    return JobConfig(name=name, port=port, health=HealthConfig(interval=interval, ttl=ttl), **kw)
+
+
+async def until(cond: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02,
+                message: str = "condition") -> Any:
+    """Async twin of tests.helpers.wait_for: ``cond`` runs in a thread, the loop keeps going."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = await asyncio.to_thread(cond)
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - keep polling until the deadline
+            last = exc
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}"
+                         + (f" (last error: {last!r})" if last else ""))
+
+
+class Recorder:
+    """Every bus event with its arrival time (monotonic)."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.sub = bus.subscribe("test-recorder")
+        self.events: list[tuple[float, Event]] = []
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            e = await self.sub.get()
+            self.events.append((time.monotonic(), e))
+
+    def codes(self, source: str) -> list[str]:
+        return [e.code for _, e in self.events if e.source == source]
+
+    def first(self, code: str, source: str, after: float = 0.0) -> float | None:
+        return next((t for t, e in self.events
+                     if e.code == code and e.source == source and t >= after), None)
+
+    def close(self) -> None:
+        self.task.cancel()
+        self.sub.close()
+
+
+def agent_services(url: str, token: str | None = None) -> dict[str, Any]:
+    headers = {"X-Consul-Token": token} if token else {}
+    r = requests.get(url + "/v1/agent/services", headers=headers, timeout=2)
+    r.raise_for_status()
+    return r.json()
+
+
+def agent_check(url: str, check_id: str) -> dict[str, Any] | None:
+    r = requests.get(url + "/v1/agent/checks", timeout=2)
+    r.raise_for_status()
+    return r.json().get(check_id)
+
+
+def put_service(url: str, name: str, sid: str, port: int, *, status: str = "passing",
+                tags: list[str] | None = None, address: str = "127.0.0.1",
+                ttl: str = "60s") -> None:
+    body = {"ID": sid, "Name": name, "Port": port, "Address": address, "Tags": tags or [],
+            "Check": {"CheckID": f"service:{sid}", "TTL": ttl, "Status": status}}
+    requests.put(url + "/v1/agent/service/register", json=body, timeout=2).raise_for_status()
+
+
+def set_check(url: str, sid: str, status: str, output: str = "") -> None:
+    requests.put(url + f"/v1/agent/check/update/service:{sid}",
+                 json={"Status": status, "Output": output}, timeout=2).raise_for_status()
+
+
+def deregister(url: str, sid: str) -> None:
+    requests.put(url + f"/v1/agent/service/deregister/{sid}", timeout=2).raise_for_status()
+
+
+class TLSForwarder:
+    """An HTTPS front for the plain-HTTP catalog: TLS terminated here, bytes piped through.
+
+    Runs its own loop in a thread. ``require_client_cert`` demands a client certificate
+    signed by ``client_ca`` (mutual TLS)."""
+
+    def __init__(self, server_ctx: ssl.SSLContext, backend_port: int) -> None:
+        self.server_ctx = server_ctx
+        self.backend_port = backend_port
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._server: asyncio.AbstractServer | None = None
+
+    def start(self) -> TLSForwarder:
+        self._thread.start()
+        assert self._ready.wait(5)
+        return self
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(asyncio.start_server(
+            self._handle, "127.0.0.1", 0, ssl=self.server_ctx))
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.backend_port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(Exception):
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+
+    def stop(self) -> None:
+        def close() -> None:
+            if self._server:
+                self._server.close()
+            self._loop.stop()
+
+        self._loop.call_soon_threadsafe(close)
+        self._thread.join(5)

@@ -82,6 +82,8 @@ class Validator:
         self.positions = positions or {}
         self.errors: list[str] = []
         self.warnings: list[str] = []
+        #: id(built object) -> its path as written, e.g. ("jobs", 3)
+        self.origin: dict[int, Path] = {}
 
     # -- reporting ---------------------------------------------------------------
     def _locate(self, path: Path) -> str:
@@ -189,9 +191,12 @@ class Validator:
                 return []
         out = []
         for i, item in enumerate(raw):
+            if item is None:
+                continue  # ContainerPilot drops null items too
             built = build(item, (*path, i))
             if built is not None:
                 out.append(built)
+                self.origin[id(built)] = (*path, i)
         return out
 
     def consul(self, f: dict[str, tuple[Any, Path]]) -> ConsulConfig | None:
@@ -642,7 +647,8 @@ class Validator:
             seen: set[str] = set()
             for i, m in enumerate(cfg.metrics):
                 if m.full_name in seen:
-                    self.error((*f["metrics"][1], i), f"duplicate metric {show(m.full_name)}")
+                    where = self.origin.get(id(m), (*f["metrics"][1], i))
+                    self.error(where, f"duplicate metric {show(m.full_name)}")
                 seen.add(m.full_name)
         if "ready" in f:
             cfg.ready = self.ready(*f["ready"])
@@ -751,21 +757,23 @@ class Validator:
 
     # -- across sections -------------------------------------------------------------------
     def cross_checks(self, cfg: Config, f: dict[str, tuple[Any, Path]]) -> None:
-        seen: dict[str, int] = {}
+        seen: dict[str, str] = {}
         for i, job in enumerate(cfg.jobs):
+            where = self.origin.get(id(job), ("jobs", i))
             if job.name and job.name in seen:
-                self.error(("jobs", i, "name"), f"duplicate job name {show(job.name)} "
-                                                f"(also jobs[{seen[job.name]}])")
-            seen.setdefault(job.name, i)
+                self.error((*where, "name"), f"duplicate job name {show(job.name)} "
+                                             f"(also {seen[job.name]})")
+            seen.setdefault(job.name, format_path(where))
             if job.election is not None and cfg.consul is None:
-                self.error(("jobs", i, "election"), "needs Consul, but 'consul' is not set")
+                self.error((*where, "election"), "needs Consul, but 'consul' is not set")
             if job.port and cfg.consul is None:
-                self.warn(("jobs", i, "port"), "discovery is off (no 'consul'): the service "
-                                               "is not registered")
+                self.warn((*where, "port"), "discovery is off (no 'consul'): the service "
+                                            "is not registered")
         wseen: set[str] = set()
         for i, watch in enumerate(cfg.watches):
+            where = self.origin.get(id(watch), ("watches", i))
             if watch.name and watch.name in wseen:
-                self.error(("watches", i, "name"), f"duplicate watch name {show(watch.name)}")
+                self.error((*where, "name"), f"duplicate watch name {show(watch.name)}")
             wseen.add(watch.name)
         if cfg.watches and cfg.consul is None:
             self.warn(("watches",), "discovery is off (no 'consul'): watches never fire")

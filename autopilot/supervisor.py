@@ -61,6 +61,10 @@ def load_config(path: str) -> Config:
     return load(path)
 
 
+class StartupError(Exception):
+    """A component autopilot cannot run without (``fatal = True``) did not start."""
+
+
 def _key(comp: Any) -> str:
     return str(getattr(comp, "key", type(comp).__name__))
 
@@ -145,13 +149,17 @@ class Supervisor:
         self.control = next((c for c in comps if _key(c) == "control"), None)
         self.telemetry = next((c for c in comps if _key(c) == "telemetry"), None)
 
-    async def _start_component(self, comp: Any) -> None:
+    async def _start_component(self, comp: Any, at_startup: bool = False) -> None:
+        """Start one component; a failure is logged, and at startup a component that says
+        ``fatal = True`` (control socket, telemetry) stops autopilot instead."""
         try:
             await comp.start()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one component must not keep the others down
             log.error("component failed to start", component=_key(comp), error=str(exc))
+            if at_startup and getattr(comp, "fatal", False):
+                raise StartupError(f"{_key(comp)}: {exc}") from exc
 
     async def _stop_component(self, comp: Any, timeout: float | None = None) -> None:
         try:
@@ -187,6 +195,10 @@ class Supervisor:
                 log.error("config error", error=str(exc))
                 self._exit_code = EXIT_CONFIG
                 self.request_shutdown("config error")
+            except StartupError as exc:
+                log.error("startup failed", error=str(exc))
+                self._exit_code = EXIT_INTERNAL
+                self.request_shutdown("startup failed")
             except Exception:  # noqa: BLE001 - stop what did start, then report
                 log.exception("startup failed")
                 self._exit_code = EXIT_INTERNAL
@@ -209,7 +221,7 @@ class Supervisor:
         for comp in self.components:
             if self.shutting_down:
                 return
-            await self._start_component(comp)
+            await self._start_component(comp, at_startup=True)
         for cfg in config.jobs:
             self.jobs[cfg.name] = self._new_job(cfg)
         for job in self.jobs.values():

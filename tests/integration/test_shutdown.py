@@ -137,3 +137,13 @@ def test_config_error_exits_2(autopilot) -> None:
     assert ap.wait() == 2
     assert "restarts" in ap.stderr
     assert "config error" in ap.stderr.lower()
+
+
+def test_control_socket_failure_stops_startup(autopilot, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-socket"
+    blocker.write_text("a regular file where the socket should go")
+    ap = autopilot({"control": {"socket": str(blocker)},
+                    "jobs": [{"name": "app", "exec": ["sleep", "60"]}]})
+    assert ap.wait() == 1
+    assert "startup failed" in ap.log
+    assert "process started" not in ap.log  # no job was started

@@ -233,3 +233,24 @@ def test_spawn_failure_publishes_error() -> None:
             assert h.job("bad").last_exit == 127
             assert await h.exited() == 127
     run(main)
+
+
+def test_changed_from_a_watch_and_quit() -> None:
+    jobs = [
+        JobConfig(name="reconf", exec=["true"],
+                  when=WhenConfig(source=["watch.backend"], each="changed")),
+        JobConfig(name="svc", exec=["sleep", "30"], restarts=UNLIMITED),
+    ]
+
+    async def main() -> None:
+        async with Harness(jobs) as h:
+            h.bus.publish(Event("changed", "watch.backend"))
+            await h.wait_event("exitSuccess", "reconf")
+            h.bus.publish(Event("changed", "watch.other"))
+            await asyncio.sleep(0.2)
+            assert h.job("reconf").runs == 1
+            await until(lambda: h.job("svc").pid, 3)
+            h.bus.publish(Event("quit", "svc"))  # ends the job, restarts notwithstanding
+            await h.wait_event("stopped", "svc")
+            assert h.job("svc").runs == 1 and h.job("svc").done
+    run(main)

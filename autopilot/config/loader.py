@@ -13,7 +13,6 @@ from typing import Any
 from autopilot.config import gotemplate
 from autopilot.config.json5parse import JSON5Error, Parsed, parse
 from autopilot.config.model import Config, ConfigError
-from autopilot.config.validate import Validator, format_path
 
 
 def _read(path: str) -> str:
@@ -73,6 +72,9 @@ def load_raw(path: str, environ: Mapping[str, str] | None = None) -> Any:
 def load_text(text: str, path: str = "<config>",
               environ: Mapping[str, str] | None = None) -> Config:
     """Like ``load`` for config text that is not (or not yet) in a file."""
+    # imported here: client verbs use load_raw only and must start fast
+    from autopilot.config.validate import Validator, format_path
+
     parsed = parse_text(render_text(text, path, environ), path)
     checker = Validator(path, parsed.positions)
     for dup_path, line, _col in parsed.duplicates:

@@ -23,6 +23,7 @@ from autopilot.catalog.registry import (
 )
 from autopilot.catalog.store import Store
 
+CONSUL_SERVICE = "consul"
 OUTPUT_MAX = 4096
 REAP_PERIOD = 0.5  # seconds; Consul reaps every ~30 s, we are faster on purpose
 MAINT_NOTE = ("Maintenance mode is enabled for this service, but no reason was provided. "
@@ -76,7 +77,15 @@ class Agent:
             self.registry.put_check(Check(node=self.node, id=SERF_CHECK,
                                           name="Serf Health Status", status=PASSING,
                                           output="Agent alive and reachable", type=""))
+        if (self.node, CONSUL_SERVICE) not in self.registry.services:
+            # a dev agent's server registers itself in the catalog (not as an agent service)
+            self.registry.put_service(Service(node=self.node, id=CONSUL_SERVICE,
+                                              name=CONSUL_SERVICE, port=8300))
         self.store.commit()
+
+    def owns(self, svc: Service) -> bool:
+        """Agent endpoints show the agent's own services, not the server's `consul` entry."""
+        return svc.node == self.node and svc.id != CONSUL_SERVICE
 
     async def start(self) -> None:
         for chk in list(self.registry.checks.values()):
@@ -129,13 +138,15 @@ class Agent:
         return svc
 
     def deregister_service(self, sid: str) -> bool:
+        if sid == CONSUL_SERVICE:
+            return False
         for chk in self.registry.service_checks(self.node, sid):
             self._deactivate(chk.id)
         return self.registry.remove_service(self.node, sid)
 
     def set_maintenance(self, sid: str, enable: bool, reason: str) -> None:
         svc = self.registry.services.get((self.node, sid))
-        if svc is None:
+        if svc is None or not self.owns(svc):
             raise AgentError(404, f'No service registered with ID "{sid}"')
         cid = f"_service_maintenance:{sid}"
         if enable:

@@ -77,7 +77,7 @@ async def agent_services(request: web.Request) -> web.Response:
     st = state_of(request)
     dc = st.settings.datacenter
     return reply(request, {s.id: s.agent_json(dc) for s in st.registry.services.values()
-                           if s.node == st.node})
+                           if st.agent.owns(s)})
 
 
 @routes.get("/v1/agent/service/{sid:.+}")
@@ -87,7 +87,7 @@ async def agent_service(request: web.Request) -> web.Response:
     if sid == "register" or sid.startswith(("deregister/", "maintenance/")):
         raise ConsulError(405, f"method {request.method} not allowed")
     svc = st.registry.services.get((st.node, sid))
-    if svc is None:
+    if svc is None or not st.agent.owns(svc):
         raise ConsulError(404, f"unknown service ID: {sid}")
     data = svc.agent_json(st.settings.datacenter)
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -55,7 +55,11 @@ def test_catalog_services_service_nodes_node(api, cc, name):
     api.register(name, name + "-1", Tags=["a"], Port=10, Address="10.1.1.1", Meta={"k": "v"})
     api.register(name, name + "-2", Tags=["b"], Port=11)
     services = cc.catalog.services()[1]
-    assert sorted(services[name]) == ["a", "b"] and "consul" not in services
+    assert sorted(services[name]) == ["a", "b"]
+    # like a dev agent, the server itself is in the catalog, but not an agent service
+    assert services["consul"] == [] and "consul" not in cc.agent.services()
+    [me] = cc.health.service("consul", passing=True)[1]
+    assert me["Service"]["Port"] == 8300
     entries = api.get(f"/v1/catalog/service/{name}").json()
     assert [e["ServiceID"] for e in entries] == [name + "-1", name + "-2"]
     e = entries[0]

@@ -27,7 +27,7 @@ def run(coro):
 
 
 #: a short blocking wait in tests: the catalog's shutdown waits for parked queries
-TEST_WAIT = 3.0
+TEST_WAIT = 1.0
 
 
 async def started(watch: Watch) -> None:

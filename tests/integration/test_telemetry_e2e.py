@@ -149,3 +149,35 @@ def test_port_busy_at_start_is_retried(launch: Any, workdir: Path) -> None:  # n
     finally:
         release.cancel()
         holder.close()
+
+
+def test_with_discovery(catalog: Any, launch: Any, workdir: Path) -> None:  # noqa: F811
+    """Registrations and watches show up in /status, `ctl status` and the watch gauge.
+    (`catalog` comes first so that it is torn down after autopilot has deregistered.)"""
+    port = free_port()
+    ap = launch(f"""
+    {{
+      consul: "{catalog.address}",
+      control: {{socket: "@DIR@/cp.sock"}},
+      jobs: [{{name: "app", exec: ["sleep", "300"], port: 8080,
+               interfaces: ["static:127.0.0.1"],
+               health: {{exec: ["true"], interval: 1, ttl: 5}}}}],
+      watches: [{{name: "app", interval: 1}}],
+      telemetry: {{port: {port}, interfaces: ["static:127.0.0.1"]}},
+    }}
+    """)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: 'containerpilot_watch_instances{service="app"} 1.0'
+             in requests.get(url + "/metrics", timeout=5).text, timeout=20,
+             message="the watch to see the registered app")
+    services = {s["Name"]: s for s in requests.get(url + "/status", timeout=5).json()["Services"]}
+    assert services["app"]["Registered"] and services["app"]["Address"] == "127.0.0.1"
+    assert services["app"]["Status"] == "healthy"
+    wait_for(lambda: "containerpilot" in {s["Name"] for s in
+                                          requests.get(url + "/status", timeout=5).json()["Services"]},
+             message="the hidden telemetry service")
+    app = ap.job("app")
+    assert app["registered"] is True and app["facts"]["address"] == "127.0.0.1"
+    # (no keep-alive: an idle connection would hold up the catalog's shutdown)
+    assert requests.get(catalog.url + "/v1/health/service/app?passing=1", timeout=5,
+                        headers={"Connection": "close"}).json()

@@ -229,11 +229,12 @@ def dispatch(flags: Flags, environ: Mapping[str, str]) -> int:
     return run_supervisor(config)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> None:
+    """The console entry point; exits with the action's status."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         flags = parse_flags(argv)
-        code = dispatch(flags, os.environ)
+        code = dispatch(flags, os.environ if environ is None else environ)
     except UsageError as exc:
         print(f"containerpilot: {exc}", file=sys.stderr)
         if not isinstance(exc, BadValue):

@@ -20,17 +20,31 @@ from autopilot.containerpilot import (
     BadValue,
     UsageError,
     find_socket,
+    main,
     parse_flags,
     parse_pairs,
 )
+from autopilot.control.client import ControlClient
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
 
 def shim(*args: str, env: dict[str, str], timeout: float = 20) -> subprocess.CompletedProcess:
+    """The real entry point in a child process."""
     return subprocess.run([sys.executable, "-m", "autopilot.containerpilot", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cp(capsys: pytest.CaptureFixture[str]):
+    """``main()`` in this process (faster than a child): returns (status, stdout, stderr)."""
+    def call(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as info:
+            main(list(args), env)
+        out = capsys.readouterr()
+        return int(info.value.code or 0), out.out, out.err
+    return call
 
 
 # -- flag parsing ---------------------------------------------------------------------------
@@ -95,55 +109,58 @@ def test_socket_discovery(tmp_path: Path) -> None:
 
 # -- actions without a running supervisor -------------------------------------------------
 
-def test_version_wins_over_everything(env_clean: dict[str, str]) -> None:
+def test_entry_point_version_wins_over_everything(env_clean: dict[str, str]) -> None:
     proc = shim("-ping", "-reload", "-template", "--version", env=env_clean)
     assert proc.returncode == 0 and proc.stdout.startswith("Version: ")
     assert "GitHash: " in proc.stdout
 
 
-def test_template_to_stdout_and_to_a_file(env_clean: dict[str, str], tmp_path: Path) -> None:
+def test_template_to_stdout_and_to_a_file(cp, env_clean: dict[str, str], tmp_path: Path) -> None:
     cfg = tmp_path / "cp.json5"
     cfg.write_text('{consul: "{{ .CONSUL }}:8500", x: "a=b"}')
     env = env_clean | {"CONSUL": "consul.svc", "CONTAINERPILOT": str(cfg)}
-    proc = shim("-template", "-reload", env=env)  # template wins over reload
-    assert proc.returncode == 0 and proc.stdout == '{consul: "consul.svc:8500", x: "a=b"}'
+    # template wins over reload
+    assert cp("-template", "-reload", env=env) == (0, '{consul: "consul.svc:8500", x: "a=b"}', "")
+    assert cp("-template", "-out=-", "-config", str(cfg), env=env_clean) == \
+        (0, '{consul: ":8500", x: "a=b"}', "")
     out = tmp_path / "out.json5"
-    proc = shim("--template", "-out", str(out), "-config", str(cfg), env=env_clean | {
-        "CONSUL": "c"})
+    proc = shim("--template", "-out", str(out), "-config", str(cfg),
+                env=env_clean | {"CONSUL": "c"})
     assert proc.returncode == 0 and proc.stdout == ""
     assert out.read_text() == '{consul: "c:8500", x: "a=b"}'
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
-    proc = shim("-template", "-out=-", "-config", str(cfg), env=env_clean)
-    assert proc.stdout == '{consul: ":8500", x: "a=b"}'
+    code, _, err = cp("-template", "-out", str(tmp_path / "no" / "dir"), "-config", str(cfg),
+                      env=env_clean)
+    assert code == 1 and "cannot write" in err
 
 
-def test_template_errors(env_clean: dict[str, str], tmp_path: Path) -> None:
-    proc = shim("-template", env=env_clean)
-    assert proc.returncode == 2 and "-config flag is required" in proc.stderr
+def test_template_errors(cp, env_clean: dict[str, str], tmp_path: Path) -> None:
+    code, _, err = cp("-template", env=env_clean)
+    assert code == 2 and "-config flag is required" in err
     cfg = tmp_path / "cp.json5"
     cfg.write_text("{a: {{ .X | nofunc }}}")
-    proc = shim("-template", "-config", str(cfg), env=env_clean)
-    assert proc.returncode == 2 and f"{cfg}:1:13: template error" in proc.stderr
+    code, _, err = cp("-template", "-config", str(cfg), env=env_clean)
+    assert code == 2 and f"{cfg}:1:13: template error" in err
 
 
-def test_usage_errors_exit_2(env_clean: dict[str, str]) -> None:
-    proc = shim("-nope", env=env_clean)
-    assert proc.returncode == 2 and "flag provided but not defined: -nope" in proc.stderr
-    assert "usage: containerpilot" in proc.stderr
-    proc = shim("-h", env=env_clean)
-    assert proc.returncode == 0 and "-putenv KEY=VALUE" in proc.stdout
+def test_usage_errors_exit_2(cp, env_clean: dict[str, str]) -> None:
+    code, _, err = cp("-nope", env=env_clean)
+    assert code == 2 and "flag provided but not defined: -nope" in err
+    assert "usage: containerpilot" in err
+    code, out, _ = cp("-h", env=env_clean)
+    assert code == 0 and "-putenv KEY=VALUE" in out
 
 
-def test_run_needs_a_config(env_clean: dict[str, str]) -> None:
-    proc = shim(env=env_clean)
-    assert proc.returncode == 2 and "-config flag is required" in proc.stderr
+def test_run_needs_a_config(cp, env_clean: dict[str, str]) -> None:
+    code, _, err = cp(env=env_clean)
+    assert code == 2 and "-config flag is required" in err
 
 
-def test_client_verb_without_a_server_fails_with_a_message(env_clean: dict[str, str],
+def test_client_verb_without_a_server_fails_with_a_message(cp, env_clean: dict[str, str],
                                                            tmp_path: Path) -> None:
     env = env_clean | {"AUTOPILOT_SOCKET": str(tmp_path / "none.sock")}
-    proc = shim("-ping", env=env)
-    assert proc.returncode == 1 and "none.sock" in proc.stderr and proc.stdout == ""
+    code, out, err = cp("-ping", env=env)
+    assert code == 1 and "none.sock" in err and out == ""
 
 
 # -- against a running supervisor ------------------------------------------------------------
@@ -161,8 +178,8 @@ def running(env_clean: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
     proc = subprocess.Popen([sys.executable, "-m", "autopilot.containerpilot"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: shim("-ping", env=env, timeout=5).returncode == 0, timeout=15,
-                 message="containerpilot to answer -ping")
+        wait_for(lambda: ControlClient(sock, timeout=2).ping() is not None, timeout=15,
+                 message="the control socket to answer")
         yield cfg, env
     finally:
         proc.terminate()
@@ -175,29 +192,29 @@ def running(env_clean: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def test_client_verbs_against_a_running_supervisor(running: tuple[str, dict[str, str]]) -> None:
+def test_client_verbs_against_a_running_supervisor(cp, running: tuple[str, dict[str, str]]
+                                                   ) -> None:
     cfg, env = running
-    proc = shim("-ping", env=env)
-    assert (proc.returncode, proc.stdout) == (0, "ok\n")
+    proc = shim("-ping", env=env)  # the real entry point, socket from $CONTAINERPILOT's config
+    assert (proc.returncode, proc.stdout) == (0, "ok\n"), proc.stderr
     # the socket comes from the config named by -config as well
-    proc = shim("--ping", "--config", cfg, env={k: v for k, v in env.items()
-                                                if k != "CONTAINERPILOT"})
-    assert (proc.returncode, proc.stdout) == (0, "ok\n")
-    assert shim("-putenv", "A=1", "-putenv", "B=x=y", env=env).returncode == 0
-    proc = shim("-putenv", "ENV_TO_CLEAR", env=env)
-    assert proc.returncode == 2 and "expected KEY=VALUE" in proc.stderr
+    no_env = {k: v for k, v in env.items() if k != "CONTAINERPILOT"}
+    assert cp("--ping", "--config", cfg, env=no_env) == (0, "ok\n", "")
+    assert cp("-putenv", "A=1", "-putenv", "B=x=y", env=env)[0] == 0
+    code, _, err = cp("-putenv", "ENV_TO_CLEAR", env=env)
+    assert code == 2 and "expected KEY=VALUE" in err
     # precedence: maintenance is handled before putenv, so the bad value is what fails
-    proc = shim("-maintenance", "sideways", "-putenv", "A=1", env=env)
-    assert proc.returncode == 2 and '-maintenance must be "enable" or "disable"' in proc.stderr
+    code, _, err = cp("-maintenance", "sideways", "-putenv", "A=1", env=env)
+    assert code == 2 and '-maintenance must be "enable" or "disable"' in err
     # putenv before ping: the refused putenv wins, nothing is printed
-    proc = shim("-putenv", "NOEQUALS", "-ping", env=env)
-    assert proc.returncode == 2 and proc.stdout == ""
-    assert shim("-maintenance=enable", env=env).returncode == 0
-    assert shim("--maintenance", "disable", env=env).returncode == 0
-    proc = shim("-putmetric", "no_such_metric=1", env=env)
-    assert proc.returncode == 1 and "putmetric failed" in proc.stderr
+    code, out, _ = cp("-putenv", "NOEQUALS", "-ping", env=env)
+    assert code == 2 and out == ""
+    assert cp("-maintenance=enable", env=env)[0] == 0
+    assert cp("--maintenance", "disable", env=env)[0] == 0
+    code, _, err = cp("-putmetric", "no_such_metric=1", env=env)
+    assert code == 1 and "putmetric failed" in err
     # reload before maintenance: the bad maintenance value is never looked at
-    proc = shim("-reload", "-maintenance", "sideways", env=env)
-    assert proc.returncode == 0, proc.stderr
-    wait_for(lambda: shim("-ping", env=env, timeout=5).returncode == 0, timeout=15,
+    code, _, err = cp("-reload", "-maintenance", "sideways", env=env)
+    assert code == 0, err
+    wait_for(lambda: cp("-ping", env=env)[0] == 0, timeout=15,
              message="the supervisor to answer after the reload")

@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,10 @@ def restore(state: State, data: dict[str, Any]) -> None:
     for s in data.get("services", []):
         reg.load_service(Service(**s))
     for c in data.get("checks", []):
-        reg.load_check(Check(**c))
+        chk = Check(**c)
+        if chk.status == "critical":  # the critical clock restarts with the process
+            chk.critical_since = time.monotonic()
+        reg.load_check(chk)
     for e in data.get("kv", []):
         if e["value"] is not None:
             e["value"] = base64.b64decode(e["value"])

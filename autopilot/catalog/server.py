@@ -107,8 +107,9 @@ async def serve(settings: Settings, ready: Callable[[str], None] | None = None) 
     state.sessions.arm_all()
     await state.agent.start()
     app = make_app(state)
+    # handler_cancellation: a blocking query whose client went away stops waiting at once
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           keepalive_timeout=75.0)
+                           keepalive_timeout=75.0, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, settings.bind, settings.port, backlog=2048, reuse_address=True)
     await site.start()

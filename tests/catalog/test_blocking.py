@@ -4,6 +4,7 @@ indexes)."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -195,3 +196,20 @@ def test_heartbeat_without_change_does_not_wake(api, name):
     b.join()
     assert b.done_at - b.started >= 0.45
     assert int(b.resp.headers["X-Consul-Index"]) == index
+
+
+def test_abandoned_blocking_queries_are_dropped(shared, api, name):
+    """Clients that hang up while blocked must not leave waiters behind."""
+    api.put(f"/v1/kv/{name}", data=b"v")
+    index = int(api.get(f"/v1/kv/{name}").headers["X-Consul-Index"])
+    before = _blocked(api)
+    socks = []
+    for _ in range(50):
+        s = socket.create_connection(("127.0.0.1", shared.port), timeout=5)
+        s.sendall(f"GET /v1/kv/{name}?index={index}&wait=5m HTTP/1.1\r\nHost: x\r\n\r\n"
+                  .encode())
+        socks.append(s)
+    wait_for(lambda: _blocked(api) >= before + 50, timeout=5, message="50 parked queries")
+    for s in socks:
+        s.close()
+    wait_for(lambda: _blocked(api) <= before, timeout=5, message="waiters dropped")

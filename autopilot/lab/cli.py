@@ -107,6 +107,71 @@ def status(watch: bool, interval: float, count: int, as_json: bool, directory: P
 
 
 @lab.command()
+@click.option("--field", type=click.Choice(["name", "ip", "port", "address"]), default="name",
+              show_default=True)
+@dir_option
+def primary(field: str, directory: Path) -> None:
+    """Print the node whose Redis accepts writes now (exit 1 if none or several)."""
+    lab_ = _lab(directory)
+    rows = [r for r in lab_.status(partitions=False) if r["role"] == "primary"]
+    if len(rows) != 1:
+        raise click.ClickException(f"{len(rows)} writable nodes: "
+                                   f"{', '.join(r['node'] for r in rows) or 'none'}")
+    node = lab_.node(rows[0]["node"])
+    click.echo({"name": node.name, "ip": node.ip, "port": str(node.port),
+                "address": node.address}[field])
+
+
+@lab.command()
+@click.option("--timeout", default=30.0, show_default=True)
+@dir_option
+def wait(timeout: float, directory: Path) -> None:
+    """Wait until the running nodes have one primary and in-sync replicas, then show them."""
+    lab_ = _lab(directory)
+    try:
+        rows = lab_.wait_converged(timeout)
+    except LabError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(format_table(rows))
+
+
+@lab.command()
+@click.option("--seconds", default=10.0, show_default=True, help="How long to write.")
+@click.option("--wait-ms", default=0, help="WAIT 1 <ms> after every write (no-loss mode).")
+@dir_option
+def client(seconds: float, wait_ms: int, directory: Path) -> None:
+    """Write and read for SECONDS, one line a second: who takes writes, acks, errors."""
+    from autopilot.lab.workload import Member, Timeline, Workload, missing_keys
+
+    lab_ = _lab(directory)
+    members = [Member(n.name, n.ip, n.port) for n in lab_.state.nodes.values()]
+    timeline = Timeline()
+    wl = Workload(members, timeline, wait_ms=wait_ms, interval=0.01,
+                  max_seconds=seconds + 1).start()
+    shown = 0
+    try:
+        for second in range(1, int(seconds) + 1):
+            time.sleep(1)
+            res = wl.results
+            acked = len(res.acks)
+            click.echo(f"{second:>3}s  writes to {wl.current or '-':<7} acked {acked:>6}  "
+                       f"errors {res.failures:>6}")
+            for t, kind, detail in timeline.events[shown:]:
+                if kind in ("write-error", "writes-ok", "I1-overlap"):
+                    click.echo(f"      {t:6.2f}s {kind}: {detail}")
+            shown = len(timeline.events)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        res = wl.stop()
+    seqs = [a.seq for a in res.acks]
+    final = next((m for m in members if m.name == wl.current), None)
+    lost = len(missing_keys(final, seqs)) if final and seqs else 0
+    click.echo(f"done: {len(seqs)} writes acknowledged, {res.failures} failed attempts, "
+               f"{lost} acknowledged writes missing on {wl.current}")
+
+
+@lab.command()
 @click.argument("node")
 @click.option("--only", "what", type=click.Choice(["all", "supervisor", "redis"]),
               default="all", show_default=True)

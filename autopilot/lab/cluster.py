@@ -305,7 +305,7 @@ class Lab:
             self._start_catalog(self.catalog_address)
             return
         node = self.node(name)
-        if self.supervisor(node) is not None:
+        if self.tree(node):
             raise LabError(f"{node.name} is already running")
         log = (Path(node.dir) / "autopilot.log").open("ab")
         proc = subprocess.Popen(self.command(node), stdout=log, stderr=subprocess.STDOUT,

@@ -32,7 +32,7 @@ class AutopilotSide:
             self.lab.up(nodes=3, profile=self.profile, no_loss=self.no_loss)
             self.up = True
         for node in self.lab.state.nodes.values():
-            if self.lab.supervisor(node) is None:
+            if not self.lab.tree(node):
                 self.lab.start(node.n)
         self.lab.wait_converged(60)
 

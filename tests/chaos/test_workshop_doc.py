@@ -1,0 +1,60 @@
+"""Runs every ```sh block of docs/workshop/01-redis-lab.md, in order, in one shell, against
+a real lab — as a reader pasting them into one terminal would. ```text blocks are output
+or set-up (installing packages) and are not run."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autopilot.lab.cluster import Lab
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.chaos
+
+DOC = ROOT / "docs" / "workshop" / "01-redis-lab.md"
+
+
+def sh_blocks(text: str) -> list[str]:
+    return re.findall(r"^```sh\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def test_doc_has_the_promised_steps() -> None:
+    script = "\n".join(sh_blocks(DOC.read_text()))
+    for step in ("lab up redis", "lab status", "lab kill", "lab start", "lab stop",
+                 "lab pause", "lab resume", "lab partition", "lab heal", "lab down"):
+        assert step in script, f"the workshop lost its `{step}` step"
+
+
+@pytest.mark.timeout(300)
+def test_every_command_of_the_workshop_runs(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "autopilot"  # what `pip install` would put on PATH
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m autopilot "$@"\n')
+    shim.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    script = "set -ex\n" + "\n".join(sh_blocks(DOC.read_text()))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AUTOPILOT", "CONSUL_", "REDIS_", "AP_"))}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(ROOT)
+    try:
+        proc = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=280)
+    finally:
+        Lab(work / ".lab").down()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"a workshop command failed:\n{out[-6000:]}"
+    # what the reader is told they will see
+    assert proc.stdout.count("hello") >= 3, out[-3000:]  # the write read back on every node
+    assert "READONLY" in proc.stdout, out[-3000:]
+    assert "NOREPLICAS" in proc.stdout, out[-3000:]  # the partitioned primary refuses
+    assert re.search(r"writes to node-\d", proc.stdout), out[-3000:]
+    assert "lab down" in proc.stdout

@@ -68,8 +68,8 @@ def split_address(address: str, default_scheme: str = "http") -> tuple[str, str,
     host = parsed.hostname
     if not host:
         raise ConfigError(f"consul address {address!r}: no host", "consul.address")
-    if port is None:
-        port = 443 if parsed.scheme == "https" and "://" in address else 8500
+    if port is None:  # Consul's defaults, as the config loader applies them
+        port = 8501 if parsed.scheme == "https" else 8500
     return parsed.scheme, host, port
 
 
@@ -157,6 +157,8 @@ def build_client(cfg: ConsulConfig, connect_timeout: float = CONNECT_TIMEOUT) ->
     scheme, host, port = split_address(cfg.address, cfg.scheme)
     scheme = cfg.scheme or scheme
     verify, cert = requests_tls(cfg)
+    if ":" in host:  # IPv6: py-consul pastes the host into the URL as given
+        host = f"[{host}]"
     client = consul.std.Consul(host=host, port=port, scheme=scheme, token=cfg.token,
                                verify=verify, cert=cert, connections_timeout=connect_timeout)
     client.token = cfg.token  # py-consul prefers CONSUL_HTTP_TOKEN; `resolve` already decided

@@ -33,7 +33,7 @@ def test_discovery_off():
     ("consul:8500", ("http", "consul", 8500)),
     ("http://10.0.0.1:8600", ("http", "10.0.0.1", 8600)),
     ("https://consul.example:8501", ("https", "consul.example", 8501)),
-    ("https://consul.example", ("https", "consul.example", 443)),
+    ("https://consul.example", ("https", "consul.example", 8501)),
     ("consul", ("http", "consul", 8500)),
     ("[::1]:8500", ("http", "::1", 8500)),
 ])
@@ -106,6 +106,11 @@ def test_build_client_passes_everything_explicitly(monkeypatch):
     assert c.http.base_uri == "http://10.0.0.5:8600"
     assert c.http.verify == "/ca.pem"
     assert c.http.cert == ("/c.pem", "/k.pem")
+
+
+def test_build_client_ipv6():
+    c = build_client(ConsulConfig(address="[::1]:8500"))
+    assert c.http.base_uri == "http://[::1]:8500"
 
 
 def test_build_client_tls_options():

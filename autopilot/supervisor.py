@@ -334,6 +334,9 @@ class Supervisor:
         self._close_consul()
 
     async def _graceful(self) -> None:
+        if self._reload_lock is not None:
+            async with self._reload_lock:  # a reload in progress finishes first
+                pass
         for comp in self.components:
             hook = getattr(comp, "before_shutdown", None)
             if hook is None:

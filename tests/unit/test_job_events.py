@@ -122,7 +122,7 @@ def test_periodic_timeout_kills_overrun() -> None:
         async with Harness([job]) as h:
             t0 = time.monotonic()
             await h.wait_event("stopped", "slow", timeout=5)
-            assert time.monotonic() - t0 < 2
+            assert time.monotonic() - t0 < 3
             assert h.count("exitFailed", "slow") == 2  # each run killed at its timeout
             assert h.job("slow").last_exit == 137
     run(main)

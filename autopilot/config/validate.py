@@ -320,15 +320,18 @@ class Validator:
                        f"{show(name)} is not a valid service name: it must start with a "
                        "lower-case letter and contain only letters, digits and dashes "
                        "(2 characters at least)")
+        # initial_status and interfaces only matter for a registered job (ContainerPilot
+        # checked them only then); elsewhere a bad value is a warning, not an error
+        report = self.error if job.port else self.warn
         status = self.take(f, "initial_status", coerce.to_str)
         if status:
             if status not in STATUSES:
-                self.error(f["initial_status"][1], f"must be one of \"passing\", \"warning\", "
-                                                   f"\"critical\", got {show(status)}")
+                report(f["initial_status"][1], f"must be one of \"passing\", \"warning\", "
+                                               f"\"critical\", got {show(status)}")
             else:
                 job.initial_status = status  # type: ignore[assignment]
         if "interfaces" in f:
-            job.interfaces = self.interfaces(*f["interfaces"])
+            job.interfaces = self.interfaces(*f["interfaces"], report=report)
         job.tags = self.take(f, "tags", coerce.to_str_list, [])
         if "meta" in f:
             job.meta = self.meta(*f["meta"])
@@ -368,16 +371,18 @@ class Validator:
             job.election = self.election(*f["election"], job)
         return job
 
-    def interfaces(self, raw: Any, path: Path) -> list[str]:
+    def interfaces(self, raw: Any, path: Path,
+                   report: Callable[[Path, str], None] | None = None) -> list[str]:
+        report = report or self.error
         try:
             specs = coerce.to_str_list(raw)
         except Invalid as exc:
-            self.error(path, str(exc))
+            report(path, str(exc))
             return ["eth0:inet", "inet"]
         for i, spec in enumerate(specs):
             problem = interface_spec_problem(spec)
             if problem:
-                self.error((*path, i) if isinstance(raw, list) else path, problem)
+                report((*path, i) if isinstance(raw, list) else path, problem)
         return specs
 
     def meta(self, raw: Any, path: Path) -> dict[str, str]:

@@ -265,7 +265,12 @@ def test_port_requires_health_and_initial_status_values() -> None:
               ' health: {interval: 1, ttl: 2}}]}').jobs[0]
     assert job.initial_status == "warning"
     assert 'jobs[0].initial_status: must be one of "passing", "warning", "critical"' in \
-        one_error('{jobs: [{name: "a", initial_status: "ok"}]}')
+        one_error('{jobs: [{name: "ab", port: 1, initial_status: "ok", health: {ttl: 9}}]}')
+    # not registered: ContainerPilot never looked at it, so only a warning
+    c = cfg('{jobs: [{name: "a", initial_status: "ok", interfaces: "eth0:bad"}]}')
+    assert c.jobs[0].initial_status is None
+    assert any("jobs[0].initial_status: must be one of" in w for w in c.warnings)
+    assert any("jobs[0].interfaces: invalid interface spec" in w for w in c.warnings)
 
 
 def test_health_fields() -> None:
@@ -376,7 +381,9 @@ def test_valid_interface_specs_are_not_resolved(spec: str) -> None:
     ("", "invalid interface spec"),
 ])
 def test_invalid_interface_specs(spec: str, message: str) -> None:
-    assert message in one_error(f'{{jobs: [{{name: "a", interfaces: ["inet", "{spec}"]}}]}}')
+    assert message in one_error(f'{{jobs: [{{name: "web", port: 80, health: {{ttl: 9}},'
+                                f' interfaces: ["inet", "{spec}"]}}]}}')
+    assert message in one_error(f'{{telemetry: {{interfaces: ["{spec}"]}}}}')
 
 
 def test_election_block() -> None:

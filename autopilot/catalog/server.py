@@ -53,7 +53,8 @@ async def consul_middleware(request: web.Request, handler: Handler) -> web.Strea
                 return _text(403, "Permission denied")
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 return _text(403, "ACL not found")
-        if request.content_length is not None and request.content_length > MAX_BODY:
+        if (request.content_length is not None and request.content_length > MAX_BODY
+                and not request.path.startswith("/v1/kv/")):  # KV answers its own 413
             return _text(413, f"Request body too large, max size: {MAX_BODY} bytes")
         resp = await handler(request)
     except ConsulError as exc:

@@ -68,7 +68,7 @@ def uint_param(request: web.Request, name: str, message: str) -> int | None:
         value = int(raw)
     except ValueError:
         raise ConsulError(400, message) from None
-    if value < 0:
+    if not 0 <= value < 2**64:
         raise ConsulError(400, message)
     return value
 

@@ -11,7 +11,14 @@ from autopilot.catalog import decode
 from autopilot.catalog.agent import AgentError
 from autopilot.catalog.decode import DecodeError
 from autopilot.catalog.registry import CRITICAL, PASSING, STATUSES, WARNING
-from autopilot.catalog.web import ConsulError, body_json, reply, state_of
+from autopilot.catalog.web import (
+    ConsulError,
+    body_json,
+    filtered,
+    reply,
+    request_filter,
+    state_of,
+)
 
 VERSION = "1.10.0"
 routes = web.RouteTableDef()
@@ -76,8 +83,10 @@ async def agent_members(request: web.Request) -> web.Response:
 async def agent_services(request: web.Request) -> web.Response:
     st = state_of(request)
     dc = st.settings.datacenter
-    return reply(request, {s.id: s.agent_json(dc) for s in st.registry.services.values()
-                           if st.agent.owns(s)})
+    flt = request_filter(request)
+    return reply(request, filtered(flt, {s.id: s.agent_json(dc)
+                                         for s in st.registry.services.values()
+                                         if st.agent.owns(s)}))
 
 
 @routes.get("/v1/agent/service/{sid:.+}")
@@ -100,8 +109,9 @@ async def agent_service(request: web.Request) -> web.Response:
 @routes.get("/v1/agent/checks")
 async def agent_checks(request: web.Request) -> web.Response:
     st = state_of(request)
-    return reply(request, {c.id: c.to_json() for c in st.registry.checks.values()
-                           if c.node == st.node})
+    flt = request_filter(request)
+    return reply(request, filtered(flt, {c.id: c.to_json() for c in st.registry.checks.values()
+                                         if c.node == st.node}))
 
 
 @routes.put("/v1/agent/service/register")

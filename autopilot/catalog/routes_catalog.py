@@ -13,8 +13,10 @@ from autopilot.catalog.web import (
     block,
     body_json,
     check_dc,
+    filtered,
     flag,
     reply,
+    request_filter,
     state_of,
     topic_is,
 )
@@ -29,17 +31,19 @@ def _tags(request: web.Request) -> list[str]:
 @routes.get("/v1/health/service/{name}")
 async def health_service(request: web.Request) -> web.Response:
     check_dc(request)
+    flt = request_filter(request)
     st = state_of(request)
     name = request.match_info["name"]
     idx = await block(request, lambda: st.registry.service_index(name),
                       topic_is(f"svc:{name}", "table:services", "table:nodes"))
     entries = st.registry.health_entries(name, _tags(request), flag(request, "passing"))
-    return reply(request, entries, idx)
+    return reply(request, filtered(flt, entries), idx)
 
 
 @routes.get("/v1/health/checks/{name}")
 async def health_checks(request: web.Request) -> web.Response:
     check_dc(request)
+    flt = request_filter(request)
     st = state_of(request)
     name = request.match_info["name"]
     idx = await block(request, lambda: st.registry.service_index(name),
@@ -47,12 +51,13 @@ async def health_checks(request: web.Request) -> web.Response:
     out = []
     for svc in st.registry.instances(name):
         out += [c.to_json() for c in st.registry.service_checks(svc.node, svc.id)]
-    return reply(request, out, idx)
+    return reply(request, filtered(flt, out), idx)
 
 
 @routes.get("/v1/health/state/{state}")
 async def health_state(request: web.Request) -> web.Response:
     check_dc(request)
+    flt = request_filter(request)
     st = state_of(request)
     want = request.match_info["state"]
     if want != "any" and want not in STATUSES:
@@ -61,18 +66,19 @@ async def health_state(request: web.Request) -> web.Response:
     out = [c.to_json() for c in sorted(st.registry.checks.values(),
                                        key=lambda c: (c.node, c.id))
            if want == "any" or c.status == want]
-    return reply(request, out, idx)
+    return reply(request, filtered(flt, out), idx)
 
 
 @routes.get("/v1/health/node/{node}")
 async def health_node(request: web.Request) -> web.Response:
     check_dc(request)
+    flt = request_filter(request)
     st = state_of(request)
     node = request.match_info["node"]
     idx = await block(request, lambda: st.store.table("checks"), topic_is("table:checks"))
     out = [c.to_json() for c in sorted(st.registry.checks.values(), key=lambda c: c.id)
            if c.node == node]
-    return reply(request, out, idx)
+    return reply(request, filtered(flt, out), idx)
 
 
 @routes.get("/v1/catalog/datacenters")
@@ -91,6 +97,7 @@ async def catalog_services(request: web.Request) -> web.Response:
 @routes.get("/v1/catalog/service/{name}")
 async def catalog_service(request: web.Request) -> web.Response:
     check_dc(request)
+    flt = request_filter(request)
     st = state_of(request)
     name = request.match_info["name"]
     idx = await block(request, lambda: st.registry.service_index(name),
@@ -98,16 +105,17 @@ async def catalog_service(request: web.Request) -> web.Response:
     tags = _tags(request)
     out = [st.registry.catalog_entry(s) for s in st.registry.instances(name)
            if all(t in s.tags for t in tags)]
-    return reply(request, out, idx)
+    return reply(request, filtered(flt, out), idx)
 
 
 @routes.get("/v1/catalog/nodes")
 async def catalog_nodes(request: web.Request) -> web.Response:
     check_dc(request)
+    flt = request_filter(request)
     st = state_of(request)
     idx = await block(request, lambda: st.store.table("nodes"), topic_is("table:nodes"))
     out = [n.to_json() for n in sorted(st.registry.nodes.values(), key=lambda n: n.name)]
-    return reply(request, out, idx)
+    return reply(request, filtered(flt, out), idx)
 
 
 @routes.get("/v1/catalog/node/{node}")

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from autopilot.catalog.decode import DecodeError, load_json
 from autopilot.catalog.durations import DurationError, parse_duration
+from autopilot.catalog.filter import FilterError, compile_filter
 from autopilot.catalog.state import State
 from autopilot.catalog.store import Predicate
 
@@ -124,3 +125,22 @@ def check_dc(request: web.Request) -> None:
     dc = request.query.get("dc")
     if dc and dc != state_of(request).settings.datacenter:
         raise ConsulError(500, "No path to datacenter")
+
+
+def request_filter(request: web.Request) -> Callable[[Any], bool] | None:
+    """The compiled ``?filter=`` of this request (None without one); 400 when malformed."""
+    text = request.query.get("filter")
+    if not text:
+        return None
+    try:
+        return compile_filter(text)
+    except FilterError as exc:
+        raise ConsulError(400, f"Failed to create boolean expression evaluator: {exc}") from None
+
+
+def filtered(pred: Callable[[Any], bool] | None, data: Any) -> Any:
+    if pred is None:
+        return data
+    if isinstance(data, dict):
+        return {k: v for k, v in data.items() if pred(v)}
+    return [v for v in data if pred(v)]

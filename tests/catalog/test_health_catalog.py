@@ -114,3 +114,30 @@ def test_other_datacenter_has_no_path(api):
     r = api.get("/v1/catalog/services?dc=elsewhere")
     assert r.status_code == 500 and r.text == "No path to datacenter"
     assert api.get("/v1/catalog/services?dc=dc1").status_code == 200
+
+
+def test_filter_expressions(api, cc, name):
+    api.register(name, name + "-1", Tags=["primary"], Port=1, Meta={"zone": "a"},
+                 Check={"TTL": "30s", "Status": "passing"})
+    api.register(name, name + "-2", Tags=["replica"], Port=2, Meta={"zone": "b"},
+                 Check={"TTL": "30s", "Status": "warning"})
+
+    def ids(expr: str, path: str = f"/v1/health/service/{name}") -> list[str]:
+        r = api.get(path, params={"filter": expr})
+        assert r.status_code == 200, r.text
+        return sorted(e["Service"]["ID"] for e in r.json())
+
+    assert ids('"primary" in Service.Tags') == [name + "-1"]
+    assert ids("Service.Meta.zone == b") == [name + "-2"]
+    assert ids("Checks.Status == warning") == [name + "-2"]
+    assert ids('Service.Port != 1 or Service.ID matches "-1$"') == [name + "-1", name + "-2"]
+    assert ids("not (Service.Tags contains replica) and Service.Meta is not empty") == [
+        name + "-1"]
+    assert cc.health.service(name, filter_expr="Service.Port == 2")[1][0]["Service"]["Port"] == 2
+    cat = api.get(f"/v1/catalog/service/{name}", params={"filter": "ServicePort == 1"}).json()
+    assert [e["ServiceID"] for e in cat] == [name + "-1"]
+    svcs = api.get("/v1/agent/services", params={"filter": f'Service == "{name}"'}).json()
+    assert sorted(svcs) == [name + "-1", name + "-2"]
+    bad = api.get(f"/v1/health/service/{name}", params={"filter": "Service.ID =="})
+    assert bad.status_code == 400
+    assert bad.text.startswith("Failed to create boolean expression evaluator")

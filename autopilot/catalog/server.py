@@ -114,7 +114,10 @@ async def serve(settings: Settings, ready: Callable[[str], None] | None = None) 
     await runner.setup()
     site = web.TCPSite(runner, settings.bind, settings.port, backlog=2048, reuse_address=True)
     await site.start()
-    where = f"{settings.bind}:{settings.port}"
+    server = getattr(site, "_server", None)
+    sockets = getattr(server, "sockets", None) or []
+    port = sockets[0].getsockname()[1] if sockets else settings.port
+    where = f"{settings.bind}:{port}"
     log.info("catalog serving on %s (node %s, dc %s)", where, settings.node,
              settings.datacenter)
     if ready:

@@ -182,6 +182,11 @@ def _pad(s: str, flags: str, width: int | None, zero_ok: bool = False) -> str:
     return s.rjust(width)
 
 
+def _rune(v: int) -> str:
+    """The character for a code point; Go prints U+FFFD for an invalid one."""
+    return chr(v) if 0 <= v <= 0x10FFFF and not 0xD800 <= v <= 0xDFFF else "\ufffd"
+
+
 def _fmt_one(verb: str, flags: str, width: int | None, prec: int | None, v: Any) -> str:
     plus = "+" in flags
     sharp = "#" in flags
@@ -206,7 +211,7 @@ def _fmt_one(verb: str, flags: str, width: int | None, prec: int | None, v: Any)
         if isinstance(v, list | tuple):
             return "[" + " ".join(_fmt_one(verb, flags, None, prec, x) for x in v) + "]"
         if verb == "q" and isinstance(v, int) and not isinstance(v, bool):
-            return _pad("'" + chr(v) + "'", flags, width)
+            return _pad("'" + _rune(v) + "'", flags, width)
         if not isinstance(v, str):
             return _bad_verb(verb, v)
         s = v[:prec] if prec is not None else v
@@ -218,7 +223,7 @@ def _fmt_one(verb: str, flags: str, width: int | None, prec: int | None, v: Any)
         if not isinstance(v, int) or isinstance(v, bool):
             return _bad_verb(verb, v)
         if verb == "c":
-            return _pad(chr(v), flags, width)
+            return _pad(_rune(v), flags, width)
         if verb == "U":
             return _pad(f"U+{v:04X}", flags, width)
         base = {"d": "d", "b": "b", "o": "o", "O": "o", "x": "x", "X": "X"}[verb]
@@ -266,6 +271,12 @@ def go_sprintf(fmt: str, *args: Any) -> str:
             ai += 1
         elif prec_s is not None:
             prec = int(prec_s) if prec_s else 0
+        if width is not None and not -1_000_000 <= width <= 1_000_000:
+            out.append("%!(BADWIDTH)")  # Go refuses absurd widths the same way
+            width = None
+        if prec is not None and not 0 <= prec <= 1_000_000:
+            out.append("%!(BADPREC)")
+            prec = None
         if ai >= len(args):
             out.append(f"%!{verb}(MISSING)")
             continue
@@ -325,7 +336,10 @@ def _unquote(body: str, quote: str, pos: int) -> str:
             digits = body[i + 1:i + 1 + n]
             if len(digits) != n or not re.fullmatch(r"[0-9a-fA-F]+", digits):
                 raise TemplateError(f"invalid escape \\{esc} in quoted string", 0, pos)
-            out.append(chr(int(digits, 16)))
+            code = int(digits, 16)
+            if code > 0x10FFFF:
+                raise TemplateError(f"invalid escape \\{esc}{digits} in quoted string", 0, pos)
+            out.append(chr(code))
             i += 1 + n
         elif esc in "01234567":
             digits = body[i:i + 3]
@@ -1225,6 +1239,8 @@ class _State:
         try:
             return fn(*values)
         except _ExecError as exc:
+            raise self.fail(op, f"error calling {name}: {exc}") from None
+        except (ValueError, OverflowError, TypeError, RecursionError) as exc:
             raise self.fail(op, f"error calling {name}: {exc}") from None
 
 

@@ -165,6 +165,7 @@ def test_dynamic_watches_from_numbered_variables() -> None:
     ("{{ loop \"x\" }}", 1, 4, "cannot convert"),
     ("{{ template \"none\" }}", 1, 4, "no such template"),
     ("{{ range .FOO }}{{ end }}", 1, 4, "range can't iterate over foo"),
+    ("{{ \"\\U0011ffff\" }}", 1, 4, "invalid escape"),
 ])
 def test_errors_carry_line_and_column(src: str, line: int, col: int, message: str) -> None:
     with pytest.raises(TemplateError) as info:
@@ -189,6 +190,8 @@ def test_loop_is_bounded() -> None:
     ("%d %d", (1,), "1 %!d(MISSING)"),
     ("%d", (1, 2), "1%!(EXTRA int=2)"),
     ("100%%", (), "100%"),
+    ("%c|%q", (0x110000, -1), "\ufffd|'\ufffd'"),
+    ("%*d|%.*f", (10**9, 1, 10**9, 1.5), "%!(BADWIDTH)1|%!(BADPREC)1.500000"),
 ])
 def test_printf_follows_go(fmt: str, args: tuple, out: str) -> None:
     assert go_sprintf(fmt, *args) == out

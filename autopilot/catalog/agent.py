@@ -56,7 +56,7 @@ def _duration(value: Any, field: str) -> int:
 def clip_output(text: str) -> str:
     if len(text) <= OUTPUT_MAX:
         return text
-    return text[:OUTPUT_MAX] + f"\n\n... Captured {OUTPUT_MAX} of {len(text)} bytes"
+    return f"{text[:OUTPUT_MAX]} ... (captured {OUTPUT_MAX} of {len(text)} bytes)"
 
 
 class Agent:

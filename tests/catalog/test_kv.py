@@ -47,6 +47,8 @@ def test_raw(api, name):
     api.put(f"/v1/kv/{name}", data=b"\x00\xffbinary")
     r = api.get(f"/v1/kv/{name}?raw")
     assert r.status_code == 200 and r.content == b"\x00\xffbinary"
+    assert r.headers["Content-Type"].startswith("text/plain")
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
     assert "X-Consul-Index" in r.headers
 
 
@@ -117,17 +119,29 @@ def test_delete_single_recurse_cas(api, cc, name):
 def test_kv_bad_requests(api, name):
     r = api.put("/v1/kv/", data=b"x")
     assert r.status_code == 400 and r.text == "Missing key name"
+    assert api.get("/v1/kv/").status_code == 400
+    assert api.delete("/v1/kv/").status_code == 400
     r = api.put(f"/v1/kv/{name}?flags=abc", data=b"x")
-    assert r.status_code == 400
+    assert r.status_code == 500 and r.text == 'strconv.ParseUint: parsing "abc": invalid syntax'
     r = api.put(f"/v1/kv/{name}?cas=-1", data=b"x")
-    assert r.status_code == 400
+    assert r.status_code == 500 and "invalid syntax" in r.text
+    r = api.put(f"/v1/kv/{name}?cas=0&acquire=x", data=b"x")
+    assert r.status_code == 400 and r.text.startswith("Conflicting flags: acquire=x&cas=0")
+    r = api.delete(f"/v1/kv/{name}?cas=1&recurse")
+    assert r.status_code == 400 and r.text.startswith("Conflicting flags:")
     r = api.get(f"/v1/kv/{name}?index=abc")
     assert r.status_code == 400 and r.text == "Invalid index"
     r = api.get(f"/v1/kv/{name}?index=1&wait=forever")
     assert r.status_code == 400 and r.text == "Invalid wait time"
     r = api.put(f"/v1/kv/{name}", data=b"x" * (512 * 1024 + 1))
-    assert r.status_code == 413 and r.text == "Value exceeds 524288 byte limit"
+    assert r.status_code == 413
+    assert r.text.startswith("Request body(524289 bytes) too large, max size: 524288 bytes.")
     assert api.put(f"/v1/kv/{name}", data=b"x" * (512 * 1024)).json() is True
+
+
+def test_keys_at_root_is_a_list(api):
+    r = api.get("/v1/kv/?keys")
+    assert r.status_code == 200 and isinstance(r.json(), list)
 
 
 def _op(verb, key, value=None, **kw):  # type: ignore[no-untyped-def]

@@ -20,6 +20,13 @@ from autopilot.catalog.web import (
 routes = web.RouteTableDef()
 
 
+def _sid(request: web.Request) -> str:
+    sid = request.match_info["sid"]
+    if not sid:
+        raise ConsulError(400, "Missing session")
+    return sid
+
+
 @routes.put("/v1/session/create")
 async def session_create(request: web.Request) -> web.Response:
     check_dc(request)
@@ -37,29 +44,30 @@ async def session_create(request: web.Request) -> web.Response:
     return reply(request, {"ID": sess.id})
 
 
-@routes.put("/v1/session/destroy/{sid}")
+@routes.put("/v1/session/destroy/{sid:.*}")
 async def session_destroy(request: web.Request) -> web.Response:
     check_dc(request)
+    _sid(request)
     state_of(request).sessions.destroy(request.match_info["sid"])
     return reply(request, True)
 
 
-@routes.put("/v1/session/renew/{sid}")
+@routes.put("/v1/session/renew/{sid:.*}")
 async def session_renew(request: web.Request) -> web.Response:
     check_dc(request)
     st = state_of(request)
-    sid = request.match_info["sid"]
+    sid = _sid(request)
     sess = st.sessions.renew(sid)
     if sess is None:
         raise ConsulError(404, f"Session id '{sid}' not found")
     return reply(request, [sess.to_json()], st.sessions.index())
 
 
-@routes.get("/v1/session/info/{sid}")
+@routes.get("/v1/session/info/{sid:.*}")
 async def session_info(request: web.Request) -> web.Response:
     check_dc(request)
     st = state_of(request)
-    sid = request.match_info["sid"]
+    sid = _sid(request)
     idx = await block(request, st.sessions.index, topic_is("table:sessions"))
     sess = st.sessions.sessions.get(sid)
     return reply(request, [sess.to_json()] if sess else [], idx)
@@ -73,9 +81,11 @@ async def session_list(request: web.Request) -> web.Response:
     return reply(request, [s.to_json() for s in st.sessions.list()], idx)
 
 
-@routes.get("/v1/session/node/{node}")
+@routes.get("/v1/session/node/{node:.*}")
 async def session_node(request: web.Request) -> web.Response:
     check_dc(request)
+    if not request.match_info["node"]:
+        raise ConsulError(400, "Missing node name")
     st = state_of(request)
     idx = await block(request, st.sessions.index, topic_is("table:sessions"))
     return reply(request, [s.to_json() for s in st.sessions.list(request.match_info["node"])],

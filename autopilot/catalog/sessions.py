@@ -55,14 +55,14 @@ class Session:
 
 
 def parse_lock_delay(value: Any) -> int:
-    """LockDelay: a Go duration string, or a number (seconds if < 1000, else nanoseconds)."""
+    """LockDelay: a Go duration string or a number of nanoseconds; below 1000 ns it counts
+    as seconds (Consul's fix-up for clients sending ``5`` meaning 5 s)."""
     if value is None:
         return DEFAULT_LOCK_DELAY
     if isinstance(value, bool):
         raise DurationError(f"invalid LockDelay {value!r}")
-    if isinstance(value, int | float):
-        return int(value * SECOND) if value < 1000 else int(value)
-    return parse_duration(value)
+    ns = int(value) if isinstance(value, int | float) else parse_duration(value)
+    return ns * SECOND if ns < 1000 else ns  # Consul: tiny values were meant as seconds
 
 
 class Sessions:

@@ -170,3 +170,15 @@ def test_session_ttl_expiry_once(api, name):
              interval=0.1, message="session TTL expiry")
     assert 9.5 <= time.monotonic() - t0 <= 12
     assert "Session" not in api.get(f"/v1/kv/{name}").json()[0]
+
+
+def test_missing_ids_and_lock_delay_forms(api):
+    assert api.put("/v1/session/destroy/").status_code == 400
+    r = api.get("/v1/session/info/")
+    assert r.status_code == 400 and r.text == "Missing session"
+    for given, ns in (("5s", 5 * 10**9), (5, 5 * 10**9), (2_000_000_000, 2 * 10**9),
+                      ("0s", 0), ("250ms", 250_000_000)):
+        sid = _create(api, LockDelay=given)
+        assert api.get(f"/v1/session/info/{sid}").json()[0]["LockDelay"] == ns, given
+    r = api.put("/v1/session/create", json={"LockDelay": "soon"})
+    assert r.status_code == 400 and r.text.startswith("Request decode failed")

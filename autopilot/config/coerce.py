@@ -193,6 +193,8 @@ def to_signal(value: Any) -> str:
     """A signal given as ``SIGINT``, ``INT``, ``int`` or a number; returns ``SIGINT``."""
     if isinstance(value, bool):
         raise Invalid(f"expected a signal name like \"SIGINT\", got {show(value)}")
+    if isinstance(value, float) and not value.is_integer():
+        raise Invalid(f"expected a signal name like \"SIGINT\", got {show(value)}")
     if isinstance(value, int | float) or (isinstance(value, str) and value.strip().isdigit()):
         num = int(value)
         try:

@@ -225,6 +225,10 @@ def test_weak_typing_like_mapstructure() -> None:
     ("exec: \"echo 'unbalanced\"", "jobs[0].exec: cannot split"),
     ("env: [1]", "jobs[0].env: expected an object, got an array"),
     ('env: {"A=B": "x"}', 'jobs[0].env.A=B: a variable name must be non-empty'),
+    ("stopSignal: NaN", 'jobs[0].stopSignal: expected a signal name like "SIGINT", got nan'),
+    ("stopSignal: Infinity", "jobs[0].stopSignal: expected a signal name"),
+    ("port: Infinity", "jobs[0].port: expected an integer, got inf"),
+    ("stopTimeout: NaN", "jobs[0].stopTimeout: invalid duration"),
 ])
 def test_type_errors(field: str, message: str) -> None:
     assert message in one_error(f'{{jobs: [{{name: "a", {field}}}]}}')

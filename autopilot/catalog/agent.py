@@ -72,7 +72,11 @@ class Agent:
     # ---- lifecycle -------------------------------------------------------------------------
     def bootstrap(self) -> None:
         """Register this node with a passing serfHealth check, as a dev agent has."""
-        self.registry.ensure_node(self.node, self.address, datacenter=self.datacenter)
+        addr = self.address
+        self.registry.ensure_node(self.node, addr, datacenter=self.datacenter,
+                                  tagged={"lan": addr, "lan_ipv4": addr, "wan": addr,
+                                          "wan_ipv4": addr},
+                                  meta={"consul-network-segment": ""})
         if (self.node, SERF_CHECK) not in self.registry.checks:
             self.registry.put_check(Check(node=self.node, id=SERF_CHECK,
                                           name="Serf Health Status", status=PASSING,

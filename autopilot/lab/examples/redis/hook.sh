@@ -195,9 +195,10 @@ converge() {  # under the lock: re-check, then fence and follow the leader of ou
 }
 
 promote() {
-    cli replicaof no one >/dev/null || exit 1
-    cli config set min-replicas-to-write "$OPEN" >/dev/null || exit 1
-    [ "$(info_field role)" = master ] || exit 1
+    # one redis-cli for the three commands: the write gap of a hand-over is mostly this hook
+    out=$(printf 'REPLICAOF NO ONE\nCONFIG SET min-replicas-to-write %s\nROLE\n' "$OPEN" |
+        cli 2>&1) || exit 1
+    case "$out" in OK*OK*master*) ;; *) log "promote failed: $out"; exit 1 ;; esac
     set_state primary "$EPOCH"
     log "promoted (min-replicas-to-write $OPEN, epoch $EPOCH)"
 }
@@ -218,7 +219,8 @@ follow() {
 case "${1:-}" in
 run) run ;;
 health) health ;;
-promote | demote) locked "$1-locked" ;;
+promote) locked promote-locked ;;
+demote) fence; locked demote-locked ;;  # fencing first: it is always safe
 follow) wait_redis; locked follow-locked ;;
 promote-locked) promote ;;
 demote-locked) demote ;;

@@ -65,7 +65,7 @@ async def consul_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status == 405:
             resp = _text(405, f"method {request.method} not allowed")
         elif exc.status == 404:
-            resp = _text(404, "")
+            resp = _text(404, "404 page not found\n")  # Go's http.NotFound
         else:
             raise
     except (ConnectionResetError, asyncio.CancelledError):

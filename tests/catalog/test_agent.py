@@ -220,7 +220,8 @@ def test_bad_requests_on_agent_endpoints(api):
     assert r.status_code == 400 and "Invalid check status" in r.text
     r = api.get("/v1/agent/service/register")
     assert r.status_code == 405
-    assert api.get("/v1/nothing/here").status_code == 404
+    r = api.get("/v1/nothing/here")
+    assert r.status_code == 404 and r.text == "404 page not found\n"
 
 
 def test_snake_and_lower_case_fields_accepted(api, cc, name):

@@ -229,3 +229,21 @@ def test_job_actions_and_errors(tmp_path: Path) -> None:
             with pytest.raises(ValueError):
                 h.sup.putenv({"A=B": "1"})
     run(main)
+
+
+def test_containerpilot_name_pid_var(tmp_path: Path) -> None:
+    out = tmp_path / "pidvar"
+    jobs = [JobConfig(name="app", exec=["sleep", "30"]),
+            JobConfig(name="reader", exec=sh(f"echo $CONTAINERPILOT_SLEEP_PID > {out}"),
+                      when=WhenConfig(source=["SIGHUP"], each="signal"))]
+
+    async def main() -> None:
+        from autopilot.events import SIGNAL, Event
+        async with Harness(jobs) as h:
+            await until(lambda: h.job("app").pid, 3)
+            h.bus.publish(Event(SIGNAL, "SIGHUP"))
+            await h.wait_event("exitSuccess", "reader")
+            assert out.read_text().strip() == str(h.job("app").pid)
+            await h.sup.job_action("app", "stop")
+            assert "CONTAINERPILOT_SLEEP_PID" not in os.environ  # unset when it exits
+    run(main)

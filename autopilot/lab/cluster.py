@@ -284,7 +284,11 @@ class Lab:
         config = str(EXAMPLES / "redis" / "autopilot.json5")
         run = [sys.executable, "-m", "autopilot", "run", config]
         if self.state.mode != "netns":
-            return run
+            # no namespaces for the network, but a hostname of its own (the service ID is
+            # <job>-<hostname>); without root through a user namespace
+            prefix = ["unshare", "--uts"] if netns.is_root() else \
+                ["unshare", "--user", "--map-root-user", "--uts"]
+            return [*prefix, "sh", "-c", f'hostname {node.name} && exec "$@"', "sh", *run]
         prefix = ["ip", "netns", "exec", str(node.ns)]
         if self.state.pidns:
             # autopilot becomes PID 1 of a fresh PID namespace with its own hostname

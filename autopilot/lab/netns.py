@@ -52,9 +52,10 @@ def in_ns(n: int, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def missing_tools(netns: bool) -> list[tuple[str, str]]:
     """(tool, Debian package) pairs this machine lacks for the chosen mode."""
-    need = [("redis-server", "redis-server"), ("redis-cli", "redis-tools")]
+    need = [("redis-server", "redis-server"), ("redis-cli", "redis-tools"),
+            ("unshare", "util-linux"), ("flock", "util-linux")]
     if netns:
-        need += [("ip", "iproute2"), ("iptables", "iptables"), ("unshare", "util-linux")]
+        need += [("ip", "iproute2"), ("iptables", "iptables")]
     return [(t, p) for t, p in need if shutil.which(t) is None]
 
 

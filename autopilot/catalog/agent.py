@@ -11,12 +11,12 @@ from typing import Any
 import aiohttp
 
 from autopilot.catalog.durations import DurationError, format_duration, parse_duration
+from autopilot.catalog.probes import run_probe
 from autopilot.catalog.registry import (
     CRITICAL,
     PASSING,
     SERF_CHECK,
     STATUSES,
-    WARNING,
     Check,
     Registry,
     Service,
@@ -283,40 +283,14 @@ class Agent:
         interval = parse_duration(chk.definition["Interval"]) / 1e9
         timeout = parse_duration(chk.definition["Timeout"]) / 1e9 or 10.0
         while True:
-            status, output = await self._run_probe(chk, timeout)
+            if self._http is None:
+                self._http = aiohttp.ClientSession()
+            status, output = await run_probe(self._http, chk, timeout)
             if (self.node, chk.id) not in self.registry.checks:
                 return
             if self.registry.set_status(self.node, chk.id, status, clip_output(output)):
                 self.store.commit()
             await asyncio.sleep(interval)
-
-    async def _run_probe(self, chk: Check, timeout: float) -> tuple[str, str]:
-        d = chk.definition
-        try:
-            if chk.type == "tcp":
-                host, _, port = d["TCP"].rpartition(":")
-                _, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host.strip("[]"), int(port)), timeout)
-                writer.close()
-                return PASSING, f"TCP connect {d['TCP']}: Success"
-            if self._http is None:
-                self._http = aiohttp.ClientSession()
-            headers = {k: (v[0] if isinstance(v, list) and v else str(v))
-                       for k, v in (d.get("Header") or {}).items()}
-            async with self._http.request(
-                    d.get("Method", "GET"), d["HTTP"], headers=headers,
-                    data=d.get("Body") or None, ssl=False if d.get("TLSSkipVerify") else None,
-                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                body = (await resp.content.read(OUTPUT_MAX)).decode("utf-8", "replace")
-                out = f"HTTP {d.get('Method', 'GET')} {d['HTTP']}: {resp.status} " \
-                      f"{resp.reason} Output: {body}"
-                if 200 <= resp.status < 300:
-                    return PASSING, out
-                return (WARNING if resp.status == 429 else CRITICAL), out
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any failure makes the check critical
-            return CRITICAL, f"{chk.type.upper()} check {chk.id} failed: {exc!r}"
 
     async def _reap_loop(self) -> None:
         while True:

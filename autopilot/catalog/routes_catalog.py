@@ -202,11 +202,16 @@ async def catalog_deregister(request: web.Request) -> web.Response:
         else:
             st.registry.remove_service(node, body["ServiceID"])
     elif body.get("CheckID"):
-        st.registry.remove_check(node, body["CheckID"])
+        if node == st.node:
+            st.agent.deregister_check(body["CheckID"])
+        else:
+            st.registry.remove_check(node, body["CheckID"])
     else:
         for sess in st.sessions.list(node):
             st.sessions.destroy(sess.id)
         st.registry.remove_node(node)
+        if node == st.node:  # the agent's anti-entropy would put its node back at once
+            st.agent.bootstrap()
     return reply(request, True)
 
 

@@ -286,6 +286,8 @@ class Supervisor:
         self._check_scheduled = False
         if not self._started or self.shutting_down or not self.jobs:
             return
+        if self._reload_lock is not None and self._reload_lock.locked():
+            return  # jobs are being replaced; _apply checks again when it is done
         if self.ctx.config.main_job in self.jobs:
             return  # the main job decides
         states = [self._dormant(j) for j in self.jobs.values()]

@@ -83,3 +83,23 @@ def test_reload_diffs_jobs(tmp_path: Path) -> None:
         run(main)
     finally:
         os.environ.pop("AP_RELOAD_ARG", None)
+
+
+def test_reload_replacing_every_job_keeps_running(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json5"
+    write(cfg, [{"name": "one", "exec": ["sleep", "30"]}])
+
+    async def main() -> None:
+        import asyncio
+        sup = BareSupervisor(load_config(str(cfg)), str(cfg))
+        task = asyncio.ensure_future(sup.run())
+        await until(lambda: sup.jobs.get("one") and sup.jobs["one"].pid, 5)
+        write(cfg, [{"name": "two", "exec": ["sleep", "30"]}])
+        await sup.reload()
+        await until(lambda: sup.jobs["two"].pid, 5, "new job")
+        await asyncio.sleep(0.2)
+        assert not sup.shutting_down and list(sup.jobs) == ["two"]
+        sup.request_shutdown("test")
+        assert await task == 0
+
+    run(main)

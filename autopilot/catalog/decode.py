@@ -36,7 +36,8 @@ CHECK: dict[str, Any] = {
 SERVICE: dict[str, Any] = {
     "ID": STR, "Name": STR, "Service": STR, "Tags": STRLIST, "Address": STR,
     "TaggedAddresses": ANY, "Meta": STRMAP, "Port": INT, "Kind": STR, "Proxy": ANY,
-    "Connect": ANY, "EnableTagOverride": BOOL, "Weights": ANY, "Check": CHECK,
+    "Connect": ANY, "EnableTagOverride": BOOL, "Weights": {"Passing": INT, "Warning": INT},
+    "Check": CHECK,
     "Checks": [CHECK], "Namespace": STR, "Partition": STR, "SocketPath": STR,
     "Token": STR, "CreateIndex": INT, "ModifyIndex": INT, "ContentHash": STR,
     "Datacenter": STR,

@@ -109,6 +109,17 @@ class AutopilotProcess:
         lines = (self.log + self.stderr).splitlines()
         return "\n".join(lines[-n:])
 
+    def ctl(self, *args: str, timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
+        """``autopilot ctl --socket <this autopilot's socket> ARGS…`` (output as text)."""
+        return subprocess.run([sys.executable, "-m", "autopilot", "ctl", "--socket",
+                               self.socket, *args], cwd=ROOT, env=self.env, text=True,
+                              capture_output=True, timeout=timeout)
+
+    def wait_socket(self, timeout: float = 15.0) -> None:
+        """Until the control socket answers a ping."""
+        wait_for(lambda: self.ctl("ping", timeout=5).returncode == 0, timeout,
+                 message="control socket ping")
+
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)

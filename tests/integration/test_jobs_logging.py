@@ -73,3 +73,12 @@ def test_json_format_and_file_reopen(autopilot, tmp_path: Path) -> None:
     assert "second" not in rotated.read_text()
     ap.terminate()
     assert ap.wait() == 0
+
+
+def test_fixture_ctl_and_status(autopilot) -> None:
+    ap = autopilot({"jobs": [{"name": "app", "exec": ["sleep", "60"]}]})
+    ap.wait_socket()
+    out = ap.ctl("status")
+    assert out.returncode == 0 and "app" in out.stdout
+    ap.terminate()
+    assert ap.wait() == 0

@@ -55,6 +55,7 @@ class Election:
         self.healthy: bool | None = None
         self.maintenance = False
         self.session: str | None = None
+        self.own_sessions: set[str] = set()  # every session this member created or adopted
         self.session_lost = False
         self.holder: lock.Holder | None = None
         self.holder_index = 0
@@ -67,6 +68,7 @@ class Election:
         self.handed_over = False
         self.closed = False  # loops end (a cancel can be swallowed: see tasks.py)
         self._wake = asyncio.Event()
+        self._former_primary = False
         self._not_before = 0.0  # no candidacy before (after a failed promote)
         self._failures = 0
         self._create_retry = 0.0
@@ -267,7 +269,7 @@ class Election:
             return
         if self.session_lost:
             await self._drop_session()
-        self._follow()
+        await self._follow()
         if not self.eligible() or now < self._not_before:
             if self.session and not self.eligible():
                 await self._drop_session()
@@ -279,11 +281,16 @@ class Election:
                 return
         if (self.holder is None or not self.holder.held) and now >= self._acquire_retry:
             await self._try_acquire()
+        elif self._held_by_former_self() and now >= self._acquire_retry:
+            await self._adopt()
 
-    def _follow(self) -> None:
+    async def _follow(self) -> None:
         """A replica learns who leads; publishes leaderChanged when the holder changes."""
         h = self.holder
-        if h is None or not h.held or h.session == self.session:
+        if h is None or not h.held or h.session in self.own_sessions:
+            return
+        if self._held_by_former_self():
+            self._former_primary = True  # adopt it (below) or, if it lapses, fence first
             return
         ident = h.identity()
         if ident == self.announced:
@@ -291,6 +298,12 @@ class Election:
         self.announced = ident
         leader = self._leader_dict(h)
         self._publish_role("replica", leader)
+        if self._former_primary:
+            # our previous incarnation led and its job may still act as the primary
+            self._former_primary = False
+            log.warning("another member leads now: demoting what our previous incarnation "
+                        "promoted", job=self.job)
+            await self._hook("demote", self.ecfg.demote, "replica", leader)
         log.info("leader changed", job=self.job, leader=leader)
         self.ctx.bus.publish(ev.Event(ev.LEADER_CHANGED, self.job,
                                       detail=f"{leader.get('node')} epoch {h.lock_index}"))
@@ -310,6 +323,7 @@ class Election:
             return False
         self._failures = 0
         self.session = sid
+        self.own_sessions.add(sid)
         self.session_lost = False
         self.lease.start(sent)
         self._acquire_retry = 0.0
@@ -379,8 +393,54 @@ class Election:
             return
         await self._promote(holder)
 
+    def _held_by_former_self(self) -> bool:
+        """The key is held by a session of this very service that we did not create: our
+        previous incarnation (the supervisor was killed and restarted, its job kept
+        running)."""
+        h = self.holder
+        return bool(h and h.held and h.session not in self.own_sessions
+                    and h.info.get("service_id") == self.service_id
+                    and h.info.get("node") == self.ctx.hostname)
+
+    async def _adopt(self) -> None:
+        """Take over our previous incarnation's still-valid session instead of waiting for
+        it to lapse: nobody else can hold the lock while it lives, so the lock is ours and
+        the epoch does not change. The promote hook runs again (hooks must be idempotent)."""
+        h = self.holder
+        assert h is not None and h.session
+        old = h.session
+        self._acquire_retry = time.monotonic() + 1.0  # at most one attempt a second
+        try:
+            info = await self._call(lambda c: lock.session_info(c, old, timeout=CALL_TIMEOUT),
+                                    timeout=CALL_TIMEOUT + 0.5)
+            if not info or not lock.bound_to(info, self.check_id):
+                return
+            sent = time.monotonic()
+            await self._call(lambda c: lock.renew_session(c, old, timeout=CALL_TIMEOUT),
+                             timeout=CALL_TIMEOUT + 0.5)
+        except Exception as exc:  # noqa: BLE001 - it lapses by itself; we then compete
+            log.info("could not adopt the previous session", job=self.job, error=str(exc))
+            return
+        mine = self.session
+        if self._keeper is not None:
+            self._keeper.cancel()
+        self.session = old
+        self.own_sessions.add(old)
+        self.session_lost = False
+        self.lease.start(sent)
+        self._keeper = asyncio.create_task(self._keep(old), name=f"election-renew-{self.job}")
+        if mine:
+            with contextlib.suppress(Exception):
+                await self._call(lambda c: lock.destroy_session(c, mine, timeout=1.5),
+                                 timeout=2.0)
+        log.warning("adopted the session of our previous incarnation", job=self.job,
+                    session=old, epoch=h.lock_index)
+        self.holding = True
+        await self._promote(h)
+
     async def _promote(self, holder: lock.Holder) -> None:
         leader = self._leader_dict(holder)
+        self._former_primary = False
         log.info("acquired the lock; promoting", job=self.job, epoch=holder.lock_index)
         result = await self._guarded(self._hook("promote", self.ecfg.promote, "primary", leader))
         if result is None:
@@ -443,9 +503,13 @@ class Election:
                 log.error("demote hook failed", job=self.job, rc=result.rc,
                           timed_out=result.timed_out)
         if self.holding and sid and not self.session_lost:
-            with contextlib.suppress(Exception):
-                await self._call(lambda c: lock.release(c, self.lock_key, sid, timeout=1.5),
-                                 timeout=2.0)
+            try:
+                released = await self._call(
+                    lambda c: lock.release(c, self.lock_key, sid, timeout=1.5), timeout=2.0)
+                log.info("lock released" if released else "lock was no longer ours",
+                         job=self.job)
+            except Exception as exc:  # noqa: BLE001 - the session's end releases it anyway
+                log.warning("release failed", job=self.job, error=str(exc) or repr(exc))
         self.holding = False
         await self._drop_session()  # a fresh session (and lease) for the next candidacy
 

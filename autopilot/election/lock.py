@@ -85,13 +85,24 @@ def renew_session(c: consul.Consul, session: str, *, timeout: float) -> None:
         raise SessionGone(session)
 
 
-def session_exists(c: consul.Consul, session: str, *, timeout: float) -> bool:
+def session_info(c: consul.Consul, session: str, *, timeout: float) -> dict | None:
     code, _, text = _request(c, "GET", f"/v1/session/info/{session}", timeout=timeout)
     if code == 404:
-        return False
+        return None
     if code != 200:
         raise LockError(f"session info: {code} {text.strip()}")
-    return bool(json.loads(text or "null"))
+    data = json.loads(text or "null")
+    return data[0] if data else None
+
+
+def session_exists(c: consul.Consul, session: str, *, timeout: float) -> bool:
+    return session_info(c, session, timeout=timeout) is not None
+
+
+def bound_to(info: dict, check_id: str) -> bool:
+    """Is this session bound to exactly our service check (our earlier incarnation)?"""
+    service_checks = [sc.get("ID") for sc in info.get("ServiceChecks") or []]
+    return service_checks == [check_id] and not info.get("NodeChecks")
 
 
 def destroy_session(c: consul.Consul, session: str, *, timeout: float) -> None:

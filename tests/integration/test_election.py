@@ -19,6 +19,7 @@ from autopilot.config.model import Config, ConsulConfig, ElectionConfig, JobConf
 from autopilot.context import Context
 from autopilot.discovery.client import ConsulClient
 from autopilot.election import Election, components
+from autopilot.election.tasks import cancel_all
 from tests.helpers import CatalogProcess
 
 
@@ -312,5 +313,49 @@ def test_leader_cut_off_from_catalog_demotes_before_its_lease_ends(catalog: Cata
         finally:
             for x in members:
                 await x.stop()
+
+    run(scenario)
+
+
+@pytest.mark.timeout(40)
+def test_restarted_supervisor_resumes_its_leadership(catalog: CatalogProcess, tmp_path: Path):
+    """S14: the supervisor dies (no hand-over) and comes back while its job and check live
+    on: it adopts its previous session (same epoch) instead of causing a failover."""
+    async def scenario() -> None:
+        members = await cluster(catalog, tmp_path, n=2)
+        restarted: Member | None = None
+        try:
+            (lead,) = await until(lambda: leaders(members), 10, "a leader")
+            other = next(m for m in members if m is not lead)
+            await until(lambda: other.ctx.facts["db"].get("role") == "replica", 5, "replica")
+            epoch = lead.ctx.facts["db"]["epoch"]
+            old_session = lead.election.session
+            # "SIGKILL": the election's tasks vanish; nothing is released or destroyed
+            lead.election.closed = True
+            await cancel_all([*lead.election._tasks, lead.election._keeper,
+                              lead.election._main_task])
+            restarted = Member(catalog, lead.node, tmp_path, port=lead.job.port)
+            await restarted.start()
+            restarted.healthy()
+            await until(lambda: restarted.election.primary, 5, "the restarted member to lead")
+            assert restarted.election.session == old_session
+            assert restarted.ctx.facts["db"]["epoch"] == epoch
+            assert not restarted.codes("leaderChanged")  # never announced itself a replica
+            await asyncio.sleep(0.3)
+            assert not other.codes("elected") and len(other.codes("leaderChanged")) == 1
+            assert key_holder(catalog)["Session"] == old_session
+            # the adopted session is renewed by its new owner
+            first = restarted.election.lease.deadline
+            await until(lambda: restarted.election.lease.deadline != first,
+                        restarted.election.renew_interval + 2, "a renewal")
+            assert restarted.election.primary
+        finally:
+            for m in members:
+                if m is not lead:
+                    await m.stop()
+            if restarted is not None:
+                await restarted.stop()
+            assert lead.ctx.consul is not None
+            lead.ctx.consul.close()
 
     run(scenario)

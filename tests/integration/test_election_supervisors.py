@@ -1,0 +1,214 @@
+"""Leader election with real supervisors: three `autopilot run` processes, each in its own
+UTS namespace (its own hostname, so its own service ID), against the real catalog.
+Hook invocations are recorded with wall-clock timestamps in one file per node."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.helpers import CatalogProcess, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                                reason="needs root and unshare (own hostname per supervisor)")
+
+HEALTH_TTL = 4  # the service check's TTL: a dead supervisor's check is critical after this
+LOCK_DELAY = 1.0
+
+CONFIG = """\
+{{
+  consul: "{catalog}",
+  logging: {{level: "INFO"}},
+  stopTimeout: 5,
+  control: {{socket: "{tmp}/{node}.sock"}},
+  jobs: [
+    {{
+      name: "db",
+      exec: ["sh", "-c", "echo $$ > {tmp}/{node}.pid; exec sleep 3600"],
+      port: {port},
+      health: {{
+        exec: ["sh", "-c", "while [ -f {tmp}/{node}.stall ]; do sleep 0.05; done"],
+        interval: 1, ttl: {ttl}, timeout: "20s",
+      }},
+      election: {{
+        lockDelay: "{lock_delay}s",
+        promote: ["sh", "-c", "echo promote $(date +%s.%N) $AUTOPILOT_ROLE $AUTOPILOT_LEADER_EPOCH >> {tmp}/{node}.hooks"],
+        demote: ["sh", "-c", "echo demote $(date +%s.%N) $AUTOPILOT_ROLE >> {tmp}/{node}.hooks"],
+      }},
+    }},
+    {{
+      name: "on-elected",
+      exec: ["sh", "-c", "echo elected-job $(date +%s.%N) $AUTOPILOT_ROLE $AUTOPILOT_LEADER_NODE >> {tmp}/{node}.hooks"],
+      when: {{source: "db", each: "elected"}},
+    }},
+  ],
+}}
+"""
+
+
+@pytest.fixture
+def catalog(tmp_path: Path):
+    """The real catalog; killed at the end (its SIGTERM path waits for open long polls)."""
+    cat = CatalogProcess(tmp_path).start()
+    yield cat
+    cat.kill()
+
+
+class Supervisor:
+    def __init__(self, cat: CatalogProcess, tmp: Path, node: str, port: int, env: dict) -> None:
+        self.cat, self.tmp, self.node, self.port = cat, tmp, node, port
+        self.cfg = tmp / f"{node}.json5"
+        self.cfg.write_text(CONFIG.format(catalog=cat.address, tmp=tmp, node=node, port=port,
+                                          ttl=HEALTH_TTL, lock_delay=LOCK_DELAY))
+        self.hooks = tmp / f"{node}.hooks"
+        self.log = tmp / f"{node}.log"
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        cmd = ["unshare", "--uts", "sh", "-c",
+               f'hostname {self.node} && exec "$0" -m autopilot run "$1"',
+               sys.executable, str(self.cfg)]
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log.open("ab"),
+                                     stderr=subprocess.STDOUT, cwd=str(Path(__file__).parents[2]))
+
+    def lines(self, kind: str | None = None) -> list[list[str]]:
+        if not self.hooks.exists():
+            return []
+        rows = [ln.split() for ln in self.hooks.read_text().splitlines() if ln.strip()]
+        return [r for r in rows if kind is None or r[0] == kind]
+
+    def times(self, kind: str) -> list[float]:
+        return [float(r[1]) for r in self.lines(kind)]
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with_cont = [signal.SIGCONT, signal.SIGKILL]
+            for sig in with_cont:
+                try:
+                    os.kill(self.proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+            self.proc.wait(5)
+        pidfile = self.tmp / f"{self.node}.pid"
+        if pidfile.exists():  # the job's process outlives a SIGKILLed supervisor
+            try:
+                os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+
+
+def tags(cat: CatalogProcess) -> dict[str, list[str]]:
+    """service ID -> tags, for the passing instances of `db`."""
+    entries = requests.get(cat.url + "/v1/health/service/db?passing=1", timeout=5).json()
+    return {e["Service"]["ID"]: e["Service"]["Tags"] for e in entries}
+
+
+def promoted(sups: list[Supervisor]) -> list[Supervisor]:
+    return [s for s in sups if s.lines("promote")]
+
+
+@pytest.fixture
+def trio(catalog: CatalogProcess, tmp_path: Path, env_clean: dict):
+    sups = [Supervisor(catalog, tmp_path, f"node{i}", 7300 + i, env_clean) for i in range(3)]
+    yield sups
+    for s in sups:
+        s.cleanup()
+
+
+@pytest.mark.timeout(60)
+def test_start_together_one_leader_then_handover_then_sigkill(catalog, trio):
+    sups: list[Supervisor] = trio
+    for s in sups:  # the same instant
+        s.start()
+    # S1: exactly one primary; the catalog shows one primary and two replica tags
+    wait_for(lambda: sorted(map(tuple, tags(catalog).values())) ==
+             [("primary",), ("replica",), ("replica",)], timeout=20, message="role tags")
+    time.sleep(0.5)  # a second promotion would show up now
+    (lead,) = promoted(sups)
+    assert len(lead.lines("promote")) == 1
+    wait_for(lambda: lead.lines("elected-job"), timeout=5, message="the job hooked on elected")
+    assert lead.lines("elected-job")[0][2:] == ["primary", lead.node]
+    assert tags(catalog)[f"db-{lead.node}"] == ["primary"]
+
+    # S5: SIGTERM the primary: a replica is promoted in under 500 ms
+    t0 = time.time()
+    lead.signal(signal.SIGTERM)
+    new = wait_for(lambda: next((s for s in sups if s is not lead and s.lines("promote")), None),
+                   timeout=5, message="a new primary after SIGTERM")
+    handover = new.times("promote")[0] - t0
+    print(f"FIGURE sigterm-handover {handover * 1000:.0f} ms")
+    assert handover < 0.5, f"hand-over took {handover:.3f}s"
+    assert lead.times("demote")[0] < new.times("promote")[0]  # fenced before
+    assert int(new.lines("promote")[0][3]) > int(lead.lines("promote")[0][3])  # epoch grew
+    assert lead.proc is not None and lead.proc.wait(10) == 0
+    wait_for(lambda: tags(catalog).get(f"db-{new.node}") == ["primary"], timeout=5,
+             message="the new primary's tag")
+
+    # S4: SIGKILL the new primary's supervisor: the last one takes over once the dead
+    # node's check turned critical (HEALTH_TTL) and the lock-delay passed
+    last = next(s for s in sups if s not in (lead, new))
+    t1 = time.time()
+    new.signal(signal.SIGKILL)
+    wait_for(lambda: last.lines("promote"), timeout=HEALTH_TTL + LOCK_DELAY + 6,
+             message="failover after SIGKILL")
+    failover = last.times("promote")[0] - t1
+    print(f"FIGURE sigkill-failover {failover:.2f} s (check ttl {HEALTH_TTL}s, lock-delay "
+          f"{LOCK_DELAY}s)")
+    assert LOCK_DELAY <= failover < HEALTH_TTL + LOCK_DELAY + 3, f"failover {failover:.2f}s"
+    wait_for(lambda: tags(catalog).get(f"db-{last.node}") == ["primary"], timeout=5,
+             message="the last primary's tag")
+
+
+@pytest.mark.timeout(90)
+def test_check_stall_shorter_than_ttl_then_frozen_leader_demotes_on_resume(catalog, trio):
+    sups: list[Supervisor] = trio
+    for s in sups:
+        s.start()
+    wait_for(lambda: sorted(map(tuple, tags(catalog).values())) ==
+             [("primary",), ("replica",), ("replica",)], timeout=20, message="role tags")
+    (lead,) = promoted(sups)
+
+    # S13: the leader's health check hangs for less than the check TTL: nothing happens
+    stall = lead.tmp / f"{lead.node}.stall"
+    stall.touch()
+    time.sleep(HEALTH_TTL - 1.5)
+    stall.unlink()
+    time.sleep(LOCK_DELAY + 1.5)  # long enough for a (wrong) failover to show
+    assert promoted(sups) == [lead] and not lead.lines("demote")
+    assert tags(catalog)[f"db-{lead.node}"] == ["primary"]
+
+    # S7-like: freeze the leader's supervisor (SIGSTOP). Its check goes critical, its
+    # session is invalidated, a replica is promoted. On SIGCONT its monotonic clock says
+    # the lease is over: it demotes before doing anything as a leader.
+    lead.signal(signal.SIGSTOP)
+    frozen = time.time()
+    new = wait_for(lambda: next((s for s in sups if s is not lead and s.lines("promote")), None),
+                   timeout=HEALTH_TTL + LOCK_DELAY + 6, message="a replica promoted")
+    assert not lead.lines("demote")  # it is frozen: it cannot have done anything yet
+    session_ttl = 10.0
+    time.sleep(max(0.0, frozen + session_ttl + 0.5 - time.time()))  # past any lease it had
+    resumed = time.time()
+    lead.signal(signal.SIGCONT)
+    wait_for(lambda: lead.lines("demote"), timeout=10, message="demote after resume")
+    after = [r for r in lead.lines() if float(r[1]) >= resumed]
+    print(f"FIGURE resume-to-demote {(float(after[0][1]) - resumed) * 1000:.0f} ms")
+    assert after and after[0][0] == "demote", after  # demote first, no promote
+    assert not [r for r in after if r[0] in ("promote", "elected-job")]
+    assert len(promoted(sups)) == 2 and len(new.lines("promote")) == 1
+    # it rejoins as a replica; the new primary keeps its tag
+    wait_for(lambda: tags(catalog).get(f"db-{lead.node}") == ["replica"], timeout=15,
+             message="the old primary back as replica")
+    assert tags(catalog)[f"db-{new.node}"] == ["primary"]

@@ -14,6 +14,7 @@ Values are plain Python objects: str, int, float, bool, None, list, dict.
 
 from __future__ import annotations
 
+import bisect
 import html
 import math
 import re
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["TemplateError", "render", "Template", "go_format"]
+__all__ = ["TemplateError", "render", "render_mapped", "SourceMap", "Template", "go_format"]
 
 MAX_LOOP = 100_000  # `loop` refuses to build bigger lists (a typo must not eat the memory)
 MAX_DEPTH = 100  # nested {{template}} calls
@@ -1042,10 +1043,31 @@ class Template:
         return TemplateError(message, line, col)
 
     def execute(self, data: Any) -> str:
+        return self.execute_mapped(data)[0]
+
+    def execute_mapped(self, data: Any) -> tuple[str, SourceMap]:
+        """The output, and where each part of it came from in the template source."""
         out: list[str] = []
         state = _State(self, data, out)
         state.run(self.nodes, data)
-        return "".join(out)
+        return "".join(out), SourceMap(state.chunks)
+
+
+class SourceMap:
+    """Maps an offset in the rendered text back to the template source: text copied from
+    the template maps character for character, an action's output maps to the action."""
+
+    def __init__(self, chunks: list[tuple[int, int, bool]]) -> None:
+        # (offset in the output, offset in the source, copied verbatim?)
+        self.chunks = chunks
+        self.starts = [c[0] for c in chunks]
+
+    def source_offset(self, out_offset: int) -> int:
+        i = bisect.bisect_right(self.starts, out_offset) - 1
+        if i < 0:
+            return out_offset
+        out_start, src_start, verbatim = self.chunks[i]
+        return src_start + (out_offset - out_start) if verbatim else src_start
 
 
 class _State:
@@ -1056,11 +1078,15 @@ class _State:
         self.depth = 0
         self.size = 0
         self.steps = 0
+        self.chunks: list[tuple[int, int, bool]] = []
 
     def fail(self, node: _Node, message: str) -> TemplateError:
         return self.tpl._at(message, node.pos)
 
     def emit(self, node: _Node, text: str) -> None:
+        if not text:
+            return
+        self.chunks.append((self.size, node.pos, isinstance(node, _Text)))
         self.size += len(text)
         if self.size > MAX_OUTPUT:
             raise self.fail(node, f"rendered text exceeds {MAX_OUTPUT >> 20} MiB")
@@ -1246,8 +1272,14 @@ class _State:
 
 def render(src: str, environ: Mapping[str, str], name: str = "template") -> str:
     """Render ``src`` with the environment as data (``{{ .HOME }}``) and for ``env``."""
+    return render_mapped(src, environ, name)[0]
+
+
+def render_mapped(src: str, environ: Mapping[str, str],
+                  name: str = "template") -> tuple[str, SourceMap]:
+    """``render``, plus the map from rendered offsets back to ``src`` offsets."""
     data = dict(environ)
     try:
-        return Template(src, name, environ=data).execute(data)
+        return Template(src, name, environ=data).execute_mapped(data)
     except RecursionError:
         raise TemplateError("template nested too deeply", 1, 1) from None

@@ -6,6 +6,7 @@ Every stage reports problems as ``ConfigError`` whose lines start with ``file:li
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -30,14 +31,49 @@ def _read(path: str) -> str:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}", path) from None
 
 
-def render_text(text: str, path: str, environ: Mapping[str, str] | None = None) -> str:
+def _line_starts(text: str) -> list[int]:
+    starts = [0]
+    i = text.find("\n")
+    while i >= 0:
+        starts.append(i + 1)
+        i = text.find("\n", i + 1)
+    return starts
+
+
+class Rendered:
+    """The rendered text, and how to turn its (line, column) into the source file's."""
+
+    def __init__(self, text: str, source: str, smap: gotemplate.SourceMap | None = None):
+        self.text = text
+        self.source = source
+        self.smap = smap
+        self._out_lines = _line_starts(text)
+        self._src_lines = _line_starts(source) if smap is not None else self._out_lines
+
+    def to_source(self, line: int, column: int) -> tuple[int, int]:
+        if self.smap is None or not self._out_lines:
+            return line, column
+        line = min(max(line, 1), len(self._out_lines))
+        offset = min(self._out_lines[line - 1] + column - 1, len(self.text))
+        src = min(self.smap.source_offset(offset), len(self.source))
+        src_line = bisect.bisect_right(self._src_lines, src)
+        return src_line, src - self._src_lines[src_line - 1] + 1
+
+
+def render_mapped(text: str, path: str, environ: Mapping[str, str] | None = None) -> Rendered:
     """Render config text as a Go text/template whose data is the environment."""
     env = dict(os.environ if environ is None else environ)
     try:
-        return gotemplate.render(text, env, name=path)
+        out, smap = gotemplate.render_mapped(text, env, name=path)
     except gotemplate.TemplateError as exc:
         raise ConfigError(_excerpt(f"{path}:{exc.line}:{exc.column}: template error: "
                                    f"{exc.message}", text, exc.line, exc.column), path) from None
+    return Rendered(out, text, smap)
+
+
+def render_text(text: str, path: str, environ: Mapping[str, str] | None = None) -> str:
+    """Render config text as a Go text/template whose data is the environment."""
+    return render_mapped(text, path, environ).text
 
 
 def render(path: str, environ: Mapping[str, str] | None = None) -> str:
@@ -47,20 +83,25 @@ def render(path: str, environ: Mapping[str, str] | None = None) -> str:
 
 def _excerpt(message: str, text: str, line: int, column: int) -> str:
     """The message, then the offending line and a caret under the column."""
-    lines = text.splitlines()
+    lines = text.split("\n")
     if not 1 <= line <= len(lines):
         return message
-    src = lines[line - 1].replace("\t", " ")
+    src = lines[line - 1].rstrip("\r").replace("\t", " ")
     return f"{message}\n    {src}\n    {' ' * max(column - 1, 0)}^"
 
 
-def parse_text(text: str, path: str) -> Parsed:
-    """JSON5 -> value and positions; syntax errors name file:line:column."""
+def parse_text(text: str | Rendered, path: str) -> Parsed:
+    """JSON5 -> value and positions; syntax errors name file:line:column (of the source
+    file; the quoted line is the rendered one, which is what the parser saw)."""
+    rendered = text if isinstance(text, Rendered) else Rendered(text, text)
     try:
-        return parse(text)
+        return parse(rendered.text)
     except JSON5Error as exc:
-        raise ConfigError(_excerpt(f"{path}:{exc.line}:{exc.column}: parse error: "
-                                   f"{exc.message}", text, exc.line, exc.column), path) from None
+        line, col = rendered.to_source(exc.line, exc.column)
+        where = f"{path}:{line}:{col}: parse error: {exc.message}"
+        if (line, col) != (exc.line, exc.column):
+            where += f" (rendered line {exc.line}, column {exc.column})"
+        raise ConfigError(_excerpt(where, rendered.text, exc.line, exc.column), path) from None
 
 
 def load_raw(path: str, environ: Mapping[str, str] | None = None) -> Any:
@@ -75,12 +116,17 @@ def load_text(text: str, path: str = "<config>",
     # imported here: client verbs use load_raw only and must start fast
     from autopilot.config.validate import Validator, format_path
 
-    parsed = parse_text(render_text(text, path, environ), path)
-    checker = Validator(path, parsed.positions)
-    for dup_path, line, _col in parsed.duplicates:
+    rendered = render_mapped(text, path, environ)
+    parsed = parse_text(rendered, path)
+    # report lines of the file as written, not of the rendered text
+    positions = {k: rendered.to_source(*v) for k, v in parsed.positions.items()}
+    checker = Validator(path, positions)
+    for dup_path, line, col in parsed.duplicates:
+        line, _ = rendered.to_source(line, col)
         checker.warnings.append(f"{path}:{line}: {format_path(dup_path)}: duplicate key "
                                 "(the last one wins)")
     for line, col in parsed.missing_commas:
+        line, col = rendered.to_source(line, col)
         checker.warnings.append(f"{path}:{line}:{col}: missing comma (accepted because a line "
                                 "break follows; ContainerPilot refuses this)")
     cfg = checker.config(parsed.value, path)

@@ -80,6 +80,36 @@ def test_validation_errors_name_the_line_of_the_field() -> None:
     assert err == "/etc/cp.json5:5: jobs[0].health.interval: must be > 0"
 
 
+def test_lines_are_those_of_the_file_even_when_the_template_adds_lines() -> None:
+    src = ('{\n'
+           '  jobs: [\n'
+           '    {{ range $i := loop 3 }}\n'
+           '    {\n'
+           '      name: "job{{ $i }}",\n'
+           '      {{ if eq $i 2 }}restarts: "bad",{{ end }}\n'
+           '    },\n'
+           '    {{ end }}\n'
+           '  ],\n'
+           '  {{/* a comment\n'
+           '  over two lines */}}\n'
+           '  watches: [{name: "w1"}],\n'
+           '}')
+    errs = errors(src)
+    assert errs == [
+        '/etc/cp.json5:6: jobs[2].restarts: must be "unlimited", "never" or a number >= 0, '
+        'got "bad"',
+        "/etc/cp.json5:12: watches[0].interval: is required and must be > 0"]
+
+
+def test_syntax_error_in_generated_text_gives_both_positions() -> None:
+    with pytest.raises(ConfigError) as info:
+        cfg('{\n  {{ range loop 3 }}\n  a{{ . }}: {{ . }}\n  {{ end }}\n  b: {{ "x y" }},\n}')
+    head, quoted, _ = str(info.value).splitlines()
+    assert head.startswith("/etc/cp.json5:5:9: parse error: unexpected \"x\"")
+    assert head.endswith("(rendered line 9, column 6)")
+    assert quoted.strip() == "b: x y,"
+
+
 def test_all_errors_are_reported_together_with_the_file_name() -> None:
     errs = errors('{jobs: [{name: "a", port: "x"}, {name: "b", restarts: "often"}], '
                   'watches: [{name: "web"}], stopTimeout: "forever"}')

@@ -64,6 +64,7 @@ class Bench:
         self.last_change: dict[str, float] = {}
         self.changes = 0
         self.stop_at = 0.0
+        self.server_stats: dict[str, str] = {}
 
     def sid(self, i: int) -> tuple[str, str]:
         name = f"bench-{i % NAMES}"
@@ -146,6 +147,8 @@ class Bench:
                                          timeout=aiohttp.ClientTimeout(total=30)) as http:
             tasks = [self.watcher(http, w) for w in range(self.watchers)]
             await asyncio.gather(self.changer(http), *tasks)
+            async with http.get(f"{self.url}/v1/agent/self") as r:
+                self.server_stats = (await r.json())["Stats"]["catalog"]
 
     async def register_all(self) -> None:
         async with aiohttp.ClientSession() as http:
@@ -186,6 +189,8 @@ class Bench:
             if self.wakes else None,
             "wake_p99_ms": round(_pct(self.wakes, 99) * 1000, 2) if self.wakes else None,
             "watch_timeouts": self.timeouts,
+            "server_wake_p50_ms": float(self.server_stats.get("wake_p50_ms", "nan")),
+            "server_wake_p99_ms": float(self.server_stats.get("wake_p99_ms", "nan")),
         }
 
 

@@ -59,6 +59,19 @@ def _member(request: web.Request) -> dict:
             "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4}
 
 
+def _wake_stats(samples) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Server-side wake latency (commit -> blocked reader runs), as Consul-style strings."""
+    ordered = sorted(samples)
+    if not ordered:
+        return {"wake_samples": "0"}
+
+    def pct(p: float) -> str:
+        return f"{ordered[min(len(ordered) - 1, int(p * (len(ordered) - 1)))] * 1000:.3f}"
+
+    return {"wake_samples": str(len(ordered)), "wake_p50_ms": pct(0.5),
+            "wake_p99_ms": pct(0.99)}
+
+
 @routes.get("/v1/agent/self")
 async def agent_self(request: web.Request) -> web.Response:
     st = state_of(request)
@@ -70,6 +83,7 @@ async def agent_self(request: web.Request) -> web.Response:
                            "Coord": None, "Member": _member(request),
                            "Stats": {"catalog": {
                                "blocked_queries": str(st.store.hub.waiting),
+                               **_wake_stats(st.store.hub.wake_samples),
                                "index": str(st.store.index)}},
                            "Meta": {"consul-network-segment": ""}, "xDS": None})
 

@@ -9,6 +9,8 @@ writes whose topics match, then re-check their own index: unrelated writes never
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
 
 Predicate = Callable[[str], bool]
@@ -21,28 +23,32 @@ class Hub:
     """Futures of blocked readers, each with a predicate over change topics."""
 
     def __init__(self) -> None:
-        self._waiters: list[tuple[Predicate, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[Predicate, asyncio.Future[float]]] = []
+        #: seconds from a write's commit to its blocked readers running again (last 10000)
+        self.wake_samples: deque[float] = deque(maxlen=10000)
 
     def notify(self, topics: Iterable[str]) -> None:
         topics = list(topics)
         if not topics or not self._waiters:
             return
-        keep: list[tuple[Predicate, asyncio.Future[None]]] = []
+        keep: list[tuple[Predicate, asyncio.Future[float]]] = []
+        now = time.monotonic()
         for pred, fut in self._waiters:
             if fut.done():
                 continue
             if any(pred(t) for t in topics):
-                fut.set_result(None)
+                fut.set_result(now)
             else:
                 keep.append((pred, fut))
         self._waiters = keep
 
     async def wait(self, pred: Predicate, timeout: float) -> bool:
         """Wait until a matching topic is notified (True) or ``timeout`` passes (False)."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._waiters.append((pred, fut))
         try:
-            await asyncio.wait_for(fut, timeout)
+            notified_at = await asyncio.wait_for(fut, timeout)
+            self.wake_samples.append(time.monotonic() - notified_at)
             return True
         except TimeoutError:
             return False

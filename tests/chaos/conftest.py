@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,18 +34,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
+FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call":
+        item.stash[FAILED] = report.failed
+
+
 @pytest.fixture
-def lab_factory(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
+def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
+    """Labs in a directory of their own (not pytest's tmp_path, which a concurrent pytest
+    session may prune): removed after a pass, kept with its logs after a failure."""
+    base = Path(tempfile.mkdtemp(prefix=f"ap-chaos-{request.node.name[:40]}-"))
     labs: list[Lab] = []
 
     def make(**kwargs: object) -> Lab:
-        lab = Lab(tmp_path / f"lab{len(labs)}")
+        lab = Lab(base / f"lab{len(labs)}")
         labs.append(lab)
         if netns.bridge_exists():  # a lab left over by a crashed run would collide
-            Lab(tmp_path / "leftover").down()
+            Lab(base / "leftover").down()
         lab.up(**kwargs)  # type: ignore[arg-type]
         return lab
 
     yield make
     for lab in labs:
         lab.down()
+    if request.node.stash.get(FAILED, False):
+        print(f"\nlab logs kept in {base}")
+    else:
+        shutil.rmtree(base, ignore_errors=True)

@@ -3,8 +3,9 @@
 Not a test. Run: ``python bench/supervisor_bench.py [--window 30] [--starts 10]``.
 
 - Idle: each supervisor runs 5 ``sleep`` jobs; autopilot also health-checks each one every
-  second with ``true`` (supervisord has no health checks, so it does less work). Both run at
-  the same time; after a settle period, RSS (psutil) and CPU time are taken over the window.
+  second with ``true`` (supervisord has no health checks, so it does less work; a second
+  autopilot without checks is measured too, for a like-for-like figure). All run at the same
+  time; after a settle period, RSS (psutil) and CPU time are taken over the window.
   CPU is reported for the supervisor process alone and with its reaped children (for
   autopilot that includes the 5 checks/s it spawns).
 - Start latency: from exec of the supervisor to its first job's process running (the job
@@ -66,8 +67,9 @@ def supervisord_config(tmp: Path, marker: Path | None) -> Path:
 
 
 def spawn(kind: str, tmp: Path, marker: Path | None) -> subprocess.Popen[bytes]:
-    if kind == "autopilot":
-        cmd = [sys.executable, "-m", "autopilot", "run", str(autopilot_config(tmp, marker))]
+    if kind.startswith("autopilot"):
+        cfg = autopilot_config(tmp, marker, health=kind == "autopilot")
+        cmd = [sys.executable, "-m", "autopilot", "run", str(cfg)]
         if not (ROOT / "autopilot" / "commands.py").exists():
             cmd = [sys.executable, "-c", "import sys; from autopilot.supervisor import "
                    "run_supervisor; sys.exit(run_supervisor(sys.argv[1]))", cmd[-1]]
@@ -106,8 +108,10 @@ def wait_jobs(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
 def idle(window: float, settle: float) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ap-") as a, \
+            tempfile.TemporaryDirectory(prefix="bench-ap0-") as a0, \
             tempfile.TemporaryDirectory(prefix="bench-sv-") as s:
         procs = {"autopilot": spawn("autopilot", Path(a), None),
+                 "autopilot_nohealth": spawn("autopilot_nohealth", Path(a0), None),
                  "supervisord": spawn("supervisord", Path(s), None)}
         try:
             for p in procs.values():
@@ -186,6 +190,7 @@ def main() -> None:
         "autopilot": {**res_idle["autopilot"],
                       "start_ms_median": round(statistics.median(lat["autopilot"]), 1),
                       "start_ms_samples": [round(x, 1) for x in lat["autopilot"]]},
+        "autopilot_nohealth": res_idle["autopilot_nohealth"],
         "supervisord": {**res_idle["supervisord"],
                         "start_ms_median": round(statistics.median(lat["supervisord"]), 1),
                         "start_ms_samples": [round(x, 1) for x in lat["supervisord"]]},
@@ -193,14 +198,16 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
 
-    rows = [("", "autopilot", f"supervisord {sv_version}")]
+    rows = [("", "autopilot", "autopilot, no checks", f"supervisord {sv_version}")]
     for key, label in [("rss_mb", "RSS, median (MB)"), ("rss_max_mb", "RSS, max (MB)"),
                        ("cpu_pct", "CPU, supervisor only (%)"),
                        ("cpu_pct_with_children", "CPU, incl. reaped children (%)"),
                        ("start_ms_median", f"start latency, median of {args.starts} (ms)")]:
-        rows.append((label, str(result["autopilot"][key]), str(result["supervisord"][key])))
-    rows.append(("health checks", "5 x `true` every 1 s", "none"))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        rows.append((label, str(result["autopilot"][key]),
+                     str(result["autopilot_nohealth"].get(key, "-")),
+                     str(result["supervisord"][key])))
+    rows.append(("health checks", "5 x `true` every 1 s", "none", "none"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
     print(f"load average before/after: {result['machine']['loadavg_before']} / "

@@ -33,6 +33,24 @@ ENV_KEYS = ("AUTOPILOT_LEADER_ADDRESS", "AUTOPILOT_LEADER_PORT", "AUTOPILOT_LEAD
             "AUTOPILOT_LEADER_EPOCH")
 
 
+def lease_length(session_ttl: float, job: JobConfig) -> float:
+    """How long a successful renew lets us act as the leader (before the margin).
+
+    The catalog invalidates the session when its TTL lapses, but also as soon as the
+    service check it is bound to turns critical: a check TTL shorter than the session TTL
+    would let the lock go first. Passes reach the catalog every health interval while the
+    check passes, so the check cannot lapse earlier than ``ttl - interval`` after a moment
+    we reached the catalog (a check that stops passing while we can still reach the catalog
+    invalidates the session under our eyes: the key watch sees it at once)."""
+    length = session_ttl
+    health = job.health
+    if health is not None and health.ttl > 0:
+        check_bound = health.ttl - health.interval if health.ttl > health.interval \
+            else health.ttl / 2
+        length = min(length, check_bound)
+    return length
+
+
 class Election:
     """Component: ``start()``, ``before_shutdown()`` (hand-over), ``stop()``."""
 
@@ -47,8 +65,8 @@ class Election:
         self.service_id = ctx.service_id(job.name)
         self.check_id = f"service:{self.service_id}"
         self.ttl = float(max(10, round(self.ecfg.session_ttl)))  # what the catalog enforces
-        self.renew_interval = self.ecfg.renew_interval or self.ttl / 3
-        self.lease = Lease(self.ttl)
+        self.lease = Lease(lease_length(self.ttl, job))
+        self.renew_interval = min(self.ecfg.renew_interval or self.ttl / 3, self.lease.ttl / 3)
         # observed state
         #: None until the job reports: then the catalog decides (a session bound to a
         #: critical or missing check cannot be created)

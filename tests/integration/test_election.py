@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import selectors
 import signal
+import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,7 +18,7 @@ import pytest
 import requests
 
 from autopilot import events as ev
-from autopilot.config.model import Config, ConsulConfig, ElectionConfig, JobConfig
+from autopilot.config.model import Config, ConsulConfig, ElectionConfig, HealthConfig, JobConfig
 from autopilot.context import Context
 from autopilot.discovery.client import ConsulClient
 from autopilot.election import Election, components
@@ -45,15 +48,18 @@ class Member:
     """One node: its own Context/bus (hostname = node name) and its job's Election."""
 
     def __init__(self, cat: CatalogProcess, node: str, tmp: Path, *, port: int,
-                 check_ttl: str = "30s", **election: Any) -> None:
+                 check_ttl: str = "30s", address: str | None = None,
+                 health: HealthConfig | None = None, **election: Any) -> None:
         self.cat = cat
+        self.url = f"http://{address}" if address else cat.url  # how this node reaches it
         self.node = node
         self.hooks = tmp / f"hooks-{node}.log"
         election.setdefault("promote", hook(self.hooks, "promote"))
         election.setdefault("demote", hook(self.hooks, "demote"))
         election.setdefault("lock_delay", 1.0)
-        self.job = JobConfig(name="db", port=port, election=ElectionConfig(**election))
-        cfg = Config(consul=ConsulConfig(address=cat.address), jobs=[self.job])
+        self.job = JobConfig(name="db", port=port, health=health,
+                             election=ElectionConfig(**election))
+        cfg = Config(consul=ConsulConfig(address=address or cat.address), jobs=[self.job])
         self.ctx = Context(config=cfg, bus=ev.EventBus(), consul=ConsulClient(cfg.consul),
                            hostname=node)
         self.sid = self.ctx.service_id("db")
@@ -64,14 +70,24 @@ class Member:
 
     # the job's side, as ServiceRegistration and the health checker would do it
     def register(self) -> None:
-        requests.put(self.cat.url + "/v1/agent/service/register", timeout=5, json={
+        requests.put(self.url + "/v1/agent/service/register", timeout=5, json={
             "ID": self.sid, "Name": "db", "Port": self.job.port, "Address": "127.0.0.1",
             "Check": {"CheckID": f"service:{self.sid}", "TTL": self.check_ttl,
                       "Status": "passing"}}).raise_for_status()
 
     def check(self, status: str) -> None:
-        requests.put(f"{self.cat.url}/v1/agent/check/{status}/service:{self.sid}",
-                     timeout=5).raise_for_status()
+        requests.put(f"{self.url}/v1/agent/check/{status}/service:{self.sid}",
+                     timeout=1).raise_for_status()
+
+    async def heartbeat(self, interval: float) -> None:
+        """TTL passes as the registration sends them on each healthy check."""
+        while True:
+            try:
+                await asyncio.to_thread(self.check, "pass")
+                self.healthy()
+            except requests.RequestException:
+                pass
+            await asyncio.sleep(interval)
 
     def healthy(self) -> None:
         self.ctx.bus.publish(ev.Event(ev.HEALTHY, "db"))
@@ -357,5 +373,107 @@ def test_restarted_supervisor_resumes_its_leadership(catalog: CatalogProcess, tm
                 await restarted.stop()
             assert lead.ctx.consul is not None
             lead.ctx.consul.close()
+
+    run(scenario)
+
+
+class Blackhole:
+    """A TCP proxy to the catalog that can be cut: afterwards nothing gets through in
+    either direction (connections hang, like packets dropped by a partition)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.cut_event = threading.Event()
+        self.closed = threading.Event()
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.listener, selectors.EVENT_READ, None)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        socks: list[socket.socket] = [self.listener]
+        while not self.closed.is_set():
+            for key, _ in self.sel.select(timeout=0.05):
+                if key.data is None:
+                    client, _ = self.listener.accept()
+                    socks.append(client)
+                    if self.cut_event.is_set():
+                        continue  # accepted, never answered
+                    upstream = socket.create_connection(self.target)
+                    socks.append(upstream)
+                    self.sel.register(client, selectors.EVENT_READ, upstream)
+                    self.sel.register(upstream, selectors.EVENT_READ, client)
+                    continue
+                src, dst = key.fileobj, key.data
+                try:
+                    data = src.recv(65536)  # type: ignore[union-attr]
+                except OSError:
+                    data = b""
+                if self.cut_event.is_set():
+                    continue  # dropped
+                if not data:
+                    for sk in (src, dst):
+                        try:
+                            self.sel.unregister(sk)
+                        except (KeyError, ValueError):
+                            pass
+                        sk.close()  # type: ignore[union-attr]
+                    continue
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    pass
+        for sk in socks:
+            sk.close()
+
+    def cut(self) -> None:
+        self.cut_event.set()
+
+    def close(self) -> None:
+        self.closed.set()
+        self.thread.join(5)
+
+
+@pytest.mark.timeout(60)
+def test_partitioned_leader_demotes_before_anyone_else_is_promoted(catalog: CatalogProcess,
+                                                                   tmp_path: Path):
+    """S7: the primary loses the catalog (its heartbeats and renews stop getting through);
+    its check lapses after the check TTL, its session goes, and after the lock-delay a
+    replica may win. The primary's local lease (shortened to the check TTL) ends first, so
+    its demote hook has finished before the replica's promote hook starts (I1)."""
+    async def scenario() -> None:
+        health = HealthConfig(interval=1.0, ttl=4.0)
+        proxy = Blackhole(("127.0.0.1", catalog.port))
+        lead = Member(catalog, "cut", tmp_path, port=7200, check_ttl="4s",
+                      address=proxy.address, health=health)
+        other = Member(catalog, "ok", tmp_path, port=7201, check_ttl="4s", health=health)
+        beats: list[asyncio.Task] = []
+        try:
+            lead.register()
+            await lead.start()
+            beats.append(asyncio.create_task(lead.heartbeat(1.0)))
+            await until(lambda: lead.election.primary, 10, "the first leader")
+            other.register()
+            await other.start()
+            beats.append(asyncio.create_task(other.heartbeat(1.0)))
+            await until(lambda: other.ctx.facts["db"].get("role") == "replica", 5, "replica")
+            await asyncio.sleep(1.5)  # renews and passes flowing
+            cut_at = time.time()
+            proxy.cut()
+            await until(lambda: other.election.primary, 15, "the replica to take over")
+            demote = [float(ln[1]) for ln in hook_lines(lead.hooks) if ln[0] == "demote"]
+            promote = [float(ln[1]) for ln in hook_lines(other.hooks) if ln[0] == "promote"]
+            print(f"FIGURE partition: demoted after {demote[0] - cut_at:.2f}s, "
+                  f"replica promoted after {promote[0] - cut_at:.2f}s")
+            assert lead.codes("demoted") and demote[0] < promote[0]
+            assert not lead.election.primary
+        finally:
+            for t in beats:
+                t.cancel()
+            proxy.close()
+            for m in (lead, other):
+                await m.stop()
 
     run(scenario)

@@ -12,7 +12,6 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +24,31 @@ FILE = "catalog-state.json"
 VERSION = 1
 
 
+def _fields(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields, shallow (asdict deep-copies and is ~10x slower)."""
+    return dict(vars(obj))
+
+
 def snapshot(state: State) -> dict[str, Any]:
+    """Plain data for json.dumps; shares lists/dicts with the live state, so it must be
+    serialised before the loop runs anything else."""
     kv = []
     for e in state.kv.entries.values():
-        d = asdict(e)
+        d = _fields(e)
         d["value"] = base64.b64encode(e.value).decode() if e.value is not None else None
         kv.append(d)
     checks = []
     for c in state.registry.checks.values():
-        d = asdict(c)
+        d = _fields(c)
         d["critical_since"] = None
         checks.append(d)
     return {
         "version": VERSION, "index": state.store.index, "tables": state.store.tables,
         "svc_index": state.registry.svc_index,
-        "nodes": [asdict(n) for n in state.registry.nodes.values()],
-        "services": [asdict(s) for s in state.registry.services.values()],
+        "nodes": [_fields(n) for n in state.registry.nodes.values()],
+        "services": [_fields(s) for s in state.registry.services.values()],
         "checks": checks, "kv": kv, "tombstones": state.kv.tombstones,
-        "sessions": [asdict(s) for s in state.sessions.sessions.values()],
+        "sessions": [_fields(s) for s in state.sessions.sessions.values()],
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import tempfile
 import time
@@ -19,6 +20,8 @@ from autopilot.catalog.kv import KVEntry
 from autopilot.catalog.registry import Check, Node, Service
 from autopilot.catalog.sessions import Session
 from autopilot.catalog.state import State
+
+log = logging.getLogger("autopilot.catalog")
 
 FILE = "catalog-state.json"
 VERSION = 1
@@ -86,9 +89,17 @@ class Persister:
         self._last_index = -1
 
     def load(self) -> bool:
+        """Restore the saved state; an unreadable file is moved aside (we start empty)."""
         if not self.path.exists():
             return False
-        restore(self.state, json.loads(self.path.read_text()))
+        try:
+            restore(self.state, json.loads(self.path.read_text()))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            aside = self.path.with_name(f"{FILE}.unreadable-{int(time.time())}")
+            os.replace(self.path, aside)
+            log.error("cannot read %s (%s); moved it to %s and starting empty",
+                      self.path, exc, aside)
+            return False
         self._last_index = self.state.store.index
         return True
 

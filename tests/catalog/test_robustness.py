@@ -144,3 +144,13 @@ def test_thousand_idle_connections(shared, api):
         for s in socks:
             s.close()
     assert _alive(api)
+
+
+def test_unreadable_state_file_is_moved_aside(catalog_factory, tmp_path):
+    data = tmp_path / "broken"
+    data.mkdir()
+    (data / "catalog-state.json").write_text("{not json")
+    cat = catalog_factory("--data-dir", str(data))
+    assert requests.put(f"{cat.url}/v1/kv/k", data=b"v", timeout=5).json() is True
+    assert list(data.glob("catalog-state.json.unreadable-*"))
+    assert (data / "catalog-state.json").exists()

@@ -168,3 +168,28 @@ def test_a_frozen_primary_costs_one_timeout_and_no_double_write(redis_factory,
     # the INCR sent to the frozen server ran once when it thawed; never twice
     wait_for(lambda: r.cli("GET", "shop:visits") == "2", timeout=5, message="thawed INCR")
     assert visit(shop).json()["count"] == 3
+
+
+def run_client(url: str, seconds: str = "1") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "shop.client", url, "--seconds", seconds],
+                          cwd=APP_DIR, capture_output=True, text=True, timeout=30)
+
+
+def test_workshop_client_counts_and_flags_a_lost_increment(redis_factory,
+                                                           shop_factory) -> None:
+    r = redis_factory()
+    shop = shop_factory(REDIS_HOST="127.0.0.1", REDIS_PORT=str(r.port))
+    out = run_client(shop.url)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "acknowledged counts strictly increasing: yes" in out.stdout
+    assert f"127.0.0.1:{r.port}" in out.stdout
+    # a failover that lost data: the counter steps back while the client writes
+    r.cli("SET", "shop:visits", "1000000")
+    proc = subprocess.Popen([sys.executable, "-m", "shop.client", shop.url, "--seconds", "3"],
+                            cwd=APP_DIR, stdout=subprocess.PIPE, text=True)
+    wait_for(lambda: int(r.cli("GET", "shop:visits")) > 1000010, timeout=10,
+             message="client writing")
+    r.cli("SET", "shop:visits", "5")
+    stdout, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 1
+    assert "acknowledged counts strictly increasing: no" in stdout

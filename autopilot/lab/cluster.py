@@ -237,7 +237,9 @@ class Lab:
         if cat is not None:
             cat.kill()
             _wait_gone([cat], 5)
-        if netns.is_root():
+        # a loopback lab owns no namespaces: leave a namespaced lab (another dir) alone;
+        # without a state file, clean up whatever a crashed lab left behind
+        if netns.is_root() and (self.state.mode == "netns" or not self.state_file.exists()):
             for ns in netns.list_lab_namespaces():
                 netns.delete_ns(ns)
             for key in list(self.state.nodes):

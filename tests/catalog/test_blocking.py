@@ -213,3 +213,20 @@ def test_abandoned_blocking_queries_are_dropped(shared, api, name):
     for s in socks:
         s.close()
     wait_for(lambda: _blocked(api) <= before, timeout=5, message="waiters dropped")
+
+
+def test_lock_watcher_wakes_when_holder_session_is_invalidated(api, name):
+    """What election relies on: a replica blocked on the lock key hears the release at once
+    when the holder's check fails."""
+    api.register(name, Check={"TTL": "300s", "Status": "passing"})
+    sid = api.put("/v1/session/create", json={
+        "NodeChecks": [], "ServiceChecks": [{"ID": f"service:{name}"}],
+        "LockDelay": "0s"}).json()["ID"]
+    assert api.put(f"/v1/kv/{name}/leader?acquire={sid}", data=b"me").json() is True
+    b, index = _block(api, f"/v1/kv/{name}/leader")
+    t_write = time.monotonic()
+    api.put(f"/v1/agent/check/fail/service:{name}")
+    resp = b.join()
+    [ent] = resp.json()
+    assert "Session" not in ent and int(resp.headers["X-Consul-Index"]) > index
+    assert b.done_at - t_write < 1.0

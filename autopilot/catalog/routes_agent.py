@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 from aiohttp import web
 
@@ -18,6 +19,7 @@ from autopilot.catalog.web import (
     reply,
     request_filter,
     state_of,
+    wait_params,
 )
 
 VERSION = "1.10.0"
@@ -103,18 +105,38 @@ async def agent_services(request: web.Request) -> web.Response:
                                          if st.agent.owns(s)}))
 
 
-@routes.get("/v1/agent/service/{sid:.+}")
-async def agent_service(request: web.Request) -> web.Response:
+def _service_view(request: web.Request, sid: str) -> tuple[dict | None, str]:
+    """The agent's service as JSON with its ContentHash (None when unknown)."""
     st = state_of(request)
-    sid = request.match_info["sid"]
-    if sid == "register" or sid.startswith(("deregister/", "maintenance/")):
-        raise ConsulError(405, f"method {request.method} not allowed")
     svc = st.registry.services.get((st.node, sid))
     if svc is None or not st.agent.owns(svc):
-        raise ConsulError(404, f"unknown service ID: {sid}")
+        return None, ""
     data = svc.agent_json(st.settings.datacenter)
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
     data["ContentHash"] = digest
+    return data, digest
+
+
+@routes.get("/v1/agent/service/{sid:.+}")
+async def agent_service(request: web.Request) -> web.Response:
+    """With ``?hash=<ContentHash>`` this blocks (up to ``?wait``) until the service changes,
+    as Consul's hash-based blocking on this endpoint does."""
+    sid = request.match_info["sid"]
+    if sid == "register" or sid.startswith(("deregister/", "maintenance/")):
+        raise ConsulError(405, f"method {request.method} not allowed")
+    data, digest = _service_view(request, sid)
+    known = request.query.get("hash")
+    if data is not None and known and known == digest:
+        _, wait = wait_params(request)
+        hub = state_of(request).store.hub
+        name = data["Service"]
+        deadline = time.monotonic() + wait
+        while data is not None and digest == known and time.monotonic() < deadline:
+            await hub.wait(lambda t: t in (f"svc:{name}", "table:services"),
+                           deadline - time.monotonic())
+            data, digest = _service_view(request, sid)
+    if data is None:
+        raise ConsulError(404, f"unknown service ID: {sid}")
     resp = reply(request, data)
     resp.headers["X-Consul-ContentHash"] = digest
     return resp

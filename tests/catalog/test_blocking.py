@@ -230,3 +230,20 @@ def test_lock_watcher_wakes_when_holder_session_is_invalidated(api, name):
     [ent] = resp.json()
     assert "Session" not in ent and int(resp.headers["X-Consul-Index"]) > index
     assert b.done_at - t_write < 1.0
+
+
+def test_agent_service_hash_blocking(api, name):
+    api.register(name, Port=1)
+    first = api.get(f"/v1/agent/service/{name}")
+    digest = first.headers["X-Consul-ContentHash"]
+    t0 = time.monotonic()
+    same = api.get(f"/v1/agent/service/{name}?hash={digest}&wait=300ms")
+    assert time.monotonic() - t0 >= 0.28 and same.headers["X-Consul-ContentHash"] == digest
+    before = _blocked(api)
+    b = Blocked(f"{api.url}/v1/agent/service/{name}?hash={digest}&wait=10s", 0, "10s")
+    wait_for(lambda: _blocked(api) > before, timeout=5, message="hash query to block")
+    t_write = time.monotonic()
+    api.register(name, Port=2)
+    resp = b.join()
+    assert resp.json()["Port"] == 2 and resp.headers["X-Consul-ContentHash"] != digest
+    assert b.done_at - t_write < 1.0

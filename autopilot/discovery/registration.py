@@ -282,12 +282,14 @@ class ServiceRegistration:
                 raise
 
     # ---- building the service definition -------------------------------------------------------
-    def _resolve_address(self) -> str | None:
+    def _resolve_address(self, report: bool = True) -> str | None:
+        """The address to advertise; on failure log and publish ``error`` once per streak
+        (``report=False`` at start: jobs are not subscribed yet, the registration reports)."""
         try:
             address = resolve_ip(self.cfg.interfaces)
         except InterfaceError as exc:
             message = f"job {self.name}: {exc}"
-            if message != self._ip_error:
+            if report and message != self._ip_error:
                 self._ip_error = message
                 log.error("cannot advertise service: no matching interface", job=self.name,
                           interfaces=self.cfg.interfaces, error=str(exc))
@@ -297,7 +299,7 @@ class ServiceRegistration:
         return address
 
     def _set_env(self, address: str | None = None) -> None:
-        address = address or self._resolve_address()
+        address = address or self._resolve_address(report=False)
         if address is None:
             return
         self.address = address

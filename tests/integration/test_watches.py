@@ -296,3 +296,31 @@ def test_polling_mode_is_containerpilots_model(catalog):
             ctx.consul.close()
 
     run(scenario())
+
+
+@pytest.mark.timeout(30)
+def test_dc_is_passed_to_consul(catalog):
+    url = catalog.url
+
+    async def scenario():
+        ctx = make_ctx(catalog.address, watches=[
+            WatchConfig(name="db", interval=1, dc="dc1"),
+            WatchConfig(name="db", interval=1, dc="nowhere")])
+        here, there = components(ctx)
+        rec = Recorder(ctx.bus)
+        for w in (here, there):
+            w.wait = TEST_WAIT
+            await w.start()
+        try:
+            await started(here)
+            await asyncio.to_thread(put_service, url, "db", "db1", 1)
+            await until(lambda: here.instances == 1, 2, message="the local datacenter")
+            await until(lambda: there.failing, 3, message="an unknown datacenter fails")
+            assert there.instances == 0 and there.index == 0
+        finally:
+            rec.close()
+            for w in (here, there):
+                await w.stop()
+            ctx.consul.close()
+
+    run(scenario())

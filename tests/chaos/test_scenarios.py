@@ -82,6 +82,11 @@ def test_s4_sigkill_primary_fails_over(lab_factory, no_loss: bool) -> None:
     sc.wait(lambda: sc.workload.failover(t, old)["failover_s"], FAILOVER_BUDGET + 5,
             "a new primary accepting writes")
     fo = sc.workload.failover(t, old)
+    # I4: the catalog's primary tag follows within a stated bound (2 s)
+    new = sc.workload.current
+    sc.wait(lambda: any(r["node"] == new and r["tag"] == "primary" and r["catalog"] == "passing"
+                        for r in lab.status(partitions=False)),
+            2.0, f"the catalog to tag {new} primary")
     new_epoch = leader_epoch(lab)
     figures = sc.finish()
     sc.timeline.add("failover", str(fo))

@@ -42,20 +42,25 @@ def _token(request: web.Request) -> str | None:
     return None
 
 
+def _check_token(request: web.Request, expected: str | None) -> None:
+    """Consul's answers without the token (anonymous) and with a token it does not know."""
+    if not expected or request.path.startswith(ACL_FREE):
+        return
+    given = _token(request)
+    if not given:
+        raise ConsulError(403, "Permission denied")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ConsulError(403, "ACL not found")
+
+
 @web.middleware
 async def consul_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     st = request.app[STATE_KEY]
     try:
-        expected = st.settings.token
-        if expected and not request.path.startswith(ACL_FREE):
-            given = _token(request)
-            if not given:
-                return _text(403, "Permission denied")
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                return _text(403, "ACL not found")
+        _check_token(request, st.settings.token)
         if (request.content_length is not None and request.content_length > MAX_BODY
                 and not request.path.startswith("/v1/kv/")):  # KV answers its own 413
-            return _text(413, f"Request body too large, max size: {MAX_BODY} bytes")
+            raise ConsulError(413, f"Request body too large, max size: {MAX_BODY} bytes")
         resp = await handler(request)
     except ConsulError as exc:
         resp = _text(exc.status, exc.message)

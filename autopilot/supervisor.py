@@ -251,6 +251,8 @@ class Supervisor:
         if not final or self.shutting_down:
             return
         if job.name == self.ctx.config.main_job:
+            if job.trigger.each:
+                return  # it runs again at its next trigger
             log.info("main job exited; shutting down", job=job.name, status=code)
             self._exit_code = code
             self.request_shutdown(f"main job {job.name} exited")
@@ -258,6 +260,15 @@ class Supervisor:
             self._last_failure = code
 
     def _on_job_change(self, job: Job) -> None:
+        reloading = self._reload_lock is not None and self._reload_lock.locked()
+        if (job.done and job.name == self.ctx.config.main_job and not self.shutting_down
+                and not reloading and self.jobs.get(job.name) is job):
+            # the main job ended some other way (periodic runs used up, when.timeout, quit)
+            code = job.last_exit or 0
+            log.info("main job ended; shutting down", job=job.name, status=code)
+            self._exit_code = code
+            self.request_shutdown(f"main job {job.name} ended")
+            return
         self._schedule_check()
 
     def _schedule_check(self) -> None:

@@ -254,3 +254,20 @@ def test_changed_from_a_watch_and_quit() -> None:
             await h.wait_event("stopped", "svc")
             assert h.job("svc").runs == 1 and h.job("svc").done
     run(main)
+
+
+def test_main_job_periodic_or_timed_out_ends_autopilot() -> None:
+    tick = JobConfig(name="tick", exec=sh("exit 4"), when=WhenConfig(interval=0.1), restarts=1,
+                     timeout=0.1)
+    waiter = JobConfig(name="waiter", exec=["true"],
+                       when=WhenConfig(source=["nobody"], once="healthy", timeout=0.2))
+    side = JobConfig(name="side", exec=["sleep", "30"])
+
+    async def main() -> None:
+        async with Harness([tick, side], main_job="tick") as h:
+            assert await h.exited() == 4
+            assert h.job("tick").runs == 2 and h.job("side").done
+        async with Harness([waiter, side], main_job="waiter") as h:
+            assert await h.exited() == 0  # timed out waiting, never ran
+            assert h.events("waiter")[0] == "timerExpired:waiter"
+    run(main)

@@ -7,6 +7,7 @@ state, acts on real PIDs and namespaces, and exits. Processes outlive the CLI on
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -480,8 +481,6 @@ class Lab:
         entry = r.json()[0]
         if not entry.get("Session"):
             return None
-        import base64
-
         try:
             value = json.loads(base64.b64decode(entry.get("Value") or b"") or b"{}")
         except ValueError:
@@ -553,15 +552,10 @@ def converged(rows: list[dict[str, Any]]) -> bool:
     prim = [r for r in live if r["role"] == "primary"]
     if len(prim) != 1 or prim[0]["tag"] != "primary" or prim[0]["catalog"] != "passing":
         return False
-    target = prim[0]["address"].replace(":", ":")
-    for r in live:
-        if r is prim[0]:
-            continue
-        host, port = target.rsplit(":", 1)
-        if (r["role"] != "replica" or r["tag"] != "replica" or r["catalog"] != "passing"
-                or f"of {host}:{port} link up" != r["detail"]):
-            return False
-    return True
+    following = f"of {prim[0]['address']} link up"
+    return all(r is prim[0] or (r["role"] == "replica" and r["tag"] == "replica"
+                                and r["catalog"] == "passing" and r["detail"] == following)
+               for r in live)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

@@ -232,6 +232,21 @@ def interleavings(acks: list[tuple[float, str]]) -> list[str]:
     return bad
 
 
+def hold_back_replication(primary: Member, seconds: float = 0.0) -> None:
+    """Make the primary the only holder of new writes until it dies.
+
+    On loopback or a veth a replica receives a write within microseconds (and SIGSTOP of a
+    replica does not help: the kernel keeps receiving into its socket), so a lost-write
+    check would prove nothing. Instead the primary's default user loses PSYNC/SYNC and its
+    replicas are disconnected: they cannot reconnect, and writes acknowledged from now on
+    exist on the primary alone."""
+    with Redis(primary.host, primary.port) as r:
+        r.call("ACL", "SETUSER", "default", "-psync", "-sync")
+        r.call("CLIENT", "KILL", "TYPE", "replica")
+    if seconds:
+        time.sleep(seconds)
+
+
 def missing_keys(member: Member, seqs: list[int], batch: int = 500,
                  timeout: float = 2.0) -> list[int]:
     """The acknowledged sequence numbers that `member` does not hold (I2 / I3)."""

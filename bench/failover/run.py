@@ -26,8 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from autopilot.lab.resp import Redis
-from autopilot.lab.workload import Member, Timeline, Workload, missing_keys
+from autopilot.lab.workload import (
+    Member,
+    Timeline,
+    Workload,
+    hold_back_replication,
+    missing_keys,
+)
 from bench.failover.sides import AutopilotSide, SentinelSide, cpu_burners, stop_burners
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "failover.json"
@@ -35,18 +40,6 @@ RESULTS = Path(__file__).resolve().parent.parent / "results" / "failover.json"
 
 def _member(side: Any, name: str) -> Member:
     return next(m for m in side.members if m.name == name)
-
-
-def hold_back_replication(primary: Member, seconds: float = 0.3) -> None:
-    """Cut the primary's replication links and keep writing for `seconds` before the kill.
-
-    The primary's default user loses PSYNC/SYNC first, so the replicas cannot reconnect
-    and the primary alone holds new writes. (SIGSTOP of the replicas would not do: the
-    kernel keeps receiving the replication stream into their sockets.)"""
-    with Redis(primary.host, primary.port) as r:
-        r.call("ACL", "SETUSER", "default", "-psync", "-sync")  # replicas cannot resync
-        r.call("CLIENT", "KILL", "TYPE", "replica")
-    time.sleep(seconds)
 
 
 def trial_failover(side: Any, fault: str, wait_ms: int, budget: float) -> dict[str, Any]:
@@ -60,7 +53,7 @@ def trial_failover(side: Any, fault: str, wait_ms: int, budget: float) -> dict[s
         if not wl.wait_acks(50, 15):
             raise RuntimeError("the workload could not write before the fault")
         if fault == "loss":
-            hold_back_replication(_member(side, old))
+            hold_back_replication(_member(side, old), 0.3)
         t_fault = tl.add("fault", f"{fault} {old}")
         if fault == "term":
             side.term(old)

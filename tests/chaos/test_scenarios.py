@@ -15,6 +15,7 @@ import requests
 
 from autopilot.lab.cluster import EXAMPLES, Lab
 from autopilot.lab.resp import Redis, RedisError
+from autopilot.lab.workload import Member, hold_back_replication
 from tests.chaos.harness import Scenario
 
 pytestmark = pytest.mark.chaos
@@ -25,15 +26,6 @@ FAILOVER_BUDGET = 5.0  # s; measured ~1.3 s on an idle 2-core machine, CI runs l
 def leader_epoch(lab: Lab) -> int | None:
     leader = lab.leader()
     return leader["epoch"] if leader else None
-
-
-def hold_back_replication(lab: Lab, node: str) -> None:
-    """Replication cannot be slowed on loopback-fast links, so cut it: the primary refuses
-    PSYNC and drops its replicas; until the kill, only it holds new writes."""
-    n = lab.node(node)
-    with Redis(n.ip, n.port) as r:
-        r.call("ACL", "SETUSER", "default", "-psync", "-sync")
-        r.call("CLIENT", "KILL", "TYPE", "replica")
 
 
 @pytest.mark.timeout(60)
@@ -75,8 +67,10 @@ def test_s4_sigkill_primary_fails_over(lab_factory, no_loss: bool) -> None:
     old = sc.primary()
     old_epoch = leader_epoch(lab)
     sc.wait(lambda: sc.workload.wait_acks(50, 0.1), 10, "writes before the fault")
-    sc.fault(f"hold back replication on {old}", hold_back_replication, lab, old)
-    time.sleep(0.3)  # writes the replicas do not get (acked only in async mode)
+    n = lab.node(old)
+    # 0.3 s of writes the replicas do not get (acknowledged only in async mode)
+    sc.fault(f"hold back replication on {old}", hold_back_replication,
+             Member(old, n.ip, n.port), 0.3)
     sc.killed.add(old)
     t = sc.fault(f"SIGKILL {old} (supervisor and redis)", lab.kill, old)
     sc.wait(lambda: sc.workload.failover(t, old)["failover_s"], FAILOVER_BUDGET + 5,

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.helpers import ROOT, wait_for
@@ -136,12 +137,22 @@ class AutopilotProcess:
                                  f"{self.tail()}") from None
 
     def kill(self) -> None:
+        """SIGKILL autopilot and everything below it (jobs live in their own groups)."""
         if self.proc is None:
             return
+        try:
+            family = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            family = []
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        for p in family:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:

@@ -104,6 +104,15 @@ class Check:
 
 
 CheckListener = Callable[[str, str], None]
+#: what a reader can see of a service / check (indexes and timers aside)
+_SERVICE_FIELDS = ("name", "tags", "address", "port", "meta", "enable_tag_override",
+                   "weights", "kind", "tagged_addresses")
+_CHECK_FIELDS = ("name", "status", "notes", "output", "service_id", "service_name",
+                 "service_tags", "type", "definition")
+
+
+def _same(a: object, b: object, fields: tuple[str, ...]) -> bool:
+    return all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
 class Registry:
@@ -175,8 +184,15 @@ class Registry:
 
     # ---- services --------------------------------------------------------------------------
     def put_service(self, svc: Service) -> Service:
+        """Insert or replace; an identical re-registration moves no index (as Consul's
+        catalog skips writing a service that did not change), so it wakes nobody."""
         key = (svc.node, svc.id)
         old = self.services.get(key)
+        if old is not None and _same(old, svc, _SERVICE_FIELDS):
+            svc.create_index, svc.modify_index = old.create_index, old.modify_index
+            self._unname(old)
+            self.load_service(svc)
+            return svc
         idx = self.store.touch("table:services", f"node:{svc.node}")
         svc.create_index = old.create_index if old else idx
         svc.modify_index = idx
@@ -186,9 +202,8 @@ class Registry:
         self._touch_service(svc.name)
         if old and old.name != svc.name:
             self._touch_service(old.name)
-        for chk in self.checks.values():
-            if chk.node == svc.node and chk.service_id == svc.id:
-                chk.service_name, chk.service_tags = svc.name, list(svc.tags)
+        for chk in self.by_owner.get((svc.node, svc.id), {}).values():
+            chk.service_name, chk.service_tags = svc.name, list(svc.tags)
         return svc
 
     def remove_service(self, node: str, sid: str) -> bool:
@@ -229,8 +244,15 @@ class Registry:
 
     # ---- checks ----------------------------------------------------------------------------
     def put_check(self, chk: Check) -> Check:
+        """Insert or replace; a check that reads the same keeps its indexes (no wake-up)."""
         key = (chk.node, chk.id)
         old = self.checks.get(key)
+        if old is not None and _same(old, chk, _CHECK_FIELDS):
+            chk.create_index, chk.modify_index = old.create_index, old.modify_index
+            chk.critical_since = old.critical_since
+            self._unindex(old)
+            self.load_check(chk)
+            return chk
         idx = self.store.touch("table:checks", f"node:{chk.node}")
         chk.create_index = old.create_index if old else idx
         chk.modify_index = idx

@@ -247,3 +247,19 @@ def test_agent_service_hash_blocking(api, name):
     resp = b.join()
     assert resp.json()["Port"] == 2 and resp.headers["X-Consul-ContentHash"] != digest
     assert b.done_at - t_write < 1.0
+
+
+def test_identical_reregistration_does_not_wake(api, name):
+    body = {"Name": name, "ID": name, "Port": 80, "Tags": ["a"],
+            "Check": {"TTL": "300s", "Status": "passing"}}
+    api.put("/v1/agent/service/register", json=body)
+    b, index = _block(api, f"/v1/health/service/{name}", wait="500ms")
+    for _ in range(3):
+        assert api.put("/v1/agent/service/register", json=body).status_code == 200
+    b.join()
+    assert b.done_at - b.started >= 0.45
+    assert int(b.resp.headers["X-Consul-Index"]) == index
+    b2, index2 = _block(api, f"/v1/health/service/{name}")
+    api.put("/v1/agent/service/register", json={**body, "Port": 81})
+    resp = b2.join()
+    assert resp.json()[0]["Service"]["Port"] == 81 and int(resp.headers["X-Consul-Index"]) > index2

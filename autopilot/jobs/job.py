@@ -533,8 +533,11 @@ class Job:
         if self._run_task is not None or self.process_running:
             return
         self._manual_stop = False
-        self._restarts_left = self.cfg.restarts
-        self._run_task = self._spawn(self._run_loop(), "run")
+        if self.trigger.periodic:  # one run now; the timer keeps its rhythm
+            self._run_task = self._spawn(self._periodic_run(), "run")
+        else:
+            self._restarts_left = self.cfg.restarts
+            self._run_task = self._spawn(self._run_loop(), "run")
         for _ in range(100):  # until the pid is known
             if self.process_running or self._run_task is None:
                 break

@@ -247,3 +247,22 @@ def test_containerpilot_name_pid_var(tmp_path: Path) -> None:
             await h.sup.job_action("app", "stop")
             assert "CONTAINERPILOT_SLEEP_PID" not in os.environ  # unset when it exits
     run(main)
+
+
+def test_periodic_job_manual_stop_and_start() -> None:
+    job = JobConfig(name="tick", exec=["sleep", "0.05"], when=WhenConfig(interval=0.2),
+                    restarts=-1, timeout=0.2)
+
+    async def main() -> None:
+        async with Harness([job]) as h:
+            await h.wait_event("exitSuccess", "tick", count=2)
+            await h.sup.job_action("tick", "stop")
+            n = h.job("tick").runs
+            await asyncio.sleep(0.5)
+            assert h.job("tick").runs == n  # stopped: the timer skips its runs
+            await h.sup.job_action("tick", "start")
+            await h.wait_event("exitSuccess", "tick", count=h.count("exitSuccess", "tick") + 2)
+            await asyncio.sleep(0.3)
+            # one run per tick again, not a restart loop
+            assert h.job("tick").runs <= n + 1 + 5
+    run(main)

@@ -111,3 +111,11 @@ def test_hung_hook_with_orphans_is_killed_and_supervisor_stays_responsive(
     wait_for(lambda: len(beat.read_text().split()) >= n + 2, 5, message="ticker still runs")
     os.kill(pid1.pid, signal.SIGTERM)
     assert ap.wait() == 0
+
+
+def test_pid1_exit_status_is_the_main_jobs(autopilot) -> None:
+    ap = autopilot({"mainJob": "app",
+                    "jobs": [{"name": "app", "exec": sh("sleep 0.3; exit 42")},
+                             {"name": "side", "exec": ["sleep", "60"]}]}, prefix=UNSHARE)
+    assert ap.wait() == 42  # through `unshare --fork`, which returns its child's status
+    assert "pid1=True" in ap.log

@@ -68,11 +68,24 @@ class Autopilot:
     def job(self, name: str) -> dict[str, Any]:
         return next(j for j in self.client().status()["jobs"] if j["name"] == name)
 
+    def wait(self, cond: Any, timeout: float = 10.0, message: str = "condition") -> Any:
+        """wait_for, with autopilot's log in the failure message."""
+        try:
+            return wait_for(cond, timeout=timeout, message=message)
+        except AssertionError as exc:
+            state = "running" if self.proc and self.proc.poll() is None else (
+                f"exited {self.proc.returncode if self.proc else None}")
+            raise AssertionError(f"{exc}\n--- autopilot ({state}) log {self.log} ---\n"
+                                 f"{self.logtail()}") from None
+
     def logtail(self) -> str:
         try:
-            return self.log.read_text()[-2000:]
-        except OSError:
-            return ""
+            lines = self.log.read_text(errors="replace").splitlines()
+            if len(lines) > 60:
+                lines = [*lines[:25], f"... ({len(lines) - 50} lines) ...", *lines[-25:]]
+            return "\n".join(lines)
+        except OSError as exc:
+            return f"(log unreadable: {exc})"
 
     def stop(self) -> int | None:
         if self.proc is None:
@@ -280,11 +293,11 @@ def test_client_without_server(workdir: Path, env_clean: dict[str, str]) -> None
 def test_sensor_job_posts_metrics(launch: Any) -> None:
     port = free_port()
     sensor = json.dumps([sys.executable, "-m", "autopilot", "ctl", "putmetric", "app_ticks=2"])
-    launch(JOBS.replace("jobs: [", f"""
+    ap = launch(JOBS.replace("jobs: [", f"""
       telemetry: {{port: {port}, interfaces: ["static:127.0.0.1"],
                   metrics: [{{namespace: "app", name: "ticks", type: "counter"}}]}},
       jobs: [
-        {{name: "sensor", exec: {sensor}, when: {{interval: "300ms"}}}},"""))
+        {{name: "sensor", exec: {sensor}, when: {{interval: "2s"}}}},"""))
     url = f"http://127.0.0.1:{port}/metrics"
 
     def ticks() -> float:
@@ -293,12 +306,13 @@ def test_sensor_job_posts_metrics(launch: Any) -> None:
                 return float(line.split()[1])
         return 0.0
 
-    wait_for(lambda: ticks() >= 4, timeout=20, message="the sensor's counter to reach 4")
+    # each run adds 2; a run has one interval (2 s) to start python and post
+    ap.wait(lambda: ticks() >= 2, timeout=30, message="the sensor's counter to reach 2")
     assert ticks() % 2 == 0
     # the sensor posts before it exits: its ExitSuccess is counted a moment later
-    text = wait_for(lambda: (t := requests.get(url, timeout=5).text)
-                    and 'containerpilot_events{code="ExitSuccess",source="sensor"}' in t and t,
-                    message="the sensor's ExitSuccess to be counted")
+    text = ap.wait(lambda: (t := requests.get(url, timeout=5).text)
+                   and 'containerpilot_events{code="ExitSuccess",source="sensor"}' in t and t,
+                   timeout=20, message="the sensor's ExitSuccess to be counted")
     assert 'containerpilot_control_http_requests{code="200",path="/v3/metric"}' in text
 
 

@@ -41,7 +41,7 @@ def start(launch: Any, ready: str = "") -> tuple[Any, str]:  # noqa: F811
     port = free_port()
     ap = launch(CONFIG.replace("@PORT@", str(port)).replace("@READY@", ready))
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: requests.get(url + "/health", timeout=2).ok, message="telemetry")
+    ap.wait(lambda: requests.get(url + "/health", timeout=2).ok, message="telemetry")
     return ap, url
 
 

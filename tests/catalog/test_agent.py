@@ -116,9 +116,9 @@ def test_ttl_lapses_to_critical(api, cc, name):
 
 
 def test_heartbeats_keep_ttl_check_passing(api, cc, name):
-    api.register(name, Check={"TTL": "1s", "Status": "passing"})
+    api.register(name, Check={"TTL": "1.5s", "Status": "passing"})
     cid = f"service:{name}"
-    deadline = time.monotonic() + 2.2
+    deadline = time.monotonic() + 3.2
     while time.monotonic() < deadline:
         assert api.put(f"/v1/agent/check/pass/{cid}").status_code == 200
         assert cc.agent.checks()[cid]["Status"] == "passing"

@@ -130,16 +130,16 @@ def test_acquire_with_unknown_session(api, name):
 
 
 def test_lock_delay_blocks_reacquisition(api, name):
-    a = _create(api, LockDelay="1s")
+    a = _create(api, LockDelay="2s")
     b = _create(api, LockDelay="0s")
     key = f"/v1/kv/{name}"
     assert api.put(f"{key}?acquire={a}", data=b"a").json() is True
-    api.put(f"/v1/session/destroy/{a}")
     t0 = time.monotonic()
+    api.put(f"/v1/session/destroy/{a}")
     assert api.put(f"{key}?acquire={b}", data=b"b").json() is False
-    wait_for(lambda: api.put(f"{key}?acquire={b}", data=b"b").json(), timeout=5,
+    wait_for(lambda: api.put(f"{key}?acquire={b}", data=b"b").json(), timeout=8,
              interval=0.05, message="acquire after lock-delay")
-    assert 0.8 <= time.monotonic() - t0 < 2.5
+    assert 1.8 <= time.monotonic() - t0 < 5
 
 
 def test_explicit_release_has_no_lock_delay(api, name):
@@ -168,7 +168,7 @@ def test_session_ttl_expiry_once(api, name):
     t0 = time.monotonic()
     wait_for(lambda: api.get(f"/v1/session/info/{sid}").json() == [], timeout=15,
              interval=0.1, message="session TTL expiry")
-    assert 9.5 <= time.monotonic() - t0 <= 12
+    assert 9.5 <= time.monotonic() - t0 <= 14
     assert "Session" not in api.get(f"/v1/kv/{name}").json()[0]
 
 

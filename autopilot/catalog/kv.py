@@ -23,7 +23,8 @@ class KVEntry:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "LockIndex": self.lock_index, "Key": self.key, "Flags": self.flags,
-            "Value": base64.b64encode(self.value).decode() if self.value is not None else None,
+            # an empty value is JSON null, as Go encodes Consul's nil []byte
+            "Value": base64.b64encode(self.value).decode() if self.value else None,
             "CreateIndex": self.create_index, "ModifyIndex": self.modify_index}
         if self.session:
             out["Session"] = self.session

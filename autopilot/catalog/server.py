@@ -131,6 +131,8 @@ async def serve(settings: Settings, ready: Callable[[str], None] | None = None) 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Consul reloads its configuration on SIGHUP; we have none to reload, but must not die
+    loop.add_signal_handler(signal.SIGHUP, log.info, "SIGHUP: nothing to reload")
     try:
         await stop.wait()
     finally:

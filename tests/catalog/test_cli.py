@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 
 import consul
@@ -41,3 +42,10 @@ def test_index_starts_above_zero_and_only_grows(api, name):
         api.put(f"/v1/kv/{name}/{i}", data=b"x")
         seen.append(int(api.get(f"/v1/kv/{name}/?recurse").headers["X-Consul-Index"]))
     assert seen[0] > 0 and seen == sorted(seen) and len(set(seen)) == 5
+
+
+def test_sighup_does_not_kill_it(catalog_factory):
+    cat = catalog_factory()
+    cat.proc.send_signal(signal.SIGHUP)
+    assert requests.get(cat.url + "/v1/status/leader", timeout=5).ok
+    assert cat.proc.poll() is None

@@ -9,7 +9,7 @@ import consul
 import pytest
 import requests
 
-from tests.helpers import autopilot_cmd
+from tests.helpers import autopilot_cmd, wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -47,5 +47,6 @@ def test_index_starts_above_zero_and_only_grows(api, name):
 def test_sighup_does_not_kill_it(catalog_factory):
     cat = catalog_factory()
     cat.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "SIGHUP" in cat.log.read_text(), timeout=5, message="SIGHUP logged")
     assert requests.get(cat.url + "/v1/status/leader", timeout=5).ok
     assert cat.proc.poll() is None

@@ -230,9 +230,8 @@ class ServiceRegistration:
                 self._note_failure(exc)
                 await asyncio.sleep(backoff(failures))
                 continue
-            if failures or self._last_error:
-                if self._last_error:
-                    log.info("consul accepts service updates again", service=self.service_id)
+            if self._last_error:  # a refusal was logged: say that it is over
+                log.info("consul accepts service updates again", service=self.service_id)
                 self._last_error = None
             failures = lost_streak = 0
             if self._wake.is_set():
@@ -247,9 +246,7 @@ class ServiceRegistration:
     def _note_failure(self, exc: BaseException) -> None:
         message = str(exc) or type(exc).__name__
         if is_unreachable(exc):
-            # the client logs "consul unreachable" once for everyone
-            self._last_error = self._last_error or "unreachable"
-            return
+            return  # the client logs "consul unreachable" once for everyone
         if message != self._last_error:
             log.warning("consul refused a service update", service=self.service_id,
                         error=message)

@@ -167,17 +167,17 @@ def test_ping_status_putenv_job_control(launch: Any, workdir: Path) -> None:
     wait_for(lambda: "usr1 hello world" in (workdir / "signals").read_text(),
              message="the trap to run")
     assert ap.job("worker")["pid"] == new_pid
-    # stop: stays stopped; start: runs again
-    assert ap.ctl("job", "worker", "stop").returncode == 0
+    # stop: stays stopped; start: runs again (through the client library from here on)
+    ap.client().job("worker", "stop")
     wait_for(lambda: ap.job("worker")["pid"] is None, message="worker stopped")
     assert not Path(f"/proc/{new_pid}").exists() or _zombie_or_gone(new_pid)
-    assert ap.ctl("job", "worker", "start").returncode == 0
+    ap.client().job("worker", "start")
     wait_for(lambda: ap.job("worker")["pid"] not in (None, new_pid), message="worker started")
     # errors: exit 1 with the server's message
     out = ap.ctl("job", "nope", "restart")
     assert out.returncode == 1 and "unknown job 'nope'" in out.stderr
-    out = ap.ctl("job", "worker", "signal", "SIGWHAT")
-    assert out.returncode == 1 and "SIGWHAT" in out.stderr
+    with pytest.raises(ControlError, match="SIGWHAT"):
+        ap.client().job("worker", "signal", "SIGWHAT")
     # raw HTTP errors
     assert _raw(ap.socket, "GET", "/v3/reload")[0] == 405
     assert _raw(ap.socket, "GET", "/v3/ping/x")[0] == 404
@@ -230,8 +230,16 @@ def test_reload_and_maintenance(launch: Any, workdir: Path) -> None:
     assert ap.ctl("maintenance", "enable").returncode == 0
     assert ap.client().status()["maintenance"] is True
     wait_for(lambda: ap.job("app")["status"] == "maintenance", message="app in maintenance")
-    assert ap.ctl("maintenance", "disable").returncode == 0
+    ap.client().maintenance(False)
     assert ap.client().status()["maintenance"] is False
+    # a reload that changes control.socket answers on the old socket, then serves the new
+    old = ap.socket
+    ap.config.write_text(ap.config.read_text().replace("cp.sock", "moved.sock"))
+    ap.client().reload()
+    assert not os.path.exists(old)
+    moved = ControlClient(str(workdir / "moved.sock"))
+    assert moved.ping()["ok"] and moved.status()["pid"] == ap.proc.pid
+    ap.socket = moved.socket_path
 
 
 def test_concurrent_clients(launch: Any) -> None:
@@ -315,14 +323,3 @@ def test_sensor_job_posts_metrics(launch: Any) -> None:
                    timeout=20, message="the sensor's ExitSuccess to be counted")
     assert 'containerpilot_control_http_requests{code="200",path="/v3/metric"}' in text
 
-
-def test_reload_moves_the_socket(launch: Any, workdir: Path) -> None:
-    """A reload that changes control.socket answers on the old socket, then serves the new."""
-    ap = launch(JOBS)
-    old = ap.socket
-    ap.config.write_text(ap.config.read_text().replace("cp.sock", "moved.sock"))
-    out = ap.ctl("reload")
-    assert out.returncode == 0 and out.stdout.strip() == "reloaded", out.stderr
-    assert not os.path.exists(old)
-    moved = ControlClient(str(workdir / "moved.sock"))
-    assert moved.ping()["ok"] and moved.status()["pid"] == ap.proc.pid

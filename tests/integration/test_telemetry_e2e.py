@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import requests
 
+from autopilot.control.client import ControlError
 from tests.helpers import free_port, wait_for
 from tests.integration.test_control_e2e import launch, workdir  # noqa: F401  (fixtures)
 
@@ -66,11 +67,11 @@ def test_ready_follows_health_all(launch: Any, workdir: Path) -> None:  # noqa: 
     (workdir / "healthy").touch()
     wait_for(lambda: code(url + "/ready") == 200, message="ready again")
     # maintenance drains: not ready, still alive
-    assert ap.ctl("maintenance", "enable").returncode == 0
+    ap.client().maintenance(True)
     r = requests.get(url + "/ready", timeout=5)
     assert r.status_code == 503 and "maintenance" in r.json()["reason"]
     assert code(url + "/health") == 200
-    assert ap.ctl("maintenance", "disable").returncode == 0
+    ap.client().maintenance(False)
     wait_for(lambda: code(url + "/ready") == 200, message="ready after maintenance")
 
 
@@ -99,11 +100,11 @@ def test_metrics_and_status(launch: Any, workdir: Path) -> None:  # noqa: F811
     out = ap.ctl("putmetric", "app_queue_depth=17", "__served=3", "app_latency=0.2",
                  "app_size=512")
     assert out.returncode == 0, out.stderr
-    assert ap.ctl("putmetric", "served=2").returncode == 0
+    ap.client().putmetric({"served": 2})
     out = ap.ctl("putmetric", "served=-1")
     assert out.returncode == 1 and "counter" in out.stderr
-    out = ap.ctl("putmetric", "unknown_thing=1")
-    assert out.returncode == 1 and "unknown metric" in out.stderr
+    with pytest.raises(ControlError, match="unknown metric"):
+        ap.client().putmetric({"unknown_thing": 1})
     text = requests.get(url + "/metrics", timeout=5).text
     for line in ("app_queue_depth 17.0", "served 5.0", "app_latency_count 1.0",
                  'app_latency_bucket{le="0.25"} 1.0', "app_size_sum 512.0",
@@ -124,7 +125,7 @@ def test_metrics_and_status(launch: Any, workdir: Path) -> None:  # noqa: F811
     assert code(url + "/nothing") == 404
     # a reload that leaves telemetry alone keeps the values
     ap.config.write_text(ap.config.read_text().replace('"300"], port', '"301"], port'))
-    assert ap.ctl("reload").returncode == 0
+    ap.client().reload()
     assert "\nserved 5.0\n" in requests.get(url + "/metrics", timeout=5).text
 
 

@@ -148,6 +148,9 @@ class Watch:
             # Consul's rules: an index that goes backwards resets; never block on index 0
             self.index = 0 if new_index < self.index else max(new_index, 1)
             self.observe(data)
+            if self.blocking and new_index == 0:
+                # no X-Consul-Index at all: this agent cannot block; poll instead of spinning
+                await asyncio.sleep(self.cfg.interval or RETRY_CAP)
 
     def observe(self, data: Any) -> bool:
         """Compare one answer with the last and publish on a change; True if it changed."""

@@ -142,6 +142,27 @@ def test_daemon_pool_runs_concurrently_and_grows():
     pool.shutdown()
 
 
+def test_daemon_pool_never_loses_work_under_contention():
+    pool = DaemonPool(4, "t")
+    futs = []
+    barrier = threading.Barrier(8)
+
+    def submitter(k):
+        barrier.wait(5)
+        for i in range(250):
+            futs.append(pool.submit(lambda k=k, i=i: (k, i)))
+
+    threads = [threading.Thread(target=submitter, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(futs) == 2000
+    assert sorted(f.result(5) for f in futs) == [(k, i) for k in range(8) for i in range(250)]
+    assert len(pool._threads) <= 4
+    pool.shutdown(wait=True)
+
+
 class _Leader(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server's naming
         body = b'"127.0.0.1:8300"'

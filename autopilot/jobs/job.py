@@ -320,6 +320,11 @@ class Job:
         level("process exited", pid=proc.pid, status=code, timed_out=proc.timed_out or None)
         self.ctx.bus.publish(Event(EXIT_SUCCESS if code == 0 else EXIT_FAILED, self.name,
                                    detail=f"exit status {code}"))
+        if (self.status == "healthy" and self.health is not None and self.health.cfg.exec
+                and not (self.halting or self._manual_stop or self.trigger.periodic)):
+            # autopilot: a service whose process is gone is not healthy, whatever its last
+            # check said; the next passing check (after a restart) makes it healthy again
+            self.health_result(False, f"process exited with status {code}")
         return code
 
     async def _run_loop(self) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from autopilot.config.model import HealthConfig, JobConfig, WhenConfig
+from autopilot.config.model import BackoffConfig, HealthConfig, JobConfig, WhenConfig
 from autopilot.events import HEALTHY, UNHEALTHY
 from tests.unit.test_job_harness import Harness, run, until
 
@@ -265,4 +265,28 @@ def test_periodic_job_manual_stop_and_start() -> None:
             await asyncio.sleep(0.3)
             # one run per tick again, not a restart loop
             assert h.job("tick").runs <= n + 1 + 5
+    run(main)
+
+
+def test_unexpected_exit_makes_a_healthy_job_unhealthy(tmp_path: Path) -> None:
+    flag = tmp_path / "crash"
+    job = JobConfig(name="app", restarts=-1,
+                    backoff=BackoffConfig(initial=0.5, max=0.5),
+                    exec=sh(f"while ! test -e {flag}; do sleep 0.02; done; rm {flag}; exit 3"),
+                    health=HealthConfig(exec=["true"], interval=0.1, ttl=5))
+
+    async def main() -> None:
+        async with Harness([job]) as h:
+            await h.wait_event(HEALTHY, "app")
+            flag.write_text("")
+            await h.wait_event("exitFailed", "app")
+            await h.wait_event(UNHEALTHY, "app")  # at once, not after the next check
+            assert h.job("app").status == "unhealthy"
+            ev = next(e for e in h.bus.history if e.code == UNHEALTHY)
+            assert "exited with status 3" in ev.detail
+            await until(lambda: h.job("app").status == "healthy", 5, "healthy after restart")
+            # a stop we asked for is not an unhealthy event
+            n = h.count(UNHEALTHY, "app")
+            await h.sup.job_action("app", "stop")
+            assert h.count(UNHEALTHY, "app") == n
     run(main)

@@ -29,7 +29,16 @@ if [ "$do_base" = 1 ]; then
         tmp=$(mktemp -d)
         trap 'rm -rf "$tmp"' EXIT
         echo "base: mmdebstrap bookworm (minbase) from $MIRROR"
-        mmdebstrap --quiet --variant=minbase bookworm "$tmp/base.tar" "deb $MIRROR bookworm main"
+        # like Docker's official slim image: no apt binary caches in layers, no docs/man
+        # pages/locales (Dockerfiles' `apt-get install` layers stay small too)
+        mmdebstrap --quiet --variant=minbase \
+            --aptopt='Dir::Cache::pkgcache ""' --aptopt='Dir::Cache::srcpkgcache ""' \
+            --dpkgopt='path-exclude=/usr/share/doc/*' \
+            --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+            --dpkgopt='path-exclude=/usr/share/man/*' \
+            --dpkgopt='path-exclude=/usr/share/locale/*' \
+            --dpkgopt='path-exclude=/usr/share/info/*' \
+            bookworm "$tmp/base.tar" "deb $MIRROR bookworm main"
         docker import "$tmp/base.tar" "$BASE_IMAGE" >/dev/null
         echo "base: imported as $BASE_IMAGE after $(elapsed)s"
     fi
@@ -40,8 +49,11 @@ if [ "$do_wheels" = 1 ]; then
     rm -rf build
     # redis-py for the shop app; async-timeout because redis-py wants it on Python < 3.11.3
     # (Debian bookworm has 3.11.2)
+    # fixed timestamps make the wheel byte-identical while the sources are: Docker's layer
+    # cache then skips the image's pip install step
+    export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800}
     log=$(mktemp)
-    if ! python3 -m pip wheel --quiet --disable-pip-version-check . redis async-timeout \
+    if ! python3 -m pip wheel --quiet --disable-pip-version-check --find-links dist/ . redis async-timeout \
             -w dist/ >"$log" 2>&1; then
         cat "$log" >&2; rm -f "$log"; exit 1
     fi

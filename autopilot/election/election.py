@@ -21,7 +21,7 @@ from autopilot import events as ev
 from autopilot.config.model import ElectionConfig, JobConfig
 from autopilot.context import Context
 from autopilot.election import lock
-from autopilot.election.hooks import HookResult, run_hook
+from autopilot.election.hooks import HookResult, child_env, run_hook
 from autopilot.election.lease import Lease
 from autopilot.election.tasks import cancel_all
 
@@ -149,8 +149,8 @@ class Election:
             event = await self._sub.get()
             if event.source == self.job:
                 if event.code == ev.HEALTHY:
-                    if not self.healthy:
-                        self._create_retry = 0.0
+                    if self.session is None:
+                        self._create_retry = 0.0  # the check just passed: try right away
                     self.healthy = True
                 elif event.code in (ev.UNHEALTHY, ev.STOPPING, ev.STOPPED, ev.EXIT_FAILED,
                                     ev.EXIT_SUCCESS):
@@ -336,7 +336,7 @@ class Election:
                 lock_delay=self.ecfg.lock_delay, timeout=CALL_TIMEOUT), timeout=CALL_TIMEOUT + 0.5)
         except Exception as exc:  # noqa: BLE001 - e.g. our check is not passing yet
             self._failures += 1
-            self._create_retry = time.monotonic() + min(0.1 * 2 ** min(self._failures, 5), 2.0)
+            self._create_retry = time.monotonic() + min(0.1 * 2 ** min(self._failures, 5), 1.0)
             log.debug("session create failed", job=self.job, error=str(exc))
             return False
         self._failures = 0
@@ -561,10 +561,9 @@ class Election:
                     leader: dict[str, Any] | None) -> HookResult:
         if not argv:
             return HookResult(0)
-        env = {**os.environ, **self.ctx.child_env, **self.cfg.env}
-        for k in ENV_KEYS:
-            env.pop(k, None)
-        env.update(self._role_env(role, leader))
+        base = {k: v for k, v in {**os.environ, **self.ctx.child_env}.items()
+                if k not in ENV_KEYS}
+        env = child_env(base, self.cfg.env, self._role_env(role, leader))
         log.info("running hook", job=self.job, hook=name)
         return await run_hook(list(argv), env, self.ecfg.hook_timeout,
                               name=f"{name}.{self.job}")

@@ -31,6 +31,18 @@ class HookResult:
         return self.rc == 0 and not self.timed_out
 
 
+def child_env(base: dict[str, str], *extra: dict[str, str] | None) -> dict[str, str]:
+    """The environment of a hook: the core's recipe (adds AUTOPILOT_PID…) when present."""
+    try:
+        from autopilot.jobs.process import child_env as core_env
+    except ImportError:  # pragma: no cover - only before the core landed
+        env = dict(base)
+        for e in extra:
+            env.update(e or {})
+        return env
+    return core_env(base, *extra)
+
+
 def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)

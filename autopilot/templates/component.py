@@ -18,7 +18,7 @@ import structlog
 from autopilot import events as ev
 from autopilot.config.model import TemplateConfig
 from autopilot.context import Context
-from autopilot.election.hooks import run_hook
+from autopilot.election.hooks import child_env, run_hook
 from autopilot.election.tasks import cancel_all
 from autopilot.templates.debounce import Debouncer
 from autopilot.templates.deps import Dep, FetchError
@@ -155,7 +155,7 @@ class Template:
 
     async def _run_command(self) -> None:
         assert self.cfg.command
-        env = {**os.environ, **self.ctx.child_env}
+        env = child_env(dict(os.environ), self.ctx.child_env)
         result = await run_hook(list(self.cfg.command), env, self.cfg.command_timeout,
                                 name=self.source_name)
         if not result.ok:

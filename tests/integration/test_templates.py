@@ -298,3 +298,48 @@ def test_autopilot_template_command(catalog: CatalogProcess, tmp_path: Path, env
     out = subprocess.run(autopilot_cmd("template", str(src), "--consul", catalog.address),
                          capture_output=True, text=True, timeout=20, env=env_clean)
     assert out.returncode == 1 and "nosuch" in out.stderr and out.stdout == ""
+
+
+@pytest.mark.timeout(40)
+def test_supervisor_renders_template_from_config(catalog: CatalogProcess, tmp_path: Path,
+                                                 env_clean):
+    """`autopilot run` wiring: a relative source, the first file before jobs start, a
+    re-render on a membership change, the reload command, and a job hooked on the
+    template's `changed` event."""
+    (tmp_path / "up.j2").write_text(NGINX)
+    dest = tmp_path / "up.conf"
+    reloads = tmp_path / "reloads"
+    hooked = tmp_path / "hooked"
+    cfg = tmp_path / "ap.json5"
+    cfg.write_text(f"""{{
+  consul: "{catalog.address}",
+  control: {{socket: "{tmp_path}/ap.sock"}},
+  templates: [{{source: "up.j2", destination: "{dest}", wait: "100ms:1s",
+               command: ["sh", "-c", "echo r >> {reloads}"]}}],
+  jobs: [
+    {{name: "first", exec: ["sh", "-c", "cat {dest} > {tmp_path}/seen-at-start"]}},
+    {{name: "hook", exec: ["sh", "-c", "echo h >> {hooked}"],
+      when: {{source: "template.up.conf", each: "changed"}}}},
+  ],
+}}""")
+    proc = subprocess.Popen(autopilot_cmd("run", str(cfg)), env=env_clean,
+                            stdout=(tmp_path / "ap.log").open("wb"), stderr=subprocess.STDOUT)
+    try:
+        from tests.helpers import wait_for
+
+        # the file was there when the first job started (cat would fail otherwise)
+        wait_for(lambda: "no backend" in (tmp_path / "seen-at-start").read_text(), timeout=15,
+                 message="the first job to see the rendered file")
+        register(catalog, "app-1", 8001)
+        wait_for(lambda: "8001" in dest.read_text(), timeout=5, message="re-render")
+        wait_for(lambda: reloads.exists() and len(reloads.read_text().split()) == 2,
+                 timeout=5, message="two reloads")
+        wait_for(lambda: hooked.exists() and hooked.read_text().split() == ["h"], timeout=5,
+                 message="the job hooked on the template's changed event")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

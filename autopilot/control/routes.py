@@ -48,6 +48,8 @@ async def read_json(request: web.Request) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # e.g. 100k nested arrays
+        raise BadRequest("body is nested too deeply") from exc
 
 
 async def read_object(request: web.Request) -> dict[str, Any]:

@@ -276,6 +276,8 @@ def test_unknown_route_wrong_method_huge_body(server: tuple[ControlServer, Stand
     assert code == 405 and "not allowed" in body["error"] and "POST" in headers.get("Allow", "")
     code, body, _ = raw(srv.path, "POST", "/v3/ping")
     assert code == 405
+    code, body, _ = raw(srv.path, "POST", "/v3/environ", b"[" * 200_000 + b"]" * 200_000)
+    assert code == 400 and "nested too deeply" in body["error"]
     code, body, _ = raw(srv.path, "POST", "/v3/environ", b"{" + b" " * (MAX_BODY + 10) + b"}")
     assert code == 413 and "too large" in body["error"]
     assert ControlClient(srv.path).ping()["ok"]  # still serving

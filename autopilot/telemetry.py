@@ -36,7 +36,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from autopilot import __version__
 from autopilot.config.model import ConfigError, MetricConfig, TelemetryConfig
 from autopilot.context import Context
-from autopilot.control.server import fail_startup
 from autopilot.control.stats import request_counts
 from autopilot.events import GO_NAMES, METRIC, Event
 
@@ -84,7 +83,7 @@ class _Internal:
 
 class Telemetry:
     key = "telemetry"
-    #: autopilot cannot run without it: a failed start at startup must stop autopilot
+    #: autopilot cannot run without it: a failed start at startup stops autopilot (status 1)
     fatal = True
 
     def __init__(self, ctx: Context, supervisor: Any) -> None:
@@ -242,9 +241,8 @@ class Telemetry:
             except BaseException:
                 await runner.cleanup()
                 raise
-        except Exception as exc:
+        except Exception as exc:  # fatal at startup (``fatal``): the supervisor exits 1
             log.error("telemetry unavailable", error=str(exc))
-            fail_startup(self.supervisor, f"telemetry: {exc}")
             raise
         self._runner = runner
         self._beat = time.monotonic()

@@ -38,7 +38,7 @@ _KNOWN_PATHS = frozenset({
 
 class ControlServer:
     key = "control"
-    #: autopilot cannot run without it: a failed start at startup must stop autopilot
+    #: autopilot cannot run without it: a failed start at startup stops autopilot (status 1)
     fatal = True
 
     def __init__(self, ctx: Context, supervisor: Any) -> None:
@@ -75,11 +75,8 @@ class ControlServer:
         return resp
 
     async def start(self) -> None:
-        try:
-            sock = unixsock.bind(self.path, self.cfg.mode, self.cfg.group)
-        except ControlSocketError as exc:
-            self._fail_startup(exc)
-            raise
+        # a failure here is fatal at startup (``fatal``): the supervisor exits with status 1
+        sock = unixsock.bind(self.path, self.cfg.mode, self.cfg.group)
         try:
             self._inode = os.lstat(self.path).st_ino
             runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=STOP_GRACE)
@@ -94,10 +91,6 @@ class ControlServer:
         # children (sensors calling `autopilot ctl putmetric`, hooks) find this socket
         self.ctx.child_env[SOCKET_ENV] = self.path
         log.info("control socket listening", socket=self.path, mode=oct(self.cfg.mode))
-
-    def _fail_startup(self, exc: Exception) -> None:
-        log.error("control socket unavailable", socket=self.path, error=str(exc))
-        fail_startup(self.supervisor, f"control socket: {exc}")
 
     async def stop(self) -> None:
         """Stop serving and remove the socket file (if it is still ours). Idempotent.
@@ -123,20 +116,6 @@ class ControlServer:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.1)  # let the answer go out
         await runner.cleanup()
-
-
-def fail_startup(supervisor: Any, reason: str) -> None:
-    """A component autopilot cannot run without failed at startup: shut down, exit 1.
-
-    The supervisor's generic component start only logs failures, so ask it to shut down
-    here. On a reload (the supervisor has started) nothing is done: the failure is logged
-    and autopilot keeps running.
-    """
-    if getattr(supervisor, "_started", True) or not hasattr(supervisor, "request_shutdown"):
-        return
-    if getattr(supervisor, "_exit_code", 0) is None:
-        supervisor._exit_code = EXIT_STARTUP_FAILED
-    supervisor.request_shutdown(reason)
 
 
 def _path_label(request: web.Request) -> str:

@@ -164,9 +164,9 @@ def test_rename_counters() -> None:
         "# HELP a x\n# TYPE a counter\na{l=\"1\"} 2.0\na_totalx 1\n")
 
 
-def test_busy_port_fails_startup(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past the retries the start fails and, before the supervisor has started, asks it to
-    shut down with status 1 (an autopilot without its telemetry port must not run)."""
+def test_busy_port_fails_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the retries start() fails; the component says it is fatal, so at startup the
+    supervisor exits (an autopilot without its telemetry port must not run)."""
     import socket
 
     import autopilot.telemetry as telemetry_mod
@@ -180,14 +180,10 @@ def test_busy_port_fails_startup(monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         sup = build()
         sup.ctx.config.telemetry.port = holder.getsockname()[1]
-        sup._started = False  # type: ignore[attr-defined]
-        sup._exit_code = None  # type: ignore[attr-defined]
-        reasons: list[str] = []
-        sup.request_shutdown = reasons.append  # type: ignore[attr-defined]
         tel = Telemetry(sup.ctx, sup)
+        assert tel.fatal is True
         with pytest.raises(OSError, match="cannot listen"):
             lt.run(tel.start())
-        assert sup._exit_code == 1 and "telemetry" in reasons[0]  # type: ignore[attr-defined]
     finally:
         holder.close()
         lt.close()

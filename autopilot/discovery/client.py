@@ -118,6 +118,7 @@ class ConsulClient:
         #: bumped each time Consul answers again after being unreachable
         self.reconnects = 0
         self._reconnect_listeners: list[Callable[[], None]] = []
+        self._lost_listeners: list[Callable[[], None]] = []
 
     def _client(self) -> consul.Consul:
         c = getattr(self._local, "client", None)
@@ -140,28 +141,43 @@ class ConsulClient:
         """Call ``fn`` (on the loop) whenever Consul answers again after an outage.
 
         Returns a function that removes the listener."""
-        self._reconnect_listeners.append(fn)
+        return self._listen(self._reconnect_listeners, fn)
+
+    def on_unreachable(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Call ``fn`` (on the loop) when a call first finds Consul unreachable, e.g. so a
+        watch parked in a long poll on a dead connection can fall back to polling at once."""
+        return self._listen(self._lost_listeners, fn)
+
+    @staticmethod
+    def _listen(listeners: list[Callable[[], None]],
+                fn: Callable[[], None]) -> Callable[[], None]:
+        listeners.append(fn)
 
         def remove() -> None:
-            if fn in self._reconnect_listeners:
-                self._reconnect_listeners.remove(fn)
+            if fn in listeners:
+                listeners.remove(fn)
 
         return remove
+
+    @staticmethod
+    def _tell(listeners: list[Callable[[], None]]) -> None:
+        for fn in list(listeners):
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - a listener must not break the caller
+                log.exception("consul state listener failed")
 
     def _note(self, ok: bool, exc: BaseException | None = None) -> None:
         if ok and not self.reachable:
             self.reachable = True
             self.reconnects += 1
             log.info("consul reachable again", consul=self.address)
-            for fn in list(self._reconnect_listeners):
-                try:
-                    fn()
-                except Exception:  # noqa: BLE001 - a listener must not break the caller
-                    log.exception("consul reconnect listener failed")
+            self._tell(self._reconnect_listeners)
         elif not ok and self.reachable:
             self.reachable = False
             log.warning("consul unreachable", consul=self.address,
                         error=str(exc) or type(exc).__name__)
+            self._tell(self._lost_listeners)
 
     async def run(self, fn: Callable[[consul.Consul], T], *, timeout: float = 5.0) -> T:
         """Run ``fn(client)`` in a worker thread; raise TimeoutError after ``timeout``."""

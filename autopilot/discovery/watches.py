@@ -58,15 +58,21 @@ class Watch:
         self.failing = False
         self._state: Any = ()  # the starting state: nothing
         self._task: asyncio.Task | None = None
+        self._abandon = asyncio.Event()  # Consul found unreachable: leave the long poll
+        self._remove_listener: Any = None
 
     async def start(self) -> None:
         if self.ctx.consul is None:
             log.warning("watch ignored: discovery is off", watch=self.name)
             return
+        self._remove_listener = self.ctx.consul.on_unreachable(self._abandon.set)
         self._task = asyncio.create_task(self._run(), name=self.key)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
+        if self._remove_listener:
+            self._remove_listener()
+            self._remove_listener = None
         if task is not None:
             await cancel_tasks([task])
 
@@ -122,9 +128,7 @@ class Watch:
             started = time.monotonic()
             try:
                 if blocking:
-                    timeout = self.wait + self.wait / 16 + CALL_TIMEOUT
-                    index, data = await self.ctx.consul.run(self._query(self.index),
-                                                            timeout=timeout)
+                    index, data = await self._blocking_query()
                 else:
                     index, data = await self.ctx.consul.run(self._query(None),
                                                             timeout=CALL_TIMEOUT)
@@ -151,6 +155,25 @@ class Watch:
             if self.blocking and new_index == 0:
                 # no X-Consul-Index at all: this agent cannot block; poll instead of spinning
                 await asyncio.sleep(self.cfg.interval or RETRY_CAP)
+
+    async def _blocking_query(self) -> tuple[Any, Any]:
+        """One long poll, abandoned early if another call finds Consul unreachable: a poll
+        parked on a connection that died silently would otherwise wait out its timeout."""
+        assert self.ctx.consul is not None
+        timeout = self.wait + self.wait / 16 + CALL_TIMEOUT
+        self._abandon.clear()
+        query = asyncio.ensure_future(self.ctx.consul.run(self._query(self.index),
+                                                          timeout=timeout))
+        abandon = asyncio.ensure_future(self._abandon.wait())
+        try:
+            await asyncio.wait({query, abandon}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            abandon.cancel()
+            if not query.done():
+                query.cancel()
+        if query.done() and not query.cancelled():
+            return query.result()
+        raise ConnectionError("consul unreachable; long poll abandoned")
 
     def observe(self, data: Any) -> bool:
         """Compare one answer with the last and publish on a change; True if it changed."""

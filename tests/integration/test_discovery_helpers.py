@@ -120,13 +120,14 @@ def deregister(url: str, sid: str) -> None:
     requests.put(url + f"/v1/agent/service/deregister/{sid}", timeout=2).raise_for_status()
 
 
-class TLSForwarder:
-    """An HTTPS front for the plain-HTTP catalog: TLS terminated here, bytes piped through.
+class Forwarder:
+    """A TCP front for the catalog that pipes bytes through; with ``server_ctx`` it is an
+    HTTPS front (TLS terminated here). ``freeze()`` makes it go silent without closing
+    anything (a network partition that drops packets); ``thaw()`` lets the bytes flow again.
 
-    Runs its own loop in a thread. ``require_client_cert`` demands a client certificate
-    signed by ``client_ca`` (mutual TLS)."""
+    Runs its own loop in a thread."""
 
-    def __init__(self, server_ctx: ssl.SSLContext, backend_port: int) -> None:
+    def __init__(self, server_ctx: ssl.SSLContext | None, backend_port: int) -> None:
         self.server_ctx = server_ctx
         self.backend_port = backend_port
         self.port = 0
@@ -134,14 +135,27 @@ class TLSForwarder:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, daemon=True)
         self._server: asyncio.AbstractServer | None = None
+        self._gate: asyncio.Event | None = None
 
-    def start(self) -> TLSForwarder:
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def freeze(self) -> None:
+        self._loop.call_soon_threadsafe(lambda: self._gate and self._gate.clear())
+
+    def thaw(self) -> None:
+        self._loop.call_soon_threadsafe(lambda: self._gate and self._gate.set())
+
+    def start(self) -> Forwarder:
         self._thread.start()
         assert self._ready.wait(5)
         return self
 
     def _main(self) -> None:
         asyncio.set_event_loop(self._loop)
+        self._gate = asyncio.Event()
+        self._gate.set()
         self._server = self._loop.run_until_complete(asyncio.start_server(
             self._handle, "127.0.0.1", 0, ssl=self.server_ctx))
         self.port = self._server.sockets[0].getsockname()[1]
@@ -158,6 +172,8 @@ class TLSForwarder:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(Exception):
                 while data := await src.read(65536):
+                    assert self._gate is not None
+                    await self._gate.wait()
                     dst.write(data)
                     await dst.drain()
             with contextlib.suppress(Exception):
@@ -173,3 +189,6 @@ class TLSForwarder:
 
         self._loop.call_soon_threadsafe(close)
         self._thread.join(5)
+
+
+TLSForwarder = Forwarder

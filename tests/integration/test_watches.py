@@ -324,3 +324,51 @@ def test_dc_is_passed_to_consul(catalog):
             ctx.consul.close()
 
     run(scenario())
+
+
+@pytest.mark.timeout(40)
+def test_long_poll_is_abandoned_when_consul_goes_silent(catalog, monkeypatch):
+    """A partition that drops packets: the watch's long poll would hang until its timeout
+    (wait + wait/16 + 5 s). As soon as any call finds Consul unreachable (here a heartbeat
+    timing out), the watch leaves the long poll and polls at `interval`; after the partition
+    it publishes what changed meanwhile."""
+    from autopilot import events
+    from autopilot.discovery import ServiceRegistration, registration
+    from tests.integration.test_discovery_helpers import Forwarder, job
+
+    monkeypatch.setattr(registration, "CALL_TIMEOUT", 1.0)
+    fwd = Forwarder(None, catalog.port).start()
+
+    async def scenario():
+        ctx = make_ctx(fwd.address, jobs=[job()],
+                       watches=[WatchConfig(name="db", interval=1)])
+        reg = ServiceRegistration(ctx, ctx.config.jobs[0])
+        watch = Watch(ctx, ctx.config.watches[0])  # production wait: 30 s
+        rec = Recorder(ctx.bus)
+        await reg.start()
+        await watch.start()
+        try:
+            await started(watch)
+            ctx.bus.publish(events.Event(ev.HEALTHY, "web"))
+            await until(lambda: reg.registered, 3, message="registered")
+            fwd.freeze()
+            t0 = time.monotonic()
+            ctx.bus.publish(events.Event(ev.HEALTHY, "web"))  # this heartbeat times out
+            await until(lambda: watch.failing, 5, message="the watch leaves its long poll")
+            assert time.monotonic() - t0 < 4.0
+            watch.wait = TEST_WAIT  # for the polls after the partition (faster teardown)
+            await asyncio.to_thread(put_service, catalog.url, "db", "db1", 1)  # behind the cut
+            await asyncio.sleep(0.5)
+            assert rec.codes("watch.db") == []
+            fwd.thaw()
+            await until(lambda: rec.codes("watch.db") == [ev.CHANGED, ev.HEALTHY], 8,
+                        message="the change made during the partition")
+            await until(lambda: not watch.failing, 5, message="recovered")
+        finally:
+            rec.close()
+            await watch.stop()
+            await reg.stop()
+            ctx.consul.close()
+            fwd.stop()
+
+    run(scenario())

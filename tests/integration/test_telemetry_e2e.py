@@ -182,3 +182,32 @@ def test_with_discovery(catalog: Any, launch: Any, workdir: Path) -> None:  # no
     # (no keep-alive: an idle connection would hold up the catalog's shutdown)
     assert requests.get(catalog.url + "/v1/health/service/app?passing=1", timeout=5,
                         headers={"Connection": "close"}).json()
+
+
+def test_ready_follows_role(catalog: Any, launch: Any, workdir: Path) -> None:  # noqa: F811
+    """`ready: {role: "primary", job: "db"}`: ready once elected, not ready after stepping
+    down (its health check fails), ready again when re-elected."""
+    port = free_port()
+    (workdir / "healthy").touch()
+    ap = launch(f"""
+    {{
+      consul: "{catalog.address}",
+      control: {{socket: "@DIR@/cp.sock"}},
+      jobs: [{{name: "db", exec: ["sleep", "300"], port: 6379,
+               interfaces: ["static:127.0.0.1"],
+               health: {{exec: ["test", "-f", "@DIR@/healthy"], interval: 1, ttl: 5}},
+               election: {{lockDelay: "1s"}}}}],
+      telemetry: {{port: {port}, interfaces: ["static:127.0.0.1"],
+                  ready: {{role: "primary", job: "db"}}}},
+    }}
+    """)
+    url = f"http://127.0.0.1:{port}/ready"
+    ap.wait(lambda: code(url) == 200, timeout=20, message="db elected primary: ready")
+    assert requests.get(url, timeout=5).json()["holders"] == ["db"]
+    assert ap.job("db")["role"] == "primary"
+    (workdir / "healthy").unlink()
+    ap.wait(lambda: code(url) == 503, timeout=20, message="not ready after stepping down")
+    assert "does not hold role 'primary'" in requests.get(url, timeout=5).json()["reason"]
+    assert code(url.replace("/ready", "/health")) == 200
+    (workdir / "healthy").touch()
+    ap.wait(lambda: code(url) == 200, timeout=20, message="re-elected: ready again")

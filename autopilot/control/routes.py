@@ -131,7 +131,8 @@ class Routes:
         async with self._reload_lock:  # one reload at a time; later ones queue up
             self.reloading = True
             try:
-                await self.sup.reload()
+                # shielded: a client that hangs up must not cancel a reload halfway
+                await asyncio.shield(asyncio.ensure_future(self.sup.reload()))
             except ConfigError as exc:
                 return error(422, f"reload refused, the running config stays: {exc}")
             finally:

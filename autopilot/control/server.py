@@ -3,7 +3,8 @@ on a unix socket.
 
 Component contract: ``ControlServer(ctx, supervisor)``, ``key``, ``cfg``, ``async start()``,
 ``async stop()``. ``start()`` raises ``ControlSocketError`` when the socket cannot be made
-(for example another autopilot holds it), which must stop autopilot at startup.
+(for example another autopilot holds it); ``fatal = True`` tells the supervisor to exit then.
+Handlers and validation live in ``routes.py``, the socket file's life in ``unixsock.py``.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ __all__ = ["ControlServer", "ControlSocketError", "MAX_BODY"]
 log = structlog.get_logger("autopilot.control")
 
 MAX_BODY = 1024 * 1024  # 1 MiB: more than any environment or metric batch needs
-STOP_GRACE = 5.0
-SOCKET_ENV = "AUTOPILOT_SOCKET"
-EXIT_STARTUP_FAILED = 1  # seconds in-flight requests get at stop()
+STOP_GRACE = 5.0  # seconds in-flight requests get at stop()
+SOCKET_ENV = "AUTOPILOT_SOCKET"  # set for every child, so `autopilot ctl` finds the socket
 _KNOWN_PATHS = frozenset({
     "/v3/ping", "/v3/status", "/v3/environ", "/v3/reload", "/v3/metric",
     "/v3/maintenance/enable", "/v3/maintenance/disable",

@@ -207,7 +207,8 @@ class Telemetry:
         return app
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body = await asyncio.to_thread(self.exposition)  # the process collector reads /proc
+        # on the loop thread: the collectors read state the loop mutates (a few ms of /proc)
+        body = self.exposition()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _status(self, request: web.Request) -> web.Response:

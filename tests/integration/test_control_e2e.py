@@ -6,9 +6,11 @@ path is limited to 107 bytes, pytest's tmp_path can be longer)."""
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import grp
 import json
 import os
+import pwd
 import shutil
 import socket
 import stat
@@ -259,16 +261,47 @@ def test_concurrent_clients(launch: Any) -> None:
     assert all(env.get(f"K{i}") == str(i) for i in range(200))
 
 
+def connect_as(uid: int, gid: int, path: str) -> int:
+    """Connect to a unix socket from a forked child running as uid/gid: 0 or the errno."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 98
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(path)
+            s.close()
+            code = 0
+        except OSError as exc:
+            code = exc.errno or 99
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
 def test_socket_permissions(launch: Any, workdir: Path) -> None:
+    """0600 by default: another user cannot connect; mode 0660 + group lets the group in."""
+    nobody = pwd.getpwnam("nobody")
+    group = grp.getgrgid(nobody.pw_gid)  # nobody's own group (nogroup on Debian)
+    os.chmod(workdir, 0o755)  # let nobody reach the socket files at all
     ap = launch(JOBS)
     st = os.stat(ap.socket)
     assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
-    group = grp.getgrgid(os.getgroups()[-1] if os.getgroups() else os.getgid()).gr_name
+    assert connect_as(nobody.pw_uid, nobody.pw_gid, ap.socket) == errno.EACCES
+    assert connect_as(0, 0, ap.socket) == 0
     cfg = JOBS.replace('socket: "@DIR@/cp.sock"',
-                       f'socket: "@DIR@/g/cp.sock", mode: "0660", group: "{group}"')
+                       f'socket: "@DIR@/g/cp.sock", mode: "0660", group: "{group.gr_name}"')
     ap2 = launch(cfg, sub="g")
+    os.chmod(workdir / "g", 0o755)
     st = os.stat(ap2.socket)
-    assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == grp.getgrnam(group).gr_gid
+    assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == group.gr_gid
+    assert connect_as(nobody.pw_uid, nobody.pw_gid, ap2.socket) == 0  # via the group
+    other_gid = next(g.gr_gid for g in grp.getgrall() if g.gr_gid not in (0, group.gr_gid))
+    assert connect_as(nobody.pw_uid, other_gid, ap2.socket) == errno.EACCES
     assert ap2.stop() == 0
     assert not os.path.exists(ap2.socket)  # removed at shutdown
 

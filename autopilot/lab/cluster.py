@@ -31,8 +31,10 @@ FENCE = "10"  # min-replicas-to-write of a fenced node (see examples/redis/hook.
 
 #: timing profiles: health interval, health TTL, lock-delay (session TTL is 10 s, Consul's min)
 PROFILES: dict[str, dict[str, str]] = {
-    "fast": {"AP_HEALTH_INTERVAL": "250ms", "AP_HEALTH_TTL": "1s", "AP_HEALTH_TIMEOUT": "1s",
-             "AP_LOCK_DELAY": "100ms", "AP_SESSION_TTL": "10s"},
+    # the leader's local lease is check TTL - interval - 0.5 s (autopilot.election): 0.55 s
+    # here, renewed about every 0.3 s; failover ~ TTL + lock-delay + promote ~ 1.3 s
+    "fast": {"AP_HEALTH_INTERVAL": "200ms", "AP_HEALTH_TTL": "1250ms", "AP_HEALTH_TIMEOUT": "1s",
+             "AP_LOCK_DELAY": "50ms", "AP_SESSION_TTL": "10s"},
     "default": {"AP_HEALTH_INTERVAL": "1s", "AP_HEALTH_TTL": "3s", "AP_HEALTH_TIMEOUT": "1s",
                 "AP_LOCK_DELAY": "1s", "AP_SESSION_TTL": "10s"},
 }
@@ -50,7 +52,7 @@ class Node:
     dir: str
     ns: str | None = None
     pid: int | None = None  # the launcher: `ip netns exec … unshare …` or autopilot itself
-    started: float | None = None  # the launcher's create_time, against PID reuse
+    started: float | None = None  # the launcher's start (ticks since boot), against PID reuse
 
     @property
     def name(self) -> str:
@@ -87,12 +89,27 @@ def default_dir() -> Path:
     return Path(os.environ.get("AUTOPILOT_LAB_DIR", ".lab")).resolve()
 
 
+def start_ticks(pid: int) -> float | None:
+    """The process' start time in clock ticks since boot (/proc/PID/stat field 22).
+
+    Not psutil's create_time(): that adds the boot time as seen from the wall clock, which
+    moves when the clock is stepped, and a stepped clock must not make a live node look dead.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return float(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _alive(pid: int | None, started: float | None = None) -> psutil.Process | None:
+    """The process `pid` if it still runs and is the one started at `started` (ticks)."""
     if not pid:
         return None
     try:
         p = psutil.Process(pid)
-        if started is not None and abs(p.create_time() - started) > 0.5:
+        if started is not None and start_ticks(pid) != started:
             return None
         if p.status() == psutil.STATUS_ZOMBIE:
             return None
@@ -203,7 +220,7 @@ class Lab:
             stdout=log, stderr=subprocess.STDOUT, env=self._base_env(),
             start_new_session=True, cwd=self.dir)
         self.state.catalog = {"pid": proc.pid, "address": address,
-                              "started": psutil.Process(proc.pid).create_time()}
+                              "started": start_ticks(proc.pid)}
         self.save()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -318,7 +335,7 @@ class Lab:
         proc = subprocess.Popen(self.command(node), stdout=log, stderr=subprocess.STDOUT,
                                 env=self.node_env(node), start_new_session=True, cwd=node.dir)
         node.pid = proc.pid
-        node.started = psutil.Process(proc.pid).create_time()
+        node.started = start_ticks(proc.pid)
         self.save()
 
     def tree(self, node: Node) -> list[psutil.Process]:

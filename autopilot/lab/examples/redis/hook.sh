@@ -66,12 +66,10 @@ run() {
     pidfile="$DIR/redis-server.pid"
     parent=$(my_ppid)
     pid=""
-    adopted=0
     if [ -f "$pidfile" ]; then
         old=$(cat "$pidfile")
         if alive "$old" && tr '\0' ' ' <"/proc/$old/cmdline" 2>/dev/null | grep -q redis-server; then
             pid=$old
-            adopted=1
             fence
             log "adopted redis-server pid $pid left by a previous supervisor (fenced)"
         fi
@@ -83,10 +81,11 @@ run() {
         pid=$!
         echo "$pid" >"$pidfile"
     fi
-    # whatever this node was before, this redis-server is fenced now: record it so the
-    # election's next decision (promote or follow) is applied. A fresh redis-server holds
-    # nothing tied to an epoch; an adopted one keeps its epoch.
-    if [ "$adopted" = 1 ]; then set_state replica "$(state_epoch)"; else set_state replica 0; fi
+    # whatever this node was before, this redis-server is fenced now and no transition has
+    # been applied to it: "none". A primary whose redis restarted thus fails its check
+    # (same epoch, role none), and the next decision of the election (promote, or follow a
+    # leader of any epoch) is applied.
+    set_state none "$(state_epoch)"
     trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
     while alive "$pid"; do
         if [ "$(my_ppid)" != "$parent" ]; then
@@ -103,10 +102,11 @@ run() {
     exit "$status"
 }
 
-# The last transition a hook applied, as "ROLE EPOCH" in $DIR/autopilot-role. Hooks and
-# health checks are separate processes started with the environment of their moment, so
-# one started just before a promotion still says AUTOPILOT_ROLE=replica: it must not act
-# on that. Every state-changing hook holds $DIR/hook.lock and compares epochs first.
+# The last transition a hook applied, as "ROLE EPOCH" in $DIR/autopilot-role (ROLE: none,
+# primary, replica; EPOCH: the election's LockIndex). Hooks and health checks are separate
+# processes started with the environment of their moment, so one started just before a
+# promotion still says AUTOPILOT_ROLE=replica: it must not act on that. Every
+# state-changing hook holds $DIR/hook.lock and compares epochs first.
 STATE="$DIR/autopilot-role"
 EPOCH=${AUTOPILOT_LEADER_EPOCH:-0}
 case "$EPOCH" in ''|*[!0-9]*) EPOCH=0 ;; esac
@@ -157,11 +157,12 @@ health() {
     sepoch=$(state_epoch)
     case "${AUTOPILOT_ROLE:-}" in
     primary)
-        if [ "$sepoch" -lt "$EPOCH" ]; then
-            echo "promotion to epoch $EPOCH in progress"; exit 0
+        if [ "$sepoch" -ne "$EPOCH" ]; then
+            # a promotion not applied yet, or this check predates a newer transition
+            echo "transition in progress (epoch $EPOCH, applied $srole $sepoch)"; exit 0
         fi
-        if [ "$srole" != primary ] || [ "$sepoch" != "$EPOCH" ]; then
-            echo "elected primary (epoch $EPOCH) but redis is $srole (epoch $sepoch)"; exit 1
+        if [ "$srole" != primary ]; then
+            echo "elected primary (epoch $EPOCH) but redis is $srole"; exit 1
         fi
         if [ "$role" != master ]; then echo "elected primary but redis is $role"; exit 1; fi
         fenced=$(cli config get min-replicas-to-write | tail -n 1)
@@ -176,9 +177,7 @@ health() {
     replica)
         # converge instead of failing: a replica of the wrong node is re-pointed, and a
         # replica of a dead primary stays healthy so that it can run for election
-        if [ "$srole" != primary ] && [ "$EPOCH" -ge "$sepoch" ]; then
-            locked -n converge
-        fi
+        if may_follow "$srole" "$sepoch"; then locked -n converge; fi
         echo "replica of ${AUTOPILOT_LEADER_ADDRESS:-?}:${AUTOPILOT_LEADER_PORT:-?}, link $(info_field master_link_status)"
         ;;
     *)
@@ -187,8 +186,16 @@ health() {
     esac
 }
 
+may_follow() {  # may_follow ROLE EPOCH: may a replica-role hook of our epoch act now?
+    case "$1" in
+    none) return 0 ;;  # a fresh redis-server: follow whoever leads
+    primary) return 1 ;;  # promoted after this process started: stale
+    *) [ "$EPOCH" -ge "$2" ] ;;
+    esac
+}
+
 converge() {  # under the lock: re-check, then fence and follow the leader of our epoch
-    [ "$(state_role)" != primary ] && [ "$EPOCH" -ge "$(state_epoch)" ] || exit 0
+    may_follow "$(state_role)" "$(state_epoch)" || exit 0
     if [ "$(info_field role)" = master ]; then fence; fi
     follow_leader
     if [ -n "${AUTOPILOT_LEADER_ADDRESS:-}" ]; then set_state replica "$EPOCH"; fi

@@ -36,7 +36,7 @@ class KV:
         self.store = store
         self.entries: dict[str, KVEntry] = {}
         self.tombstones: dict[str, int] = {}
-        self.lock_delays: dict[str, float] = {}  # key -> time.time() until re-acquire allowed
+        self.lock_delays: dict[str, float] = {}  # key -> time.monotonic() until re-acquire allowed
 
     # ---- reads -----------------------------------------------------------------------------
     def key_index(self, key: str) -> int:
@@ -109,7 +109,7 @@ class KV:
         until = self.lock_delays.get(key)
         if until is None:
             return False
-        if time.time() >= until:
+        if time.monotonic() >= until:
             del self.lock_delays[key]
             return False
         return True
@@ -149,7 +149,7 @@ class KV:
         held = [k for k, e in self.entries.items() if e.session == session]
         for k in held:
             if lock_delay_ns > 0:
-                self.lock_delays[k] = time.time() + lock_delay_ns / 1e9
+                self.lock_delays[k] = time.monotonic() + lock_delay_ns / 1e9
             if behavior == "delete":
                 idx = self._stamp(k)
                 del self.entries[k]

@@ -55,12 +55,15 @@ def lab() -> None:
 @click.option("--no-pidns", is_flag=True, help="Network namespaces but no PID namespaces "
               "(so `kill --only supervisor` leaves redis running).")
 @click.option("--catalog-port", default=8500, show_default=True)
+@click.option("--net", type=click.IntRange(0, 199), default=0, show_default=True,
+              help="Lab network: 0 = ap-lab-br0, 10.231.0.0/24 (the workshop's); N = "
+              "aplabN-br, 10.231.N.0/24, for labs side by side.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait until one primary and N-1 replicas are in place.")
 @click.option("--timeout", default=60.0, show_default=True)
 @dir_option
 def up(service: str, nodes: int, profile: str, no_loss: bool, loopback: bool, no_pidns: bool,
-       catalog_port: int, wait: bool, timeout: float, directory: Path) -> None:
+       catalog_port: int, net: int, wait: bool, timeout: float, directory: Path) -> None:
     """Start the catalog and NODES autopilot-run SERVICE nodes (SERVICE: redis)."""
     lab_ = _lab(directory, need_running=False)
     use_netns = netns.is_root() and not loopback
@@ -69,7 +72,7 @@ def up(service: str, nodes: int, profile: str, no_loss: bool, loopback: bool, no
                    "(partition/heal unavailable)", err=True)
     try:
         lab_.up(nodes=nodes, service=service, netns_mode=use_netns, pidns=not no_pidns,
-                profile=profile, no_loss=no_loss, catalog_port=catalog_port)
+                profile=profile, no_loss=no_loss, catalog_port=catalog_port, net=net)
         click.echo(f"lab up in {lab_.dir}: catalog {lab_.catalog_address}, {nodes} nodes "
                    f"({lab_.state.mode}{', pid namespaces' if lab_.state.pidns else ''})")
         if wait:
@@ -231,9 +234,11 @@ def heal(node: str, directory: Path) -> None:
 
 
 @lab.command()
+@click.option("--net", type=int, default=None,
+              help="Also tear down lab network N (one left behind by a lost state dir).")
 @dir_option
-def down(directory: Path) -> None:
+def down(net: int | None, directory: Path) -> None:
     """Stop everything: processes, namespaces, bridge, iptables rules."""
     lab_ = _lab(directory, need_running=False)
-    lab_.down()
+    lab_.down(net=net)
     click.echo("lab down")

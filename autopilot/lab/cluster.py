@@ -70,6 +70,7 @@ class State:
     service: str = "redis"
     profile: str = "fast"
     no_loss: bool = False
+    net: int | None = None  # the lab network we created (netns mode), see netns.Net
     catalog: dict[str, Any] = field(default_factory=dict)  # pid, address
     nodes: dict[str, Node] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)  # extra env given at `up`
@@ -176,7 +177,10 @@ class Lab:
     # ---------------------------------------------------------------- up / down
     def up(self, nodes: int = 3, service: str = "redis", netns_mode: bool | None = None,
            pidns: bool = True, profile: str = "fast", no_loss: bool = False,
-           catalog_port: int = 8500, env: dict[str, str] | None = None) -> None:
+           catalog_port: int = 8500, env: dict[str, str] | None = None,
+           net: int | None = 0) -> None:
+        """Start the catalog and `nodes` nodes. `net`: the lab network (0 is the one the
+        workshop shows; None picks a free one, for labs running side by side)."""
         if self.running:
             raise LabError(f"a lab is already up in {self.dir} (run `lab down` first)")
         if service != "redis":
@@ -200,8 +204,18 @@ class Lab:
                            no_loss=no_loss, env=dict(env or {}))
         try:
             if netns_mode:
-                netns.create_bridge()
-                cat_addr = f"{netns.CATALOG_IP}:{catalog_port}"
+                if net is None:
+                    claimed = netns.allocate()
+                else:
+                    claimed = netns.Net(net)
+                    if claimed.bridge_exists():
+                        raise LabError(
+                            f"lab network {net} is in use (bridge {claimed.bridge} exists): "
+                            "run `autopilot lab down` in that lab's directory, or "
+                            f"`autopilot lab down --net {net}` if it was left behind")
+                    claimed.create_bridge()
+                self.state.net = claimed.k
+                cat_addr = f"{claimed.catalog_ip}:{catalog_port}"
             else:
                 cat_addr = f"127.0.0.1:{catalog_port}"
             self._start_catalog(cat_addr)
@@ -238,8 +252,9 @@ class Lab:
         ndir = self.dir / f"node-{n}"
         (ndir / "data").mkdir(parents=True, exist_ok=True)
         if self.state.mode == "netns":
-            netns.create_node_ns(n)
-            node = Node(n=n, ip=netns.node_ip(n), port=6379, dir=str(ndir), ns=netns.ns_name(n))
+            self.net.create_node_ns(n)
+            node = Node(n=n, ip=self.net.node_ip(n), port=6379, dir=str(ndir),
+                        ns=self.net.ns_name(n))
         else:
             node = Node(n=n, ip="127.0.0.1", port=6379 + n, dir=str(ndir))
         self.state.nodes[str(n)] = node
@@ -247,22 +262,25 @@ class Lab:
         self.start(n)
         return node
 
-    def down(self) -> None:
-        """Leave nothing running: processes, namespaces, bridge, iptables rules."""
+    @property
+    def net(self) -> netns.Net:
+        if self.state.net is None:
+            raise LabError("this lab has no network namespaces (loopback mode)")
+        return netns.Net(self.state.net)
+
+    def down(self, net: int | None = None) -> None:
+        """Leave nothing running: processes, namespaces, bridge, iptables rules. `net`: also
+        tear down that lab network (a lab whose state directory was lost)."""
         for key in list(self.state.nodes):
             self._kill_tree(self.state.nodes[key])
         cat = self.catalog_process()
         if cat is not None:
             cat.kill()
             _wait_gone([cat], 5)
-        # a loopback lab owns no namespaces: leave a namespaced lab (another dir) alone;
-        # without a state file, clean up whatever a crashed lab left behind
-        if netns.is_root() and (self.state.mode == "netns" or not self.state_file.exists()):
-            for ns in netns.list_lab_namespaces():
-                netns.delete_ns(ns)
-            for key in list(self.state.nodes):
-                netns.sh("ip", "link", "del", f"ap-lab-v{key}", check=False)
-            netns.delete_bridge()
+        # only the network this lab created: another lab may own the others
+        for k in {self.state.net, net} - {None}:
+            netns.Net(k).teardown()  # type: ignore[arg-type]
+        self.state.net = None
         self.state.nodes.clear()
         self.state.catalog = {}
         if self.state_file.exists():
@@ -459,13 +477,13 @@ class Lab:
         node = self.node(name)
         if self.state.mode != "netns":
             raise LabError("partition needs network namespaces (run the lab as root)")
-        netns.partition(node.n)
+        self.net.partition(node.n)
 
     def heal(self, name: str | int) -> None:
         node = self.node(name)
         if self.state.mode != "netns":
             raise LabError("heal needs network namespaces (run the lab as root)")
-        netns.heal(node.n)
+        self.net.heal(node.n)
 
     # ---------------------------------------------------------------- observation
     def catalog_entries(self) -> dict[str, dict[str, Any]]:
@@ -538,7 +556,7 @@ class Lab:
                    if proc != "paused" else {"role": "paused", "offset": None, "detail": ""})
             cat = entries.get(node.address, {})
             tags = [t for t in cat.get("tags", []) if t in ("primary", "replica")]
-            part = partitions and self.state.mode == "netns" and netns.is_partitioned(node.n)
+            part = partitions and self.state.mode == "netns" and self.net.is_partitioned(node.n)
             rows.append({
                 "node": node.name, "supervisor": proc, "role": red["role"],
                 "catalog": cat.get("health", "absent"), "tag": ",".join(tags) or "-",

@@ -29,7 +29,7 @@ class AutopilotSide:
     def prepare(self) -> None:
         """Before a trial: every node running, one primary, all replicas in sync."""
         if not self.up:
-            self.lab.up(nodes=3, profile=self.profile, no_loss=self.no_loss)
+            self.lab.up(nodes=3, profile=self.profile, no_loss=self.no_loss, net=None)
             self.up = True
         for node in self.lab.state.nodes.values():
             if not self.lab.tree(node):

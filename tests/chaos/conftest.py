@@ -55,8 +55,7 @@ def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
     def make(**kwargs: object) -> Lab:
         lab = Lab(base / f"lab{len(labs)}")
         labs.append(lab)
-        if netns.bridge_exists():  # a lab left over by a crashed run would collide
-            Lab(base / "leftover").down()
+        kwargs.setdefault("net", None)  # a free lab network: others may run labs too
         lab.up(**kwargs)  # type: ignore[arg-type]
         return lab
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from autopilot.lab.cluster import Lab
-from tests.helpers import ROOT
+from autopilot.lab.netns import Net
+from tests.helpers import ROOT, wait_for
 
 pytestmark = pytest.mark.chaos
 
@@ -31,7 +32,7 @@ def test_doc_has_the_promised_steps() -> None:
         assert step in script, f"the workshop lost its `{step}` step"
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(450)
 def test_every_command_of_the_workshop_runs(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -40,6 +41,9 @@ def test_every_command_of_the_workshop_runs(tmp_path: Path) -> None:
     shim.chmod(0o755)
     work = tmp_path / "work"
     work.mkdir()
+    # the page shows lab network 0 (ap-lab-br0, 10.231.0.x): wait while another run uses it
+    wait_for(lambda: not Net(0).bridge_exists(), timeout=150, interval=0.5,
+             message="lab network 0 to be free (another lab or workshop run is using it)")
     script = "set -ex\n" + "\n".join(sh_blocks(DOC.read_text()))
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AUTOPILOT", "CONSUL_", "REDIS_", "AP_"))}

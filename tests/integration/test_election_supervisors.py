@@ -216,8 +216,9 @@ def test_check_stall_shorter_than_ttl_then_frozen_leader_demotes_on_resume(catal
     new = wait_for(lambda: next((s for s in sups if s is not lead and s.lines("promote")), None),
                    timeout=HEALTH_TTL + LOCK_DELAY + 6, message="a replica promoted")
     assert not lead.lines("demote")  # it is frozen: it cannot have done anything yet
-    session_ttl = 10.0
-    time.sleep(max(0.0, frozen + session_ttl + 0.5 - time.time()))  # past any lease it had
+    # frozen far past its local lease (check ttl - interval - margin = 2.4 s): its session
+    # is gone (check lapsed) and another member leads
+    time.sleep(max(0.0, frozen + HEALTH_TTL + LOCK_DELAY + 1.0 - time.time()))
     resumed = time.time()
     lead.signal(signal.SIGCONT)
     wait_for(lambda: lead.lines("demote"), timeout=10, message="demote after resume")

@@ -477,3 +477,25 @@ def test_partitioned_leader_demotes_before_anyone_else_is_promoted(catalog: Cata
                 await m.stop()
 
     run(scenario)
+
+
+def test_lease_arithmetic_and_late_renewals():
+    """The local lease: from the moment a renew was sent; a late answer revives nothing."""
+    from autopilot.election.election import lease_length
+    from autopilot.election.lease import Lease
+
+    now = [100.0]
+    lease = Lease(10.0, margin=2.0, clock=lambda: now[0])
+    assert not lease.valid() and lease.remaining() == 0.0
+    assert lease.start(sent_at=99.5)
+    assert lease.deadline == 107.5 and lease.valid()
+    now[0] = 103.0
+    assert lease.grant(sent_at=102.0) and lease.deadline == 110.0
+    now[0] = 110.0  # the deadline passes (a freeze, a hung renew)...
+    assert not lease.valid()
+    assert not lease.grant(sent_at=104.0)  # ...an answer arriving now does not count
+    # the check's TTL shortens the lease: the catalog drops the session with the check
+    job = JobConfig(name="db", health=HealthConfig(interval=1.0, ttl=4.0))
+    assert lease_length(10.0, job) == 3.0
+    assert lease_length(10.0, JobConfig(name="db")) == 10.0
+    assert lease_length(10.0, JobConfig(name="db", health=HealthConfig(interval=2, ttl=30))) == 10

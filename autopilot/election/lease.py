@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 def default_margin(ttl: float) -> float:
     """Room for a demote hook before the catalog may invalidate the session."""
-    return min(max(ttl * 0.2, 0.5), 5.0)
+    return min(max(ttl * 0.2, 0.5), 5.0, ttl / 4)  # a short lease keeps 3/4 of itself
 
 
 class Lease:

@@ -88,16 +88,14 @@ class Template:
     async def render_now(self) -> bool:
         """Render, write if changed, run the command; False (file kept) on any error."""
         async with self._lock:
+            fetched: dict[Dep, tuple[int, Any]] = {}
             try:
-                text, used, fetched = await self._render()
+                text, used = await self._render(fetched)
             except Exception as exc:  # noqa: BLE001 - any render failure keeps the old file
+                self._watch_new(fetched)  # a change of what it read may fix it: watch that
                 self._failed(f"render failed: {exc}")
                 return False
-            for dep, (index, value) in fetched.items():
-                self.values[dep] = value
-                if dep not in self.watches:
-                    self.watches[dep] = asyncio.create_task(self._watch(dep, index),
-                                                            name=f"{self.key}:{dep}")
+            self._watch_new(fetched)
             for dep in list(self.watches):
                 if dep not in used:
                     self.watches.pop(dep).cancel()  # and it ends: it is no longer listed
@@ -123,9 +121,16 @@ class Template:
                 await self._run_command()
             return True
 
-    async def _render(self) -> tuple[str, set[Dep], dict[Dep, tuple[int, Any]]]:
+    def _watch_new(self, fetched: dict[Dep, tuple[int, Any]]) -> None:
+        for dep, (index, value) in list(fetched.items()):
+            self.values[dep] = value
+            if dep not in self.watches:
+                self.watches[dep] = asyncio.create_task(self._watch(dep, index),
+                                                        name=f"{self.key}:{dep}")
+
+    async def _render(self, fetched: dict[Dep, tuple[int, Any]]) -> tuple[str, set[Dep]]:
+        """Render in a worker thread; ``fetched`` receives what had to be read afresh."""
         known = dict(self.values)
-        fetched: dict[Dep, tuple[int, Any]] = {}
 
         def work(client: Any) -> tuple[str, set[Dep]]:
             def fetch(dep: Dep) -> Any:
@@ -143,7 +148,7 @@ class Template:
             text, used = await asyncio.wait_for(asyncio.to_thread(work, None), RENDER_TIMEOUT)
         else:
             text, used = await self.ctx.consul.run(work, timeout=RENDER_TIMEOUT)
-        return text, used, fetched
+        return text, used
 
     def _failed(self, message: str) -> None:
         self.last_error = message

@@ -54,10 +54,8 @@ LATE_STOP = 1.0
 
 def load_config(path: str) -> Config:
     """``autopilot.config.load`` (raises ConfigError); imported late to keep startup light."""
-    try:
-        from autopilot.config import load  # type: ignore[attr-defined]
-    except ImportError:
-        from autopilot.config.loader import load
+    from autopilot.config import load
+
     return load(path)
 
 

@@ -21,9 +21,9 @@ CONFIG = """
   control: {socket: "@DIR@/cp.sock"},
   jobs: [
     {name: "app", exec: ["sleep", "300"], port: 8080,
-     health: {exec: ["test", "-f", "@DIR@/healthy"], interval: 1, ttl: 5}},
+     health: {exec: ["test", "-f", "@DIR@/healthy"], interval: "300ms", ttl: 5}},
     {name: "db", exec: ["sleep", "300"],
-     health: {exec: ["test", "-f", "@DIR@/db-healthy"], interval: 1, ttl: 5}},
+     health: {exec: ["test", "-f", "@DIR@/db-healthy"], interval: "300ms", ttl: 5}},
   ],
   telemetry: {
     port: @PORT@, interfaces: ["static:127.0.0.1"], @READY@
@@ -162,7 +162,7 @@ def test_with_discovery(catalog: Any, launch: Any, workdir: Path) -> None:  # no
       control: {{socket: "@DIR@/cp.sock"}},
       jobs: [{{name: "app", exec: ["sleep", "300"], port: 8080,
                interfaces: ["static:127.0.0.1"],
-               health: {{exec: ["true"], interval: 1, ttl: 5}}}}],
+               health: {{exec: ["true"], interval: "300ms", ttl: 5}}}}],
       watches: [{{name: "app", interval: 1}}],
       telemetry: {{port: {port}, interfaces: ["static:127.0.0.1"]}},
     }}
@@ -195,7 +195,7 @@ def test_ready_follows_role(catalog: Any, launch: Any, workdir: Path) -> None:  
       control: {{socket: "@DIR@/cp.sock"}},
       jobs: [{{name: "db", exec: ["sleep", "300"], port: 6379,
                interfaces: ["static:127.0.0.1"],
-               health: {{exec: ["test", "-f", "@DIR@/healthy"], interval: 1, ttl: 5}},
+               health: {{exec: ["test", "-f", "@DIR@/healthy"], interval: "300ms", ttl: 5}},
                election: {{lockDelay: "1s"}}}}],
       telemetry: {{port: {port}, interfaces: ["static:127.0.0.1"],
                   ready: {{role: "primary", job: "db"}}}},

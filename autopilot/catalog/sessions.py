@@ -50,7 +50,7 @@ class Session:
                 "NodeChecks": self.node_checks or None,
                 "ServiceChecks": [dict(sc) for sc in self.service_checks] or None,
                 "LockDelay": self.lock_delay_ns, "Behavior": self.behavior, "TTL": self.ttl,
-                "Namespace": "default", "CreateIndex": self.create_index,
+                "CreateIndex": self.create_index,
                 "ModifyIndex": self.modify_index}
 
 

@@ -68,7 +68,10 @@ async def session_info(request: web.Request) -> web.Response:
     check_dc(request)
     st = state_of(request)
     sid = _sid(request)
-    idx = await block(request, st.sessions.index, topic_is("table:sessions"))
+    # woken by this session's changes only; a live session reports its own ModifyIndex (so
+    # other sessions' churn never moves it), a missing one the sessions table index
+    idx = await block(request, lambda: st.sessions.session_index(sid),
+                      topic_is(f"session:{sid}"))
     sess = st.sessions.sessions.get(sid)
     return reply(request, [sess.to_json()] if sess else [], idx)
 

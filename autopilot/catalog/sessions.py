@@ -169,6 +169,10 @@ class Sessions:
     def index(self) -> int:
         return self.store.table("sessions")
 
+    def session_index(self, sid: str) -> int:
+        sess = self.sessions.get(sid)
+        return sess.modify_index if sess else self.index()
+
     def list(self, node: str | None = None) -> list[Session]:
         found = [s for s in self.sessions.values() if node is None or s.node == node]
         return sorted(found, key=lambda s: s.create_index)

@@ -106,7 +106,7 @@ def _case(kind: str, api, name: str) -> Case:  # type: ignore[no-untyped-def]
     if kind == "session-info":
         sid = api.put("/v1/session/create", json={"NodeChecks": []}).json()["ID"]
         return Case(f"/v1/session/info/{sid}", lambda: api.put(f"/v1/session/destroy/{sid}"),
-                    [kv(f"{name}/k"), fail])
+                    [kv(f"{name}/k"), fail, lambda: api.put("/v1/session/create")])
     if kind == "session-node":
         return Case(f"/v1/session/node/{node}", lambda: api.put("/v1/session/create"),
                     [kv(f"{name}/k")])

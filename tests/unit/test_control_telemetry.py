@@ -137,6 +137,10 @@ def test_ready_rules() -> None:
     ok, body = readiness(sup, "all", None, None)
     assert not ok and "maintenance" in body["reason"]
     sup.maintenance = False
+    sup.shutting_down = True  # type: ignore[attr-defined]
+    ok, body = readiness(sup, "all", None, None)
+    assert not ok and "shutting down" in body["reason"]
+    sup.shutting_down = False  # type: ignore[attr-defined]
     ok, body = readiness(sup, "job", "sidecar", None)
     assert ok  # no health check: running is enough
     sup.jobs["sidecar"].pid = None

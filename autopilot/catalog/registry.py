@@ -2,7 +2,8 @@
 
 Pure data plus index bookkeeping; timers (TTL expiry, reaping) live in ``agent.py``. Topics
 touched: ``table:nodes|services|checks``, ``svc:<service name>`` for anything that changes a
-service's health/catalog entries, ``node:<name>`` for a node's own data.
+service's health/catalog entries, ``node:<name>`` for a node or its services,
+``nodechecks:<name>`` for a node's checks.
 """
 
 from __future__ import annotations
@@ -124,6 +125,8 @@ class Registry:
         self.services: dict[tuple[str, str], Service] = {}
         self.checks: dict[tuple[str, str], Check] = {}
         self.svc_index: dict[str, int] = {}
+        self.node_index: dict[str, int] = {}  # node or its services changed
+        self.node_check_index: dict[str, int] = {}  # one of the node's checks changed
         #: (node, service id or "") -> {check id: check}; health reads stay O(instances)
         self.by_owner: dict[tuple[str, str], dict[str, Check]] = {}
         #: service name -> {(node, id): service}
@@ -136,6 +139,24 @@ class Registry:
         idx = self.store.touch(f"svc:{name}")
         self.svc_index[name] = idx
         return idx
+
+    def _touch_node(self, node: str, table: str) -> int:
+        """A change to a node or its services (what catalog/node/:node shows)."""
+        idx = self.store.touch(table, f"node:{node}")
+        self.node_index[node] = idx
+        return idx
+
+    def _touch_node_checks(self, node: str) -> int:
+        """A change to one of a node's checks (what health/node/:node shows)."""
+        idx = self.store.touch("table:checks", f"nodechecks:{node}")
+        self.node_check_index[node] = idx
+        return idx
+
+    def node_services_index(self, node: str) -> int:
+        return self.node_index.get(node) or self.store.table("nodes", "services")
+
+    def node_checks_index(self, node: str) -> int:
+        return self.node_check_index.get(node) or self.store.table("checks")
 
     def service_index(self, name: str) -> int:
         """Index for reads of one service (Consul's per-service index, else the tables)."""
@@ -156,7 +177,7 @@ class Registry:
                    or (meta is not None and meta != node.meta))
         if not changed:
             return node  # type: ignore[return-value]
-        idx = self.store.touch("table:nodes", f"node:{name}")
+        idx = self._touch_node(name, "table:nodes")
         if node is None:
             node = Node(name=name, address=address,
                         id=node_id or str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
@@ -179,7 +200,7 @@ class Registry:
         for key in [k for k in self.checks if k[0] == name]:
             self.remove_check(*key)
         del self.nodes[name]
-        self.store.touch("table:nodes", f"node:{name}")
+        self._touch_node(name, "table:nodes")
         return True
 
     # ---- services --------------------------------------------------------------------------
@@ -193,7 +214,7 @@ class Registry:
             self._unname(old)
             self.load_service(svc)
             return svc
-        idx = self.store.touch("table:services", f"node:{svc.node}")
+        idx = self._touch_node(svc.node, "table:services")
         svc.create_index = old.create_index if old else idx
         svc.modify_index = idx
         if old is not None:
@@ -211,7 +232,7 @@ class Registry:
         if svc is None:
             return False
         self._unname(svc)
-        self.store.touch("table:services", f"node:{node}")
+        self._touch_node(node, "table:services")
         self._touch_service(svc.name)
         for cid in list(self.by_owner.get((node, sid), {})):
             self.remove_check(node, cid)
@@ -253,7 +274,7 @@ class Registry:
             self._unindex(old)
             self.load_check(chk)
             return chk
-        idx = self.store.touch("table:checks", f"node:{chk.node}")
+        idx = self._touch_node_checks(chk.node)
         chk.create_index = old.create_index if old else idx
         chk.modify_index = idx
         if chk.status == CRITICAL and chk.critical_since is None:
@@ -294,7 +315,7 @@ class Registry:
         if chk is None:
             return False
         self._unindex(chk)
-        self.store.touch("table:checks", f"node:{node}")
+        self._touch_node_checks(node)
         self._touch_check_owner(chk)
         self._lost(node, cid)
         return True
@@ -306,7 +327,7 @@ class Registry:
             return False
         if chk.status == status and chk.output == output:
             return False
-        idx = self.store.touch("table:checks", f"node:{node}")
+        idx = self._touch_node_checks(node)
         if status == CRITICAL and chk.status != CRITICAL:
             chk.critical_since = time.monotonic()
         elif status != CRITICAL:

@@ -75,7 +75,8 @@ async def health_node(request: web.Request) -> web.Response:
     flt = request_filter(request)
     st = state_of(request)
     node = request.match_info["node"]
-    idx = await block(request, lambda: st.store.table("checks"), topic_is("table:checks"))
+    idx = await block(request, lambda: st.registry.node_checks_index(node),
+                      topic_is(f"nodechecks:{node}", "table:checks"))
     out = [c.to_json() for c in sorted(st.registry.checks.values(), key=lambda c: c.id)
            if c.node == node]
     return reply(request, filtered(flt, out), idx)
@@ -123,8 +124,8 @@ async def catalog_node(request: web.Request) -> web.Response:
     check_dc(request)
     st = state_of(request)
     name = request.match_info["node"]
-    idx = await block(request, lambda: st.store.table("nodes", "services"),
-                      topic_is("table:nodes", "table:services"))
+    idx = await block(request, lambda: st.registry.node_services_index(name),
+                      topic_is(f"node:{name}", "table:nodes", "table:services"))
     node = st.registry.nodes.get(name)
     if node is None:
         return reply(request, None, idx)

@@ -61,6 +61,12 @@ class Case:
     unrelated: list[Callable[[], object]]
 
 
+def random_status() -> str:
+    """A status that differs on every call, so each catalog write really changes something."""
+    random_status.n = getattr(random_status, "n", 0) + 1  # type: ignore[attr-defined]
+    return ("passing", "warning", "critical")[random_status.n % 3]  # type: ignore[attr-defined]
+
+
 def _case(kind: str, api, name: str) -> Case:  # type: ignore[no-untyped-def]
     node = api.get("/v1/agent/self").json()["Config"]["NodeName"]
     kv = lambda k, v=b"x": lambda: api.put(f"/v1/kv/{k}", data=v)  # noqa: E731
@@ -94,12 +100,16 @@ def _case(kind: str, api, name: str) -> Case:  # type: ignore[no-untyped-def]
     if kind == "catalog-nodes":
         return Case("/v1/catalog/nodes", lambda: api.put("/v1/catalog/register", json={
             "Node": name + "-n", "Address": "192.0.2.1"}), [add_other, fail, kv(f"{name}/k")])
+    elsewhere = lambda: api.put("/v1/catalog/register", json={  # noqa: E731
+        "Node": name + "-far", "Address": "192.0.2.9",
+        "Service": {"Service": name + "-far"},
+        "Check": {"CheckID": "far", "Status": random_status()}})
     if kind == "catalog-node":
-        return Case(f"/v1/catalog/node/{node}", add_other, [kv(f"{name}/k"), fail])
+        return Case(f"/v1/catalog/node/{node}", add_other, [kv(f"{name}/k"), fail, elsewhere])
     if kind == "health-state":
         return Case("/v1/health/state/critical", fail, [kv(f"{name}/k")])
     if kind == "health-node":
-        return Case(f"/v1/health/node/{node}", fail, [kv(f"{name}/k")])
+        return Case(f"/v1/health/node/{node}", fail, [kv(f"{name}/k"), elsewhere])
     if kind == "session-list":
         return Case("/v1/session/list", lambda: api.put("/v1/session/create"),
                     [kv(f"{name}/k"), fail])

@@ -92,6 +92,7 @@ def test_registration_over_https_with_env_ca_and_server_name(catalog, https, pki
     asyncio.run(scenario())
 
 
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_verification_is_on_by_default(https, pki):
     _, _, paths = pki
 

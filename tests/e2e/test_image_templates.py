@@ -138,11 +138,14 @@ def test_real_nginx_serves_503_page_then_proxies_to_the_app(
         nginx.reload()
         wait_for(lambda: requests.post(nginx.url + "/visit", timeout=2).status_code == 200,
                  timeout=10, message="nginx to proxy to the app")
-        body = requests.post(nginx.url + "/visit", timeout=5).json()
+        resp = requests.post(nginx.url + "/visit", timeout=5)
+        assert resp.headers.get("Content-Type") == "application/json", (resp.status_code, resp.text)
+        body = resp.json()
         assert body["instance"] == "test-shop" and body["count"] >= 2
         # the app's own 503 (here: Redis gone) reaches the client unchanged, as JSON
         redis.stop()
         resp = requests.post(nginx.url + "/visit", timeout=5)
+        assert resp.headers.get("Content-Type") == "application/json", (resp.status_code, resp.text)
         assert resp.status_code == 503 and "unreachable" in resp.json()["error"]
     finally:
         shop.stop()

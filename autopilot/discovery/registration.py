@@ -16,8 +16,6 @@ service, and right after Consul becomes reachable again.
 from __future__ import annotations
 
 import asyncio
-import json
-import random
 import time
 from typing import Any
 
@@ -26,61 +24,21 @@ import structlog
 from autopilot import events as ev
 from autopilot.config.model import JobConfig
 from autopilot.context import Context
+from autopilot.discovery import agent
+from autopilot.discovery.agent import ConsulRefused, seconds
 from autopilot.discovery.client import is_unreachable
 from autopilot.discovery.interfaces import InterfaceError, env_names, resolve_ip
+from autopilot.discovery.tasks import backoff, cancel_tasks
 
 log = structlog.get_logger("autopilot.discovery")
 
 CALL_TIMEOUT = 5.0  # seconds for one register/update/deregister call
 STOP_TIMEOUT = 3.0  # how long stop() tries to deregister
-BACKOFF_MIN, BACKOFF_MAX = 0.25, 5.0
 DEFAULT_TTL = 30.0  # a port without a health block (ContainerPilot's validation forbids it)
-
-
-def backoff(failures: int, low: float = BACKOFF_MIN, high: float = BACKOFF_MAX) -> float:
-    """Exponential delay with jitter: spread retries of many containers after an outage."""
-    delay = min(high, low * 2 ** max(0, failures - 1))
-    return random.uniform(delay / 2, delay)
-
-
-async def cancel_tasks(tasks: list[asyncio.Task]) -> None:
-    """Cancel and wait, repeating the cancel: a task may swallow one (a library catching
-    CancelledError at the wrong moment) and must still not hang our stop()."""
-    for task in tasks:
-        while not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=1.0)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("task failed", task=task.get_name(), error=repr(task.exception()))
-
-
-def seconds(value: float) -> str:
-    """A Go duration string for a float of seconds: 10.0 -> "10s", 0.5 -> "0.5s"."""
-    return f"{value:g}s"
 
 
 class _Lost(Exception):
     """Consul no longer has our service or its check: register again at once."""
-
-
-class ConsulRefused(Exception):
-    """Consul answered with an error status."""
-
-    def __init__(self, what: str, code: int, body: str) -> None:
-        super().__init__(f"{what}: {code} {body.strip()[:200]}")
-        self.code = code
-
-
-def _raw(response: Any) -> Any:
-    """A py-consul callback that hands back the response itself (code, headers, body)."""
-    return response
-
-
-def _lost(code: int, body: str) -> bool:
-    text = body.lower()
-    return code == 404 or (code == 500 and any(
-        s in text for s in ("does not have associated ttl", "unknown check", "not found",
-                            "unknown service", "missing check")))
 
 
 class ServiceRegistration:
@@ -358,16 +316,8 @@ class ServiceRegistration:
     async def _call(self, method: str, path: str, body: Any = None, *,
                     timeout: float | None = None) -> Any:
         assert self.ctx.consul is not None
-        data = json.dumps(body) if body is not None else ""
-
-        def call(c: Any) -> Any:
-            send = c.http.put if method == "PUT" else c.http.get
-            kwargs: dict[str, Any] = {"headers": c.prepare_headers()}
-            if method == "PUT":
-                kwargs["data"] = data
-            return send(_raw, path, **kwargs)
-
-        return await self.ctx.consul.run(call, timeout=timeout or CALL_TIMEOUT)
+        return await agent.call(self.ctx.consul, method, path, body,
+                                timeout=timeout or CALL_TIMEOUT)
 
     async def _register(self, definition: dict[str, Any]) -> None:
         self._maybe_registered = True
@@ -393,7 +343,7 @@ class ServiceRegistration:
             self._sent_status = (status, output)
             self._last_ok = time.monotonic()
             return
-        if _lost(resp.code, resp.body):
+        if agent.is_lost(resp.code, resp.body):
             log.warning("consul lost the service check; registering it again",
                         service=self.service_id, code=resp.code)
             self._mark_lost()

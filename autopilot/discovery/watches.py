@@ -26,7 +26,7 @@ import structlog
 from autopilot import events as ev
 from autopilot.config.model import WatchConfig
 from autopilot.context import Context
-from autopilot.discovery.registration import cancel_tasks
+from autopilot.discovery.tasks import cancel_tasks
 
 log = structlog.get_logger("autopilot.discovery")
 

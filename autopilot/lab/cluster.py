@@ -302,8 +302,6 @@ class Lab:
             "REDIS_INTERFACE": "eth0:inet" if s.mode == "netns" else "static:127.0.0.1",
             "AUTOPILOT_CONTROL_SOCKET": str(Path(node.dir) / "autopilot.sock"),
             "AP_TELEMETRY_PORT": "9090" if s.mode == "netns" else str(9090 + node.n),
-            "AUTOPILOT_NODE_NAME": node.name,
-            "HOSTNAME": node.name,
         })
         env.update(s.env)
         return env
@@ -321,18 +319,15 @@ class Lab:
     def command(self, node: Node) -> list[str]:
         config = str(EXAMPLES / "redis" / "autopilot.json5")
         run = [sys.executable, "-m", "autopilot", "run", config]
-        if self.state.mode != "netns":
-            # no namespaces for the network, but a hostname of its own (the service ID is
-            # <job>-<hostname>); without root through a user namespace
+        # every node has a hostname of its own: the service ID is <job>-<hostname>
+        if self.state.mode != "netns":  # without root, through a user namespace
             prefix = ["unshare", "--uts"] if netns.is_root() else \
                 ["unshare", "--user", "--map-root-user", "--uts"]
-            return [*prefix, "sh", "-c", f'hostname {node.name} && exec "$@"', "sh", *run]
-        prefix = ["ip", "netns", "exec", str(node.ns)]
-        if self.state.pidns:
-            # autopilot becomes PID 1 of a fresh PID namespace with its own hostname
-            prefix += ["unshare", "--pid", "--fork", "--mount-proc", "--uts"]
+        elif self.state.pidns:  # autopilot becomes PID 1 of a fresh PID namespace
+            prefix = ["ip", "netns", "exec", str(node.ns),
+                      "unshare", "--pid", "--fork", "--mount-proc", "--uts"]
         else:
-            prefix += ["unshare", "--uts"]
+            prefix = ["ip", "netns", "exec", str(node.ns), "unshare", "--uts"]
         return [*prefix, "sh", "-c", f'hostname {node.name} && exec "$@"', "sh", *run]
 
     def catalog_process(self) -> psutil.Process | None:
@@ -458,20 +453,18 @@ class Lab:
     def pause(self, name: str | int) -> None:
         """SIGSTOP the whole node, supervisor first so it cannot react to the rest."""
         node = self.node(name)
-        procs = self.tree(node)
-        if not procs:
+        if not self.tree(node):
             raise LabError(f"{node.name} is not running")
-        sup = self.supervisor(node)
-        order = ([sup] if sup else []) + [p for p in procs if not sup or p.pid != sup.pid]
-        self._signal_all(order, signal.SIGSTOP)
+        self._signal_all(self._supervisor_first(node), signal.SIGSTOP)
 
     def resume(self, name: str | int) -> None:
         """SIGCONT the node, supervisor first: it must see its lease expired before redis runs."""
-        node = self.node(name)
-        procs = self.tree(node)
+        self._signal_all(self._supervisor_first(self.node(name)), signal.SIGCONT)
+
+    def _supervisor_first(self, node: Node) -> list[psutil.Process]:
         sup = self.supervisor(node)
-        order = ([sup] if sup else []) + [p for p in procs if not sup or p.pid != sup.pid]
-        self._signal_all(order, signal.SIGCONT)
+        rest = [p for p in self.tree(node) if sup is None or p.pid != sup.pid]
+        return ([sup] if sup else []) + rest
 
     def partition(self, name: str | int) -> None:
         node = self.node(name)

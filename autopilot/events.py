@@ -110,6 +110,10 @@ class EventBus:
         """Synchronous observers (metrics, logging); called inline, must not block."""
         self._listeners.append(fn)
 
+    def remove_listener(self, fn: Callable[[Event], None]) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
     def publish(self, event: Event) -> None:
         """Deliver to every subscriber; call from the loop thread only."""
         self.history.append(event)

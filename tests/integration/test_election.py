@@ -4,9 +4,7 @@ hook processes; the job's health is published on the bus as the job would."""
 from __future__ import annotations
 
 import asyncio
-import os
 import selectors
-import signal
 import socket
 import threading
 import time
@@ -289,46 +287,6 @@ def test_promote_failure_releases_and_another_wins(catalog: CatalogProcess, tmp_
         finally:
             for m in (bad, good):
                 await m.stop()
-
-    run(scenario)
-
-
-@pytest.mark.timeout(60)
-def test_leader_cut_off_from_catalog_demotes_before_its_lease_ends(catalog: CatalogProcess,
-                                                                   tmp_path: Path):
-    """The catalog stops answering (frozen): the leader cannot renew, so it demotes at its
-    local lease deadline — before the catalog could invalidate the session — without any
-    answer from the catalog."""
-    async def scenario() -> None:
-        members = await cluster(catalog, tmp_path, n=1)
-        (m,) = members
-        try:
-            await until(lambda: m.election.primary, 10, "the leader")
-            await until(lambda: m.election.lease.valid() and m.election.lease.deadline, 2, "lease")
-            assert catalog.proc is not None
-            os.kill(catalog.proc.pid, signal.SIGSTOP)
-            frozen_at = time.time()
-            # the last renew was sent at most renew_interval before the freeze
-            last_renew_bound = frozen_at - m.election.renew_interval - 0.5
-            try:
-                await until(lambda: m.codes("demoted"), m.election.ttl + 2, "demotion")
-            finally:
-                os.kill(catalog.proc.pid, signal.SIGCONT)
-            demoted_at = m.codes("demoted")[0]
-            demote_hook = [float(ln[1]) for ln in hook_lines(m.hooks) if ln[0] == "demote"]
-            await until(lambda: [ln for ln in hook_lines(m.hooks) if ln[0] == "demote"], 5,
-                        "the demote hook")
-            demote_hook = [float(ln[1]) for ln in hook_lines(m.hooks) if ln[0] == "demote"]
-            # the catalog can invalidate no earlier than TTL after the last renew it got
-            assert demoted_at < frozen_at + m.election.ttl
-            assert demote_hook[0] < last_renew_bound + m.election.ttl + 1.0 + 0.5 or \
-                demote_hook[0] < frozen_at + m.election.ttl
-            assert m.ctx.facts["db"]["role"] == "replica"
-            # once the catalog answers again, the healthy member is elected again
-            await until(lambda: m.election.primary, 15, "re-election")
-        finally:
-            for x in members:
-                await x.stop()
 
     run(scenario)
 

@@ -390,21 +390,29 @@ class Job:
         restarts_left = self.cfg.restarts
         first = True
         nxt = time.monotonic()
+        # a run may outlive the interval only when an explicit timeout says so; then the
+        # tick is skipped (not counted) and the run's own timeout ends it
+        overlap_allowed = self.cfg.timeout is not None and self.cfg.timeout > interval
         while not self.halting:
-            if not first:
-                if restarts_left == 0:
-                    break
-                if restarts_left != UNLIMITED:
-                    restarts_left -= 1
-            first = False
-            if self._proc is not None and self._proc.running:
-                # the previous run outlived its interval (timeout defaults to it): end it
-                self._proc.kill()
-                await asyncio.wait([asyncio.ensure_future(self._proc.wait())], timeout=KILL_WAIT)
-            if self._manual_stop:
+            busy = self._proc is not None and self._proc.running
+            if busy and overlap_allowed:
                 pass
-            elif self._run_task is None:
-                self._run_task = self._spawn(self._periodic_run(), "run")
+            else:
+                if not first:
+                    if restarts_left == 0:
+                        break
+                    if restarts_left != UNLIMITED:
+                        restarts_left -= 1
+                first = False
+                if busy:
+                    # the previous run outlived its interval (timeout defaults to it): end it
+                    self._proc.kill()
+                    await asyncio.wait([asyncio.ensure_future(self._proc.wait())],
+                                       timeout=KILL_WAIT)
+                if self._manual_stop:
+                    pass
+                elif self._run_task is None:
+                    self._run_task = self._spawn(self._periodic_run(), "run")
             nxt += interval
             now = time.monotonic()
             if nxt < now:

@@ -128,6 +128,21 @@ def test_periodic_timeout_kills_overrun() -> None:
     run(main)
 
 
+def test_periodic_explicit_timeout_longer_than_interval_lets_the_run_finish() -> None:
+    # a run may outlive the interval when its explicit timeout allows it: the ticks that find
+    # it still running are skipped, and the run ends on its own (exit 0), not at the next tick
+    job = JobConfig(name="long", exec=["sleep", "0.5"], when=WhenConfig(interval=0.1),
+                    restarts=1, timeout=5.0)
+
+    async def main() -> None:
+        async with Harness([job]) as h:
+            await h.wait_event("stopped", "long", timeout=10)
+            assert h.count("exitSuccess", "long") == 2
+            assert h.count("exitFailed", "long") == 0
+            assert h.job("long").last_exit == 0
+    run(main)
+
+
 def test_exec_timeout_kills_the_group() -> None:
     async def main(pidfile: str) -> None:
         job = JobConfig(name="a", exec=sh(f"sleep 30 & echo $! > {pidfile}; sleep 30"),

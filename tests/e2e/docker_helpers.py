@@ -122,6 +122,16 @@ class Stack:
             found[kind] = self.docker(*args, "--filter", label).stdout.split()
         return found
 
+    def volumes_in_use(self) -> set[str]:
+        """Named and anonymous volumes mounted by the project's containers (anonymous ones
+        carry no compose label, so `leftovers` alone would miss them)."""
+        ids = self.docker("ps", "-aq", "--filter",
+                          f"label=com.docker.compose.project={self.project}").stdout.split()
+        if not ids:
+            return set()
+        out = self.docker("inspect", "-f", "{{range .Mounts}}{{.Name}} {{end}}", *ids)
+        return set(out.stdout.split())
+
     def dump_logs(self, path: Path) -> None:
         out = self.compose("logs", "--no-color", "--timestamps", check=False, timeout=60)
         path.write_text(out.stdout + out.stderr)
@@ -129,8 +139,13 @@ class Stack:
     def record(self, name: str, seconds: float) -> None:
         self.timings[name] = round(seconds, 3)
         report = os.environ.get("AUTOPILOT_E2E_REPORT")
-        if report:
-            Path(report).write_text(json.dumps(self.timings, indent=2) + "\n")
+        if report:  # several stacks (test modules) add to one report
+            path = Path(report)
+            try:
+                merged = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                merged = {}
+            path.write_text(json.dumps(merged | self.timings, indent=2) + "\n")
 
 
 class Writer:

@@ -457,3 +457,32 @@ def test_lease_arithmetic_and_late_renewals():
     assert lease_length(10.0, job) == 3.0
     assert lease_length(10.0, JobConfig(name="db")) == 10.0
     assert lease_length(10.0, JobConfig(name="db", health=HealthConfig(interval=2, ttl=30))) == 10
+
+
+@pytest.mark.timeout(40)
+def test_no_election_without_catalog_then_one_when_it_is_back(tmp_path: Path):
+    """S9: with the catalog down nobody is promoted (and nothing crashes); once it is back,
+    the members elect one leader by themselves."""
+    async def scenario() -> None:
+        cat = CatalogProcess(tmp_path)  # its port, not listening yet
+        members = [Member(cat, f"n{i}", tmp_path, port=7400 + i) for i in range(2)]
+        try:
+            for m in members:
+                await m.start()
+                m.healthy()  # the job is healthy; the catalog is not there
+            await asyncio.sleep(1.5)
+            assert not leaders(members) and not any(m.codes("elected") for m in members)
+            assert all(m.election.session is None for m in members)
+            await asyncio.to_thread(cat.start)
+            for m in members:
+                m.register()
+                m.healthy()
+            await until(lambda: leaders(members), 10, "a leader once the catalog is back")
+            await asyncio.sleep(0.3)
+            assert len(leaders(members)) == 1
+        finally:
+            for m in members:
+                await m.stop()
+            cat.kill()
+
+    run(scenario)

@@ -108,6 +108,16 @@ class Supervisor:
             return None
         return connect(config.consul)
 
+    @staticmethod
+    def _consul_changed(new: Config, current: Any) -> bool:
+        """Compare what we would connect to (config plus CONSUL_* env, which putenv may have
+        changed), not just the config block."""
+        if new.consul is None or current is None:
+            return (new.consul is None) != (current is None)
+        from autopilot.discovery.connection import resolve
+
+        return resolve(new.consul) != getattr(current, "cfg", None)
+
     def _build_components(self) -> list[Any]:
         """The non-job components for the current config, in start order."""
         comps: list[Any] = []
@@ -440,9 +450,9 @@ class Supervisor:
         gone = [j for n, j in self.jobs.items() if n not in new_cfgs or new_cfgs[n] != j.cfg]
         kept = {n: j for n, j in self.jobs.items() if j not in gone}
         # the other components: build for the new config, keep the equal ones
-        self.ctx.config = new
-        consul_changed = new.consul != old.consul
         old_consul = self.ctx.consul
+        consul_changed = self._consul_changed(new, old_consul)
+        self.ctx.config = new
         if consul_changed:
             self.ctx.consul = self._connect(new)
         try:

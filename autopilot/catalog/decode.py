@@ -33,12 +33,16 @@ CHECK: dict[str, Any] = {
     "Partition": STR, "Output": STR, "Definition": ANY, "Type": STR, "ServiceName": STR,
     "ServiceTags": STRLIST, "CreateIndex": INT, "ModifyIndex": INT, "ExposedPort": INT,
 }
+#: a check definition given to the agent (Consul's CheckDefinition: no read-only fields)
+AGENT_CHECK: dict[str, Any] = {k: v for k, v in CHECK.items() if k not in (
+    "Output", "Definition", "Type", "ServiceName", "ServiceTags", "CreateIndex",
+    "ModifyIndex", "ExposedPort", "Node")}
 SERVICE: dict[str, Any] = {
     "ID": STR, "Name": STR, "Service": STR, "Tags": STRLIST, "Address": STR,
     "TaggedAddresses": ANY, "Meta": STRMAP, "Port": INT, "Kind": STR, "Proxy": ANY,
     "Connect": ANY, "EnableTagOverride": BOOL, "Weights": {"Passing": INT, "Warning": INT},
-    "Check": CHECK,
-    "Checks": [CHECK], "Namespace": STR, "Partition": STR, "SocketPath": STR,
+    "Check": AGENT_CHECK,
+    "Checks": [AGENT_CHECK], "Namespace": STR, "Partition": STR, "SocketPath": STR,
     "Token": STR, "CreateIndex": INT, "ModifyIndex": INT, "ContentHash": STR,
     "Datacenter": STR,
 }

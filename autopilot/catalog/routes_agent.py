@@ -213,7 +213,7 @@ async def check_update(request: web.Request) -> web.Response:
 
 @routes.put("/v1/agent/check/register")
 async def check_register(request: web.Request) -> web.Response:
-    body = _conform(await body_json(request), decode.CHECK)
+    body = _conform(await body_json(request), decode.AGENT_CHECK)
     _agent_call(state_of(request).agent.register_check, body)
     return web.Response(status=200)
 

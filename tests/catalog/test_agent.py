@@ -205,6 +205,9 @@ def test_http_and_tcp_checks_run(api, cc, name):
      'Request decode failed: time: invalid duration "abc"'),
     ({"Name": "w", "Check": {"Interval": "10s"}}, 400, "Invalid check: TTL must be > 0"),
     ({"Name": "w", "Check": {"TTL": "1s", "Status": "bogus"}}, 400, "Status for checks must"),
+    ({"Name": "w", "Check": {"TTL": "1s", "Output": "x"}}, 400,
+     'Request decode failed: json: unknown field "Output"'),
+    ({"Name": "w", "Weights": [1]}, 400, "Request decode failed: json: cannot unmarshal array"),
 ])
 def test_register_validation(api, body, status, text):
     r = api.put("/v1/agent/service/register", json=body)

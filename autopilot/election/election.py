@@ -87,6 +87,7 @@ class Election:
         self.closed = False  # loops end (a cancel can be swallowed: see tasks.py)
         self._wake = asyncio.Event()
         self._former_primary = False
+        self._free_since = 0.0  # when the key was last seen losing its holder
         self._not_before = 0.0  # no candidacy before (after a failed promote)
         self._failures = 0
         self._create_retry = 0.0
@@ -190,6 +191,8 @@ class Election:
         self.holder_index = idx
         self.watch_ok = True
         if holder != self.holder:
+            if self.holder is not None and self.holder.held and not (holder and holder.held):
+                self._free_since = time.monotonic()  # a lock-delay may start now
             self.holder = holder
             self._wake.set()
 
@@ -392,9 +395,15 @@ class Election:
             log.warning("acquire failed", job=self.job, error=str(exc) or repr(exc))
             got = False
         if not got:
-            # lock-delay or a race: the watch tells us about a new holder; retry otherwise
-            self._acquire_retry = time.monotonic() + self._acquire_backoff
-            self._acquire_backoff = min(self._acquire_backoff * 2, 1.0)
+            # lock-delay or a race: the watch tells us about a new holder; retry otherwise,
+            # right when the lock-delay (if it is ours too) ends, else with a backoff
+            now = time.monotonic()
+            delay_end = self._free_since + self.ecfg.lock_delay + 0.02
+            if now < delay_end:
+                self._acquire_retry = delay_end
+            else:
+                self._acquire_retry = now + self._acquire_backoff
+                self._acquire_backoff = min(self._acquire_backoff * 2, 1.0)
             return
         self.holding = True
         self._acquire_backoff = 0.05

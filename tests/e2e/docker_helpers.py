@@ -85,6 +85,17 @@ class Stack:
                ) -> subprocess.CompletedProcess:
         return run("docker", *args, timeout=timeout, check=check)
 
+    def pause(self, container: str, attempts: int = 5) -> None:
+        """`docker pause`, retried: runc's cgroup freezer sometimes gives up on a loaded
+        host ("unable to freeze"); that is the tool failing, not the system under test."""
+        for i in range(attempts):
+            out = self.docker("pause", container, check=False)
+            if out.returncode == 0:
+                return
+            if "unable to freeze" not in out.stderr or i == attempts - 1:
+                raise AssertionError(f"docker pause {container}: {out.stderr}")
+            time.sleep(0.5)
+
     def redis_role(self, node: str) -> str:
         """What redis-server itself says: master / slave (or an error text)."""
         out = self.docker("exec", self.container(node), "redis-cli", "role", check=False,
@@ -132,9 +143,22 @@ class Stack:
         out = self.docker("inspect", "-f", "{{range .Mounts}}{{.Name}} {{end}}", *ids)
         return set(out.stdout.split())
 
-    def dump_logs(self, path: Path) -> None:
+    def save_logs(self) -> None:
+        """Keep the containers' logs outside pytest's rotating basetemp (CI reads them);
+        a no-op once the project is down."""
+        if not self.compose("ps", "-q", check=False).stdout.split():
+            return
+        log_dir = Path(os.environ.get("AUTOPILOT_E2E_LOGS", "/tmp/autopilot-e2e-logs"))
+        log_dir.mkdir(parents=True, exist_ok=True)
+        path = log_dir / f"{self.project}.log"
         out = self.compose("logs", "--no-color", "--timestamps", check=False, timeout=60)
         path.write_text(out.stdout + out.stderr)
+        print(f"compose logs: {path}")
+
+    def all_healthy(self) -> bool:
+        ids = self.compose("ps", "-q").stdout.split()
+        out = self.docker("inspect", "-f", "{{.State.Health.Status}}", *ids)
+        return bool(ids) and set(out.stdout.split()) == {"healthy"}
 
     def record(self, name: str, seconds: float) -> None:
         self.timings[name] = round(seconds, 3)

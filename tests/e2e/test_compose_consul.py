@@ -52,6 +52,7 @@ def consul_stack(tmp_path: Path) -> Iterator[ConsulStack]:
     try:
         yield s
     finally:
+        s.save_logs()
         s.compose("down", "--timeout", "20", check=False)
         os.environ.pop("CONSUL_PORT", None)
 

@@ -486,3 +486,45 @@ def test_no_election_without_catalog_then_one_when_it_is_back(tmp_path: Path):
             cat.kill()
 
     run(scenario)
+
+
+@pytest.mark.timeout(40)
+def test_restarted_former_primary_fences_when_another_member_wins(catalog: CatalogProcess,
+                                                                 tmp_path: Path):
+    """S11/S14: a supervisor comes back unhealthy after a crash; its previous session goes
+    and another member wins. Its job may still act as the old primary: it runs `demote`
+    before following the new leader."""
+    async def scenario() -> None:
+        members = await cluster(catalog, tmp_path, n=2)
+        restarted: Member | None = None
+        try:
+            (lead,) = await until(lambda: leaders(members), 10, "a leader")
+            other = next(m for m in members if m is not lead)
+            old_session = lead.election.session
+            lead.election.closed = True  # "SIGKILL"
+            await cancel_all([*lead.election._tasks, lead.election._keeper,
+                              lead.election._main_task])
+            restarted = Member(catalog, lead.node, tmp_path, port=lead.job.port)
+            await restarted.start()
+            restarted.ctx.bus.publish(ev.Event(ev.UNHEALTHY, "db"))  # not fit to adopt
+            await until(lambda: restarted.election.watch_ok, 5, "the restarted member's watch")
+            await asyncio.sleep(0.3)
+            assert not restarted.election.primary
+            requests.put(f"{catalog.url}/v1/session/destroy/{old_session}", timeout=5)
+            await until(lambda: other.election.primary, 5, "the other member to win")
+            await until(lambda: [ln for ln in hook_lines(restarted.hooks) if ln[0] == "demote"],
+                        5, "the restarted member's demote hook")
+            assert restarted.ctx.facts["db"]["role"] == "replica"
+            assert restarted.ctx.child_env["AUTOPILOT_LEADER_NODE"] == other.node
+            demote = [float(ln[1]) for ln in hook_lines(restarted.hooks) if ln[0] == "demote"]
+            assert len(demote) == 1 and not restarted.codes("elected")
+        finally:
+            for m in members:
+                if m is not lead:
+                    await m.stop()
+            if restarted is not None:
+                await restarted.stop()
+            assert lead.ctx.consul is not None
+            lead.ctx.consul.close()
+
+    run(scenario)

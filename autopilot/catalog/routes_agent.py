@@ -9,12 +9,11 @@ import time
 from aiohttp import web
 
 from autopilot.catalog import decode
-from autopilot.catalog.agent import AgentError
-from autopilot.catalog.decode import DecodeError
 from autopilot.catalog.registry import CRITICAL, PASSING, STATUSES, WARNING
 from autopilot.catalog.web import (
     ConsulError,
     body_json,
+    conform_body,
     filtered,
     reply,
     request_filter,
@@ -24,20 +23,6 @@ from autopilot.catalog.web import (
 
 VERSION = "1.10.0"
 routes = web.RouteTableDef()
-
-
-def _conform(data: object, schema: dict) -> dict:
-    try:
-        return decode.conform(data, schema)
-    except DecodeError as exc:
-        raise ConsulError(400, f"Request decode failed: {exc}") from None
-
-
-def _agent_call(fn, *args):  # type: ignore[no-untyped-def]
-    try:
-        return fn(*args)
-    except AgentError as exc:
-        raise ConsulError(exc.status, exc.message) from None
 
 
 @routes.get("/v1/status/leader")
@@ -152,10 +137,10 @@ async def agent_checks(request: web.Request) -> web.Response:
 
 @routes.put("/v1/agent/service/register")
 async def service_register(request: web.Request) -> web.Response:
-    body = _conform(await body_json(request), decode.SERVICE)
+    body = conform_body(await body_json(request), decode.SERVICE)
     replace = request.query.get("replace-existing-checks")
     replace_checks = replace is not None and replace.lower() not in ("false", "0")
-    _agent_call(state_of(request).agent.register_service, body, replace_checks)
+    state_of(request).agent.register_service(body, replace_checks)
     return web.Response(status=200)
 
 
@@ -177,7 +162,7 @@ def _enable_param(request: web.Request) -> bool:
 @routes.put("/v1/agent/service/maintenance/{sid:.+}")
 async def service_maintenance(request: web.Request) -> web.Response:
     enable = _enable_param(request)
-    _agent_call(state_of(request).agent.set_maintenance, request.match_info["sid"], enable,
+    state_of(request).agent.set_maintenance(request.match_info["sid"], enable,
                 request.query.get("reason", ""))
     return web.Response(status=200)
 
@@ -195,26 +180,26 @@ _TTL_STATUS = {"pass": PASSING, "warn": WARNING, "fail": CRITICAL}
 @routes.put(r"/v1/agent/check/{verb:pass|warn|fail}/{cid:.+}")
 async def check_ttl(request: web.Request) -> web.Response:
     status = _TTL_STATUS[request.match_info["verb"]]
-    _agent_call(state_of(request).agent.update_ttl, request.match_info["cid"], status,
+    state_of(request).agent.update_ttl(request.match_info["cid"], status,
                 request.query.get("note", ""))
     return web.Response(status=200)
 
 
 @routes.put("/v1/agent/check/update/{cid:.+}")
 async def check_update(request: web.Request) -> web.Response:
-    body = _conform(await body_json(request), decode.CHECK_UPDATE)
+    body = conform_body(await body_json(request), decode.CHECK_UPDATE)
     status = body.get("Status", "")
     if status not in STATUSES:
         raise ConsulError(400, f"Invalid check status: '{status}'")
-    _agent_call(state_of(request).agent.update_ttl, request.match_info["cid"], status,
+    state_of(request).agent.update_ttl(request.match_info["cid"], status,
                 body.get("Output") or "")
     return web.Response(status=200)
 
 
 @routes.put("/v1/agent/check/register")
 async def check_register(request: web.Request) -> web.Response:
-    body = _conform(await body_json(request), decode.AGENT_CHECK)
-    _agent_call(state_of(request).agent.register_check, body)
+    body = conform_body(await body_json(request), decode.AGENT_CHECK)
+    state_of(request).agent.register_check(body)
     return web.Response(status=200)
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from autopilot.catalog import decode
-from autopilot.catalog.agent import AgentError
-from autopilot.catalog.decode import DecodeError
 from autopilot.catalog.registry import CRITICAL, STATUSES, Check, Service
 from autopilot.catalog.web import (
     ConsulError,
     block,
     body_json,
     check_dc,
+    conform_body,
     filtered,
     flag,
     reply,
@@ -135,18 +134,11 @@ async def catalog_node(request: web.Request) -> web.Response:
     return reply(request, {"Node": node.to_json(), "Services": services}, idx)
 
 
-def _conform(data: object, schema: dict) -> dict:
-    try:
-        return decode.conform(data, schema)
-    except DecodeError as exc:
-        raise ConsulError(400, f"Request decode failed: {exc}") from None
-
-
 @routes.put("/v1/catalog/register")
 async def catalog_register(request: web.Request) -> web.Response:
     check_dc(request)
     st = state_of(request)
-    body = _conform(await body_json(request), decode.CATALOG_REGISTER)
+    body = conform_body(await body_json(request), decode.CATALOG_REGISTER)
     node, address = body.get("Node") or "", body.get("Address") or ""
     if not node or not address:
         raise ConsulError(500, "Must provide node and address")
@@ -193,7 +185,7 @@ async def catalog_register(request: web.Request) -> web.Response:
 async def catalog_deregister(request: web.Request) -> web.Response:
     check_dc(request)
     st = state_of(request)
-    body = _conform(await body_json(request), decode.CATALOG_DEREGISTER)
+    body = conform_body(await body_json(request), decode.CATALOG_DEREGISTER)
     node = body.get("Node") or ""
     if not node:
         raise ConsulError(500, "Must provide node")
@@ -214,6 +206,3 @@ async def catalog_deregister(request: web.Request) -> web.Response:
         if node == st.node:  # the agent's anti-entropy would put its node back at once
             st.agent.bootstrap()
     return reply(request, True)
-
-
-__all__ = ["routes", "AgentError"]

@@ -5,13 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from autopilot.catalog import decode
-from autopilot.catalog.decode import DecodeError
 from autopilot.catalog.sessions import SessionError
 from autopilot.catalog.web import (
     ConsulError,
     block,
     body_json,
     check_dc,
+    conform_body,
     reply,
     state_of,
     topic_is,
@@ -31,10 +31,7 @@ def _sid(request: web.Request) -> str:
 async def session_create(request: web.Request) -> web.Response:
     check_dc(request)
     st = state_of(request)
-    try:
-        body = decode.conform(await body_json(request), decode.SESSION)
-    except DecodeError as exc:
-        raise ConsulError(400, f"Request decode failed: {exc}") from None
+    body = conform_body(await body_json(request), decode.SESSION)
     try:
         sess = st.sessions.create(body)
     except SessionError as exc:

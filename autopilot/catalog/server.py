@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from autopilot.catalog import routes_agent, routes_catalog, routes_kv, routes_session
+from autopilot.catalog.agent import AgentError
 from autopilot.catalog.persist import Persister
 from autopilot.catalog.state import Settings, State
 from autopilot.catalog.web import STATE_KEY, ConsulError
@@ -62,7 +63,7 @@ async def consul_middleware(request: web.Request, handler: Handler) -> web.Strea
                 and not request.path.startswith("/v1/kv/")):  # KV answers its own 413
             raise ConsulError(413, f"Request body too large, max size: {MAX_BODY} bytes")
         resp = await handler(request)
-    except ConsulError as exc:
+    except (ConsulError, AgentError) as exc:
         resp = _text(exc.status, exc.message)
     except web.HTTPRequestEntityTooLarge:
         resp = _text(413, f"Request body too large, max size: {MAX_BODY} bytes")

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from autopilot.catalog.decode import DecodeError, load_json
+from autopilot.catalog.decode import DecodeError, conform, load_json
 from autopilot.catalog.durations import DurationError, parse_duration
 from autopilot.catalog.filter import FilterError, compile_filter
 from autopilot.catalog.state import State
@@ -77,6 +77,14 @@ def uint_param(request: web.Request, name: str, message: str) -> int | None:
 async def body_json(request: web.Request) -> Any:
     try:
         return load_json(await request.read())
+    except DecodeError as exc:
+        raise ConsulError(400, f"Request decode failed: {exc}") from None
+
+
+def conform_body(data: Any, schema: dict[str, Any]) -> dict[str, Any]:
+    """Map a decoded body onto a schema; Consul's 400 on unknown fields or wrong types."""
+    try:
+        return conform(data, schema)
     except DecodeError as exc:
         raise ConsulError(400, f"Request decode failed: {exc}") from None
 

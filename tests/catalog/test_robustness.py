@@ -3,6 +3,7 @@ must not kill the catalog."""
 
 from __future__ import annotations
 
+import resource
 import signal
 import socket
 
@@ -130,6 +131,9 @@ def test_bad_paths_and_raw_garbage(shared, api):
 
 @pytest.mark.timeout(60)
 def test_thousand_idle_connections(shared, api):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:  # this test process needs the descriptors too
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
     socks = []
     try:
         for _ in range(1000):

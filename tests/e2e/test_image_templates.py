@@ -136,8 +136,11 @@ def test_real_nginx_serves_503_page_then_proxies_to_the_app(
         register(catalog, "app", "app-1", shop.port)
         nginx.install(render(catalog, NGINX_DIR / "shop.conf.tmpl"))
         nginx.reload()
-        wait_for(lambda: requests.post(nginx.url + "/visit", timeout=2).status_code == 200,
-                 timeout=10, message="nginx to proxy to the app")
+        # old workers keep accepting until they have handled the reload's QUIT: wait until
+        # every answer comes from the new configuration
+        wait_for(lambda: all(requests.post(nginx.url + "/visit", timeout=2).status_code == 200
+                             for _ in range(5)),
+                 timeout=20, interval=0.2, message="nginx to proxy to the app")
         resp = requests.post(nginx.url + "/visit", timeout=5)
         assert resp.headers.get("Content-Type") == "application/json", (resp.status_code, resp.text)
         body = resp.json()

@@ -50,3 +50,26 @@ def test_sighup_does_not_kill_it(catalog_factory):
     wait_for(lambda: "SIGHUP" in cat.log.read_text(), timeout=5, message="SIGHUP logged")
     assert requests.get(cat.url + "/v1/status/leader", timeout=5).ok
     assert cat.proc.poll() is None
+
+
+def test_sigterm_exits_promptly_with_a_parked_blocking_query(catalog_factory):
+    """A long poll must not hold the catalog's exit for its whole wait."""
+    import threading
+    import time
+
+    cat = catalog_factory()
+    index = requests.get(f"{cat.url}/v1/kv/parked", timeout=5).headers["X-Consul-Index"]
+
+    def park() -> None:
+        try:
+            requests.get(f"{cat.url}/v1/kv/parked?index={index}&wait=30s", timeout=40)
+        except requests.RequestException:
+            pass  # the catalog is going away: any answer or a dropped connection is fine
+
+    threading.Thread(target=park, daemon=True).start()
+    wait_for(lambda: int(requests.get(f"{cat.url}/v1/agent/self", timeout=2).json()
+             ["Stats"]["catalog"]["blocked_queries"]) >= 1, timeout=5, message="a parked query")
+    started = time.monotonic()
+    cat.proc.send_signal(signal.SIGTERM)
+    cat.proc.wait(10)
+    assert time.monotonic() - started < 3

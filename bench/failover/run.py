@@ -48,6 +48,7 @@ def trial_failover(side: Any, fault: str, wait_ms: int, budget: float) -> dict[s
     tl = Timeline()
     old = side.primary()
     members = side.members
+    tl.add("before", f"primary {old}")
     wl = Workload(members, tl, wait_ms=wait_ms, max_seconds=budget + 30).start()
     try:
         if not wl.wait_acks(50, 15):
@@ -74,6 +75,10 @@ def trial_failover(side: Any, fault: str, wait_ms: int, budget: float) -> dict[s
     new = wl.current if wl.current != old else None
     figures["lost"] = len(missing_keys(_member(side, new), acked)) if new else None
     figures["new_primary"] = new
+    if figures["lost"] and wait_ms:  # must not happen: keep what explains it
+        figures["timeline"] = tl.format().splitlines()[-60:]
+        figures["missing_on"] = {m.name: len(missing_keys(m, acked)) for m in members
+                                 if m.name != old}
     return figures
 
 

@@ -153,6 +153,35 @@ def test_pausing_the_primary_fails_over_and_it_rejoins_as_replica(stack: Stack) 
     assert [stack.redis_role(f"redis-{i}") for i in (1, 2, 3)].count("master") == 1
 
 
+@pytest.mark.timeout(240)
+def test_stopping_the_primary_hands_over_with_a_short_write_gap(stack: Stack) -> None:
+    """SIGTERM (`docker-compose stop`, a rolling update): demote, release, a replica takes
+    over at once - no TTL and no lock-delay to wait for."""
+    old = wait_for(stack.primary, timeout=30, message="one primary")
+    old_addr = next(e["Service"]["Address"] for e in stack.redis_nodes()
+                    if e["Service"]["ID"] == f"redis-{old}")
+    w = Writer(stack)
+    w.run_until(lambda: len(w.acked) >= 20, time.monotonic() + 30)
+    last_before = w.acked[-1][0]
+    stop = threading.Thread(target=stack.compose, args=("stop", "-t", "20", old))
+    stop.start()
+    ok = w.run_until(lambda: w.first_ok_after(last_before, not_on=f"{old_addr}:6379")
+                     is not None, time.monotonic() + FAILOVER_BUDGET)
+    stop.join(60)
+    assert ok, f"no new primary after stopping {old}; errors: {w.errors[-5:]}"
+    # the gap a client sees: its last acknowledged write on the old primary to its first
+    # on the new one
+    on_old = [t for t, _, a in w.acked if a == f"{old_addr}:6379"]
+    gap = w.first_ok_after(last_before, not_on=f"{old_addr}:6379") - on_old[-1]
+    stack.record("sigterm_primary_handover_write_gap_s", gap)
+    assert gap < 3.0, f"hand-over took {gap:.2f}s"
+    w.run_until(lambda: False, time.monotonic() + 2)
+    assert w.lost() == [], f"acknowledged increments lost: {w.lost()[:5]}"
+    stack.compose("start", old)
+    wait_for(lambda: stack.redis_role(old) == "slave", timeout=60, interval=0.5,
+             message=f"{old} to rejoin as a replica")
+
+
 @pytest.mark.timeout(180)
 def test_compose_down_leaves_nothing_behind(stack: Stack) -> None:
     assert any(stack.leftovers().values())

@@ -2,8 +2,9 @@
 
 Marker `e2e`; skipped with the reason when no Docker engine is reachable (.ci/e2e.sh
 installs and starts one). Tests run in file order against one stack:
-count through nginx → scale the app up and down → SIGKILL the Redis primary → pause and
-unpause the new primary → `docker-compose down` leaves nothing. The writer is a single
+count through nginx → scale the app up and down (under a writer) → SIGKILL the Redis
+primary → pause and unpause the new primary → SIGTERM the primary (hand-over) →
+`docker-compose down` leaves nothing. The writer is a single
 sequential client in no-loss mode (WAIT 1), so every acknowledged count must be larger than
 the one before: a lost acknowledged increment would show up as a repeat or a step back.
 """

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from autopilot.lab.cluster import Lab
@@ -49,11 +50,18 @@ def test_every_command_of_the_workshop_runs(tmp_path: Path) -> None:
            if not k.startswith(("AUTOPILOT", "CONSUL_", "REDIS_", "AP_"))}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = str(ROOT)
+    net = Net(0)
     try:
         proc = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True,
                               text=True, timeout=280)
+        # what the page's `lab down` left behind (checked before the safety net below)
+        left = [p.info for p in psutil.process_iter(["pid", "cmdline", "cwd"])
+                if str(work) in (p.info.get("cwd") or "") + " ".join(p.info.get("cmdline") or [])]
+        rules = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True,
+                               text=True).stdout
+        leftovers = (left, net.namespaces(), net.bridge_exists(), net.bridge in rules)
     finally:
-        Lab(work / ".lab").down()
+        Lab(work / ".lab").down(net=0 if net.bridge_exists() else None)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"a workshop command failed:\n{out[-6000:]}"
     # what the reader is told they will see
@@ -62,3 +70,5 @@ def test_every_command_of_the_workshop_runs(tmp_path: Path) -> None:
     assert "NOREPLICAS" in proc.stdout, out[-3000:]  # the partitioned primary refuses
     assert re.search(r"writes to node-\d", proc.stdout), out[-3000:]
     assert "lab down" in proc.stdout
+    # `lab down` left nothing: processes, namespaces, bridge, iptables rule
+    assert leftovers == ([], [], False, False), leftovers

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import yaml
 from tests.e2e.docker_helpers import engine_problem
 from tests.e2e.shop_helpers import have_redis
 from tests.e2e.workshop import DOCS, blocks, run_doc
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT, free_port, wait_for
 
 LAB02 = DOCS / "02-twelve-factor.md"
 LAB03 = DOCS / "03-compose.md"
@@ -51,6 +52,13 @@ def test_lab02_twelve_factor_commands(tmp_path: Path) -> None:
     repl = ports | {"/tmp/shop-lab": str(tmp_path / "shop-lab")}
     out = run_doc(LAB02, tmp_path, replacements=repl, timeout=90)
     assert_ran(out, LAB02, repl)
+    # the lab's clean-up leaves nothing listening (its pid files name the right processes)
+    def closed(port: str) -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", int(port))) != 0
+
+    for port in ports.values():
+        wait_for(lambda p=port: closed(p), timeout=10, message=f"port {port} to close")
 
 
 @pytest.mark.timeout(120)

@@ -7,9 +7,13 @@ manifests; labs 03 and 05 need a Docker engine (marker e2e, skipped without one)
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -50,7 +54,14 @@ def assert_ran(out, doc: Path, replacements: dict[str, str]) -> None:  # noqa: A
 def test_lab02_twelve_factor_commands(tmp_path: Path) -> None:
     ports = {"16379": str(free_port()), "18000": str(free_port()), "18001": str(free_port())}
     repl = ports | {"/tmp/shop-lab": str(tmp_path / "shop-lab")}
-    out = run_doc(LAB02, tmp_path, replacements=repl, timeout=90)
+    try:
+        out = run_doc(LAB02, tmp_path, replacements=repl, timeout=90)
+    finally:  # a lab that stopped half-way must not leave its servers behind
+        for pidfile in tmp_path.glob("shop-lab*.pid"):
+            with contextlib.suppress(ValueError, OSError):
+                os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)
+        subprocess.run(["redis-cli", "-p", ports["16379"], "shutdown", "nosave"],
+                       capture_output=True, timeout=10)
     assert_ran(out, LAB02, repl)
     # the lab's clean-up leaves nothing listening (its pid files name the right processes)
     def closed(port: str) -> bool:
@@ -109,9 +120,8 @@ def run_compose_lab(doc: Path, tmp_path: Path) -> None:
         out = run_doc(doc, tmp_path, replacements=repl, env=env, timeout=560)
         assert_ran(out, doc, repl)
     finally:
-        import subprocess
         subprocess.run(["docker-compose", "down", "--timeout", "20"], cwd=ROOT,
-                       env=__import__("os").environ | env, capture_output=True, timeout=120)
+                       env=os.environ | env, capture_output=True, timeout=120)
 
 
 @pytest.mark.e2e

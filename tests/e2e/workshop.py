@@ -8,8 +8,10 @@ a user gets; tests swap them for free ones with ``replacements``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,7 +52,18 @@ def run_doc(doc: Path, tmp: Path, *, replacements: dict[str, str] | None = None,
     with tempfile.NamedTemporaryFile("w", suffix=".sh", dir=tmp, delete=False) as fh:
         fh.write(body)
     full_env = os.environ | {"PATH": f"{python_shim(tmp)}:{os.environ['PATH']}"} | (env or {})
-    out = subprocess.run(["bash", fh.name], cwd=ROOT, capture_output=True, text=True,
-                         timeout=timeout, env=full_env)
-    (tmp / f"{doc.stem}.out").write_text(out.stdout + "\n--- stderr ---\n" + out.stderr)
-    return out
+    # its own process group: whatever the lab left running in the background (it stopped
+    # half-way, say) is killed with the group afterwards
+    proc = subprocess.Popen(["bash", fh.name], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=full_env,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        stderr += f"\n(timed out after {timeout}s)"
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    (tmp / f"{doc.stem}.out").write_text(stdout + "\n--- stderr ---\n" + stderr)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)

@@ -299,6 +299,7 @@ class Lab:
             "REDIS_BIND": "0.0.0.0" if s.mode == "netns" else "127.0.0.1",
             "REDIS_HOOK_LOG": str(Path(node.dir) / "hooks.log"),
             "REDIS_NO_LOSS": "1" if s.no_loss else "0",
+            "REDIS_PYTHON": sys.executable,  # for peers.py (python3 may be a slow shim)
             "REDIS_INTERFACE": "eth0:inet" if s.mode == "netns" else "static:127.0.0.1",
             "AUTOPILOT_CONTROL_SOCKET": str(Path(node.dir) / "autopilot.sock"),
             "AP_TELEMETRY_PORT": "9090" if s.mode == "netns" else str(9090 + node.n),

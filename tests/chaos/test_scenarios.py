@@ -95,6 +95,30 @@ def test_s4_sigkill_primary_fails_over(lab_factory, no_loss: bool) -> None:
         assert figures["lost"] > 0, sc.timeline.format()
 
 
+@pytest.mark.timeout(90)
+def test_s4_wait_a_lagging_replica_never_wins(lab_factory) -> None:
+    """No-loss mode: WAIT 1 acknowledges a write once ONE replica has it, so the replica
+    that did not get it must not become the primary (the promote hook yields to a healthy
+    replica that is ahead)."""
+    lab = lab_factory(nodes=3, no_loss=True)
+    sc = Scenario(lab, no_loss=True).start()
+    old = sc.primary()
+    lag, good = [n for n in lab.state.nodes.values() if n.name != old]
+    sc.wait(lambda: sc.workload.wait_acks(30, 0.1), 10, "writes before the fault")
+    drop = ["INPUT", "-s", lab.node(old).ip, "-j", "DROP"]
+    sc.fault(f"stall replication to {lag.name}", lab.net.in_ns, lag.n, "iptables", "-A", *drop)
+    after = time.monotonic()  # from now on only `good` confirms the writes
+    sc.wait(lambda: sc.workload.wait_acks(30, 0.1, after=after), 10, "writes acked via one replica")
+    sc.killed.add(old)
+    t = sc.fault(f"SIGKILL {old}", lab.kill, old)
+    sc.fault(f"unstall {lag.name}", lab.net.in_ns, lag.n, "iptables", "-D", *drop)
+    sc.wait(lambda: sc.workload.failover(t, old)["failover_s"], FAILOVER_BUDGET + 5,
+            "a new primary accepting writes")
+    figures = sc.finish()
+    assert figures["lost"] == 0
+    assert lab.primaries() == [good.name], sc.timeline.format()
+
+
 @pytest.mark.timeout(60)
 def test_s5_sigterm_primary_hands_over(lab_factory) -> None:
     lab = lab_factory(nodes=3, no_loss=True)

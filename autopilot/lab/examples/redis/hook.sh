@@ -201,7 +201,34 @@ converge() {  # under the lock: re-check, then fence and follow the leader of ou
     if [ -n "${AUTOPILOT_LEADER_ADDRESS:-}" ]; then set_state replica "$EPOCH"; fi
 }
 
+peer_ahead() {
+    # A healthy replica of the same history with a higher offset than ours, if any. With
+    # WAIT 1 a write is acknowledged once ONE replica has it: the replica that wins the
+    # lock may lack it (e.g. one whose stream had not started yet), so it must yield.
+    mine=$(cli info replication | tr -d '\r')
+    myid=$(echo "$mine" | sed -n 's/^master_replid://p')
+    myoff=$(echo "$mine" | sed -n 's/^slave_repl_offset://p')
+    [ -n "$myoff" ] || myoff=$(echo "$mine" | sed -n 's/^master_repl_offset://p')
+    timeout 2 "${REDIS_PYTHON:-python3}" "$HOME_DIR/peers.py" "${REDIS_SERVICE:-redis}" \
+        2>/dev/null | while read -r host port; do
+        [ "$host" = "${AUTOPILOT_REDIS_IP:-}" ] && [ "$port" = "$PORT" ] && continue
+        theirs=$(timeout 0.5 redis-cli -h "$host" -p "$port" info replication 2>/dev/null |
+            tr -d '\r')
+        case "$theirs" in *role:slave*) ;; *) continue ;; esac  # masters are not candidates
+        id=$(echo "$theirs" | sed -n 's/^master_replid://p')
+        off=$(echo "$theirs" | sed -n 's/^slave_repl_offset://p')
+        if [ "$id" = "$myid" ] && [ "${off:-0}" -gt "${myoff:-0}" ]; then
+            echo "$host:$port (offset $off > $myoff)"
+            break
+        fi
+    done
+}
+
 promote() {
+    if [ "$OPEN" = 1 ] && [ "${REDIS_PROMOTE_MOST_RECENT:-1}" = 1 ]; then
+        ahead=$(peer_ahead)
+        if [ -n "$ahead" ]; then log "not promoting: $ahead is ahead"; exit 1; fi
+    fi
     # one redis-cli for the three commands: the write gap of a hand-over is mostly this hook
     out=$(printf 'REPLICAOF NO ONE\nCONFIG SET min-replicas-to-write %s\nROLE\n' "$OPEN" |
         cli 2>&1) || exit 1

@@ -67,5 +67,7 @@ def test_consul_override_repoints_everything_and_drops_the_catalog(
     s.record("consul_override_up_to_first_count_s", time.monotonic() - t0)
     assert s.compose("ps", "-q", "catalog").stdout.split() == []
     consul = f"http://127.0.0.1:{os.environ['CONSUL_PORT']}"
-    names = requests.get(consul + "/v1/catalog/services", timeout=5).json()
-    assert {"redis", "app", "nginx"} <= set(names)
+    # nginx may serve before its first health check has registered it
+    wait_for(lambda: {"redis", "app", "nginx"} <= set(
+        requests.get(consul + "/v1/catalog/services", timeout=5).json()),
+        timeout=30, interval=0.5, message="redis, app and nginx registered in the consul service")

@@ -48,6 +48,9 @@ class HealthConfig:
     ttl: float = 0.0  # seconds, > 0
     timeout: float | None = None  # defaults to interval
     logging_raw: bool = False
+    #: autopilot: consecutive failed checks before the job turns unhealthy (Kubernetes'
+    #: failureThreshold); the ones before are only logged, and no heartbeat is sent for them
+    failure_threshold: int = 1
 
 
 @dataclass

@@ -421,7 +421,8 @@ class Validator:
         return cfg
 
     def health(self, raw: Any, path: Path) -> HealthConfig | None:
-        f = self.fields(path, raw, ["exec", "interval", "ttl", "timeout", "logging"])
+        f = self.fields(path, raw, ["exec", "interval", "ttl", "timeout", "logging",
+                                    "failureThreshold"])
         if f is None:
             return None
         cfg = HealthConfig()
@@ -448,6 +449,12 @@ class Validator:
             lf = self.fields(f["logging"][1], f["logging"][0], ["raw"])
             if lf is not None:
                 cfg.logging_raw = self.take(lf, "raw", coerce.to_bool, False)
+        threshold = self.take(f, "failureThreshold", coerce.to_int)
+        if threshold is not None:
+            if threshold < 1:
+                self.error(f["failureThreshold"][1], "must be >= 1")
+            else:
+                cfg.failure_threshold = threshold
         if 0 < cfg.ttl < cfg.interval:
             self.warn(path, f"ttl ({format_duration(cfg.ttl)}) is shorter than interval "
                             f"({format_duration(cfg.interval)}): Consul will mark the service "

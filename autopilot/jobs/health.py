@@ -33,6 +33,7 @@ class HealthChecker:
         self.source = f"check.{job.name}"
         self.checks_run = 0
         self.skipped_busy = 0
+        self.failures = 0  # consecutive failed checks
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Task[None] | None = None
         self._proc: Process | None = None
@@ -91,7 +92,7 @@ class HealthChecker:
             msg = f"health check could not start: {exc}"
             log.error(msg, job=job.name)
             job.ctx.bus.publish(Event(EXIT_FAILED, self.source, detail=msg))
-            job.health_result(False, msg)
+            self._report(False, msg)
             return
         try:
             code = await proc.wait(timeout)
@@ -106,7 +107,20 @@ class HealthChecker:
                                   detail=detail))
         if not ok:
             log.debug("health check failed", job=job.name, status=code)
-        job.health_result(ok, detail[-1024:])
+        self._report(ok, detail[-1024:])
+
+    def _report(self, ok: bool, detail: str) -> None:
+        """Apply ``failureThreshold``: a brief failure that passes again changes nothing (no
+        explicit fail to Consul, so no failover); Consul's TTL still bounds a long one."""
+        if ok:
+            self.failures = 0
+        else:
+            self.failures += 1
+            if self.failures < self.cfg.failure_threshold:
+                log.info("health check failed; tolerated", job=self.job.name,
+                         failures=self.failures, threshold=self.cfg.failure_threshold)
+                return
+        self.job.health_result(ok, detail)
 
     async def stop(self) -> None:
         """Stop ticking and kill a check in flight."""

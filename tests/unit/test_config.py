@@ -522,3 +522,11 @@ def test_templates(tmp_path: Path) -> None:
 def test_discovery_off_warns_about_registered_jobs() -> None:
     c = cfg('{jobs: [{name: "web", port: 80, health: {interval: 1, ttl: 3}}]}')
     assert any("jobs[0].port: discovery is off" in w for w in c.warnings)
+
+
+def test_health_failure_threshold() -> None:
+    base = '{jobs: [{name: "a", exec: "x", health: {exec: "true", interval: 1, ttl: 5%s}}]}'
+    assert cfg(base % "").jobs[0].health.failure_threshold == 1
+    assert cfg(base % ', failureThreshold: "3"').jobs[0].health.failure_threshold == 3
+    assert one_error(base % ", failureThreshold: 0").endswith(
+        "jobs[0].health.failureThreshold: must be >= 1")

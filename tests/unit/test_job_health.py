@@ -290,3 +290,29 @@ def test_unexpected_exit_makes_a_healthy_job_unhealthy(tmp_path: Path) -> None:
             await h.sup.job_action("app", "stop")
             assert h.count(UNHEALTHY, "app") == n
     run(main)
+
+
+def test_failure_threshold_tolerates_brief_failures(tmp_path: Path) -> None:
+    # failureThreshold 3: two failed checks in a row change nothing; the third turns the job
+    # unhealthy (the default, 1, turns it unhealthy at the first failure)
+    fails = tmp_path / "fails"  # how many of the next checks fail
+    script = (f'n=$(cat {fails} 2>/dev/null || echo 0); '
+              f'if [ "$n" -gt 0 ]; then echo $((n-1)) > {fails}; exit 1; fi')
+    job = JobConfig(name="app", exec=["sleep", "30"],
+                    health=HealthConfig(exec=sh(script), interval=0.1, ttl=5,
+                                        failure_threshold=3))
+
+    async def main() -> None:
+        async with Harness([job]) as h:
+            await h.wait_event(HEALTHY, "app", timeout=5)
+            fails.write_text("2")
+            await until(lambda: not fails.read_text().strip() or fails.read_text() == "0\n",
+                        5, "two failed checks")
+            await h.wait_event(HEALTHY, "app", count=h.count(HEALTHY, "app") + 2, timeout=5)
+            assert h.count(UNHEALTHY, "app") == 0
+            assert h.job("app").status == "healthy"
+            fails.write_text("100")
+            await h.wait_event(UNHEALTHY, "app", timeout=5)
+            assert h.job("app").health.failures >= 3
+            assert h.job("app").status == "unhealthy"
+    run(main)

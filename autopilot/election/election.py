@@ -313,6 +313,8 @@ class Election:
         if self._held_by_former_self():
             self._former_primary = True  # adopt it (below) or, if it lapses, fence first
             return
+        if not h.promoted:
+            return  # the holder is still promoting: follow it once it says it is primary
         ident = h.identity()
         if ident == self.announced:
             return
@@ -383,7 +385,8 @@ class Election:
         sid = self.session
         assert sid is not None
         try:
-            value = await self._my_value()
+            # followers wait for `promoted: true` before following us (see _announce)
+            value = {**await self._my_value(), "promoted": False}
             got = await self._call(lambda c: lock.acquire(c, self.lock_key, sid, value,
                                                           timeout=CALL_TIMEOUT),
                                    timeout=CALL_TIMEOUT + 0.5)
@@ -484,6 +487,8 @@ class Election:
             return
         # last check: the lease must still hold when we announce
         reason = self._leader_lost_reason()
+        if not reason and not await self._announce(holder):
+            reason = "could not announce the promotion"
         if reason:
             await self._step_down(reason, ran_promote=True)
             return
@@ -493,6 +498,22 @@ class Election:
         self._publish_role("primary", leader)
         log.info("elected", job=self.job, epoch=holder.lock_index)
         self.ctx.bus.publish(ev.Event(ev.ELECTED, self.job, detail=f"epoch {holder.lock_index}"))
+
+    async def _announce(self, holder: lock.Holder) -> bool:
+        """Mark the lock's value ``promoted: true`` (a re-acquire by the same session keeps
+        the LockIndex). Followers start following only then: a replica that followed a
+        holder still promoting could resync from it and discard writes that only it had,
+        while the holder's promote hook was checking whether a replica is ahead of it."""
+        sid = self.session
+        value = {**holder.info, "promoted": True}
+        try:
+            return bool(sid) and await self._call(
+                lambda c: lock.acquire(c, self.lock_key, sid, value, timeout=CALL_TIMEOUT),
+                timeout=CALL_TIMEOUT + 0.5)
+        except Exception as exc:  # noqa: BLE001 - the lease decides; report and step down
+            log.warning("announcing the promotion failed", job=self.job,
+                        error=str(exc) or repr(exc))
+            return False
 
     async def _guarded(self, coro) -> HookResult | None:
         """Await ``coro`` unless the leadership is lost first (then cancel it: None)."""

@@ -37,6 +37,12 @@ class Holder:
     def held(self) -> bool:
         return bool(self.session)
 
+    @property
+    def promoted(self) -> bool:
+        """The holder's promote hook has succeeded. A holder still promoting writes
+        ``promoted: false``; a value without the field (older writers) counts as promoted."""
+        return self.info.get("promoted", True) is not False
+
     def identity(self) -> tuple[str, int] | None:
         """What changes when the leadership changes hands (or is re-won)."""
         return (self.session, self.lock_index) if self.session else None

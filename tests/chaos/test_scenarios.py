@@ -111,9 +111,12 @@ def test_s4_wait_a_lagging_replica_never_wins(lab_factory) -> None:
     sc.wait(lambda: sc.workload.wait_acks(30, 0.1, after=after), 10, "writes acked via one replica")
     sc.killed.add(old)
     t = sc.fault(f"SIGKILL {old}", lab.kill, old)
-    sc.fault(f"unstall {lag.name}", lab.net.in_ns, lag.n, "iptables", "-D", *drop)
+    # keep the stall until a new primary is chosen: the killed primary's kernel still
+    # retransmits its socket buffers, and lifting the stall at once would let them reach
+    # the lagging replica and erase the lag this test is about
     sc.wait(lambda: sc.workload.failover(t, old)["failover_s"], FAILOVER_BUDGET + 5,
             "a new primary accepting writes")
+    sc.fault(f"unstall {lag.name}", lab.net.in_ns, lag.n, "iptables", "-D", *drop)
     figures = sc.finish()
     assert figures["lost"] == 0
     assert lab.primaries() == [good.name], sc.timeline.format()

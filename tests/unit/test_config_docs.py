@@ -1,4 +1,4 @@
-"""Every ```json5 block in docs/configuration.md and docs/containerpilot.md loads."""
+"""Every ```json5 block in docs/configuration.md, docs/containerpilot.md and README.md loads."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from autopilot.config import load_text
 pytestmark = pytest.mark.timeout(30)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-DOCS = [ROOT / "docs" / "configuration.md", ROOT / "docs" / "containerpilot.md"]
+DOCS = [ROOT / "docs" / "configuration.md", ROOT / "docs" / "containerpilot.md", ROOT / "README.md"]
 ENV = {"SERVICE_NAME_0": "billing", "SERVICE_INTERVAL_0": "7", "CONSUL": "consul.example.com"}
 
 

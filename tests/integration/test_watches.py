@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 import requests
 
 from autopilot import events as ev
 from autopilot.config.model import WatchConfig
+from autopilot.context import Context
 from autopilot.discovery import Watch, components
 from tests.integration.test_discovery_helpers import (
     Recorder,
@@ -35,18 +38,29 @@ async def started(watch: Watch) -> None:
     await until(lambda: watch.index > 0, 5, message="first answer")
 
 
+@contextlib.asynccontextmanager
+async def running_watch(ctx: Context) -> AsyncIterator[tuple[Watch, Recorder, Context]]:
+    """Start the context's one watch with a recorder on the bus; past its first answer."""
+    [watch] = components(ctx)
+    watch.wait = TEST_WAIT
+    rec = Recorder(ctx.bus)
+    await watch.start()
+    try:
+        await started(watch)
+        yield watch, rec, ctx
+    finally:
+        rec.close()
+        await watch.stop()
+        ctx.consul.close()
+
+
 @pytest.mark.timeout(40)
 def test_service_watch_reacts_within_100ms_with_cp_edge_semantics(catalog):
     url = catalog.url
 
     async def scenario():
-        ctx = make_ctx(catalog.address, watches=[WatchConfig(name="db", interval=10)])
-        [watch] = components(ctx)
-        watch.wait = TEST_WAIT
-        rec = Recorder(ctx.bus)
-        await watch.start()
-        try:
-            await started(watch)
+        cfg = WatchConfig(name="db", interval=10)
+        async with running_watch(make_ctx(catalog.address, watches=[cfg])) as (watch, rec, ctx):
             await asyncio.sleep(0.2)
             assert rec.codes("watch.db") == []  # a first answer with 0 instances: no change
 
@@ -81,10 +95,6 @@ def test_service_watch_reacts_within_100ms_with_cp_edge_semantics(catalog):
             await until(lambda: rec.codes("watch.db")[-2:] == [ev.CHANGED, ev.UNHEALTHY], 2,
                         message="unhealthy when empty")
             assert watch.instances == 0
-        finally:
-            rec.close()
-            await watch.stop()
-            ctx.consul.close()
 
     run(scenario())
 
@@ -94,14 +104,8 @@ def test_tag_filter(catalog):
     url = catalog.url
 
     async def scenario():
-        ctx = make_ctx(catalog.address,
-                       watches=[WatchConfig(name="pg", interval=10, tag="primary")])
-        [watch] = components(ctx)
-        watch.wait = TEST_WAIT
-        rec = Recorder(ctx.bus)
-        await watch.start()
-        try:
-            await started(watch)
+        cfg = WatchConfig(name="pg", interval=10, tag="primary")
+        async with running_watch(make_ctx(catalog.address, watches=[cfg])) as (watch, rec, ctx):
             await asyncio.to_thread(put_service, url, "pg", "pg1", 5432, tags=["replica"])
             await asyncio.to_thread(put_service, url, "other", "o1", 1, tags=["primary"])
             await until(lambda: watch.index > 0 and requests.get(
@@ -113,10 +117,6 @@ def test_tag_filter(catalog):
             await until(lambda: rec.codes("watch.pg") == [ev.CHANGED, ev.HEALTHY], 2,
                         message="tagged instance")
             assert [e["Service"]["ID"] for e in watch.entries] == ["pg2"]
-        finally:
-            rec.close()
-            await watch.stop()
-            ctx.consul.close()
 
     run(scenario())
 
@@ -126,13 +126,8 @@ def test_address_change_is_a_change_but_the_same_instances_are_not(catalog):
     url = catalog.url
 
     async def scenario():
-        ctx = make_ctx(catalog.address, watches=[WatchConfig(name="app", interval=10)])
-        [watch] = components(ctx)
-        watch.wait = TEST_WAIT
-        rec = Recorder(ctx.bus)
-        await watch.start()
-        try:
-            await started(watch)
+        cfg = WatchConfig(name="app", interval=10)
+        async with running_watch(make_ctx(catalog.address, watches=[cfg])) as (watch, rec, ctx):
             await asyncio.to_thread(put_service, url, "app", "a1", 80, address="10.0.0.1")
             await until(lambda: rec.codes("watch.app") == [ev.CHANGED, ev.HEALTHY], 2,
                         message="first instance")
@@ -145,10 +140,6 @@ def test_address_change_is_a_change_but_the_same_instances_are_not(catalog):
             assert len(rec.codes("watch.app")) == 2
             await asyncio.to_thread(put_service, url, "app", "a1", 80, address="10.0.0.2")
             await until(lambda: len(rec.codes("watch.app")) == 4, 2, message="address change")
-        finally:
-            rec.close()
-            await watch.stop()
-            ctx.consul.close()
 
     run(scenario())
 
@@ -158,14 +149,8 @@ def test_kv_key_watch(catalog):
     url = catalog.url
 
     async def scenario():
-        ctx = make_ctx(catalog.address, watches=[
-            WatchConfig(name="flag", interval=10, kind="key", key="config/flag")])
-        [watch] = components(ctx)
-        watch.wait = TEST_WAIT
-        rec = Recorder(ctx.bus)
-        await watch.start()
-        try:
-            await started(watch)
+        cfg = WatchConfig(name="flag", interval=10, kind="key", key="config/flag")
+        async with running_watch(make_ctx(catalog.address, watches=[cfg])) as (watch, rec, ctx):
             await asyncio.sleep(0.1)
             assert rec.codes("watch.flag") == []  # absent at first: no change
 
@@ -195,10 +180,6 @@ def test_kv_key_watch(catalog):
             await until(lambda: rec.codes("watch.flag")[-2:] == [ev.CHANGED, ev.UNHEALTHY], 2,
                         message="deleted")
             assert watch.instances == 0
-        finally:
-            rec.close()
-            await watch.stop()
-            ctx.consul.close()
 
     run(scenario())
 
@@ -208,14 +189,8 @@ def test_kv_prefix_watch(catalog):
     url = catalog.url
 
     async def scenario():
-        ctx = make_ctx(catalog.address, watches=[
-            WatchConfig(name="members", interval=10, kind="keyprefix", key="cluster/")])
-        [watch] = components(ctx)
-        watch.wait = TEST_WAIT
-        rec = Recorder(ctx.bus)
-        await watch.start()
-        try:
-            await started(watch)
+        cfg = WatchConfig(name="members", interval=10, kind="keyprefix", key="cluster/")
+        async with running_watch(make_ctx(catalog.address, watches=[cfg])) as (watch, rec, ctx):
             for k in ("cluster/a", "cluster/b"):
                 await asyncio.to_thread(lambda k=k: requests.put(
                     url + "/v1/kv/" + k, data="1", timeout=2).raise_for_status())
@@ -230,10 +205,6 @@ def test_kv_prefix_watch(catalog):
                 url + "/v1/kv/cluster/?recurse", timeout=2).raise_for_status())
             await until(lambda: rec.codes("watch.members")[-2:] == [ev.CHANGED, ev.UNHEALTHY],
                         2, message="all gone")
-        finally:
-            rec.close()
-            await watch.stop()
-            ctx.consul.close()
 
     run(scenario())
 
@@ -243,13 +214,8 @@ def test_errors_emit_nothing_then_polling_recovers(catalog_factory):
     cat = catalog_factory()
 
     async def scenario():
-        ctx = make_ctx(cat.address, watches=[WatchConfig(name="db", interval=1)])
-        [watch] = components(ctx)
-        watch.wait = TEST_WAIT
-        rec = Recorder(ctx.bus)
-        await watch.start()
-        try:
-            await started(watch)
+        cfg = WatchConfig(name="db", interval=1)
+        async with running_watch(make_ctx(cat.address, watches=[cfg])) as (watch, rec, ctx):
             await asyncio.to_thread(put_service, cat.url, "db", "db1", 1)
             await until(lambda: watch.instances == 1, 2, message="one instance")
             n = len(rec.events)
@@ -267,10 +233,6 @@ def test_errors_emit_nothing_then_polling_recovers(catalog_factory):
             t = await until(lambda: rec.first(ev.HEALTHY, "watch.db", t0), 3, interval=0.005,
                             message="change after recovery")
             assert t - t0 < 0.5
-        finally:
-            rec.close()
-            await watch.stop()
-            ctx.consul.close()
 
     run(scenario())
 

@@ -1,0 +1,82 @@
+"""The lab's faults: kill, stop, pause, resume, partition and heal a node or the catalog.
+
+Each fault acts on real processes (signals) or on the node's network namespace (iptables),
+so what the cluster sees is what it would see in production.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import psutil
+
+from autopilot.lab.processes import LabProcesses, alive, signal_all, wait_gone
+from autopilot.lab.state import LabError, Node
+
+
+class LabFaults(LabProcesses):
+    def kill(self, name: str | int, what: str = "all") -> None:
+        """SIGKILL the node's supervisor and redis (`what`: all | supervisor | redis), or
+        the catalog (`name` "catalog")."""
+        if name == "catalog":
+            cat = self.catalog_process()
+            if cat is None:
+                raise LabError("the catalog is not running")
+            cat.kill()
+            wait_gone([cat], 5)
+            return
+        node = self.node(name)
+        if what == "all":
+            self._kill_tree(node)
+            return
+        target = self.supervisor(node) if what == "supervisor" else None
+        if what == "redis":
+            pid = self.redis_pid(node)
+            target = alive(pid) if pid else None
+        if target is None:
+            raise LabError(f"{node.name}: no running {what} to kill")
+        if what == "supervisor" and self.state.pidns:
+            raise LabError("the supervisor is PID 1 of its namespace: killing it kills the "
+                           "node; start the lab with --no-pidns to kill it alone")
+        target.kill()
+        wait_gone([target], 5)
+
+    def stop(self, name: str | int, timeout: float = 20.0) -> None:
+        """SIGTERM the supervisor (graceful hand-over) and wait until the node is gone."""
+        node = self.node(name)
+        sup = self.supervisor(node)
+        if sup is None:
+            raise LabError(f"{node.name} is not running")
+        procs = self.tree(node)
+        sup.terminate()
+        wait_gone(procs, timeout)
+        if self.supervisor(node) is not None:
+            raise LabError(f"{node.name} still running {timeout}s after SIGTERM")
+
+    def pause(self, name: str | int) -> None:
+        """SIGSTOP the whole node, supervisor first so it cannot react to the rest."""
+        node = self.node(name)
+        if not self.tree(node):
+            raise LabError(f"{node.name} is not running")
+        signal_all(self._supervisor_first(node), signal.SIGSTOP)
+
+    def resume(self, name: str | int) -> None:
+        """SIGCONT the node, supervisor first: it must see its lease expired before redis runs."""
+        signal_all(self._supervisor_first(self.node(name)), signal.SIGCONT)
+
+    def _supervisor_first(self, node: Node) -> list[psutil.Process]:
+        sup = self.supervisor(node)
+        rest = [p for p in self.tree(node) if sup is None or p.pid != sup.pid]
+        return ([sup] if sup else []) + rest
+
+    def partition(self, name: str | int) -> None:
+        node = self.node(name)
+        if self.state.mode != "netns":
+            raise LabError("partition needs network namespaces (run the lab as root)")
+        self.net.partition(node.n)
+
+    def heal(self, name: str | int) -> None:
+        node = self.node(name)
+        if self.state.mode != "netns":
+            raise LabError("heal needs network namespaces (run the lab as root)")
+        self.net.heal(node.n)

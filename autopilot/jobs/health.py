@@ -12,21 +12,36 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 
+from autopilot.config.model import JobConfig
+from autopilot.context import Context
 from autopilot.events import EXIT_FAILED, EXIT_SUCCESS, Event
 from autopilot.jobs.process import Process, child_env
-
-if TYPE_CHECKING:
-    from autopilot.jobs.job import Job
 
 log = structlog.get_logger("autopilot.health")
 
 
+class CheckedJob(Protocol):
+    """What a health checker needs of its job. `autopilot.jobs.job.Job` provides it; the
+    checker depends on this, not on the job module, so the two do not import each other."""
+
+    name: str
+    cfg: JobConfig
+    ctx: Context
+    halting: bool
+    status: str
+
+    @property
+    def process_running(self) -> bool: ...
+
+    def health_result(self, ok: bool, detail: str) -> None: ...
+
+
 class HealthChecker:
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: CheckedJob) -> None:
         assert job.cfg.health is not None
         self.job = job
         self.cfg = job.cfg.health

@@ -185,7 +185,7 @@ def status(as_json: bool, socket: str | None, config: str | None) -> None:
 @_common
 def job(name: str, action: str, sig: str | None, socket: str | None,
         config: str | None) -> None:
-    """Start, stop or restart one job, or send its process group a signal."""
+    """Start, stop or restart one job, or send a signal to its process (not its group)."""
     if action == "signal" and not sig:
         raise click.UsageError("`job NAME signal` needs a signal, e.g. SIGHUP")
     if action != "signal" and sig:

@@ -16,8 +16,9 @@ from autopilot.lab import netns
 
 #: timing profiles: health interval, health TTL, lock-delay (session TTL is 10 s, Consul's min)
 PROFILES: dict[str, dict[str, str]] = {
-    # the leader's local lease is check TTL - interval - 0.5 s (autopilot.election): 0.55 s
-    # here, renewed about every 0.3 s; failover ~ TTL + lock-delay + promote ~ 1.3 s
+    # the leader's local lease (autopilot.election.lease_length and lease.default_margin) is
+    # (check TTL - interval) minus a margin of a quarter of that: 1.05 s - 0.2625 s = 0.79 s
+    # here, renewed every (TTL - interval) / 3 = 0.35 s; failover ~ TTL + lock-delay + promote
     "fast": {"AP_HEALTH_INTERVAL": "200ms", "AP_HEALTH_TTL": "1250ms", "AP_HEALTH_TIMEOUT": "1s",
              "AP_LOCK_DELAY": "50ms", "AP_SESSION_TTL": "10s"},
     "default": {"AP_HEALTH_INTERVAL": "1s", "AP_HEALTH_TTL": "3s", "AP_HEALTH_TIMEOUT": "1s",

@@ -8,6 +8,7 @@ carry. Each check is skipped only when its tool is missing.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,7 +26,7 @@ except ImportError:  # the loader landed before its package export
 pytestmark = pytest.mark.timeout(60)
 
 K8S = ROOT / "k8s"
-KUSTOMIZATIONS = [K8S, K8S / "overlays" / "consul"]
+KUSTOMIZATIONS = [K8S, K8S / "overlays" / "consul", K8S / "overlays" / "consul-agent"]
 IMAGE_CONFIGS = {
     "app": ROOT / "images/app/autopilot.json5",
     "nginx": ROOT / "images/nginx/autopilot.json5",
@@ -122,6 +123,38 @@ def test_consul_overlay_drops_the_catalog_and_repoints_everyone() -> None:
 
 
 @needs_kubectl
+def test_consul_agent_overlay_defines_host_ip_before_using_it() -> None:
+    objs = objects(K8S / "overlays" / "consul-agent")
+    assert not [o for o in objs if o["metadata"]["name"] == "catalog"]
+    workloads = [o for o in objs if o["kind"] in ("Deployment", "StatefulSet")]
+    assert len(workloads) == 3
+    for o in workloads:
+        env = o["spec"]["template"]["spec"]["containers"][0]["env"]
+        names = [e["name"] for e in env]
+        assert names[:2] == ["HOST_IP", "CONSUL"], o["metadata"]["name"]
+        assert env[0]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+        assert env[1]["value"] == "$(HOST_IP):8500"
+        assert "POD_IP" in names, "the patch replaced a variable instead of adding one"
+
+
+@needs_kubectl
+@pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_env_reference_names_an_earlier_variable(path: Path) -> None:
+    """Kubernetes expands $(VAR) only from variables defined earlier in the same list; any
+    other reference stays literal text (a CONSUL of "$(HOST_IP):8500", say)."""
+    for o in objects(path):
+        if o["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        for c in o["spec"]["template"]["spec"]["containers"]:
+            seen: set[str] = set()
+            for e in c.get("env", []):
+                value = e.get("value", "")
+                for ref in re.findall(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)", value):
+                    assert ref in seen, f"{o['metadata']['name']}: {e['name']} uses $({ref})"
+                seen.add(e["name"])
+
+
+@needs_kubectl
 def test_configmaps_carry_configs_autopilot_loads(tmp_path: Path) -> None:
     objs = objects(K8S)
     for cm in (o for o in objs if o["kind"] == "ConfigMap"):
@@ -144,6 +177,13 @@ def test_k8s_configmaps_are_the_images_own_configs(name: str) -> None:
     copy = K8S / "base" / "config" / f"{name}.json5"
     assert copy.read_text() == IMAGE_CONFIGS[name].read_text(), (
         f"{copy} drifted from {IMAGE_CONFIGS[name]}: copy it over")
+
+
+def test_k8s_redis_configmap_is_the_images_own_config() -> None:
+    """images/redis copies its config out of the package's example (see its Dockerfile)."""
+    copy = K8S / "base" / "config" / "redis.json5"
+    own = ROOT / "autopilot" / "lab" / "examples" / "redis" / "autopilot.json5"
+    assert copy.read_text() == own.read_text(), f"{copy} drifted from {own}: copy it over"
 
 
 @pytest.mark.parametrize("name", sorted(IMAGE_CONFIGS))

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from autopilot.config import gotemplate
+from autopilot import gotemplate
 from autopilot.config.json5parse import JSON5Error, Parsed, parse
 from autopilot.config.model import Config, ConfigError
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from autopilot.config import ConfigError, load_text
-from autopilot.config.gotemplate import TemplateError, go_sprintf, render
 from autopilot.config.json5parse import parse
 from autopilot.config.validate import Validator
+from autopilot.gotemplate import TemplateError, go_sprintf, render
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,11 +1,11 @@
-"""The Go text/template engine that renders configs (autopilot/config/gotemplate.py)."""
+"""The Go text/template engine that renders configs (autopilot/gotemplate/)."""
 
 from __future__ import annotations
 
 import pytest
 
-from autopilot.config import gotemplate
-from autopilot.config.gotemplate import TemplateError, go_sprintf, render
+from autopilot.gotemplate import TemplateError, go_sprintf, render
+from autopilot.gotemplate import exec as gotemplate_exec
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -204,7 +204,7 @@ def test_printf_follows_go(fmt: str, args: tuple, out: str) -> None:
 ])
 def test_runaway_templates_fail_instead_of_hanging(src: str, message: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gotemplate, "MAX_STEPS", 50_000)
-    monkeypatch.setattr(gotemplate, "MAX_OUTPUT", 1 << 20)
+    monkeypatch.setattr(gotemplate_exec, "MAX_STEPS", 50_000)
+    monkeypatch.setattr(gotemplate_exec, "MAX_OUTPUT", 1 << 20)
     with pytest.raises(TemplateError, match=message):
         r(src)

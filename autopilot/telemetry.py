@@ -16,12 +16,11 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import prometheus_client
 import structlog
-from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -36,6 +35,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from autopilot import __version__
 from autopilot.config.model import ConfigError, MetricConfig, TelemetryConfig
 from autopilot.context import Context
+from autopilot.control.api import JobView, SupervisorAPI
+from autopilot.control.httpd import (
+    HTTPError,
+    HTTPServer,
+    Request,
+    Response,
+    Router,
+    error_response,
+    json_response,
+)
 from autopilot.control.stats import request_counts
 from autopilot.events import GO_NAMES, METRIC, Event
 
@@ -45,6 +54,7 @@ HEARTBEAT = 1.0  # seconds between loop heartbeats
 STALE_AFTER = 5.0  # /health fails when the last heartbeat is older than this
 BIND_ATTEMPTS = 10  # as ContainerPilot: the port may still be held by a predecessor
 BIND_PAUSE = 0.5
+MAX_BODY = 64 * 1024  # every route is a GET: nothing to upload
 
 EVENTS = "containerpilot_events"
 CONTROL_REQUESTS = "containerpilot_control_http_requests"
@@ -86,7 +96,7 @@ class Telemetry:
     #: autopilot cannot run without it: a failed start at startup stops autopilot (status 1)
     fatal = True
 
-    def __init__(self, ctx: Context, supervisor: Any) -> None:
+    def __init__(self, ctx: Context, supervisor: SupervisorAPI) -> None:
         self.ctx = ctx
         self.supervisor = supervisor
         self.cfg: TelemetryConfig = ctx.config.telemetry or TelemetryConfig()
@@ -106,7 +116,7 @@ class Telemetry:
             self._declare(i, m)
         self.host: str | None = None
         self.port: int | None = None
-        self._runner: web.AppRunner | None = None
+        self._http: HTTPServer | None = None
         self._beat_task: asyncio.Task | None = None
         self._beat = time.monotonic()
         self._lag = 0.0
@@ -169,8 +179,8 @@ class Telemetry:
     def watch_instances(self) -> list[tuple[str, int]]:
         """(watch name, instance count) for every component that exposes ``instances``."""
         out = []
-        for comp in _components(self.supervisor):
-            count = getattr(comp, "instances", None)
+        for comp in self.supervisor.components:
+            count = getattr(comp, "instances", None)  # a Watch has it, other components not
             name = getattr(getattr(comp, "cfg", None), "name", None)
             if isinstance(count, int) and not isinstance(count, bool) and name:
                 out.append((name, count))
@@ -198,29 +208,37 @@ class Telemetry:
         return cp_status(self.supervisor)
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def _app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024)
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/status", self._status)
-        app.router.add_get("/health", self._health)
-        app.router.add_get("/ready", self._ready)
-        return app
+    def _router(self) -> Router:
+        router = Router()
+        router.add("GET", "/metrics", self._metrics)
+        router.add("GET", "/status", self._status)
+        router.add("GET", "/health", self._health)
+        router.add("GET", "/ready", self._ready)
+        return router
 
-    async def _metrics(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: Request) -> Response:
+        try:
+            return await self._routes.resolve(request)(request)
+        except HTTPError as exc:
+            return error_response(exc.status, exc.message, exc.headers)
+        except Exception as exc:  # a bug: answer 500 and keep serving
+            log.exception("telemetry request failed", path=request.path)
+            return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    async def _metrics(self, request: Request) -> Response:
         # on the loop thread: the collectors read state the loop mutates (a few ms of /proc)
-        body = self.exposition()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return Response(200, self.exposition(), CONTENT_TYPE_LATEST)
 
-    async def _status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.cp_status(), dumps=_dumps)
+    async def _status(self, request: Request) -> Response:
+        return json_response(self.cp_status(), dumps=_dumps)
 
-    async def _health(self, request: web.Request) -> web.Response:
+    async def _health(self, request: Request) -> Response:
         ok, body = self.liveness()
-        return web.json_response(body, status=200 if ok else 503)
+        return json_response(body, status=200 if ok else 503)
 
-    async def _ready(self, request: web.Request) -> web.Response:
+    async def _ready(self, request: Request) -> Response:
         ok, body = self.readiness()
-        return web.json_response(body, status=200 if ok else 503, dumps=_dumps)
+        return json_response(body, status=200 if ok else 503, dumps=_dumps)
 
     async def _heartbeat(self) -> None:
         """Proves the loop is turning: /health looks at how fresh the last beat is."""
@@ -234,18 +252,14 @@ class Telemetry:
     async def start(self) -> None:
         self.port = self.cfg.port
         try:
-            self.host = await asyncio.to_thread(resolve_host, self.cfg.interfaces)
-            runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=2.0)
-            await runner.setup()
-            try:
-                await _bind(runner, self.host, self.port)
-            except BaseException:
-                await runner.cleanup()
-                raise
+            self.host = resolve_host(self.cfg.interfaces)
+            self._routes = self._router()
+            http = HTTPServer(self._handle, MAX_BODY, "telemetry")
+            await _bind(http, self.host, self.port)
         except Exception as exc:  # fatal at startup (``fatal``): the supervisor exits 1
             log.error("telemetry unavailable", error=str(exc))
             raise
-        self._runner = runner
+        self._http = http
         self._beat = time.monotonic()
         self._beat_task = asyncio.get_running_loop().create_task(self._heartbeat())
         self._listening = True
@@ -254,25 +268,22 @@ class Telemetry:
 
     async def stop(self) -> None:
         self._listening = False
-        remove = getattr(self.ctx.bus, "remove_listener", None)
-        if remove is not None:
-            with contextlib.suppress(ValueError):
-                remove(self._on_event)
+        with contextlib.suppress(ValueError):
+            self.ctx.bus.remove_listener(self._on_event)
         task, self._beat_task = self._beat_task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close(2.0)
 
 
-async def _bind(runner: web.AppRunner, host: str, port: int) -> None:
+async def _bind(http: HTTPServer, host: str, port: int) -> None:
     for attempt in range(BIND_ATTEMPTS):
-        site = web.TCPSite(runner, host, port)
         try:
-            await site.start()
+            await http.listen_tcp(host, port)
             return
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or attempt == BIND_ATTEMPTS - 1:
@@ -307,47 +318,30 @@ def rename_counters(text: str, renames: dict[str, str]) -> str:
     return "".join(out)
 
 
-def _components(supervisor: Any) -> Iterable[Any]:
-    comps = getattr(supervisor, "components", None) or []
-    if isinstance(comps, dict):
-        comps = comps.values()
-    return list(comps)
+def _in_maintenance(supervisor: SupervisorAPI) -> bool:
+    return supervisor.maintenance or any(j.status == "maintenance"
+                                         for j in supervisor.jobs.values())
 
 
-def _in_maintenance(supervisor: Any) -> bool:
-    flag = getattr(supervisor, "maintenance", None)
-    if isinstance(flag, bool):
-        return flag
-    return any(getattr(j, "status", None) == "maintenance" for j in supervisor.jobs.values())
-
-
-def _shutting_down(supervisor: Any) -> bool:
-    for attr in ("shutting_down", "stopping"):
-        flag = getattr(supervisor, attr, None)
-        if isinstance(flag, bool):
-            return flag
-    return False
-
-
-def _job_ready(job: Any) -> tuple[bool, str]:
-    status = getattr(job, "status", None)
-    if getattr(job.cfg, "health", None) is not None:
+def _job_ready(job: JobView) -> tuple[bool, str]:
+    status = job.status
+    if job.cfg.health is not None:
         return status == "healthy", f"job {job.name!r} is {status}"
-    running = getattr(job, "pid", None) is not None
+    running = job.pid is not None
     return running, f"job {job.name!r} has no health check and is {'running' if running else 'not running'}"
 
 
-def readiness(supervisor: Any, mode: str, job: str | None, role: str | None
+def readiness(supervisor: SupervisorAPI, mode: str, job: str | None, role: str | None
               ) -> tuple[bool, dict[str, Any]]:
     """`/ready`: maintenance and shutdown are never ready; then the configured mode decides."""
     body: dict[str, Any] = {"mode": mode}
-    if _shutting_down(supervisor):
+    if supervisor.shutting_down:
         return False, {**body, "ready": False, "reason": "autopilot is shutting down"}
     if _in_maintenance(supervisor):
         return False, {**body, "ready": False, "reason": "maintenance mode is enabled"}
     jobs = supervisor.jobs
     if mode == "role":
-        facts = getattr(supervisor.ctx, "facts", {}) or {}
+        facts = supervisor.ctx.facts
         names = [job] if job else sorted(facts)
         holders = [n for n in names if (facts.get(n) or {}).get("role") == role]
         body.update(role=role, job=job)
@@ -365,7 +359,7 @@ def readiness(supervisor: Any, mode: str, job: str | None, role: str | None
         ok, why = _job_ready(target)
         return ok, {**body, "ready": ok, "job": job, "status": target.status,
                     **({} if ok else {"reason": why})}
-    checked = {n: j.status for n, j in jobs.items() if getattr(j.cfg, "health", None) is not None}
+    checked = {n: j.status for n, j in jobs.items() if j.cfg.health is not None}
     bad = sorted(n for n, s in checked.items() if s != "healthy")
     if bad:
         return False, {**body, "ready": False, "jobs": checked,
@@ -373,15 +367,15 @@ def readiness(supervisor: Any, mode: str, job: str | None, role: str | None
     return True, {**body, "ready": True, "jobs": checked}
 
 
-def cp_status(supervisor: Any) -> dict[str, Any]:
+def cp_status(supervisor: SupervisorAPI) -> dict[str, Any]:
     """ContainerPilot's `/status` shape, plus autopilot's extras (Pid, Role, Registered…)."""
-    facts = getattr(supervisor.ctx, "facts", {}) or {}
+    facts = supervisor.ctx.facts
     jobs, services = [], []
     for name, job in list(supervisor.jobs.items()):
-        status = getattr(job, "status", "unknown")
-        jobs.append({"Name": name, "Status": status, "Pid": getattr(job, "pid", None)})
+        status = job.status
+        jobs.append({"Name": name, "Status": status, "Pid": job.pid})
         f = facts.get(name) or {}
-        port = getattr(job.cfg, "port", 0) or f.get("port")
+        port = job.cfg.port or f.get("port")
         if port:
             services.append({"Name": name, "Address": f.get("address", ""), "Port": port,
                              "Status": status, "ID": f.get("service_id"),
@@ -392,7 +386,7 @@ def cp_status(supervisor: Any) -> dict[str, Any]:
             services.append({"Name": name, "Address": f.get("address", ""), "Port": f["port"],
                              "Status": "healthy", "ID": f.get("service_id"),
                              "Registered": True, "Role": f.get("role")})
-    watches = [w.name for w in getattr(supervisor.ctx.config, "watches", [])]
+    watches = [w.name for w in supervisor.ctx.config.watches]
     return {"Version": __version__, "Jobs": jobs, "Services": services, "Watches": watches,
             "Pid": os.getpid(), "Maintenance": _in_maintenance(supervisor)}
 

@@ -13,10 +13,10 @@ import json
 import os
 from typing import Any
 
-from aiohttp import web
-
 from autopilot import __version__
 from autopilot.config.model import ConfigError
+from autopilot.control.api import JobView, SupervisorAPI
+from autopilot.control.httpd import Request, Response, Router, error_response, json_response
 
 JOB_ACTIONS = ("start", "stop", "restart", "signal")
 
@@ -25,8 +25,8 @@ class BadRequest(Exception):
     """The request body or parameters are unusable (400)."""
 
 
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return error_response(status, message, headers)
 
 
 async def maybe_await(value: Any) -> Any:
@@ -36,8 +36,8 @@ async def maybe_await(value: Any) -> Any:
     return value
 
 
-async def read_json(request: web.Request) -> Any:
-    raw = await request.read()  # raises 413 past client_max_size
+async def read_json(request: Request) -> Any:
+    raw = request.body  # the server answered 413 past its limit already
     if not raw.strip():
         raise BadRequest("empty body; expected a JSON object")
     try:
@@ -52,7 +52,7 @@ async def read_json(request: web.Request) -> Any:
         raise BadRequest("body is nested too deeply") from exc
 
 
-async def read_object(request: web.Request) -> dict[str, Any]:
+async def read_object(request: Request) -> dict[str, Any]:
     body = await read_json(request)
     if not isinstance(body, dict):
         raise BadRequest(f"expected a JSON object, got {type(body).__name__}")
@@ -89,45 +89,41 @@ def parse_metrics(body: dict[str, Any]) -> dict[str, float]:
     return values
 
 
-def job_summary(job: Any) -> dict[str, Any]:
-    return {
-        "name": getattr(job, "name", None),
-        "status": getattr(job, "status", None),
-        "pid": getattr(job, "pid", None),
-        "runs": getattr(job, "runs", None),
-        "last_exit": getattr(job, "last_exit", None),
-    }
+def job_summary(job: JobView | None) -> dict[str, Any]:
+    if job is None:  # removed meanwhile (a reload)
+        return {"name": None, "status": None, "pid": None, "runs": None, "last_exit": None}
+    return {"name": job.name, "status": job.status, "pid": job.pid, "runs": job.runs,
+            "last_exit": job.last_exit}
 
 
 class Routes:
     """Handlers bound to one supervisor."""
 
-    def __init__(self, supervisor: Any) -> None:
+    def __init__(self, supervisor: SupervisorAPI) -> None:
         self.sup = supervisor
         self._reload_lock = asyncio.Lock()
         #: set while a reload request is being served (the server's stop() looks at it)
         self.reloading = False
 
-    def add_to(self, app: web.Application) -> None:
-        r = app.router
-        r.add_get("/v3/ping", self.ping)
-        r.add_get("/v3/status", self.status)
-        r.add_post("/v3/environ", self.environ)
-        r.add_post("/v3/reload", self.reload)
-        r.add_post("/v3/metric", self.metric)
-        r.add_post("/v3/maintenance/enable", self.maintenance_enable)
-        r.add_post("/v3/maintenance/disable", self.maintenance_disable)
-        r.add_post("/v3/jobs/{name}/{action}", self.job)
+    def add_to(self, r: Router) -> None:
+        r.add("GET", "/v3/ping", self.ping)
+        r.add("GET", "/v3/status", self.status)
+        r.add("POST", "/v3/environ", self.environ)
+        r.add("POST", "/v3/reload", self.reload)
+        r.add("POST", "/v3/metric", self.metric)
+        r.add("POST", "/v3/maintenance/enable", self.maintenance_enable)
+        r.add("POST", "/v3/maintenance/disable", self.maintenance_disable)
+        r.add("POST", "/v3/jobs/{name}/{action}", self.job)
 
-    async def ping(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "pid": os.getpid(), "version": __version__})
+    async def ping(self, request: Request) -> Response:
+        return json_response({"ok": True, "pid": os.getpid(), "version": __version__})
 
-    async def environ(self, request: web.Request) -> web.Response:
+    async def environ(self, request: Request) -> Response:
         env = parse_environ(await read_object(request))
         await maybe_await(self.sup.putenv(env))
-        return web.json_response({"ok": True, "updated": sorted(env)})
+        return json_response({"ok": True, "updated": sorted(env)})
 
-    async def reload(self, request: web.Request) -> web.Response:
+    async def reload(self, request: Request) -> Response:
         async with self._reload_lock:  # one reload at a time; later ones queue up
             self.reloading = True
             try:
@@ -137,33 +133,32 @@ class Routes:
                 return error(422, f"reload refused, the running config stays: {exc}")
             finally:
                 self.reloading = False
-        return web.json_response({"ok": True, "reloaded": True})
+        return json_response({"ok": True, "reloaded": True})
 
-    async def metric(self, request: web.Request) -> web.Response:
+    async def metric(self, request: Request) -> Response:
         values = parse_metrics(await read_object(request))
-        telemetry = getattr(self.sup, "telemetry", None)
+        telemetry = self.sup.telemetry
         if values and telemetry is None:
             raise BadRequest("telemetry is not configured: there are no metrics to update")
-        check = getattr(telemetry, "check_metric", None)
         try:
-            if check is not None:  # validate every pair before applying any: all or nothing
+            if telemetry is not None:  # validate every pair before applying any: all or nothing
                 for key, value in values.items():
-                    check(key, value)
+                    telemetry.check_metric(key, value)
             for key, value in values.items():
                 await maybe_await(self.sup.put_metric(key, value))
         except (ValueError, KeyError) as exc:
             raise BadRequest(exc.args[0] if exc.args else str(exc)) from exc
-        return web.json_response({"ok": True, "updated": sorted(values)})
+        return json_response({"ok": True, "updated": sorted(values)})
 
-    async def maintenance_enable(self, request: web.Request) -> web.Response:
+    async def maintenance_enable(self, request: Request) -> Response:
         await maybe_await(self.sup.set_maintenance(True))
-        return web.json_response({"ok": True, "maintenance": True})
+        return json_response({"ok": True, "maintenance": True})
 
-    async def maintenance_disable(self, request: web.Request) -> web.Response:
+    async def maintenance_disable(self, request: Request) -> Response:
         await maybe_await(self.sup.set_maintenance(False))
-        return web.json_response({"ok": True, "maintenance": False})
+        return json_response({"ok": True, "maintenance": False})
 
-    async def job(self, request: web.Request) -> web.Response:
+    async def job(self, request: Request) -> Response:
         name = request.match_info["name"]
         action = request.match_info["action"]
         if action not in JOB_ACTIONS:
@@ -183,10 +178,10 @@ class Routes:
         except ValueError as exc:
             raise BadRequest(str(exc)) from exc
         job = self.sup.jobs.get(name)
-        return web.json_response({"ok": True, "action": action, "job": job_summary(job)})
+        return json_response({"ok": True, "action": action, "job": job_summary(job)})
 
-    async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(await self.build_status(), dumps=_dumps)
+    async def status(self, request: Request) -> Response:
+        return json_response(await self.build_status(), dumps=_dumps)
 
     async def build_status(self) -> dict[str, Any]:
         """Jobs with their health and registration facts (role included), plus whatever
@@ -194,15 +189,14 @@ class Routes:
         base = await maybe_await(self.sup.status()) or {}
         if not isinstance(base, dict):
             base = {}
-        facts = getattr(getattr(self.sup, "ctx", None), "facts", {}) or {}
+        facts = self.sup.ctx.facts
         extra_jobs = _jobs_by_name(base.get("jobs"))
         jobs = []
         for name, job in list(self.sup.jobs.items()):
             entry = dict(extra_jobs.get(name, {}))
             entry.update({k: v for k, v in job_summary(job).items() if v is not None or k not in entry})
-            cfg = getattr(job, "cfg", None)
-            entry["health_check"] = getattr(cfg, "health", None) is not None
-            entry["port"] = getattr(cfg, "port", 0) or None
+            entry["health_check"] = job.cfg.health is not None
+            entry["port"] = job.cfg.port or None
             job_facts = dict(facts.get(name, {}))
             entry["registered"] = job_facts.pop("registered", False)
             entry["role"] = job_facts.get("role")

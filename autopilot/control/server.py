@@ -10,15 +10,14 @@ Handlers and validation live in ``routes.py``, the socket file's life in ``unixs
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-from typing import Any
 
 import structlog
-from aiohttp import web
 
 from autopilot.context import Context
 from autopilot.control import unixsock
+from autopilot.control.api import SupervisorAPI
+from autopilot.control.httpd import HTTPError, HTTPServer, Request, Response, Router
 from autopilot.control.routes import BadRequest, Routes, error
 from autopilot.control.stats import request_counts
 from autopilot.control.unixsock import ControlSocketError
@@ -41,31 +40,27 @@ class ControlServer:
     #: autopilot cannot run without it: a failed start at startup stops autopilot (status 1)
     fatal = True
 
-    def __init__(self, ctx: Context, supervisor: Any) -> None:
+    def __init__(self, ctx: Context, supervisor: SupervisorAPI) -> None:
         self.ctx = ctx
         self.supervisor = supervisor
         self.cfg = ctx.config.control
         self.path = os.path.abspath(self.cfg.socket)
         self.routes = Routes(supervisor)
+        self.router = Router()
+        self.routes.add_to(self.router)
         self.counts = request_counts(supervisor)
-        self._runner: web.AppRunner | None = None
+        self._http: HTTPServer | None = None
         self._inode: int | None = None
         self._stopping: asyncio.Task | None = None
 
-    def _app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._middleware])
-        self.routes.add_to(app)
-        return app
-
-    @web.middleware
-    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _handle(self, request: Request) -> Response:
         """JSON errors for everything, request counting, and no exception ever escapes."""
         try:
-            resp = await handler(request)
+            resp = await self.router.resolve(request)(request)
         except BadRequest as exc:
             resp = error(400, str(exc))
-        except web.HTTPException as exc:
-            resp = _http_error(exc, request)
+        except HTTPError as exc:
+            resp = error(exc.status, exc.message, exc.headers)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug: answer 500 and keep serving
@@ -77,17 +72,15 @@ class ControlServer:
     async def start(self) -> None:
         # a failure here is fatal at startup (``fatal``): the supervisor exits with status 1
         sock = unixsock.bind(self.path, self.cfg.mode, self.cfg.group)
+        http = HTTPServer(self._handle, MAX_BODY, "control")
         try:
             self._inode = os.lstat(self.path).st_ino
-            runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=STOP_GRACE)
-            await runner.setup()
-            site = web.SockSite(runner, sock)
-            await site.start()
+            await http.listen_unix(sock)
         except BaseException:
             sock.close()
             unixsock.remove_if_ours(self.path, self._inode)
             raise
-        self._runner = runner
+        self._http = http
         # children (sensors calling `autopilot ctl putmetric`, hooks) find this socket
         self.ctx.child_env[SOCKET_ENV] = self.path
         log.info("control socket listening", socket=self.path, mode=oct(self.cfg.mode))
@@ -98,42 +91,25 @@ class ControlServer:
         A reload that replaces this server runs inside a request on this server; then the
         listener closes now and the in-flight reload answer is finished in the background.
         """
-        runner, self._runner = self._runner, None
-        if runner is None:
+        http, self._http = self._http, None
+        if http is None:
             return
         unixsock.remove_if_ours(self.path, self._inode)
         if self.routes.reloading:
-            for site in list(runner.sites):
-                with contextlib.suppress(Exception):
-                    await site.stop()
-            self._stopping = asyncio.get_running_loop().create_task(self._finish_later(runner))
+            http.close_listeners()
+            self._stopping = asyncio.get_running_loop().create_task(self._finish_later(http))
             return
-        await runner.cleanup()
+        await http.close(STOP_GRACE)
         log.info("control socket closed", socket=self.path)
 
-    async def _finish_later(self, runner: web.AppRunner) -> None:
+    async def _finish_later(self, http: HTTPServer) -> None:
         while self.routes.reloading:
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.1)  # let the answer go out
-        await runner.cleanup()
+        await http.close(STOP_GRACE)
 
 
-def _path_label(request: web.Request) -> str:
+def _path_label(request: Request) -> str:
     """Bounded label values: a route's pattern, a known path, or "other"."""
-    resource = request.match_info.route.resource
-    if resource is not None:
-        return resource.canonical
+    if request.route is not None:
+        return request.route
     return request.path if request.path in _KNOWN_PATHS else "other"
-
-
-def _http_error(exc: web.HTTPException, request: web.Request) -> web.Response:
-    if exc.status == 404:
-        return error(404, f"no such route: {request.path}")
-    if exc.status == 405:
-        allowed = exc.headers.get("Allow", "")
-        return error(405, f"method {request.method} not allowed on {request.path}"
-                     + (f" (allowed: {allowed})" if allowed else ""),
-                     headers={"Allow": allowed} if allowed else None)
-    if exc.status == 413:
-        return error(413, f"request body too large (limit {MAX_BODY} bytes)")
-    return error(exc.status, exc.text or exc.reason)

@@ -60,6 +60,8 @@ class StandInSupervisor:
     telemetry: Telemetry | None = None
     env: dict[str, str] = field(default_factory=dict)
     maintenance: bool = False
+    shutting_down: bool = False
+    components: list[Any] = field(default_factory=list)
     reload_error: str | None = None
     reloads: int = 0
     actions: list[tuple[str, str, Any]] = field(default_factory=list)

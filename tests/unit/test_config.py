@@ -1,5 +1,5 @@
 """Config loading: validation rules and their messages, weak typing, durations, defaults,
-autopilot's extensions (autopilot/config/validate.py, loader.py)."""
+autopilot's extensions (autopilot/config/validate/, loader.py)."""
 
 from __future__ import annotations
 

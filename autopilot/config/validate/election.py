@@ -1,0 +1,51 @@
+"""A job's `election`: the lock, its session and the hooks that promote and demote."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autopilot.config import coerce
+from autopilot.config.durations import format_duration
+from autopilot.config.json5parse import Path
+from autopilot.config.model import (
+    ElectionConfig,
+    JobConfig,
+)
+from autopilot.config.validate.base import ValidatorBase
+
+
+class ElectionSection(ValidatorBase):
+    def election(self, raw: Any, path: Path, job: JobConfig) -> ElectionConfig | None:
+        if raw is False:
+            return None
+        cfg = ElectionConfig()
+        if raw is True:
+            raw = {}
+        f = self.fields(path, raw, ["key", "sessionTTL", "lockDelay", "renewInterval",
+                                    "primaryTag", "replicaTag", "promote", "demote",
+                                    "hookTimeout"])
+        if f is None:
+            return None
+        cfg.key = self.take(f, "key", coerce.to_nonempty_str) or \
+            (f"service/{job.name}/leader" if job.name else None)
+        cfg.session_ttl = self.take(f, "sessionTTL", coerce.to_duration, 10.0)
+        if not 10 <= cfg.session_ttl <= 86400:
+            self.error(self.path_of(f, "sessionTTL", path),
+                       "must be between 10s and 24h (Consul's limits)")
+        cfg.lock_delay = self.take(f, "lockDelay", coerce.to_duration, 1.0)
+        if not 0 <= cfg.lock_delay <= 60:
+            self.error(self.path_of(f, "lockDelay", path), "must be between 0s and 60s")
+        renew = self.take(f, "renewInterval", coerce.to_duration)
+        if renew is not None and not 0 < renew < cfg.session_ttl:
+            self.error(f["renewInterval"][1], f"must be > 0 and shorter than sessionTTL "
+                                              f"({format_duration(cfg.session_ttl)})")
+        cfg.renew_interval = renew if renew else cfg.session_ttl / 3
+        cfg.primary_tag = self.take(f, "primaryTag", coerce.to_nonempty_str, "primary")
+        cfg.replica_tag = self.take(f, "replicaTag", coerce.to_nonempty_str, "replica")
+        if cfg.primary_tag == cfg.replica_tag:
+            self.error(path, "primaryTag and replicaTag must differ")
+        cfg.promote = self.take(f, "promote", coerce.to_exec)
+        cfg.demote = self.take(f, "demote", coerce.to_exec)
+        cfg.hook_timeout = self.take(f, "hookTimeout", coerce.to_duration, 10.0)
+        self.positive(f, "hookTimeout", path, cfg.hook_timeout)
+        return cfg

@@ -18,7 +18,8 @@ def test_examples_load() -> None:
     assert full.job("app").backoff.initial == 1.0 and full.job("app").user == "node"
     assert not full.warnings
     for block in BLOCKS[1:]:
-        body = block.strip()
+        # the first line marks a fragment: `// fragment: inside a job` or `: top level`
+        body = re.sub(r"^\s*// fragment:.*\n", "", block).strip()
         if body.startswith("health:"):
             cfg = load_text("{jobs: [{name: 'x', exec: 'true', " + body + "}]}", "docs/jobs.md")
             assert cfg.jobs[0].health is not None

@@ -95,6 +95,11 @@ class Supervisor:
 
     # -- building ---------------------------------------------------------------------------
     def _new_job(self, cfg: Any) -> Job:
+        if getattr(cfg, "function", None) is not None:
+            from autopilot.jobs.function import FunctionJob
+
+            return FunctionJob(self.ctx, cfg, peers=lambda: list(self.jobs.values()),
+                               on_run_end=self._on_run_end, on_change=self._on_job_change)
         return Job(self.ctx, cfg, peers=lambda: list(self.jobs.values()),
                    on_run_end=self._on_run_end, on_change=self._on_job_change)
 

@@ -89,6 +89,11 @@ class _Internal:
         for name, count in self.t.watch_instances():
             watches.add_metric([name], count)
         yield watches
+        jobs = getattr(self.t.supervisor, "jobs", None) or {}
+        if any(getattr(j.cfg, "function", None) is not None for j in jobs.values()):
+            from autopilot.jobs.function import metric_families
+
+            yield from metric_families(list(jobs.values()))
 
 
 class Telemetry:

@@ -99,6 +99,18 @@ class ElectionConfig:
 
 
 @dataclass
+class FunctionConfig:
+    """autopilot: the job is a function (see docs/functions.md): autopilot holds its socket,
+    starts the handler on the first connection and stops it after ``idle_timeout``."""
+
+    idle_timeout: float = 60.0  # seconds without a connection before the handler stops
+    max_concurrency: int = 16  # connections handled at once; the rest wait in the backlog
+    bind: str = "0.0.0.0"  # the address the public socket listens on
+    backlog: int = 1024  # the public socket's listen backlog
+    fd_name: str = ""  # LISTEN_FDNAMES; default: the job's name
+
+
+@dataclass
 class JobConfig:
     name: str
     exec: list[str] | None = None
@@ -121,6 +133,7 @@ class JobConfig:
     group: str | None = None  # autopilot
     workdir: str | None = None  # autopilot
     election: ElectionConfig | None = None  # autopilot
+    function: FunctionConfig | None = None  # autopilot
 
     @property
     def periodic(self) -> bool:

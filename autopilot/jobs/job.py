@@ -278,13 +278,19 @@ class Job:
         return (self._run_task is not None or self.process_running
                 or (self._sub is not None and not self._sub.queue.empty()))
 
+    def _new_process(self) -> Process:
+        """The Process of one run (a function job adds its socket: autopilot/jobs/function.py)."""
+        cfg = self.cfg
+        assert cfg.exec is not None
+        return Process(cfg.exec, env=child_env(None, self.ctx.child_env, cfg.env),
+                       cwd=cfg.workdir, user=cfg.user, group=cfg.group, raw=cfg.logging_raw,
+                       log_fields={"job": self.name}, capture=False)
+
     def _spawn_process(self) -> Process | None:
         cfg = self.cfg
         assert cfg.exec is not None
-        proc = Process(cfg.exec, env=child_env(None, self.ctx.child_env, cfg.env),
-                       cwd=cfg.workdir, user=cfg.user, group=cfg.group, raw=cfg.logging_raw,
-                       log_fields={"job": self.name}, capture=False)
         try:
+            proc = self._new_process()
             proc.start()
         except (OSError, KeyError, ValueError, subprocess.SubprocessError) as exc:
             msg = f"could not start {cfg.exec[0]!r}: {exc}"

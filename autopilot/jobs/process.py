@@ -120,8 +120,11 @@ class Process:
     def __init__(self, argv: list[str], *, env: Mapping[str, str] | None = None,
                  cwd: str | None = None, user: str | None = None, group: str | None = None,
                  raw: bool = False, log_fields: Mapping[str, Any] | None = None,
-                 capture: bool = True) -> None:
+                 capture: bool = True, pass_fds: tuple[int, ...] = ()) -> None:
+        """``pass_fds``: descriptors the child inherits at the same numbers (a function's
+        socket; see autopilot/jobs/function.py)."""
         self.argv = list(argv)
+        self.pass_fds = tuple(pass_fds)
         self.env = dict(env) if env is not None else child_env()
         self.cwd = cwd
         self.user, self.group = user, group
@@ -158,7 +161,7 @@ class Process:
             self.argv, env=env, cwd=self.cwd or None, stdin=subprocess.DEVNULL,
             stdout=out, stderr=None if self.raw else subprocess.STDOUT,
             process_group=0, user=ident.uid, group=ident.gid, extra_groups=ident.groups,
-            close_fds=True,
+            close_fds=True, pass_fds=self.pass_fds,
         )
         self.pid = self._popen.pid
         self.started_at = time.monotonic()

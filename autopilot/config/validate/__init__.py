@@ -20,6 +20,7 @@ from autopilot.config.validate.base import format_path
 from autopilot.config.validate.consul import ConsulSection
 from autopilot.config.validate.control import ControlSection
 from autopilot.config.validate.election import ElectionSection
+from autopilot.config.validate.function import FunctionSection
 from autopilot.config.validate.health import HealthSection
 from autopilot.config.validate.jobs import JobSection, interface_spec_problem
 from autopilot.config.validate.logging import LoggingSection
@@ -34,7 +35,7 @@ TOP_KEYS = ["consul", "logging", "stopTimeout", "jobs", "watches", "telemetry", 
             "templates", "mainJob"]
 
 
-class Validator(ConsulSection, LoggingSection, JobSection, HealthSection, WhenSection, ElectionSection, WatchSection, TelemetrySection, ControlSection, TemplateSection):
+class Validator(ConsulSection, LoggingSection, JobSection, HealthSection, WhenSection, ElectionSection, FunctionSection, WatchSection, TelemetrySection, ControlSection, TemplateSection):
     """Walks the raw config once, building the model and collecting errors/warnings."""
 
     def config(self, raw: Any, path: str) -> Config:

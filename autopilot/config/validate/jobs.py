@@ -25,7 +25,8 @@ _IFNAME = re.compile(r"^[A-Za-z0-9_.\-@]{1,15}$")
 _META_KEY = re.compile(r"^[a-zA-Z0-9_-]+$")
 JOB_KEYS = ["name", "exec", "port", "initial_status", "interfaces", "tags", "meta", "consul",
             "health", "when", "timeout", "stopTimeout", "stopSignal", "restarts",
-            "restartBackoff", "logging", "env", "user", "group", "workdir", "election"]
+            "restartBackoff", "logging", "env", "user", "group", "workdir", "election",
+            "function"]
 
 
 class JobSection(ValidatorBase):
@@ -64,6 +65,9 @@ class JobSection(ValidatorBase):
             job.consul = self.job_consul(*f["consul"])
         if "health" in f:
             job.health = self.health(*f["health"])
+        if "function" in f:
+            job.function = self.function(*f["function"])
+            self.function_job(job, f, path)
         if job.port and job.health is None and "health" not in f:
             self.error(path, "health must be set if 'port' is set (Consul needs a TTL check)")
         if "when" in f:

@@ -10,7 +10,7 @@ through the same reaper, so other components may use that API safely.
 
 Do not call ``subprocess.run``/``Popen.wait`` from threads inside the supervisor: the reaper
 may collect such a child first, and ``Popen`` then reports status 0. Use
-``autopilot.jobs.process.run_command`` or ``asyncio.create_subprocess_exec`` instead.
+``autopilot.jobs.hooks.run_hook`` or ``asyncio.create_subprocess_exec`` instead.
 """
 
 from __future__ import annotations

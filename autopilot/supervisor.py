@@ -12,7 +12,6 @@ own; 2 for a config error at startup; 1 for an internal error.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import sys
 import threading
@@ -106,11 +105,8 @@ class Supervisor:
     def _connect(self, config: Config) -> Any:
         if config.consul is None:
             return None
-        try:
-            from autopilot.discovery import connect
-        except ImportError as exc:
-            log.warning("discovery module missing; Consul is off", error=str(exc))
-            return None
+        from autopilot.discovery import connect  # only when Consul is configured
+
         return connect(config.consul)
 
     @staticmethod
@@ -125,36 +121,27 @@ class Supervisor:
 
     def _build_components(self) -> list[Any]:
         """The non-job components for the current config, in start order."""
-        comps: list[Any] = []
-        try:
-            from autopilot.control.server import ControlServer
-        except ImportError as exc:
-            log.warning("control server module missing; no control socket", error=str(exc))
-        else:
-            comps.append(ControlServer(self.ctx, self))
-        if self.ctx.config.telemetry is not None:
-            try:
-                from autopilot.telemetry import Telemetry
-            except ImportError as exc:
-                log.warning("telemetry module missing; no telemetry", error=str(exc))
-            else:
-                comps.append(Telemetry(self.ctx, self))
+        # imported here, and only when configured: a config without them does not pay for them
+        from autopilot.control.server import ControlServer
+
+        comps: list[Any] = [ControlServer(self.ctx, self)]
         config = self.ctx.config
-        wanted = {
-            "autopilot.discovery": self.ctx.consul is not None,
-            "autopilot.election": self.ctx.consul is not None
-            and any(getattr(j, "election", None) is not None for j in config.jobs),
-            "autopilot.templates": bool(config.templates),
-        }
-        for name, needed in wanted.items():
-            if not needed:
-                continue  # nothing to do: do not even pay for the import
-            try:
-                factory = importlib.import_module(name).components
-            except (ImportError, AttributeError) as exc:
-                log.warning("component module missing; skipped", module=name, error=str(exc))
-                continue
-            comps.extend(factory(self.ctx))
+        if config.telemetry is not None:
+            from autopilot.telemetry import Telemetry
+
+            comps.append(Telemetry(self.ctx, self))
+        if self.ctx.consul is not None:
+            from autopilot import discovery
+
+            comps.extend(discovery.components(self.ctx))
+            if any(j.election is not None for j in config.jobs):
+                from autopilot import election
+
+                comps.extend(election.components(self.ctx))
+        if config.templates:
+            from autopilot import templates
+
+            comps.extend(templates.components(self.ctx))
         return comps
 
     def _adopt(self, comps: list[Any]) -> None:

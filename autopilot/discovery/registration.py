@@ -22,18 +22,20 @@ from typing import Any
 import structlog
 
 from autopilot import events as ev
+from autopilot.aio import backoff_delay, cancel_all
 from autopilot.config.model import JobConfig
 from autopilot.context import Context
 from autopilot.discovery import agent
 from autopilot.discovery.agent import ConsulRefused, seconds
 from autopilot.discovery.client import is_unreachable
 from autopilot.discovery.interfaces import InterfaceError, env_names, resolve_ip
-from autopilot.discovery.tasks import backoff, cancel_tasks
 
 log = structlog.get_logger("autopilot.discovery")
 
 CALL_TIMEOUT = 5.0  # seconds for one register/update/deregister call
 STOP_TIMEOUT = 3.0  # how long stop() tries to deregister
+RETRY_MIN = 0.25  # the first retry delay after a failed call; doubles per failure
+RETRY_MAX = 5.0
 DEFAULT_TTL = 30.0  # a port without a health block (ContainerPilot's validation forbids it)
 
 
@@ -102,7 +104,7 @@ class ServiceRegistration:
         if self._stopped:
             return
         self._stopped = True
-        await cancel_tasks(self._tasks)
+        await cancel_all(self._tasks)
         if self._sub:
             self._sub.close()
         if self._remove_listener:
@@ -179,14 +181,14 @@ class ServiceRegistration:
                 if lost_streak <= 3:
                     continue  # register again at once
                 failures += 1
-                await asyncio.sleep(backoff(failures))
+                await asyncio.sleep(backoff_delay(failures, RETRY_MIN, RETRY_MAX))
                 continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure is retried with backoff
                 failures += 1
                 self._note_failure(exc)
-                await asyncio.sleep(backoff(failures))
+                await asyncio.sleep(backoff_delay(failures, RETRY_MIN, RETRY_MAX))
                 continue
             if self._last_error:  # a refusal was logged: say that it is over
                 log.info("consul accepts service updates again", service=self.service_id)

@@ -17,16 +17,15 @@ key (or any key under the prefix) exists, `unhealthy` when it is gone.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from typing import Any
 
 import structlog
 
 from autopilot import events as ev
+from autopilot.aio import backoff_delay, cancel_all
 from autopilot.config.model import WatchConfig
 from autopilot.context import Context
-from autopilot.discovery.tasks import cancel_tasks
 
 log = structlog.get_logger("autopilot.discovery")
 
@@ -74,7 +73,7 @@ class Watch:
             self._remove_listener()
             self._remove_listener = None
         if task is not None:
-            await cancel_tasks([task])
+            await cancel_all([task])
 
     # ---- queries -------------------------------------------------------------------------------
     def _query(self, index: int | None):
@@ -115,8 +114,7 @@ class Watch:
     # ---- the loop ------------------------------------------------------------------------------
     def _retry_delay(self, failures: int) -> float:
         cap = self.cfg.interval if self.cfg.interval > 0 else RETRY_CAP
-        delay = min(cap, RETRY_MIN * 2 ** max(0, failures - 1))
-        return random.uniform(delay / 2, delay) if delay < cap else delay
+        return backoff_delay(failures, RETRY_MIN, cap, jitter_at_cap=False)
 
     async def _run(self) -> None:
         assert self.ctx.consul is not None

@@ -18,12 +18,13 @@ from typing import Any
 import structlog
 
 from autopilot import events as ev
+from autopilot.aio import cancel_all
 from autopilot.config.model import ElectionConfig, JobConfig
 from autopilot.context import Context
 from autopilot.election import lock
-from autopilot.election.hooks import HookResult, child_env, run_hook
 from autopilot.election.lease import Lease
-from autopilot.election.tasks import cancel_all
+from autopilot.jobs.hooks import HookResult, run_hook
+from autopilot.jobs.process import child_env
 
 log = structlog.get_logger("autopilot.election")
 

@@ -15,6 +15,7 @@ the job's ``stop_timeout``; ``stop_signal`` escalates to SIGKILL at ``stop_timeo
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import subprocess
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
+from autopilot.aio import backoff_delay
 from autopilot.config.model import UNLIMITED, JobConfig
 from autopilot.context import Context
 from autopilot.events import (
@@ -137,7 +139,7 @@ class Job:
         self._seen: set[str] = set()
         self._pending = False  # an `each` trigger arrived while running: run once more
         self._manual_stop = False
-        self._backoff = 0.0
+        self._restart_failures = 0  # restarts in a row that ran shorter than reset_after
         self._proc: Process | None = None
         self._sub: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -375,11 +377,10 @@ class Job:
         if b.initial <= 0:
             return 0.0
         if ran_for >= b.reset_after:
-            self._backoff = 0.0
-        self._backoff = b.initial if self._backoff <= 0 else self._backoff * 2
-        if b.max > 0:
-            self._backoff = min(self._backoff, b.max)
-        return self._backoff
+            self._restart_failures = 0
+        self._restart_failures += 1
+        return backoff_delay(self._restart_failures, b.initial,
+                             b.max if b.max > 0 else math.inf, jitter=False)
 
     async def _sleep_or_stop(self, delay: float) -> bool:
         """Sleep; True if a stop arrived meanwhile."""

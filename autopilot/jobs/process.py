@@ -327,26 +327,3 @@ class Process:
 
     def kill(self) -> None:
         self.signal_group(signal.SIGKILL)
-
-
-@dataclass
-class CommandResult:
-    returncode: int
-    output: str
-    timed_out: bool
-
-
-async def run_command(argv: list[str], *, timeout: float | None = None,
-                      env: Mapping[str, str] | None = None, cwd: str | None = None,
-                      name: str = "command", raw: bool = False) -> CommandResult:
-    """Run a hook to completion through the one reaper; for components other than jobs.
-
-    The group is SIGKILLed at ``timeout``; ``output`` is the tail of its stdout+stderr (also
-    logged line by line with ``job=<name>``). OSError if the command cannot start."""
-    proc = Process(argv, env=env if env is not None else child_env(), cwd=cwd, raw=raw,
-                   log_fields={"job": name})
-    proc.start()
-    code = await proc.wait(timeout)
-    if proc.group_alive():
-        proc.kill()
-    return CommandResult(code, proc.output_tail, proc.timed_out)

@@ -16,10 +16,11 @@ from typing import Any
 import structlog
 
 from autopilot import events as ev
+from autopilot.aio import Backoff, backoff_delay, cancel_all
 from autopilot.config.model import TemplateConfig
 from autopilot.context import Context
-from autopilot.election.hooks import child_env, run_hook
-from autopilot.election.tasks import cancel_all
+from autopilot.jobs.hooks import run_hook
+from autopilot.jobs.process import child_env
 from autopilot.templates.debounce import Debouncer
 from autopilot.templates.deps import Dep, FetchError
 from autopilot.templates.render import make_environment, node_facts, render
@@ -54,7 +55,7 @@ class Template:
         self._failures = 0
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
-        self.closed = False  # loops end (a cancel can be swallowed: see election/tasks.py)
+        self.closed = False  # loops end (a cancel can be swallowed: see autopilot/aio.py)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -153,7 +154,7 @@ class Template:
     def _failed(self, message: str) -> None:
         self.last_error = message
         self._failures += 1
-        delay = min(0.5 * 2 ** min(self._failures - 1, 6), 30.0)
+        delay = backoff_delay(self._failures, 0.5, 30.0, jitter=False)
         self._retry_at = time.monotonic() + delay
         log.error(message, destination=self.cfg.destination, retry_in=delay)
         self.ctx.bus.publish(ev.Event(ev.ERROR, self.source_name, detail=message))
@@ -173,7 +174,7 @@ class Template:
 
     async def _watch(self, dep: Dep, index: int) -> None:
         assert self.ctx.consul is not None
-        delay = 0.5
+        retry = Backoff(0.5, 10.0, jitter=False)
         while not self.closed and self.watches.get(dep) is asyncio.current_task():
             started = time.monotonic()
             try:
@@ -183,10 +184,9 @@ class Template:
                     timeout=WATCH_WAIT + 6)
             except Exception as exc:  # noqa: BLE001 - unreachable: retry with backoff
                 log.warning("template watch failed", dependency=str(dep), error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                await retry.sleep()
                 continue
-            delay = 0.5
+            retry.reset()
             if idx == index and time.monotonic() - started < 0.05:
                 await asyncio.sleep(0.2)  # the server did not block: do not spin
             index = 0 if idx < index else idx  # an index going backwards resets (Consul)

@@ -16,11 +16,11 @@ import pytest
 import requests
 
 from autopilot import events as ev
+from autopilot.aio import cancel_all
 from autopilot.config.model import Config, ConsulConfig, ElectionConfig, HealthConfig, JobConfig
 from autopilot.context import Context
 from autopilot.discovery.client import ConsulClient
 from autopilot.election import Election, components
-from autopilot.election.tasks import cancel_all
 from tests.helpers import CatalogProcess
 
 

@@ -10,13 +10,14 @@ import sys
 import pytest
 
 from autopilot.init import exit_code, get_reaper, set_subreaper
-from autopilot.jobs.process import Process, parse_signal, resolve_identity, run_command
+from autopilot.jobs.hooks import run_hook
+from autopilot.jobs.process import Process, parse_signal, resolve_identity
 from tests.unit.test_job_harness import run, until
 
 pytestmark = pytest.mark.timeout(30)
 
 
-def test_asyncio_subprocess_and_run_command_share_the_reaper() -> None:
+def test_asyncio_subprocess_and_run_hook_share_the_reaper() -> None:
     async def main() -> None:
         reaper = get_reaper()
         # asyncio's subprocess API keeps working: its exit statuses come from our reaper
@@ -28,11 +29,11 @@ def test_asyncio_subprocess_and_run_command_share_the_reaper() -> None:
                                                  stdout=asyncio.subprocess.PIPE)
         out, _ = await asyncio.wait_for(p.communicate(), 5)
         assert out.strip() == b"hi" and p.returncode == 0
-        # run_command, for hooks of other components
-        res = await run_command(["sh", "-c", "echo out; exit 6"], timeout=5, name="hook")
-        assert (res.returncode, res.output, res.timed_out) == (6, "out", False)
-        res = await run_command(["sleep", "30"], timeout=0.2, name="hook")
-        assert res.timed_out and res.returncode == 128 + signal.SIGKILL
+        # run_hook, for hooks of other components
+        res = await run_hook(["sh", "-c", "echo out; exit 6"], timeout=5, name="hook")
+        assert (res.rc, res.output, res.timed_out) == (6, "out", False)
+        res = await run_hook(["sleep", "30"], timeout=0.2, name="hook")
+        assert res.timed_out and res.rc == 128 + signal.SIGKILL
         assert reaper._waiters == {}  # nothing left waiting
     run(main)
 

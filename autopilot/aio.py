@@ -1,0 +1,83 @@
+"""The asyncio plumbing every component shares: retry delays and stopping tasks for sure.
+
+Backoff: after a failure, wait ``low`` seconds, doubling per failure in a row up to
+``high``. With jitter the delay is drawn from its upper half, so many containers retrying
+after the same outage spread out instead of arriving together.
+
+Stopping: Python 3.11's ``asyncio.wait_for`` may swallow a cancellation that arrives just
+as the awaited call finishes (a blocking query answering at that moment), and a library
+may catch CancelledError at the wrong moment: the task then runs on into its next long
+poll. So a stop cancels, waits a little, and cancels again until the task is gone or the
+deadline passes; loops also check a ``closed`` flag of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Iterable
+
+import structlog
+
+log = structlog.get_logger("autopilot.aio")
+
+
+def backoff_delay(failures: int, low: float, high: float, jitter: bool = True,
+                  jitter_at_cap: bool = True) -> float:
+    """The delay after ``failures`` failures in a row (1 for the first): ``low`` doubled
+    per further failure, at most ``high``; with ``jitter``, drawn from its upper half
+    (``jitter_at_cap=False``: once at ``high``, exactly ``high``, e.g. a poll interval)."""
+    delay = min(high, low * 2 ** min(max(0, failures - 1), 64))
+    if jitter and (jitter_at_cap or delay < high):
+        return random.uniform(delay / 2, delay)
+    return delay
+
+
+class Backoff:
+    """A retry loop's delays: ``next()`` after a failure, ``reset()`` after a success."""
+
+    def __init__(self, low: float, high: float, jitter: bool = True) -> None:
+        self.low = low
+        self.high = high
+        self.jitter = jitter
+        self.failures = 0
+
+    def next(self) -> float:
+        self.failures += 1
+        return backoff_delay(self.failures, self.low, self.high, self.jitter)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+    async def sleep(self) -> float:
+        """Count a failure and sleep its delay; returns the delay."""
+        delay = self.next()
+        await asyncio.sleep(delay)
+        return delay
+
+
+async def cancel_all(tasks: Iterable[asyncio.Task | None], timeout: float = 2.0) -> bool:
+    """Cancel until done; True if every task ended before ``timeout``. A task that ended
+    with an error (rather than by the cancel) is logged: a stop must not hide a failure."""
+    given = [t for t in tasks if t is not None]
+    pending = {t for t in given if not t.done()}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(0.1, deadline - time.monotonic()))
+    for t in pending:
+        t.cancel()  # leave it cancelled; it ends at its next await
+    for t in given:
+        if t.done() and not t.cancelled() and t.exception() is not None:
+            log.warning("task failed", task=t.get_name(), error=repr(t.exception()))
+    return not pending
+
+
+async def finish(task: asyncio.Task | None) -> None:
+    """Await a finished or cancelled task, ignoring how it ended."""
+    if task is not None and task.done():
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

@@ -22,8 +22,32 @@ pytestmark = pytest.mark.chaos
 DOC = ROOT / "docs" / "workshop" / "01-redis-lab.md"
 
 
+README = ROOT / "README.md"
+
+
 def sh_blocks(text: str) -> list[str]:
-    return re.findall(r"^```sh\n(.*?)^```", text, flags=re.S | re.M)
+    """The page's ```sh blocks, but not the one marked `# set-up` (what this machine has)."""
+    return [b for b in re.findall(r"^```sh\n(.*?)^```", text, flags=re.S | re.M)
+            if not b.startswith("# set-up")]
+
+
+def readme_lab_commands() -> list[str]:
+    """The `autopilot lab …` steps of the README's run command (the rest installs)."""
+    block = re.findall(r"^```sh\n(.*?)^```", README.read_text(), flags=re.S | re.M)[0]
+    steps = [s.strip() for s in block.split("&&")]
+    return [s.replace("/opt/autopilot/bin/autopilot", "autopilot") for s in steps
+            if s.startswith("/opt/autopilot/bin/autopilot lab")]
+
+
+def test_the_setup_block_is_the_readmes_install() -> None:
+    """Lab 01's set-up (not run here) installs what the README's run command installs."""
+    setup = next(b for b in re.findall(r"^```sh\n(.*?)^```", DOC.read_text(), re.S | re.M)
+                 if b.startswith("# set-up"))
+    readme = re.findall(r"^```sh\n(.*?)^```", README.read_text(), flags=re.S | re.M)[0]
+    for step in readme.split("&&"):
+        step = step.strip()
+        if not step.startswith("/opt/autopilot/bin/autopilot"):
+            assert step in setup, f"lab 01's set-up lacks the README's `{step}`"
 
 
 def test_doc_has_the_promised_steps() -> None:
@@ -45,7 +69,10 @@ def test_every_command_of_the_workshop_runs(tmp_path: Path) -> None:
     # the page shows lab network 0 (ap-lab-br0, 10.231.0.x): wait while another run uses it
     wait_for(lambda: not Net(0).bridge_exists(), timeout=150, interval=0.5,
              message="lab network 0 to be free (another lab or workshop run is using it)")
-    script = "set -ex\n" + "\n".join(sh_blocks(DOC.read_text()))
+    # the README's run command first: lab 01 must follow on from it
+    readme = readme_lab_commands()
+    assert readme[0].startswith("autopilot lab up redis"), readme
+    script = "set -ex\n" + "\n".join(readme + sh_blocks(DOC.read_text()))
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AUTOPILOT", "CONSUL_", "REDIS_", "AP_"))}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
@@ -69,6 +96,8 @@ def test_every_command_of_the_workshop_runs(tmp_path: Path) -> None:
     assert "READONLY" in proc.stdout, out[-3000:]
     assert "NOREPLICAS" in proc.stdout, out[-3000:]  # the partitioned primary refuses
     assert re.search(r"writes to node-\d", proc.stdout), out[-3000:]
+    assert "the same lab is already up" in proc.stdout, out[-3000:]  # README, then lab 01
+    assert "longest time without an acknowledged write" in proc.stdout, out[-3000:]
     assert "lab down" in proc.stdout
     # `lab down` left nothing: processes, namespaces, bridge, iptables rule
     assert leftovers == ([], [], False, False), leftovers

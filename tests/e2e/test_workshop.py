@@ -86,12 +86,24 @@ def test_lab04_offline_commands_run_and_cluster_commands_name_real_objects(
     kinds = {"svc": "Service", "service": "Service", "statefulset": "StatefulSet",
              "sts": "StatefulSet", "deployment": "Deployment", "deploy": "Deployment",
              "pdb": "PodDisruptionBudget", "configmap": "ConfigMap"}
-    cluster = "\n".join(blocks(LAB04, "sh cluster"))
-    assert cluster, "lab 04 has no cluster-only commands to check"
+    cluster_blocks = blocks(LAB04, "sh cluster")
+    assert cluster_blocks, "lab 04 has no cluster-only commands to check"
+    for block in cluster_blocks:  # marked in the rendered page, not only in the info string
+        assert block.startswith("# needs "), f"unmarked cluster block:\n{block}"
+    cluster = "\n".join(cluster_blocks)
+    # commands that return: no watch, every wait bounded, every port-forward stopped
+    assert not re.search(r"\s(-w|--watch)\b", cluster), "a watch never returns"
+    for line in cluster.splitlines():
+        if re.match(r"kubectl .*\b(wait|rollout status|drain)\b", line):
+            assert "--timeout=" in line, f"unbounded: {line}"
+    assert cluster.count("port-forward") == cluster.count('kill "$pf"') + cluster.count(
+        'kill "$PF"'), "a port-forward is left running"
+    assert "kubectl drain" in cluster and "kubectl uncordon" in cluster
+    assert cluster_blocks[-1].count("kubectl delete -k k8s/") == 1, "no clean-up at the end"
     for line in cluster.splitlines():
         if not line.startswith("kubectl"):
             continue
-        if " -k " not in line:
+        if " -k " not in line and not re.match(r"kubectl (drain|uncordon) ", line):
             assert "-n autopilot-shop" in line, f"wrong or missing namespace: {line}"
         for kind, name in re.findall(r"\b(svc|service|statefulset|sts|deployment|deploy|pdb)"
                                      r"/([a-z0-9-]+)", line):

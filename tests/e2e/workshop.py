@@ -1,8 +1,9 @@
 """Run the workshop labs' commands: fenced ```sh blocks, in order, as one bash script.
 
 Conventions of docs/workshop/02-05: ```sh blocks are run (from the repository root, one
-shell, so variables carry over); ```sh cluster blocks need a Kubernetes cluster and are only
-checked offline; ```text blocks are output and not run. Ports in the docs are the defaults
+shell, so variables carry over), except those whose first line is `# set-up` (installs,
+once per machine); ```sh cluster blocks need a Kubernetes cluster, say so in their first
+line, and are only checked offline; ```text blocks are output and not run. Ports in the docs are the defaults
 a user gets; tests swap them for free ones with ``replacements``.
 """
 
@@ -28,8 +29,13 @@ def blocks(doc: Path, info: str = "sh") -> list[str]:
     return [body for lang, body in FENCE.findall(doc.read_text()) if lang.strip() == info]
 
 
+def is_setup(body: str) -> bool:
+    """A block marked, visibly, as the once-per-machine set-up (installs): not run."""
+    return body.startswith("# set-up")
+
+
 def script(doc: Path, replacements: dict[str, str] | None = None) -> str:
-    text = "\n".join(blocks(doc))
+    text = "\n".join(b for b in blocks(doc) if not is_setup(b))
     for old, new in (replacements or {}).items():
         text = text.replace(old, new)
     return "set -e\nPS4='+ $(date +%T) '\nset -x\n" + text

@@ -3,7 +3,7 @@
 
 Component contract: ``Telemetry(ctx, supervisor)`` with ``key``, ``cfg``, ``async start()``,
 ``async stop()``; the supervisor forwards ``put_metric(name, value)`` here. Each instance
-owns a private ``CollectorRegistry``: a reload that changes the telemetry block builds a new
+owns a private metric ``Registry`` (``telemetry_metrics``): a reload that changes the telemetry block builds a new
 instance, so user metrics are re-declared exactly as CP did (unregister, register again).
 """
 
@@ -16,21 +16,9 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import prometheus_client
 import structlog
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    Summary,
-    generate_latest,
-)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from autopilot import __version__
 from autopilot.config.model import ConfigError, MetricConfig, TelemetryConfig
@@ -47,6 +35,17 @@ from autopilot.control.httpd import (
 )
 from autopilot.control.stats import request_counts
 from autopilot.events import GO_NAMES, METRIC, Event
+from autopilot.telemetry_metrics import (
+    CONTENT_TYPE,
+    Collector,
+    Counter,
+    Family,
+    Gauge,
+    Histogram,
+    Registry,
+    Summary,
+    process_families,
+)
 
 log = structlog.get_logger("autopilot.telemetry")
 
@@ -62,8 +61,6 @@ WATCH_INSTANCES = "containerpilot_watch_instances"
 
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
-# No `<name>_created` series: ContainerPilot never had them and they double every counter.
-prometheus_client.disable_created_metrics()
 
 
 def metric_name(m: MetricConfig) -> str:
@@ -72,28 +69,31 @@ def metric_name(m: MetricConfig) -> str:
     return "_".join(p for p in (m.namespace, m.subsystem, m.name) if p)
 
 
-class _Internal:
-    """Collects the values that live elsewhere at scrape time: control requests, watches."""
+def _internal(telemetry: Telemetry) -> Collector:
+    """The values that live elsewhere, read at scrape time: control requests, watches."""
 
-    def __init__(self, telemetry: Telemetry) -> None:
-        self.t = telemetry
+    def collect() -> list[Family]:
+        counts = sorted(request_counts(telemetry.supervisor).items())
+        return [
+            Family(CONTROL_REQUESTS, "counter", "Requests served by the control socket",
+                   [(f"{CONTROL_REQUESTS}_total", {"code": code, "path": path}, float(n))
+                    for (code, path), n in counts]),
+            Family(WATCH_INSTANCES, "gauge", "Healthy instances seen by each watch",
+                   [(WATCH_INSTANCES, {"service": name}, float(count))
+                    for name, count in telemetry.watch_instances()]),
+            *function_families(telemetry.supervisor.jobs),
+        ]
 
-    def collect(self) -> Iterator[Any]:
-        requests = CounterMetricFamily(CONTROL_REQUESTS, "Requests served by the control socket",
-                                       labels=["code", "path"])
-        for (code, path), n in sorted(request_counts(self.t.supervisor).items()):
-            requests.add_metric([code, path], n)
-        yield requests
-        watches = GaugeMetricFamily(WATCH_INSTANCES, "Healthy instances seen by each watch",
-                                    labels=["service"])
-        for name, count in self.t.watch_instances():
-            watches.add_metric([name], count)
-        yield watches
-        jobs = getattr(self.t.supervisor, "jobs", None) or {}
-        if any(getattr(j.cfg, "function", None) is not None for j in jobs.values()):
-            from autopilot.jobs.function import metric_families
+    return Collector(collect)
 
-            yield from metric_families(list(jobs.values()))
+
+def function_families(jobs: dict[str, Any]) -> list[Family]:
+    """The function jobs' metrics (``autopilot.jobs.function``), when there are any."""
+    if not any(j.cfg.function is not None for j in jobs.values()):
+        return []
+    from autopilot.jobs.function import metric_families
+
+    return list(metric_families(list(jobs.values())))
 
 
 class Telemetry:
@@ -105,13 +105,11 @@ class Telemetry:
         self.ctx = ctx
         self.supervisor = supervisor
         self.cfg: TelemetryConfig = ctx.config.telemetry or TelemetryConfig()
-        self.registry = CollectorRegistry()
-        prometheus_client.ProcessCollector(registry=self.registry)
-        prometheus_client.PlatformCollector(registry=self.registry)
-        prometheus_client.GCCollector(registry=self.registry)
+        self.registry = Registry()
+        self.registry.register(Collector(process_families))
         self.events = Counter(EVENTS, "Events published on the autopilot event bus",
                               ["code", "source"], registry=self.registry)
-        self.registry.register(_Internal(self))
+        self.registry.register(_internal(self), [CONTROL_REQUESTS, WATCH_INSTANCES])
         #: exposed sample name -> ContainerPilot's name (counters without `_total`)
         self._renames = {f"{EVENTS}_total": EVENTS,
                          f"{CONTROL_REQUESTS}_total": CONTROL_REQUESTS}
@@ -192,7 +190,7 @@ class Telemetry:
         return sorted(out)
 
     def exposition(self) -> bytes:
-        return rename_counters(generate_latest(self.registry).decode(), self._renames).encode()
+        return rename_counters(self.registry.exposition(), self._renames).encode()
 
     # -- probes and status --------------------------------------------------------------------
     def liveness(self) -> tuple[bool, dict[str, Any]]:
@@ -232,7 +230,7 @@ class Telemetry:
 
     async def _metrics(self, request: Request) -> Response:
         # on the loop thread: the collectors read state the loop mutates (a few ms of /proc)
-        return Response(200, self.exposition(), CONTENT_TYPE_LATEST)
+        return Response(200, self.exposition(), CONTENT_TYPE)
 
     async def _status(self, request: Request) -> Response:
         return json_response(self.cp_status(), dumps=_dumps)

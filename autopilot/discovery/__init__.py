@@ -10,13 +10,30 @@ The supervisor uses two functions:
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from autopilot.config.model import HealthConfig, JobConfig
 from autopilot.context import Context
-from autopilot.discovery.client import ConsulClient
-from autopilot.discovery.connection import connect, resolve
-from autopilot.discovery.interfaces import InterfaceError, resolve_ip
-from autopilot.discovery.registration import ServiceRegistration
-from autopilot.discovery.watches import Watch
+
+if TYPE_CHECKING:
+    from autopilot.discovery.client import ConsulClient
+    from autopilot.discovery.connection import connect, resolve
+    from autopilot.discovery.interfaces import InterfaceError, resolve_ip
+    from autopilot.discovery.registration import ServiceRegistration
+    from autopilot.discovery.watches import Watch
+
+#: imported on first use, so that `autopilot.discovery.interfaces` (telemetry's address)
+#: does not load py-consul and requests into a supervisor without discovery
+_LAZY = {"ConsulClient": "client", "connect": "connection", "resolve": "connection",
+         "InterfaceError": "interfaces", "resolve_ip": "interfaces",
+         "ServiceRegistration": "registration", "Watch": "watches"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "ConsulClient", "InterfaceError", "ServiceRegistration", "Watch", "components", "connect",
@@ -41,6 +58,8 @@ def telemetry_job(ctx: Context) -> JobConfig | None:
 def components(ctx: Context) -> list[ServiceRegistration | Watch]:
     """Discovery's components for the current config (see the module docstring)."""
     from autopilot import __version__
+    from autopilot.discovery.registration import ServiceRegistration
+    from autopilot.discovery.watches import Watch
 
     out: list[ServiceRegistration | Watch] = [
         ServiceRegistration(ctx, job) for job in ctx.config.jobs if job.port]

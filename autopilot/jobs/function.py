@@ -320,7 +320,7 @@ class FunctionJob(Job):
 def metric_families(jobs: Iterable[Any]) -> Iterator[Any]:
     """Prometheus families for every function job (label ``function``), for the telemetry
     endpoint's collector."""
-    from prometheus_client.core import (
+    from autopilot.telemetry_metrics import (
         CounterMetricFamily,
         GaugeMetricFamily,
         HistogramMetricFamily,

@@ -1,0 +1,117 @@
+"""The supervisor imports only what its config uses (issue 12's CI guard; not a timing test).
+
+Each case runs a real supervisor (`python -m autopilot run`, the container entrypoint) with
+a small wrapper that, once the first job runs and a health check has passed, writes the
+supervisor's ``sys.modules`` to a file and asks for a normal shutdown. The case fails when a
+module the config does not need was imported: a web framework at all, Jinja2 without
+templates, py-consul/requests without discovery, prometheus_client or click ever.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, free_port, wait_for
+
+pytestmark = pytest.mark.timeout(90)
+
+#: never in a supervisor, whatever the config
+NEVER = {"aiohttp", "prometheus_client", "click", "yarl", "multidict"}
+DISCOVERY = {"consul", "requests", "urllib3"}
+TEMPLATES = {"jinja2"}
+
+WRAPPER = textwrap.dedent("""
+    import os, runpy, signal, sys, threading, time
+    out, marker = os.environ.pop("GUARD_OUT"), os.environ.pop("GUARD_MARKER")
+    def dump():
+        while not os.path.exists(marker):
+            time.sleep(0.05)
+        time.sleep(1.5)  # a few health checks, heartbeats and watch polls
+        with open(out + ".tmp", "w") as fh:
+            fh.write("\\n".join(sorted(sys.modules)))
+        os.rename(out + ".tmp", out)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=dump, daemon=True).start()
+    sys.argv = ["autopilot", *sys.argv[1:]]
+    runpy.run_module("autopilot", run_name="__main__")
+""")
+
+
+@pytest.fixture
+def shortdir() -> Iterator[Path]:
+    d = tempfile.mkdtemp(prefix="apguard", dir="/tmp")  # a unix socket path is short
+    yield Path(d)
+    for p in Path(d).iterdir():
+        p.unlink()
+    os.rmdir(d)
+
+
+def modules_of(tmp: Path, body: str, env_clean: dict[str, str]) -> set[str]:
+    """Top-level packages the supervisor had imported while running ``body``."""
+    marker, out = tmp / "started", tmp / "modules"
+    cfg = tmp / "ap.json5"
+    cfg.write_text("{" + body.replace("@DIR@", str(tmp)).replace("@MARKER@", str(marker))
+                   + "}")
+    env = {**env_clean, "GUARD_OUT": str(out), "GUARD_MARKER": str(marker)}
+    log = (tmp / "ap.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-c", WRAPPER, "run", str(cfg)], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: out.exists() or proc.poll() is not None, timeout=60,
+                 message="the supervisor to start its jobs")
+        assert out.exists(), f"autopilot exited {proc.returncode}: {(tmp / 'ap.log').read_text()}"
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+    return {m.split(".")[0] for m in out.read_text().split()}
+
+
+JOB = ('{name: "app", exec: ["sh", "-c", "touch @MARKER@; exec sleep 60"],'
+       ' health: {exec: ["true"], interval: "200ms", ttl: 5}}')
+
+
+def test_one_job(shortdir: Path, env_clean: dict[str, str]) -> None:
+    mods = modules_of(shortdir, f'control: {{socket: "@DIR@/s"}}, jobs: [{JOB}]', env_clean)
+    assert "autopilot" in mods and "structlog" in mods  # the wrapper saw a real supervisor
+    assert not mods & (NEVER | DISCOVERY | TEMPLATES), sorted(mods & (NEVER | DISCOVERY | TEMPLATES))
+
+
+def test_telemetry_without_discovery(shortdir: Path, env_clean: dict[str, str]) -> None:
+    port = free_port()
+    mods = modules_of(shortdir, f'control: {{socket: "@DIR@/s"}}, jobs: [{JOB}], telemetry: '
+                      f'{{port: {port}, interfaces: ["static:127.0.0.1"]}}', env_clean)
+    assert not mods & (NEVER | DISCOVERY | TEMPLATES), sorted(mods & (NEVER | DISCOVERY | TEMPLATES))
+
+
+def test_discovery_and_telemetry(catalog: object, shortdir: Path,
+                                 env_clean: dict[str, str]) -> None:
+    port = free_port()
+    job = JOB.replace('name: "app",', 'name: "app", port: 8080, interfaces: ["static:127.0.0.1"],')
+    mods = modules_of(shortdir, f'consul: "{catalog.address}", control: {{socket: "@DIR@/s"}},'  # type: ignore[attr-defined]
+                      f' jobs: [{job}], watches: [{{name: "app", interval: 1}}], telemetry: '
+                      f'{{port: {port}, interfaces: ["static:127.0.0.1"]}}', env_clean)
+    assert "consul" in mods  # discovery on: its client is loaded
+    assert not mods & (NEVER | TEMPLATES), sorted(mods & (NEVER | TEMPLATES))
+
+
+def test_templates_load_jinja2(catalog: object, shortdir: Path,
+                               env_clean: dict[str, str]) -> None:
+    (shortdir / "t.j2").write_text("{{ 1 + 1 }}\n")
+    mods = modules_of(shortdir, f'consul: "{catalog.address}", control: {{socket: "@DIR@/s"}}, '  # type: ignore[attr-defined]
+                      f'templates: [{{source: "@DIR@/t.j2", destination: "@DIR@/t.out"}}], '
+                      f'jobs: [{JOB}]', env_clean)
+    assert "jinja2" in mods
+    assert not mods & NEVER, sorted(mods & NEVER)
+

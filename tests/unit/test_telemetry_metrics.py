@@ -88,7 +88,9 @@ def test_family_builders_same_text_as_prometheus_client() -> None:
             return self.fams
 
     theirs = prom.CollectorRegistry()
-    theirs.register(Fixed(families(prom.core)))
+    import prometheus_client.core
+
+    theirs.register(Fixed(families(prometheus_client.core)))
     mine = ours.Registry()
     mine.register(Fixed(families(ours)))
     assert mine.exposition() == prom.generate_latest(theirs).decode()

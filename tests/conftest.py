@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import CatalogProcess
+
+# elections persist their highest epoch (docs/stateful.md): keep it out of /var/lib/autopilot,
+# one directory per test session, inherited by the supervisors the tests start
+if "AUTOPILOT_STATE_DIR" not in os.environ:
+    os.environ["AUTOPILOT_STATE_DIR"] = tempfile.mkdtemp(prefix="autopilot-state-")
+    atexit.register(shutil.rmtree, os.environ["AUTOPILOT_STATE_DIR"], True)
 
 
 @pytest.fixture
@@ -36,6 +45,7 @@ def catalog_factory(tmp_path: Path) -> Iterator[Callable[..., CatalogProcess]]:
 def env_clean() -> dict[str, str]:
     """An environment for child autopilots without inherited Consul/autopilot settings."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CONSUL_", "CONTAINERPILOT", "AUTOPILOT"))}
+           if not k.startswith(("CONSUL_", "CONTAINERPILOT", "AUTOPILOT"))
+           or k == "AUTOPILOT_STATE_DIR"}
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -96,6 +96,14 @@ class ElectionConfig:
     promote: list[str] | None = None  # hook run on election (before the role is announced)
     demote: list[str] | None = None  # hook run on demotion / hand-over
     hook_timeout: float = 10.0
+    # data safety (docs/stateful.md#data-safety); without them the election is as before
+    identity: list[str] | None = None  # prints the data incarnation; checked before adoption
+    position: list[str] | None = None  # prints how far this node's data goes (candidacy)
+    detach: list[str] | None = None  # a follower stops replicating from a deposed primary
+    maximum_lag_on_failover: int = 0  # bytes behind the best live candidate; 0: no limit
+    candidacy_timeout: float = 2.0  # how long the best candidate waits for its peers' posts
+    state_dir: str | None = None  # where the highest epoch seen is kept (None: the default)
+    no_leader_tolerance: float | None = None  # None: sessionTTL - margin; 0: none
 
 
 @dataclass

@@ -119,6 +119,7 @@ class ConsulClient:
         self.reconnects = 0
         self._reconnect_listeners: list[Callable[[], None]] = []
         self._lost_listeners: list[Callable[[], None]] = []
+        self._wiped_listeners: list[Callable[[], None]] = []
 
     def _client(self) -> consul.Consul:
         c = getattr(self._local, "client", None)
@@ -147,6 +148,16 @@ class ConsulClient:
         """Call ``fn`` (on the loop) when a call first finds Consul unreachable, e.g. so a
         watch parked in a long poll on a dead connection can fall back to polling at once."""
         return self._listen(self._lost_listeners, fn)
+
+    def on_catalog_lost(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Call ``fn`` (on the loop) when a registration finds that Consul lost our service
+        (it was wiped or replaced): blocking queries then start over from index 0 instead
+        of waiting out an index the new catalog has not reached."""
+        return self._listen(self._wiped_listeners, fn)
+
+    def catalog_lost(self) -> None:
+        """Called by the registration that found its service gone from Consul."""
+        self._tell(self._wiped_listeners)
 
     @staticmethod
     def _listen(listeners: list[Callable[[], None]],

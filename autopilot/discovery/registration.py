@@ -374,6 +374,9 @@ class ServiceRegistration:
             log.info("service deregistered", service=self.service_id)
 
     def _mark_lost(self) -> None:
+        notify = getattr(self.ctx.consul, "catalog_lost", None)
+        if notify is not None:
+            notify()  # blocking queries start over (a wiped catalog)
         self.registered = False
         self._sent = self._sent_status = None
         self._owed = True

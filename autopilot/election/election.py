@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -21,8 +22,9 @@ from autopilot import events as ev
 from autopilot.aio import cancel_all
 from autopilot.config.model import ElectionConfig, JobConfig
 from autopilot.context import Context
-from autopilot.election import lock
-from autopilot.election.lease import Lease
+from autopilot.election import candidacy, lock
+from autopilot.election.epochs import EpochStore, state_path
+from autopilot.election.lease import Lease, default_margin
 from autopilot.jobs.hooks import HookResult, run_hook
 from autopilot.jobs.process import child_env
 
@@ -52,6 +54,26 @@ def lease_length(session_ttl: float, job: JobConfig) -> float:
     return length
 
 
+@dataclass
+class _Round:
+    """One candidacy round: from the moment this member sees the lock free until a holder
+    appears."""
+
+    start: float
+    epoch: int  # the highest epoch known when it began: posts older than it do not count
+    posted_at: float | None = None
+    eligible: bool = False
+    position: int | None = None
+    why: str = ""  # the last decision, logged when it changes
+
+
+def _last_line(output: str) -> str:
+    """A query hook's answer (identity, position): the last non-empty line it printed
+    (stdout and stderr arrive together: a warning printed before it does not count)."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
 class Election:
     """Component: ``start()``, ``before_shutdown()`` (hand-over), ``stop()``."""
 
@@ -68,6 +90,17 @@ class Election:
         self.ttl = float(max(10, round(self.ecfg.session_ttl)))  # what the catalog enforces
         self.lease = Lease(lease_length(self.ttl, job))
         self.renew_interval = min(self.ecfg.renew_interval or self.ttl / 3, self.lease.ttl / 3)
+        #: while the catalog answers "No cluster leader", the lease may last this long after
+        #: the last renew sent: never past what the session TTL itself guarantees
+        safe = self.ttl - default_margin(self.ttl)
+        tol = self.ecfg.no_leader_tolerance
+        self.no_leader_tolerance = safe if tol is None else min(max(tol, 0.0), safe)
+        self.epochs = EpochStore(state_path(self.ecfg.state_dir, self.lock_key,
+                                            self.service_id))
+        #: candidacy (the most up-to-date member runs first) needs a position or detach hook
+        self.candidacy = bool(self.ecfg.position or self.ecfg.detach)
+        self.posts_prefix = f"{self.lock_key}/candidates/"
+        self.post_key = f"{self.posts_prefix}{self.service_id}"
         # observed state
         #: None until the job reports: then the catalog decides (a session bound to a
         #: critical or missing check cannot be created)
@@ -94,6 +127,15 @@ class Election:
         self._create_retry = 0.0
         self._acquire_retry = 0.0
         self._acquire_backoff = 0.05
+        self._round: _Round | None = None  # the candidacy round while the lock is free
+        self._posted = False  # our post exists under posts_prefix
+        self._last_leader: str | None = None  # service ID of the leader we last followed
+        self._abandoned: set[str] = set()  # previous-incarnation sessions we refused
+        self._pending: dict[str, str | None] = {}  # session -> key to release, then destroy
+        self._cleaner: asyncio.Task | None = None
+        self._no_leader_since = 0.0
+        self._poll_at = 0.0  # the candidacy looks again at the posts then
+        self._watch_reset = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._main_task: asyncio.Task | None = None
         self._keeper: asyncio.Task | None = None
@@ -107,6 +149,8 @@ class Election:
             log.error("election needs consul; disabled", job=self.job)
             return
         self._sub = self.ctx.bus.subscribe(f"election.{self.job}")
+        listen = getattr(self.ctx.consul, "on_catalog_lost", None)
+        self._unlisten = listen(self._watch_reset.set) if listen else None
         self.ctx.facts.setdefault(self.job, {}).setdefault("role", None)
         self._tasks = [asyncio.create_task(self._events(), name=f"election-events-{self.job}"),
                        asyncio.create_task(self._watch(), name=f"election-watch-{self.job}")]
@@ -127,6 +171,9 @@ class Election:
                                        self.ecfg.hook_timeout + 2 * CALL_TIMEOUT)
             await cancel_all([self._main_task])
         async with self._transition:
+            if self.candidacy and self.session and not self.session_lost:
+                # tell the others not to wait for our candidacy post in the coming round
+                await self._post(None, eligible=False, epoch=self.epochs.seen)
             if self.primary or self.holding:
                 await self._step_down("shutdown")
             await self._drop_session()
@@ -136,9 +183,17 @@ class Election:
         if self.ctx.consul is not None and not self.handed_over:
             await self.before_shutdown()
         self.closed = True
-        await cancel_all([*self._tasks, self._keeper, self._main_task])
+        if self._pending and self._cleaner is not None and not self._cleaner.done():
+            # a release or destroy the catalog did not confirm yet: a last short chance
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._cleaner), 2.0)
+        await cancel_all([*self._tasks, self._keeper, self._main_task, self._cleaner])
         self._tasks = []
         self._keeper = None
+        self._cleaner = None
+        if getattr(self, "_unlisten", None):
+            self._unlisten()
+            self._unlisten = None
         if self._sub is not None:
             self._sub.close()
             self._sub = None
@@ -166,31 +221,61 @@ class Election:
                 self._wake.set()
 
     async def _watch(self) -> None:
-        """Blocking queries on the election key; records its holder."""
+        """Blocking queries on the election key; records its holder.
+
+        The index goes back to 0 (an immediate read) when the catalog's index went
+        backwards (Consul's rule), after any failed query (a catalog that restarted empty
+        would otherwise hold our old, higher index for the whole wait), and at once when
+        the service registration finds that the catalog lost our service (a wipe)."""
         index = 0
+        seen = 0  # the highest index this watch has read since the last reset
         delay = 0.2
         wait_s = float(WATCH_WAIT.rstrip("s"))
         while not self.closed:
+            self._watch_reset.clear()
+            query = asyncio.ensure_future(self._call(
+                lambda c, i=index: lock.read_key(c, self.lock_key, index=i, wait=WATCH_WAIT,
+                                                 timeout=wait_s + 5),
+                timeout=wait_s + 6))
+            reset = asyncio.ensure_future(self._watch_reset.wait())
             try:
-                idx, holder = await self._call(
-                    lambda c, i=index: lock.read_key(c, self.lock_key, index=i, wait=WATCH_WAIT,
-                                                     timeout=wait_s + 5),
-                    timeout=wait_s + 6)
+                await asyncio.wait({query, reset}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                reset.cancel()
+                if not query.done():
+                    query.cancel()
+            if not query.done() or query.cancelled():
+                log.info("catalog lost our service: election key watch starts over",
+                         job=self.job)
+                index = 0
+                continue
+            try:
+                idx, holder = query.result()
             except Exception as exc:  # noqa: BLE001 - unreachable catalog: retry
-                log.warning("election key watch failed", job=self.job, error=str(exc))
+                log.warning("election key watch failed", job=self.job,
+                            error=str(exc) or repr(exc))
+                index = 0  # the next read answers at once, whatever the catalog became
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 2.0)
                 continue
             delay = 0.2
-            reset = idx < index  # an index going backwards resets (Consul's rule)
-            self._observe(idx, holder, force=reset)
-            index = 0 if reset else idx
+            backwards = idx < seen
+            if backwards:
+                log.warning("catalog index went backwards: the catalog lost its state",
+                            job=self.job, index=idx, before=seen)
+            self._observe(idx, holder, force=backwards or index == 0)
+            seen = 0 if backwards else idx
+            index = 0 if backwards else idx
+            if idx == 0:  # no index from the catalog: poll rather than spin
+                await asyncio.sleep(0.5)
 
     def _observe(self, idx: int, holder: lock.Holder | None, *, force: bool = False) -> None:
         if idx < self.holder_index and not force:
             return  # older than what we already know (our own post-acquire read)
         self.holder_index = idx
         self.watch_ok = True
+        if holder is not None and holder.held:
+            self.epochs.note(holder.epoch)
         if holder != self.holder:
             if self.holder is not None and self.holder.held and not (holder and holder.held):
                 self._free_since = time.monotonic()  # a lock-delay may start now
@@ -213,6 +298,13 @@ class Election:
             except lock.SessionGone:
                 self._lose(session, "session invalidated")
                 return
+            except lock.NoLeader as exc:
+                # nobody can take the lock while Consul has no leader, and a new leader
+                # restarts the session timers: the lease may run on, up to what the session
+                # TTL guarantees (docs/stateful.md, "Consul leader elections")
+                self._tolerate_no_leader(str(exc))
+                delay = 0.25
+                continue
             except Exception as exc:  # noqa: BLE001 - verify before trusting the id again
                 log.warning("session renew failed", job=self.job, error=str(exc) or repr(exc))
                 try:
@@ -230,7 +322,23 @@ class Election:
             if not self.lease.grant(sent):
                 self._lose(session, "renewed only after the lease ran out")
                 return
+            if self._no_leader_since:
+                log.info("consul has a leader again; lease renewed", job=self.job,
+                         after=round(time.monotonic() - self._no_leader_since, 2))
+                self._no_leader_since = 0.0
             delay = self.renew_interval
+
+    def _tolerate_no_leader(self, error: str) -> None:
+        if not self._no_leader_since:
+            self._no_leader_since = time.monotonic()
+            granted = self.lease.granted_at
+            until = (granted + self.no_leader_tolerance) if granted is not None else 0.0
+            log.warning("consul has no leader: keeping the lease while nobody can take the "
+                        "lock", job=self.job, error=error, primary=self.primary,
+                        lease_left=round(max(until - time.monotonic(), 0.0), 2))
+        if self.lease.granted_at is not None and self.no_leader_tolerance > 0:
+            self.lease.extend(self.lease.granted_at + self.no_leader_tolerance)
+            self._wake.set()  # the main loop's next timeout follows the new deadline
 
     def _lose(self, session: str, why: str) -> None:
         if self.session == session:
@@ -260,7 +368,7 @@ class Election:
         candidates = [5.0]
         if self.holding or self.primary:
             candidates.append(self.lease.remaining())
-        for t in (self._acquire_retry, self._create_retry, self._not_before):
+        for t in (self._acquire_retry, self._create_retry, self._not_before, self._poll_at):
             if t > now:
                 candidates.append(t - now)
         return max(0.01, min(candidates))
@@ -292,6 +400,9 @@ class Election:
         if self.session_lost:
             await self._drop_session()
         await self._follow()
+        free = self.holder is None or not self.holder.held
+        if not free:
+            self._round = None  # somebody holds the lock: the round (if any) is over
         if not self.eligible() or now < self._not_before:
             if self.session and not self.eligible():
                 await self._drop_session()
@@ -301,14 +412,21 @@ class Election:
                 return
             if not await self._create_session():
                 return
-        if (self.holder is None or not self.holder.held) and now >= self._acquire_retry:
+        if free and now >= self._acquire_retry:
+            if self.candidacy and not await self._candidacy():
+                return
             await self._try_acquire()
         elif self._held_by_former_self() and now >= self._acquire_retry:
             await self._adopt()
 
     async def _follow(self) -> None:
-        """A replica learns who leads; publishes leaderChanged when the holder changes."""
+        """A replica learns who leads; publishes leaderChanged when the holder changes, and
+        detaches as soon as the lock leaves the holder it followed."""
         h = self.holder
+        if (self.ecfg.detach and self.announced is not None and not self.primary
+                and self.watch_ok and (h is None or not h.held or (
+                    h.identity() != self.announced and not h.promoted))):
+            await self._detach()
         if h is None or not h.held or h.session in self.own_sessions:
             return
         if self._held_by_former_self():
@@ -320,6 +438,7 @@ class Election:
         if ident == self.announced:
             return
         self.announced = ident
+        self._last_leader = h.info.get("service_id") or None
         leader = self._leader_dict(h)
         self._publish_role("replica", leader)
         if self._former_primary:
@@ -330,7 +449,121 @@ class Election:
             await self._hook("demote", self.ecfg.demote, "replica", leader)
         log.info("leader changed", job=self.job, leader=leader)
         self.ctx.bus.publish(ev.Event(ev.LEADER_CHANGED, self.job,
-                                      detail=f"{leader.get('node')} epoch {h.lock_index}"))
+                                      detail=f"{leader.get('node')} epoch {h.epoch}"))
+        await self._clear_post()
+
+    async def _detach(self) -> None:
+        """The lock left the primary we followed (freed, deleted, or taken by a holder
+        that is still promoting): stop replicating from it before anybody promotes."""
+        self.announced = None
+        self._publish_role("replica", None)
+        log.info("the lock left the leader we followed: detaching", job=self.job,
+                 leader=self._last_leader)
+        assert self.ecfg.detach
+        result = await self._hook("detach", self.ecfg.detach, "replica", None)
+        if not result.ok:
+            log.error("detach hook failed", job=self.job, rc=result.rc,
+                      timed_out=result.timed_out)
+        self.ctx.bus.publish(ev.Event(ev.LEADER_CHANGED, self.job, detail="detached"))
+
+    # ---- candidacy ---------------------------------------------------------------------
+
+    async def _position(self) -> int | None | bool:
+        """The position hook's answer: an int, None (eligible, unknown) or False (not a
+        candidate this round)."""
+        if not self.ecfg.position:
+            return None
+        result = await self._hook("position", self.ecfg.position, "replica", None)
+        if not result.ok:
+            log.info("position hook refused: not a candidate this round", job=self.job,
+                     rc=result.rc, timed_out=result.timed_out)
+            return False
+        text = _last_line(result.output)
+        if not text:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            log.error("position hook printed no integer: not a candidate this round",
+                      job=self.job, output=text[:200])
+            return False
+
+    async def _post(self, position: int | None, *, eligible: bool, epoch: int) -> bool:
+        sid = self.session
+        if not sid:
+            return False
+        value = candidacy.post_value(self.ctx.hostname, self.service_id, position, epoch,
+                                     eligible)
+        try:
+            ok = await self._call(lambda c: lock.put(c, self.post_key, value, session=sid,
+                                                     timeout=CALL_TIMEOUT),
+                                  timeout=CALL_TIMEOUT + 0.5)
+        except lock.SessionGone:
+            self._lose(sid, "session invalidated (candidacy post)")
+            return False
+        except Exception as exc:  # noqa: BLE001 - retried by the next step
+            log.warning("candidacy post failed", job=self.job, error=str(exc) or repr(exc))
+            return False
+        self._posted = self._posted or bool(ok)
+        return bool(ok)
+
+    async def _clear_post(self) -> None:
+        if not self._posted:
+            return
+        self._posted = False
+        with contextlib.suppress(Exception):
+            await self._call(lambda c: lock.delete(c, self.post_key, timeout=CALL_TIMEOUT),
+                             timeout=CALL_TIMEOUT + 0.5)
+
+    async def _candidacy(self) -> bool:
+        """The lock is free: post our position, read the others', and say whether we may
+        try to acquire now (see candidacy.decide). False: the step ends, a later one
+        (``_poll_at``) looks again."""
+        now = time.monotonic()
+        rnd = self._round
+        if rnd is None:
+            rnd = self._round = _Round(start=now, epoch=self.epochs.seen)
+        if rnd.posted_at is None or (not rnd.eligible and now - rnd.posted_at >= 1.0):
+            pos = await self._position()
+            eligible = pos is not False
+            position = pos if isinstance(pos, int) and not isinstance(pos, bool) else None
+            if not await self._post(position, eligible=eligible, epoch=rnd.epoch):
+                self._poll_at = time.monotonic() + 0.2
+                return False
+            rnd.posted_at, rnd.eligible, rnd.position = time.monotonic(), eligible, position
+            log.info("candidacy posted", job=self.job, position=position, eligible=eligible,
+                     epoch_seen=rnd.epoch)
+        if not rnd.eligible:
+            self._poll_at = rnd.posted_at + 1.0
+            return False
+        try:
+            entries = await self._call(lambda c: lock.read_prefix(
+                c, self.posts_prefix, timeout=CALL_TIMEOUT), timeout=CALL_TIMEOUT + 0.5)
+            health = await self._call(lambda c: lock.service_health(
+                c, self.job, timeout=CALL_TIMEOUT), timeout=CALL_TIMEOUT + 0.5)
+        except Exception as exc:  # noqa: BLE001 - look again shortly
+            log.warning("candidacy read failed", job=self.job, error=str(exc) or repr(exc))
+            self._poll_at = time.monotonic() + 0.2
+            return False
+        posts = [p for p in (candidacy.Post.parse(e) for e in entries) if p is not None]
+        for p in posts:
+            if p.live:
+                self.epochs.note(p.epoch_seen)
+        expected = {sid for sid, st in health.items() if st == "passing"}
+        prev = self._last_leader
+        if prev and health.get(prev) != "critical":
+            expected.add(prev)  # absent after a catalog wipe: it may be re-registering
+        decision = candidacy.decide(self.service_id, posts, expected, rnd.epoch,
+                                    time.monotonic() - rnd.start,
+                                    self.ecfg.candidacy_timeout,
+                                    self.ecfg.maximum_lag_on_failover)
+        if decision.why != rnd.why:
+            rnd.why = decision.why
+            log.info("candidacy", job=self.job, run=decision.acquire, why=decision.why)
+        if not decision.acquire:
+            self._poll_at = time.monotonic() + 0.05
+            return False
+        return True
 
     # ---- session -----------------------------------------------------------------------
 
@@ -356,16 +589,57 @@ class Election:
         log.info("session created", job=self.job, session=sid)
         return True
 
-    async def _drop_session(self) -> None:
+    def _forget_session(self) -> str | None:
         sid, self.session = self.session, None
         self.session_lost = False
+        self._posted = False  # the post goes with the session
+        self._no_leader_since = 0.0
         self.lease.clear()
         if self._keeper is not None:
             self._keeper.cancel()
             self._keeper = None
+        return sid
+
+    async def _drop_session(self) -> None:
+        sid = self._forget_session()
         if sid:
-            with contextlib.suppress(Exception):
-                await self._call(lambda c: lock.destroy_session(c, sid, timeout=1.5), timeout=2.0)
+            try:
+                await self._call(lambda c: lock.destroy_session(c, sid, timeout=1.5),
+                                 timeout=2.0)
+            except Exception as exc:  # noqa: BLE001 - retried until the catalog confirms
+                self._abandon(sid, None, str(exc) or repr(exc))
+
+    def _abandon(self, sid: str, key: str | None, why: str) -> None:
+        """A session we no longer use but the catalog did not confirm ending (it had no
+        leader, or was unreachable): release ``key`` with it (no lock-delay), then destroy
+        it, retrying until the catalog answers. Until then the session may keep the lock
+        (a new Consul leader restarts every session's TTL)."""
+        if sid not in self._pending or key:
+            self._pending[sid] = key or self._pending.get(sid)
+        log.warning("will release and destroy the old session as soon as the catalog "
+                    "answers", job=self.job, session=sid, error=why)
+        if self._cleaner is None or self._cleaner.done():
+            self._cleaner = asyncio.create_task(self._clean(),
+                                                name=f"election-cleanup-{self.job}")
+
+    async def _clean(self) -> None:
+        delay = 0.1
+        while self._pending:
+            for sid, key in list(self._pending.items()):
+                try:
+                    if key:
+                        await self._call(lambda c, k=key, s=sid: lock.release(
+                            c, k, s, timeout=1.5), timeout=2.0)
+                        self._pending[sid] = None
+                    await self._call(lambda c, s=sid: lock.destroy_session(c, s, timeout=1.5),
+                                     timeout=2.0)
+                except Exception:  # noqa: BLE001 - not yet: try again shortly
+                    continue
+                self._pending.pop(sid, None)
+                log.info("old session released and destroyed", job=self.job, session=sid)
+            if self._pending:
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, 0.5)
 
     # ---- becoming and ceasing to be the leader -----------------------------------------
 
@@ -386,8 +660,11 @@ class Election:
         sid = self.session
         assert sid is not None
         try:
-            # followers wait for `promoted: true` before following us (see _announce)
-            value = {**await self._my_value(), "promoted": False}
+            # followers wait for `promoted: true` before following us (see _announce); the
+            # epoch grows past every one seen, and is on disk before it can be used
+            epoch = max(self.epochs.seen, self.holder.epoch if self.holder else 0) + 1
+            self.epochs.note(epoch)
+            value = {**await self._my_value(), "promoted": False, "epoch": epoch}
             got = await self._call(lambda c: lock.acquire(c, self.lock_key, sid, value,
                                                           timeout=CALL_TIMEOUT),
                                    timeout=CALL_TIMEOUT + 0.5)
@@ -430,6 +707,7 @@ class Election:
         running)."""
         h = self.holder
         return bool(h and h.held and h.session not in self.own_sessions
+                    and h.session not in self._abandoned
                     and h.info.get("service_id") == self.service_id
                     and h.info.get("node") == self.ctx.hostname)
 
@@ -441,6 +719,20 @@ class Election:
         assert h is not None and h.session
         old = h.session
         self._acquire_retry = time.monotonic() + 1.0  # at most one attempt a second
+        if self.ecfg.identity:
+            want = h.info.get("identity")
+            got = await self._identity()
+            if not want or got != want:
+                # the service lost the state it had when it was promoted (restarted empty,
+                # restored, replaced): never resume leadership for it; end the old session
+                # (its lock-delay then applies) and compete like any other member
+                log.warning("not adopting the previous session: the service is not the "
+                            "instance that was promoted", job=self.job, session=old,
+                            recorded=want, now=got)
+                self._abandoned.add(old)
+                self._former_primary = True
+                self._abandon(old, None, "identity changed")
+                return
         try:
             info = await self._call(lambda c: lock.session_info(c, old, timeout=CALL_TIMEOUT),
                                     timeout=CALL_TIMEOUT + 0.5)
@@ -465,14 +757,14 @@ class Election:
                 await self._call(lambda c: lock.destroy_session(c, mine, timeout=1.5),
                                  timeout=2.0)
         log.warning("adopted the session of our previous incarnation", job=self.job,
-                    session=old, epoch=h.lock_index)
+                    session=old, epoch=h.epoch)
         self.holding = True
         await self._promote(h)
 
     async def _promote(self, holder: lock.Holder) -> None:
         leader = self._leader_dict(holder)
         self._former_primary = False
-        log.info("acquired the lock; promoting", job=self.job, epoch=holder.lock_index)
+        log.info("acquired the lock; promoting", job=self.job, epoch=holder.epoch)
         result = await self._guarded(self._hook("promote", self.ecfg.promote, "primary", leader))
         if result is None:
             await self._step_down(self._leader_lost_reason() or "lost during promote",
@@ -486,9 +778,10 @@ class Election:
             backoff = min(max(self.ecfg.lock_delay, 1.0) * 2 ** min(self._failures, 4), self.ttl)
             self._not_before = time.monotonic() + backoff
             return
+        identity = await self._identity() if self.ecfg.identity else None
         # last check: the lease must still hold when we announce
         reason = self._leader_lost_reason()
-        if not reason and not await self._announce(holder):
+        if not reason and not await self._announce(holder, identity):
             reason = "could not announce the promotion"
         if reason:
             await self._step_down(reason, ran_promote=True)
@@ -497,16 +790,30 @@ class Election:
         self.primary = True
         self.announced = holder.identity()
         self._publish_role("primary", leader)
-        log.info("elected", job=self.job, epoch=holder.lock_index)
-        self.ctx.bus.publish(ev.Event(ev.ELECTED, self.job, detail=f"epoch {holder.lock_index}"))
+        log.info("elected", job=self.job, epoch=holder.epoch)
+        self.ctx.bus.publish(ev.Event(ev.ELECTED, self.job, detail=f"epoch {holder.epoch}"))
+        self._round = None
+        await self._clear_post()
 
-    async def _announce(self, holder: lock.Holder) -> bool:
+    async def _identity(self) -> str | None:
+        """The identity hook's line (the service's data incarnation), None if it failed."""
+        assert self.ecfg.identity
+        result = await self._hook("identity", self.ecfg.identity, "replica", None)
+        if not result.ok or not _last_line(result.output):
+            log.warning("identity hook gave no value", job=self.job, rc=result.rc,
+                        timed_out=result.timed_out)
+            return None
+        return _last_line(result.output)
+
+    async def _announce(self, holder: lock.Holder, identity: str | None = None) -> bool:
         """Mark the lock's value ``promoted: true`` (a re-acquire by the same session keeps
         the LockIndex). Followers start following only then: a replica that followed a
         holder still promoting could resync from it and discard writes that only it had,
         while the holder's promote hook was checking whether a replica is ahead of it."""
         sid = self.session
         value = {**holder.info, "promoted": True}
+        if identity:
+            value["identity"] = identity  # checked by a restarted supervisor before adopting
         try:
             return bool(sid) and await self._call(
                 lambda c: lock.acquire(c, self.lock_key, sid, value, timeout=CALL_TIMEOUT),
@@ -557,8 +864,12 @@ class Election:
                     lambda c: lock.release(c, self.lock_key, sid, timeout=1.5), timeout=2.0)
                 log.info("lock released" if released else "lock was no longer ours",
                          job=self.job)
-            except Exception as exc:  # noqa: BLE001 - the session's end releases it anyway
+            except Exception as exc:  # noqa: BLE001 - retried until the catalog answers
                 log.warning("release failed", job=self.job, error=str(exc) or repr(exc))
+                self.holding = False
+                self._forget_session()
+                self._abandon(sid, self.lock_key, str(exc) or repr(exc))
+                return
         self.holding = False
         await self._drop_session()  # a fresh session (and lease) for the next candidacy
 
@@ -568,7 +879,7 @@ class Election:
         info = holder.info
         return {"node": info.get("node", ""), "address": info.get("address", ""),
                 "port": info.get("port", 0), "service_id": info.get("service_id", ""),
-                "epoch": holder.lock_index}
+                "epoch": holder.epoch}
 
     def _role_env(self, role: str, leader: dict[str, Any] | None) -> dict[str, str]:
         env = {"AUTOPILOT_ROLE": role}

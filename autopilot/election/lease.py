@@ -26,6 +26,7 @@ class Lease:
         self.margin = default_margin(ttl) if margin is None else margin
         self.clock = clock
         self.deadline: float | None = None  # None: no lease held
+        self.granted_at: float | None = None  # when the last counted renew was sent
 
     def grant(self, sent_at: float) -> bool:
         """Record a successful acquire/renew that was sent at ``sent_at``.
@@ -37,7 +38,18 @@ class Lease:
         if self.deadline is not None and now >= self.deadline:
             return False
         self.deadline = sent_at + self.ttl - self.margin
+        self.granted_at = sent_at
         return now < self.deadline
+
+    def extend(self, until: float) -> bool:
+        """Move a still-valid deadline later (never earlier, never reviving a lapsed one):
+        used while the catalog reports that it has no leader, when nobody can take the
+        lock. True if the lease is valid afterwards."""
+        if not self.valid():
+            return False
+        assert self.deadline is not None
+        self.deadline = max(self.deadline, until)
+        return True
 
     def start(self, sent_at: float) -> bool:
         """A fresh lease from an acquire sent at ``sent_at``."""
@@ -46,6 +58,7 @@ class Lease:
 
     def clear(self) -> None:
         self.deadline = None
+        self.granted_at = None
 
     def valid(self) -> bool:
         return self.deadline is not None and self.clock() < self.deadline

@@ -24,6 +24,17 @@ class LockError(Exception):
     """The catalog answered with an error we cannot interpret as a yes/no."""
 
 
+class NoLeader(LockError):
+    """500 "No cluster leader": the Consul servers are electing a raft leader. Nothing can
+    be written meanwhile (no session invalidated, no lock acquired by anybody)."""
+
+
+def _raise_for(what: str, code: int, text: str) -> None:
+    if code == 500 and "no cluster leader" in text.lower():
+        raise NoLeader(f"{what}: {code} {text.strip()}")
+    raise LockError(f"{what}: {code} {text.strip()}")
+
+
 @dataclass(frozen=True)
 class Holder:
     """Who holds the election key, as read from the catalog."""
@@ -43,9 +54,17 @@ class Holder:
         ``promoted: false``; a value without the field (older writers) counts as promoted."""
         return self.info.get("promoted", True) is not False
 
-    def identity(self) -> tuple[str, int] | None:
+    @property
+    def epoch(self) -> int:
+        """The fencing epoch the holder wrote (it survives a catalog wipe, unlike the
+        LockIndex); a value without it (older writers) falls back to the LockIndex."""
+        e = self.info.get("epoch")
+        return e if isinstance(e, int) and not isinstance(e, bool) and e > 0 \
+            else self.lock_index
+
+    def identity(self) -> tuple[str, int, int] | None:
         """What changes when the leadership changes hands (or is re-won)."""
-        return (self.session, self.lock_index) if self.session else None
+        return (self.session, self.epoch, self.lock_index) if self.session else None
 
 
 def _request(c: consul.Consul, method: str, path: str, *, params: list | None = None,
@@ -76,7 +95,7 @@ def create_session(c: consul.Consul, *, name: str, check_id: str, ttl: float,
     }
     code, _, text = _request(c, "PUT", "/v1/session/create", body=body, timeout=timeout)
     if code != 200:
-        raise LockError(f"session create: {code} {text.strip()}")
+        _raise_for("session create", code, text)
     return json.loads(text)["ID"]
 
 
@@ -85,7 +104,7 @@ def renew_session(c: consul.Consul, session: str, *, timeout: float) -> None:
     if code == 404:
         raise SessionGone(session)
     if code != 200:
-        raise LockError(f"session renew: {code} {text.strip()}")
+        _raise_for("session renew", code, text)
     data = json.loads(text or "null")
     if not data:  # some servers answer 200 with an empty list for an unknown session
         raise SessionGone(session)
@@ -96,7 +115,7 @@ def session_info(c: consul.Consul, session: str, *, timeout: float) -> dict | No
     if code == 404:
         return None
     if code != 200:
-        raise LockError(f"session info: {code} {text.strip()}")
+        _raise_for("session info", code, text)
     data = json.loads(text or "null")
     return data[0] if data else None
 
@@ -112,7 +131,10 @@ def bound_to(info: dict, check_id: str) -> bool:
 
 
 def destroy_session(c: consul.Consul, session: str, *, timeout: float) -> None:
-    _request(c, "PUT", f"/v1/session/destroy/{session}", timeout=timeout)
+    """Raises unless the catalog confirmed (200; an unknown session is destroyed too)."""
+    code, _, text = _request(c, "PUT", f"/v1/session/destroy/{session}", timeout=timeout)
+    if code != 200:
+        _raise_for("session destroy", code, text)
 
 
 def acquire(c: consul.Consul, key: str, session: str, value: dict, *, timeout: float) -> bool:
@@ -122,13 +144,76 @@ def acquire(c: consul.Consul, key: str, session: str, value: dict, *, timeout: f
         return text.strip() == "true"
     if code == 500 and "session" in text.lower():
         raise SessionGone(text.strip())
-    raise LockError(f"acquire {key}: {code} {text.strip()}")
+    _raise_for(f"acquire {key}", code, text)
+    return False
 
 
 def release(c: consul.Consul, key: str, session: str, *, timeout: float) -> bool:
+    """True: released; False: the key was not held by ``session`` (nothing to release).
+    Raises when the catalog could not answer (e.g. no cluster leader): retry."""
     code, _, text = _request(c, "PUT", f"/v1/kv/{key}", params=[("release", session)],
                              timeout=timeout)
-    return code == 200 and text.strip() == "true"
+    if code == 200:
+        return text.strip() == "true"
+    if code == 500 and "session" in text.lower():
+        return False  # the session is gone: so is its hold on the key
+    _raise_for(f"release {key}", code, text)
+    return False
+
+
+def put(c: consul.Consul, key: str, value: dict, *, timeout: float,
+        session: str | None = None) -> bool:
+    """Write a JSON value; with ``session``, acquire the key with it (the key is freed
+    when the session ends)."""
+    params = [("acquire", session)] if session else None
+    code, _, text = _request(c, "PUT", f"/v1/kv/{key}", params=params,
+                             body=json.dumps(value, sort_keys=True).encode(), timeout=timeout)
+    if code == 200:
+        return text.strip() == "true"
+    if code == 500 and session and "session" in text.lower():
+        raise SessionGone(text.strip())
+    _raise_for(f"write {key}", code, text)
+    return False
+
+
+def delete(c: consul.Consul, key: str, *, timeout: float) -> None:
+    code, _, text = _request(c, "DELETE", f"/v1/kv/{key}", timeout=timeout)
+    if code != 200:
+        _raise_for(f"delete {key}", code, text)
+
+
+def read_prefix(c: consul.Consul, prefix: str, *, timeout: float) -> list[dict]:
+    """Every entry under ``prefix``: [{Key, Session, value (decoded JSON dict)}]."""
+    code, _, text = _request(c, "GET", f"/v1/kv/{prefix}", params=[("recurse", "1")],
+                             timeout=timeout)
+    if code == 404:
+        return []
+    if code != 200:
+        _raise_for(f"read {prefix}", code, text)
+    out = []
+    for e in json.loads(text) or []:
+        h = parse_entry(e)
+        if h is not None:
+            out.append({"Key": e.get("Key", ""), "Session": h.session, "value": h.info})
+    return out
+
+
+def service_health(c: consul.Consul, service: str, *, timeout: float) -> dict[str, str]:
+    """service ID -> aggregated status (passing, warning, critical) of every instance."""
+    code, _, text = _request(c, "GET", f"/v1/health/service/{service}", timeout=timeout)
+    if code != 200:
+        _raise_for(f"health of {service}", code, text)
+    out: dict[str, str] = {}
+    order = {"passing": 0, "warning": 1, "critical": 2}
+    for e in json.loads(text) or []:
+        sid = (e.get("Service") or {}).get("ID", "")
+        worst = "passing"
+        for chk in e.get("Checks") or []:
+            st = chk.get("Status", "critical")
+            if order.get(st, 2) > order[worst]:
+                worst = st if st in order else "critical"
+        out[sid] = worst
+    return out
 
 
 def parse_entry(entry: dict | None) -> Holder | None:
@@ -159,7 +244,7 @@ def read_key(c: consul.Consul, key: str, *, index: int = 0, wait: str | None = N
     if code == 404:
         return idx, None
     if code != 200:
-        raise LockError(f"read {key}: {code} {text.strip()}")
+        _raise_for(f"read {key}", code, text)
     entries = json.loads(text)
     return idx, parse_entry(entries[0] if entries else None)
 

@@ -90,7 +90,15 @@ class Reader:
             info = {}
         return {"node": info.get("node", ""), "address": info.get("address", ""),
                 "port": info.get("port", 0), "service_id": info.get("service_id", ""),
-                "epoch": entry.get("LockIndex", 0)}
+                "epoch": _epoch(info, entry)}
+
+
+def _epoch(info: dict, entry: dict) -> int:
+    """The fencing epoch the election wrote in the lock value (it survives a catalog wipe);
+    the LockIndex for values written without one."""
+    e = info.get("epoch")
+    return e if isinstance(e, int) and not isinstance(e, bool) and e > 0 \
+        else entry.get("LockIndex", 0)
 
 
 def make_environment(source: str) -> jinja2.Environment:

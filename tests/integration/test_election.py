@@ -4,6 +4,8 @@ hook processes; the job's health is published on the bus as the job would."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import selectors
 import socket
 import threading
@@ -55,6 +57,7 @@ class Member:
         election.setdefault("promote", hook(self.hooks, "promote"))
         election.setdefault("demote", hook(self.hooks, "demote"))
         election.setdefault("lock_delay", 1.0)
+        election.setdefault("state_dir", str(tmp / "state"))  # per test: the epoch files
         self.job = JobConfig(name="db", port=port, health=health,
                              election=ElectionConfig(**election))
         cfg = Config(consul=ConsulConfig(address=address or cat.address), jobs=[self.job])
@@ -104,6 +107,10 @@ class Member:
         await self.election.stop()
         assert self.ctx.consul is not None
         self.ctx.consul.close()
+
+
+def lock_value(entry: dict) -> dict:
+    return json.loads(base64.b64decode(entry["Value"]))
 
 
 def key_holder(cat: CatalogProcess) -> dict | None:
@@ -160,10 +167,11 @@ def test_three_members_elect_exactly_one(catalog: CatalogProcess, tmp_path: Path
             others = [m for m in members if m is not lead]
             assert len(lead.codes("elected")) == 1
             assert all(not m.codes("elected") for m in others)
-            # the key names the holder; its LockIndex is the epoch everybody sees
+            # the key names the holder and the epoch everybody sees (1: a fresh cluster)
             held = key_holder(catalog)
             assert held is not None and held["Session"] == lead.election.session
-            epoch = held["LockIndex"]
+            epoch = lock_value(held)["epoch"]
+            assert epoch == 1
             for m in members:
                 facts = m.ctx.facts["db"]
                 assert facts["role"] == ("primary" if m is lead else "replica")

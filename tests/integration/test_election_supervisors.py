@@ -40,6 +40,7 @@ CONFIG = """\
       }},
       election: {{
         lockDelay: "{lock_delay}s",
+        stateDir: "{tmp}/state",
         promote: ["sh", "-c", "echo promote $(date +%s.%N) $AUTOPILOT_ROLE $AUTOPILOT_LEADER_EPOCH >> {tmp}/{node}.hooks"],
         demote: ["sh", "-c", "echo demote $(date +%s.%N) $AUTOPILOT_ROLE >> {tmp}/{node}.hooks"],
       }},

@@ -23,7 +23,9 @@ class ElectionSection(ValidatorBase):
             raw = {}
         f = self.fields(path, raw, ["key", "sessionTTL", "lockDelay", "renewInterval",
                                     "primaryTag", "replicaTag", "promote", "demote",
-                                    "hookTimeout"])
+                                    "hookTimeout", "identity", "position", "detach",
+                                    "maximumLagOnFailover", "candidacyTimeout", "stateDir",
+                                    "noLeaderTolerance"])
         if f is None:
             return None
         cfg.key = self.take(f, "key", coerce.to_nonempty_str) or \
@@ -48,4 +50,20 @@ class ElectionSection(ValidatorBase):
         cfg.demote = self.take(f, "demote", coerce.to_exec)
         cfg.hook_timeout = self.take(f, "hookTimeout", coerce.to_duration, 10.0)
         self.positive(f, "hookTimeout", path, cfg.hook_timeout)
+        # data safety (docs/stateful.md#data-safety)
+        cfg.identity = self.take(f, "identity", coerce.to_exec)
+        cfg.position = self.take(f, "position", coerce.to_exec)
+        cfg.detach = self.take(f, "detach", coerce.to_exec)
+        cfg.maximum_lag_on_failover = self.take(f, "maximumLagOnFailover", coerce.to_int, 0)
+        if cfg.maximum_lag_on_failover is not None and cfg.maximum_lag_on_failover < 0:
+            self.error(f["maximumLagOnFailover"][1], "must be >= 0 (bytes; 0: no limit)")
+        cfg.candidacy_timeout = self.take(f, "candidacyTimeout", coerce.to_duration, 2.0)
+        if cfg.candidacy_timeout is not None and not 0 <= cfg.candidacy_timeout <= 60:
+            self.error(self.path_of(f, "candidacyTimeout", path), "must be between 0s and 60s")
+        cfg.state_dir = self.take(f, "stateDir", coerce.to_nonempty_str)
+        tolerance = self.take(f, "noLeaderTolerance", coerce.to_duration)
+        if tolerance is not None and not 0 <= tolerance <= cfg.session_ttl:
+            self.error(f["noLeaderTolerance"][1], f"must be between 0s and sessionTTL "
+                                                  f"({format_duration(cfg.session_ttl)})")
+        cfg.no_leader_tolerance = tolerance
         return cfg

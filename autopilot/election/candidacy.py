@@ -1,0 +1,99 @@
+"""Candidacy: when the lock is free, the most up-to-date member should win it.
+
+Each member posts ``{node, service_id, position, epoch_seen, at, eligible}`` under
+``<lock key>/candidates/<service id>``, acquired with its own session (the post stops
+being *live* when the member's session ends: its check failed or it went away). This module
+holds only the decision, a pure function of what the member read, so it can be tested
+without a catalog; election.py does the reading and writing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+UNKNOWN = -1  # position of a member whose hook printed nothing: lowest
+
+
+@dataclass(frozen=True)
+class Post:
+    service_id: str
+    node: str
+    position: int  # UNKNOWN when the member could not tell
+    epoch_seen: int
+    eligible: bool  # False: it abstains this round (hook refused, stopping)
+    live: bool  # the key is held by the member's session
+
+    @classmethod
+    def parse(cls, entry: dict[str, Any]) -> Post | None:
+        v = entry.get("value") or {}
+        sid = v.get("service_id")
+        if not isinstance(sid, str) or not sid:
+            return None
+        pos = v.get("position")
+        epoch = v.get("epoch_seen")
+        return cls(service_id=sid, node=str(v.get("node", "")),
+                   position=pos if isinstance(pos, int) and not isinstance(pos, bool)
+                   else UNKNOWN,
+                   epoch_seen=epoch if isinstance(epoch, int) else 0,
+                   eligible=v.get("eligible", True) is not False,
+                   live=bool(entry.get("Session")))
+
+
+def post_value(node: str, service_id: str, position: int | None, epoch_seen: int,
+               eligible: bool = True) -> dict[str, Any]:
+    return {"node": node, "service_id": service_id,
+            "position": UNKNOWN if position is None else position,
+            "epoch_seen": epoch_seen, "at": round(time.time(), 3), "eligible": eligible}
+
+
+def rank(p: Post) -> tuple[int, str]:
+    """Sort key: the highest position first, then the lowest service ID."""
+    return (-p.position, p.service_id)
+
+
+@dataclass(frozen=True)
+class Decision:
+    acquire: bool
+    why: str
+    best: str | None = None
+
+
+def decide(me: str, posts: list[Post], expected: set[str], round_epoch: int,
+           elapsed: float, timeout: float, max_lag: int) -> Decision:
+    """Should member ``me`` (whose own post is among ``posts``) try to acquire now?
+
+    - Posts count for this round when ``epoch_seen >= round_epoch`` (older ones were
+      written while an earlier leader was known).
+    - The best live eligible post runs once every peer in ``expected`` (the live peers
+      this member knows of) has posted this round, or ``timeout`` after the round began.
+    - Any other member waits while the best one is live, for ``2 × timeout``; after that it
+      may run, unless it is behind the best by more than ``max_lag`` (0: no limit), in
+      which case it waits as long as the best is live.
+    """
+    current = {p.service_id: p for p in posts if p.epoch_seen >= round_epoch}
+    mine = current.get(me)
+    if mine is None or not mine.eligible:
+        return Decision(False, "not a candidate this round")
+    runners = sorted((p for p in current.values() if p.eligible and p.live), key=rank)
+    if not runners:
+        runners = [mine]
+    best = runners[0]
+    if best.service_id == me:
+        missing = sorted(expected - set(current) - {me})
+        if not missing:
+            return Decision(True, "best candidate, every peer posted", me)
+        if elapsed >= timeout:
+            return Decision(True, f"best candidate; no post from {', '.join(missing)} "
+                                  f"after {timeout:g}s", me)
+        return Decision(False, f"waiting for posts from {', '.join(missing)}", me)
+    behind = best.position - mine.position if mine.position != UNKNOWN or \
+        best.position == UNKNOWN else None
+    if max_lag and (behind is None or behind > max_lag):
+        return Decision(False, f"{best.service_id} is live and ahead by more than "
+                               f"maximumLagOnFailover", best.service_id)
+    if elapsed < 2 * timeout:
+        return Decision(False, f"{best.service_id} is ahead", best.service_id)
+    return Decision(True, f"{best.service_id} did not take the lock in time",
+                    best.service_id)

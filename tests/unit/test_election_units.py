@@ -1,0 +1,106 @@
+"""The election's data-safety pieces that need no catalog: config keys, the candidacy
+decision, the epoch file, the no-leader lease extension."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from autopilot.config import ConfigError, load_text
+from autopilot.election.candidacy import UNKNOWN, Post, decide
+from autopilot.election.epochs import EpochStore, state_path
+from autopilot.election.lease import Lease
+
+
+def election(text: str):
+    return load_text(text, "t.json5").jobs[0].election
+
+
+def errors(text: str) -> str:
+    try:
+        load_text(text, "t.json5")
+    except ConfigError as exc:
+        return str(exc)
+    raise AssertionError("no error")
+
+
+def test_data_safety_keys() -> None:
+    e = election('{consul: "c", jobs: [{name: "db", election: {identity: "id.sh",'
+                 ' position: ["pos.sh", "-x"], detach: "detach.sh", maximumLagOnFailover: 1048576,'
+                 ' candidacyTimeout: "1500ms", stateDir: "/data/autopilot",'
+                 ' noLeaderTolerance: "6s"}}]}')
+    assert e.identity == ["id.sh"] and e.position == ["pos.sh", "-x"]
+    assert e.detach == ["detach.sh"] and e.maximum_lag_on_failover == 1048576
+    assert e.candidacy_timeout == 1.5 and e.state_dir == "/data/autopilot"
+    assert e.no_leader_tolerance == 6.0
+    d = election('{consul: "c", jobs: [{name: "db", election: true}]}')
+    assert d.identity is None and d.position is None and d.detach is None
+    assert d.maximum_lag_on_failover == 0 and d.no_leader_tolerance is None
+    errs = errors('{consul: "c", jobs: [{name: "db", election: {maximumLagOnFailover: -1,'
+                  ' candidacyTimeout: "2m", noLeaderTolerance: "11s"}}]}')
+    for piece in ["jobs[0].election.maximumLagOnFailover: must be >= 0",
+                  "jobs[0].election.candidacyTimeout: must be between 0s and 60s",
+                  "jobs[0].election.noLeaderTolerance: must be between 0s and sessionTTL"]:
+        assert piece in errs, errs
+
+
+def post(sid: str, pos: int, *, epoch: int = 5, live: bool = True,
+         eligible: bool = True) -> Post:
+    return Post(service_id=sid, node=sid, position=pos, epoch_seen=epoch, eligible=eligible,
+                live=live)
+
+
+def test_the_most_up_to_date_candidate_runs_first() -> None:
+    posts = [post("a", 100), post("b", 300), post("c", 200)]
+    everyone = {"a", "b", "c"}
+    assert decide("b", posts, everyone, 5, 0.0, 2.0, 0).acquire
+    assert not decide("a", posts, everyone, 5, 0.0, 2.0, 0).acquire
+    # a peer that has not posted yet holds the best back, until the timeout
+    few = [post("a", 100), post("b", 300)]
+    d = decide("b", few, everyone, 5, 0.1, 2.0, 0)
+    assert not d.acquire and "c" in d.why
+    assert decide("b", few, everyone, 5, 2.0, 2.0, 0).acquire
+    # posts from an earlier round (a lower epoch seen) do not count
+    assert not decide("b", [*few, post("c", 50, epoch=4)], everyone, 5, 0.1, 2.0, 0).acquire
+    # an abstention counts as a post; a dead member's post makes no runner
+    assert decide("b", [*few, post("c", 999, eligible=False)], everyone, 5, 0.1, 2.0, 0).acquire
+    assert decide("b", [*few, post("c", 999, live=False)], everyone, 5, 0.1, 2.0, 0).acquire
+    # equal positions: the lowest service ID
+    assert decide("a", [post("a", 7), post("b", 7)], {"a", "b"}, 5, 0, 2, 0).acquire
+    # unknown positions rank lowest
+    assert decide("b", [post("a", UNKNOWN), post("b", 0)], {"a", "b"}, 5, 0, 2, 0).acquire
+
+
+def test_others_wait_and_the_lag_limit_holds_while_the_best_lives() -> None:
+    posts = [post("a", 100), post("b", 300)]
+    assert not decide("a", posts, {"a", "b"}, 5, 3.9, 2.0, 0).acquire
+    assert decide("a", posts, {"a", "b"}, 5, 4.0, 2.0, 0).acquire  # the best did not run
+    # behind by more than maximumLagOnFailover: never while the best is live
+    assert not decide("a", posts, {"a", "b"}, 5, 60.0, 2.0, 150).acquire
+    assert decide("a", posts, {"a", "b"}, 5, 4.0, 2.0, 250).acquire
+    # the best's session ended: the next best runs
+    assert decide("a", [post("a", 100), post("b", 300, live=False)], {"a"}, 5, 0, 2.0,
+                  150).acquire
+    # a member that abstains never runs
+    assert not decide("a", [post("a", 100, eligible=False)], {"a"}, 5, 9, 2.0, 0).acquire
+
+
+def test_epoch_file_only_grows_and_survives(tmp_path: Path) -> None:
+    path = state_path(str(tmp_path / "st"), "service/db/leader", "db-n1")
+    assert path.parent == tmp_path / "st" and "/" not in path.name
+    store = EpochStore(path)
+    assert store.seen == 0
+    assert store.note(4) and not store.note(3) and store.seen == 4
+    assert EpochStore(path).seen == 4  # a restarted supervisor remembers it
+    path.write_text("garbage")
+    assert EpochStore(path).seen == 0  # unreadable: starts from the catalog's
+
+
+def test_no_leader_extension_never_revives_a_lapsed_lease() -> None:
+    now = [100.0]
+    lease = Lease(3.0, margin=0.6, clock=lambda: now[0])
+    assert lease.start(sent_at=100.0) and lease.deadline == 102.4
+    now[0] = 101.0
+    assert lease.extend(100.0 + 8.0) and lease.deadline == 108.0
+    assert lease.extend(104.0) and lease.deadline == 108.0  # never earlier
+    now[0] = 108.5
+    assert not lease.valid() and not lease.extend(120.0)

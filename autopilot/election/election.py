@@ -537,10 +537,12 @@ class Election:
             self._poll_at = rnd.posted_at + 1.0
             return False
         try:
-            entries = await self._call(lambda c: lock.read_prefix(
-                c, self.posts_prefix, timeout=CALL_TIMEOUT), timeout=CALL_TIMEOUT + 0.5)
-            health = await self._call(lambda c: lock.service_health(
-                c, self.job, timeout=CALL_TIMEOUT), timeout=CALL_TIMEOUT + 0.5)
+            entries, health = await asyncio.gather(
+                self._call(lambda c: lock.read_prefix(c, self.posts_prefix,
+                                                      timeout=CALL_TIMEOUT),
+                           timeout=CALL_TIMEOUT + 0.5),
+                self._call(lambda c: lock.service_health(c, self.job, timeout=CALL_TIMEOUT),
+                           timeout=CALL_TIMEOUT + 0.5))
         except Exception as exc:  # noqa: BLE001 - look again shortly
             log.warning("candidacy read failed", job=self.job, error=str(exc) or repr(exc))
             self._poll_at = time.monotonic() + 0.2

@@ -161,3 +161,136 @@ def test_failing_identity_hook_means_no_adoption(catalog: CatalogProcess, tmp_pa
                 lead.ctx.consul.close()
 
     run(scenario)
+
+
+def pos_hook(tmp: Path, node: str) -> list[str]:
+    """Prints the node's position (a file the test rewrites); no file: not a candidate."""
+    return ["sh", "-c", f"cat {tmp}/pos-{node}"]
+
+
+def detach_hook(m_log: Path) -> list[str]:
+    return ["sh", "-c", f'echo "detach $(date +%s.%N) $AUTOPILOT_ROLE '
+                        f'x$AUTOPILOT_LEADER_NODE" >> {m_log}']
+
+
+def times(m: Member, kind: str, since: float = 0.0) -> list[float]:
+    return [float(ln[1]) for ln in hook_lines(m.hooks) if ln[0] == kind and float(ln[1]) >= since]
+
+
+async def positioned_cluster(catalog: CatalogProcess, tmp: Path, **extra) -> list[Member]:
+    members = []
+    for i, node in enumerate(("n0", "n1", "n2")):
+        (tmp / f"pos-{node}").write_text("0\n")
+        m = Member(catalog, node, tmp, port=7700 + i, position=pos_hook(tmp, node),
+                   detach=detach_hook(tmp / f"hooks-{node}.log"), **extra)
+        members.append(m)
+    for m in members:
+        m.register()
+        await m.start()
+    for m in members:
+        m.healthy()
+    await until(lambda: leaders(members), 10, "a leader")
+    await until(lambda: sum(m.ctx.facts["db"].get("role") == "replica" for m in members) == 2,
+                5, "two replicas")
+    return members
+
+
+def rig_positions(tmp: Path, members: list[Member], lead: Member) -> tuple[Member, Member]:
+    """The follower with the LOWER service ID gets the LOWER position, so neither the
+    tie-break nor a race can pick the right one by luck."""
+    low, high = sorted((m for m in members if m is not lead), key=lambda m: m.sid)
+    (tmp / f"pos-{low.node}").write_text("100\n")
+    (tmp / f"pos-{high.node}").write_text("5000\n")
+    return low, high
+
+
+@pytest.mark.timeout(60)
+def test_failover_detaches_first_and_the_most_advanced_replica_wins(catalog: CatalogProcess,
+                                                                    tmp_path: Path):
+    """Issue 16 cases 2 and 5 at the election level: the primary fails; both followers run
+    `detach` before anybody's `promote`; the replica with the highest position wins."""
+    async def scenario() -> None:
+        members = await positioned_cluster(catalog, tmp_path)
+        try:
+            (lead,) = leaders(members)
+            low, high = rig_positions(tmp_path, members, lead)
+            wall0 = time.time()
+            lead.unhealthy()  # its check fails: the catalog drops its session at once
+            await until(lambda: high.election.primary or low.election.primary, 8,
+                        "a new primary")
+            assert high.election.primary and not low.election.primary, "lower position won"
+            promote = times(high, "promote", wall0)[0]
+            for m in (low, high):
+                d = times(m, "detach", wall0)
+                assert d and d[0] < promote, f"{m.node} detached after the promote"
+            # detach ran with no leader in its environment, and said so to the jobs
+            row = next(ln for ln in hook_lines(low.hooks) if ln[0] == "detach")
+            assert row[2:] == ["replica", "x"]
+            assert [e for t, e in low.events if e == "leaderChanged:db" and t >= wall0]
+            await until(lambda: low.ctx.child_env.get("AUTOPILOT_LEADER_NODE") == high.node,
+                        3, "the other replica to follow the winner")
+            epoch = lock_value(key_holder(catalog))["epoch"]
+            assert low.ctx.child_env["AUTOPILOT_LEADER_EPOCH"] == str(epoch)
+            # the posts are cleared once the round is over
+            await until(lambda: requests.get(
+                f"{catalog.url}/v1/kv/service/db/leader/candidates/?recurse", timeout=2
+            ).status_code == 404, 3, "the candidacy posts to be cleared")
+            print(f"FIGURE failover with candidacy: promote {promote - wall0:.2f}s after the "
+                  f"check failed (lock-delay 1s)")
+        finally:
+            for m in members:
+                await m.stop()
+
+    run(scenario)
+
+
+@pytest.mark.timeout(60)
+def test_handover_goes_to_the_most_advanced_replica_quickly(catalog: CatalogProcess,
+                                                            tmp_path: Path):
+    """SIGTERM hand-over with candidacy: the stopping primary abstains, so nobody waits for
+    it; the best replica is promoted well inside the hand-over budget."""
+    async def scenario() -> None:
+        members = await positioned_cluster(catalog, tmp_path)
+        try:
+            (lead,) = leaders(members)
+            low, high = rig_positions(tmp_path, members, lead)
+            wall0 = time.time()
+            await lead.election.before_shutdown()
+            await until(lambda: high.election.primary or low.election.primary, 5,
+                        "a new primary")
+            assert high.election.primary
+            promote = times(high, "promote", wall0)[0]
+            demote = times(lead, "demote", wall0)[0]
+            assert all(times(m, "detach", wall0)[0] < promote for m in (low, high))
+            gap = promote - demote
+            print(f"FIGURE hand-over with candidacy: demote -> promote {gap * 1000:.0f} ms")
+            assert gap < 0.5, f"hand-over took {gap:.3f}s"
+        finally:
+            for m in members:
+                await m.stop()
+
+    run(scenario)
+
+
+@pytest.mark.timeout(60)
+def test_a_member_whose_position_hook_refuses_is_not_a_candidate(catalog: CatalogProcess,
+                                                                 tmp_path: Path):
+    """Non-zero exit of `position` (e.g. a nofailover tag): it never runs, even when it is
+    the only other member left; nobody waits for it either."""
+    async def scenario() -> None:
+        members = await positioned_cluster(catalog, tmp_path)
+        try:
+            (lead,) = leaders(members)
+            low, high = rig_positions(tmp_path, members, lead)
+            (tmp_path / f"pos-{high.node}").unlink()  # high refuses
+            wall0 = time.time()
+            lead.unhealthy()
+            await until(lambda: low.election.primary, 8, "the eligible replica to win")
+            took = times(low, "promote", wall0)[0] - wall0
+            assert not high.election.primary and not times(high, "promote", wall0)
+            assert took < 2.5, f"waited for the abstaining member: {took:.2f}s"
+        finally:
+            for m in members:
+                await m.stop()
+
+    run(scenario)

@@ -7,6 +7,8 @@ hand (no LISTEN_PID) it binds PORT itself, so it can be tried without autopilot.
 
 GET /anything -> JSON: a greeting, this handler's pid and how it got its socket.
 ?sleep=SECONDS makes it slow (to watch the concurrency cap); it answers requests in threads.
+``--stdio``: one request per process, the OpenFaaS classic watchdog's way (query string in
+``Http_Query``, the answer on stdout); bench/functions compares both models with it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,7 +74,17 @@ class Handler(BaseHTTPRequestHandler):
         print("hello:", fmt % args, flush=True)  # one line per request, to stdout
 
 
+def stdio() -> None:
+    """The watchdog model: this process lives for one request."""
+    query = parse_qs(os.environ.get("Http_Query", ""))
+    print(json.dumps({"hello": query.get("name", ["world"])[0], "pid": os.getpid()}),
+          flush=True)
+
+
 def main() -> None:
+    if "--stdio" in sys.argv[1:]:
+        stdio()
+        return
     sock = inherited_socket()
     if sock is None:
         server = ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("PORT", "8000"))), Handler)

@@ -1,0 +1,1 @@
+"""Function cold-start benchmark (see run.py and README.md)."""

@@ -1,0 +1,7 @@
+"""python -m bench.functions"""
+
+import sys
+
+from bench.functions.run import main
+
+sys.exit(main())

@@ -38,15 +38,21 @@ def backoff_delay(failures: int, low: float, high: float, jitter: bool = True,
 class Backoff:
     """A retry loop's delays: ``next()`` after a failure, ``reset()`` after a success."""
 
-    def __init__(self, low: float, high: float, jitter: bool = True) -> None:
+    def __init__(self, low: float, high: float, jitter: bool = True,
+                 jitter_at_cap: bool = True) -> None:
         self.low = low
         self.high = high
         self.jitter = jitter
+        self.jitter_at_cap = jitter_at_cap
         self.failures = 0
+
+    def delay(self, failures: int) -> float:
+        """The delay after ``failures`` failures in a row, without counting one."""
+        return backoff_delay(failures, self.low, self.high, self.jitter, self.jitter_at_cap)
 
     def next(self) -> float:
         self.failures += 1
-        return backoff_delay(self.failures, self.low, self.high, self.jitter)
+        return self.delay(self.failures)
 
     def reset(self) -> None:
         self.failures = 0

@@ -12,7 +12,7 @@ import shlex
 import signal
 from typing import Any
 
-from autopilot.config.durations import parse_duration
+from autopilot.durations import parse_duration
 
 
 class Invalid(ValueError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
@@ -120,6 +121,8 @@ class ConsulClient:
         self._reconnect_listeners: list[Callable[[], None]] = []
         self._lost_listeners: list[Callable[[], None]] = []
         self._wiped_listeners: list[Callable[[], None]] = []
+        #: the live blocking queries (discovery.poll.BlockingQuery), for reset_queries()
+        self._queries: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def _client(self) -> consul.Consul:
         c = getattr(self._local, "client", None)
@@ -156,8 +159,22 @@ class ConsulClient:
         return self._listen(self._wiped_listeners, fn)
 
     def catalog_lost(self) -> None:
-        """Called by the registration that found its service gone from Consul."""
+        """Called by the registration that found its service gone from Consul: every
+        blocking query starts over (reset_queries), then the listeners are told."""
+        self.reset_queries()
         self._tell(self._wiped_listeners)
+
+    def track(self, query: Any) -> None:
+        self._queries.add(query)
+
+    def untrack(self, query: Any) -> None:
+        self._queries.discard(query)
+
+    def reset_queries(self) -> None:
+        """Every blocking query forgets its index and reads again at once: the catalog lost
+        our service, so it may have lost the state those indexes count."""
+        for query in list(self._queries):
+            query.reset()
 
     @staticmethod
     def _listen(listeners: list[Callable[[], None]],

@@ -25,10 +25,11 @@ from autopilot import events as ev
 from autopilot.aio import backoff_delay, cancel_all
 from autopilot.config.model import JobConfig
 from autopilot.context import Context
-from autopilot.discovery import agent
-from autopilot.discovery.agent import ConsulRefused, seconds
+from autopilot.discovery import http
 from autopilot.discovery.client import is_unreachable
+from autopilot.discovery.http import ConsulRefused
 from autopilot.discovery.interfaces import InterfaceError, env_names, resolve_ip
+from autopilot.durations import to_go
 
 log = structlog.get_logger("autopilot.discovery")
 
@@ -284,7 +285,7 @@ class ServiceRegistration:
             self._set_env(address)
         check: dict[str, Any] = {
             "CheckID": self.check_id,
-            "TTL": seconds(self.ttl),
+            "TTL": to_go(self.ttl),
             "Status": self._status,
             "Notes": f"TTL for {self.name} set by autopilot",
         }
@@ -318,8 +319,8 @@ class ServiceRegistration:
     async def _call(self, method: str, path: str, body: Any = None, *,
                     timeout: float | None = None) -> Any:
         assert self.ctx.consul is not None
-        return await agent.call(self.ctx.consul, method, path, body,
-                                timeout=timeout or CALL_TIMEOUT)
+        return await http.request(self.ctx.consul, method, path, body=body,
+                                  timeout=timeout or CALL_TIMEOUT)
 
     async def _register(self, definition: dict[str, Any]) -> None:
         self._maybe_registered = True
@@ -345,7 +346,7 @@ class ServiceRegistration:
             self._sent_status = (status, output)
             self._last_ok = time.monotonic()
             return
-        if agent.is_lost(resp.code, resp.body):
+        if http.is_lost(resp.code, resp.body):
             log.warning("consul lost the service check; registering it again",
                         service=self.service_id, code=resp.code)
             self._mark_lost()
@@ -374,9 +375,8 @@ class ServiceRegistration:
             log.info("service deregistered", service=self.service_id)
 
     def _mark_lost(self) -> None:
-        notify = getattr(self.ctx.consul, "catalog_lost", None)
-        if notify is not None:
-            notify()  # blocking queries start over (a wiped catalog)
+        if self.ctx.consul is not None:
+            self.ctx.consul.catalog_lost()  # blocking queries start over (a wiped catalog)
         self.registered = False
         self._sent = self._sent_status = None
         self._owed = True

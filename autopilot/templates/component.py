@@ -19,6 +19,7 @@ from autopilot import events as ev
 from autopilot.aio import Backoff, backoff_delay, cancel_all
 from autopilot.config.model import TemplateConfig
 from autopilot.context import Context
+from autopilot.discovery.poll import BlockingQuery
 from autopilot.jobs.hooks import run_hook
 from autopilot.jobs.process import child_env
 from autopilot.templates.debounce import Debouncer
@@ -174,26 +175,23 @@ class Template:
 
     async def _watch(self, dep: Dep, index: int) -> None:
         assert self.ctx.consul is not None
-        retry = Backoff(0.5, 10.0, jitter=False)
-        while not self.closed and self.watches.get(dep) is asyncio.current_task():
-            started = time.monotonic()
-            try:
-                idx, value = await self.ctx.consul.run(
-                    lambda c, i=index: dep.fetch(c, index=i, wait=f"{int(WATCH_WAIT)}s",
-                                                 timeout=WATCH_WAIT + 5),
-                    timeout=WATCH_WAIT + 6)
-            except Exception as exc:  # noqa: BLE001 - unreachable: retry with backoff
-                log.warning("template watch failed", dependency=str(dep), error=str(exc))
-                await retry.sleep()
-                continue
-            retry.reset()
-            if idx == index and time.monotonic() - started < 0.05:
-                await asyncio.sleep(0.2)  # the server did not block: do not spin
-            index = 0 if idx < index else idx  # an index going backwards resets (Consul)
-            if value != self.values.get(dep, _MISSING):
-                self.values[dep] = value
-                self.debouncer.change(time.monotonic())
-                self._wake.set()
+        path, params = dep.query()
+        query = BlockingQuery(self.ctx.consul, path, params, wait=WATCH_WAIT,
+                              timeout=FETCH_TIMEOUT, retry=Backoff(0.5, 10.0, jitter=False))
+        query.index = index  # the render read it at this index: wait for what comes next
+        try:
+            while not self.closed and self.watches.get(dep) is asyncio.current_task():
+                try:
+                    value = dep.parse(await query.poll())
+                except Exception as exc:  # noqa: BLE001 - unreachable: the query backs off
+                    log.warning("template watch failed", dependency=str(dep), error=str(exc))
+                    continue
+                if value != self.values.get(dep, _MISSING):
+                    self.values[dep] = value
+                    self.debouncer.change(time.monotonic())
+                    self._wake.set()
+        finally:
+            query.close()
 
 
 _MISSING = object()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from autopilot.config import ConfigError, load, load_raw, load_text, render
-from autopilot.config.durations import parse_duration
 from autopilot.config.model import UNLIMITED
+from autopilot.durations import parse_duration
 
 pytestmark = pytest.mark.timeout(30)
 

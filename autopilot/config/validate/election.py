@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from autopilot.config import coerce
-from autopilot.config.durations import format_duration
 from autopilot.config.json5parse import Path
 from autopilot.config.model import (
     ElectionConfig,
     JobConfig,
 )
 from autopilot.config.validate.base import ValidatorBase
+from autopilot.durations import format_duration
 
 
 class ElectionSection(ValidatorBase):

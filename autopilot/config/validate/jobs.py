@@ -10,7 +10,6 @@ from typing import Any
 
 from autopilot.config import coerce
 from autopilot.config.coerce import Invalid, show
-from autopilot.config.durations import format_duration, parse_go_duration
 from autopilot.config.json5parse import Path
 from autopilot.config.model import (
     UNLIMITED,
@@ -19,6 +18,7 @@ from autopilot.config.model import (
     JobConsulConfig,
 )
 from autopilot.config.validate.base import NAME_RE, ValidatorBase
+from autopilot.durations import format_duration, parse_go_duration
 
 STATUSES = ("passing", "warning", "critical")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.\-@]{1,15}$")

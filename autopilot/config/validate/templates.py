@@ -7,12 +7,12 @@ from typing import Any
 
 from autopilot.config import coerce
 from autopilot.config.coerce import Invalid
-from autopilot.config.durations import format_duration
 from autopilot.config.json5parse import Path
 from autopilot.config.model import (
     TemplateConfig,
 )
 from autopilot.config.validate.base import ValidatorBase
+from autopilot.durations import format_duration
 
 
 class TemplateSection(ValidatorBase):

@@ -99,6 +99,7 @@ class Bench:
         self.changes = 0
         self.stop_at = 0.0
         self.server_stats: dict[str, str] = {}
+        self.flap_warning: dict[str, bool] = {}  # name -> its flap instance is warning now
 
     def sid(self, i: int) -> tuple[str, str]:
         name = f"bench-{i % NAMES}"
@@ -177,9 +178,13 @@ class Bench:
         await asyncio.sleep(1.0)
         while time.monotonic() < self.stop_at - 1.0:
             name = f"bench-{random.randrange(NAMES)}"
-            body = json.dumps({"Status": "passing", "Output": f"change {self.changes}"})
+            # a status change (the flap instance leaves or rejoins ?passing) moves the index
+            # and wakes that service's watchers only; an output-only change would not:
+            # Consul defers it by check_update_interval, and so does the catalog
+            status = "passing" if self.flap_warning.get(name) else "warning"
+            self.flap_warning[name] = status == "warning"
+            body = json.dumps({"Status": status, "Output": f"change {self.changes}"})
             self.last_change[name] = time.monotonic()
-            # a changed output moves the index and wakes that service's watchers only
             await conn.request("PUT", f"/v1/agent/check/update/service:{name}-flap",
                                body.encode())
             self.requests += 1

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import random
 import time
+import uuid
 from typing import Any
 
 import aiohttp
@@ -24,6 +27,8 @@ from autopilot.catalog.registry import (
 from autopilot.catalog.store import Store
 
 CONSUL_SERVICE = "consul"
+#: the Consul release whose answers the catalog reproduces
+CONSUL_VERSION = "1.10.12"
 OUTPUT_MAX = 4096
 REAP_PERIOD = 0.5  # seconds; Consul reaps every ~30 s, we are faster on purpose
 MAINT_NOTE = ("Maintenance mode is enabled for this service, but no reason was provided. "
@@ -59,11 +64,30 @@ def clip_output(text: str) -> str:
     return f"{text[:OUTPUT_MAX]} ... (captured {OUTPUT_MAX} of {len(text)} bytes)"
 
 
+def _default_tagged(given: dict[str, Any] | None, address: str,
+                    port: int) -> dict[str, Any] | None:
+    """Consul's agent adds ``lan_ipv4``/``wan_ipv4`` (or ``_ipv6``) tagged addresses for a
+    service whose Address is an IP, unless the registration sets them itself."""
+    tagged = dict(given or {})
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return tagged or None
+    fam = "ipv4" if ip.version == 4 else "ipv6"
+    for where in ("lan", "wan"):
+        tagged.setdefault(f"{where}_{fam}", {"Address": address, "Port": port})
+    return tagged
+
+
 class Agent:
     def __init__(self, store: Store, registry: Registry, node: str, address: str,
-                 datacenter: str) -> None:
+                 datacenter: str, check_update_interval: float = 300.0) -> None:
         self.store, self.registry = store, registry
         self.node, self.address, self.datacenter = node, address, datacenter
+        #: Consul's ``check_update_interval``: an update that changes only a check's
+        #: output reaches the catalog this much later (0: at once)
+        self.check_update_interval = check_update_interval
+        self._deferred: dict[str, asyncio.TimerHandle] = {}
         self._ttl_timers: dict[str, asyncio.TimerHandle] = {}
         self._probes: dict[str, asyncio.Task[None]] = {}
         self._reaper: asyncio.Task[None] | None = None
@@ -74,6 +98,7 @@ class Agent:
         """Register this node with a passing serfHealth check, as a dev agent has."""
         addr = self.address
         self.registry.ensure_node(self.node, addr, datacenter=self.datacenter,
+                                  node_id=str(uuid.uuid5(uuid.NAMESPACE_DNS, self.node)),
                                   tagged={"lan": addr, "lan_ipv4": addr, "wan": addr,
                                           "wan_ipv4": addr},
                                   meta={"consul-network-segment": ""})
@@ -83,8 +108,11 @@ class Agent:
                                           output="Agent alive and reachable", type=""))
         if (self.node, CONSUL_SERVICE) not in self.registry.services:
             # a dev agent's server registers itself in the catalog (not as an agent service)
-            self.registry.put_service(Service(node=self.node, id=CONSUL_SERVICE,
-                                              name=CONSUL_SERVICE, port=8300))
+            self.registry.put_service(Service(
+                node=self.node, id=CONSUL_SERVICE, name=CONSUL_SERVICE, port=8300,
+                meta={"non_voter": "false", "raft_version": "3", "read_replica": "false",
+                      "serf_protocol_current": "2", "serf_protocol_max": "5",
+                      "serf_protocol_min": "1", "version": CONSUL_VERSION}))
         self.store.commit()
 
     def owns(self, svc: Service) -> bool:
@@ -104,7 +132,7 @@ class Agent:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        for h in self._ttl_timers.values():
+        for h in [*self._ttl_timers.values(), *self._deferred.values()]:
             h.cancel()
         if self._http:
             await self._http.close()
@@ -116,12 +144,15 @@ class Agent:
             raise AgentError(400, "Missing service name")
         sid = body.get("ID") or name
         port = body.get("Port") or 0
+        address = body.get("Address") or ""
         svc = Service(node=self.node, id=sid, name=name, tags=list(body.get("Tags") or []),
-                      address=body.get("Address") or "", port=port,
+                      address=address, port=port,
                       meta=dict(body.get("Meta") or {}),
                       enable_tag_override=bool(body.get("EnableTagOverride")),
                       kind=body.get("Kind") or "",
-                      tagged_addresses=body.get("TaggedAddresses") or None)
+                      tagged_addresses=_default_tagged(body.get("TaggedAddresses"),
+                                                       address, port),
+                      socket_path=body.get("SocketPath") or "")
         if body.get("Weights"):
             w = body["Weights"]
             svc.weights = {"Passing": int(w.get("Passing", 1) or 1),
@@ -130,7 +161,7 @@ class Agent:
         checks = []
         for n, d in enumerate(defs, start=1):
             default_id = f"service:{sid}:{n}" if len(defs) > 1 else f"service:{sid}"
-            checks.append(self.build_check(d, default_id, svc))
+            checks.append(self.build_check(d, default_id, svc, inline=True))
         self.registry.put_service(svc)
         keep = {c.id for c in checks}
         if replace_checks:
@@ -174,7 +205,10 @@ class Agent:
             self.registry.remove_check(self.node, cid)
 
     # ---- checks ----------------------------------------------------------------------------
-    def build_check(self, d: dict[str, Any], default_id: str, svc: Service | None) -> Check:
+    def build_check(self, d: dict[str, Any], default_id: str, svc: Service | None,
+                    inline: bool = False) -> Check:
+        """A check from its definition; ``inline`` ones (inside a service registration)
+        show empty Interval/Timeout strings, as Consul's agent does."""
         cid = d.get("CheckID") or d.get("ID") or default_id
         if not cid:
             raise AgentError(400, "Missing check name")
@@ -215,7 +249,9 @@ class Agent:
                      notes=d.get("Notes") or "", service_id=svc.id if svc else "",
                      service_name=svc.name if svc else "",
                      service_tags=list(svc.tags) if svc else [], type=kind,
-                     definition=definition, ttl_ns=ttl, deregister_after_ns=dereg)
+                     definition=definition, ttl_ns=ttl, deregister_after_ns=dereg,
+                     interval="" if inline else format_duration(interval),
+                     timeout="" if inline else format_duration(timeout))
 
     def register_check(self, d: dict[str, Any]) -> Check:
         if not d.get("Name"):
@@ -228,7 +264,7 @@ class Agent:
         old = self.registry.checks.get((self.node, chk.id))
         if old is not None:  # keep the known state of a re-registered check (no flapping)
             chk.status, chk.output = old.status, old.output
-            chk.critical_since = old.critical_since
+            chk.critical_since, chk.local_output = old.critical_since, old.local_output
         self._deactivate(chk.id)
         self.registry.put_check(chk)
         self._activate(chk)
@@ -246,7 +282,37 @@ class Agent:
         if chk is None or chk.type != "ttl":
             raise AgentError(500, f'CheckID "{cid}" does not have associated TTL')
         self._arm_ttl(chk)
-        self.registry.set_status(self.node, cid, status, clip_output(output))
+        self.update_check(cid, status, clip_output(output))
+
+    def update_check(self, cid: str, status: str, output: str) -> bool:
+        """Apply a check result the way Consul's agent syncs it: a status change goes to
+        the catalog at once (and wakes blocking queries); an output-only change is kept
+        locally (``/v1/agent/checks`` shows it) and written ``check_update_interval``
+        later, so frequent notes cost no index bump. True when the catalog changed."""
+        chk = self.registry.checks.get((self.node, cid))
+        if chk is None:
+            return False
+        if chk.status == status and self.check_update_interval > 0:
+            current = chk.output if chk.local_output is None else chk.local_output
+            if output == current:
+                return False
+            chk.local_output = None if output == chk.output else output
+            if chk.local_output is not None and cid not in self._deferred:
+                every = self.check_update_interval
+                self._deferred[cid] = asyncio.get_running_loop().call_later(
+                    every / 2 + random.uniform(0, every), self._sync_output, cid)
+            return False
+        chk.local_output = None
+        return self.registry.set_status(self.node, cid, status, output)
+
+    def _sync_output(self, cid: str) -> None:
+        self._deferred.pop(cid, None)
+        chk = self.registry.checks.get((self.node, cid))
+        if chk is None or chk.local_output is None:
+            return
+        output, chk.local_output = chk.local_output, None
+        if self.registry.set_status(self.node, cid, chk.status, output):
+            self.store.commit()
 
     # ---- timers and probes -----------------------------------------------------------------
     def _activate(self, chk: Check) -> None:
@@ -262,6 +328,9 @@ class Agent:
         task = self._probes.pop(cid, None)
         if task:
             task.cancel()
+        deferred = self._deferred.pop(cid, None)
+        if deferred:
+            deferred.cancel()
 
     def _arm_ttl(self, chk: Check) -> None:
         old = self._ttl_timers.pop(chk.id, None)
@@ -276,8 +345,8 @@ class Agent:
         chk = self.registry.checks.get((self.node, cid))
         if chk is None:
             return
-        self.registry.set_status(self.node, cid, CRITICAL, "TTL expired")
-        self.store.commit()
+        if self.update_check(cid, CRITICAL, "TTL expired"):
+            self.store.commit()
 
     async def _probe(self, chk: Check) -> None:
         interval = parse_duration(chk.definition["Interval"]) / 1e9
@@ -288,7 +357,7 @@ class Agent:
             status, output = await run_probe(self._http, chk, timeout)
             if (self.node, chk.id) not in self.registry.checks:
                 return
-            if self.registry.set_status(self.node, chk.id, status, clip_output(output)):
+            if self.update_check(chk.id, status, clip_output(output)):
                 self.store.commit()
             await asyncio.sleep(interval)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from autopilot.catalog.gojson import syntax_error
+
 
 class DecodeError(ValueError):
     """Answered as 400 ``Request decode failed: <message>``."""
@@ -106,7 +108,7 @@ def conform(data: Any, schema: dict[str, Any], where: str = "") -> dict[str, Any
         if canon is None:
             raise DecodeError(f'json: unknown field "{key}"')
         sub = schema[canon]
-        field = f"{where}.{canon}" if where else canon
+        field = f"{where}.{canon}"  # Go names top-level fields ".Port" (Consul's wrapper)
         if isinstance(sub, dict):
             out[canon] = conform(value, sub, field) if value is not None else None
         elif isinstance(sub, list):
@@ -130,7 +132,17 @@ def load_json(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise DecodeError(f"invalid UTF-8 in request body at byte {exc.start}") from None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant)
     except (json.JSONDecodeError, RecursionError) as exc:
         msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nesting too deep"
+        if isinstance(exc, json.JSONDecodeError) and exc.msg == "Extra data":
+            # Go's json.Decoder reads one value and ignores what follows it
+            return json.JSONDecoder(parse_constant=_no_constant).raw_decode(text.lstrip())[0]
+        if not isinstance(exc, RecursionError):
+            msg = syntax_error(text) or msg
         raise DecodeError(msg) from None
+
+
+def _no_constant(name: str) -> Any:
+    """NaN/Infinity are not JSON; Go refuses them."""
+    raise DecodeError(syntax_error(name) or f"invalid character {name[0]!r}")

@@ -9,7 +9,6 @@ service's health/catalog entries, ``node:<name>`` for a node or its services,
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,27 +51,50 @@ class Service:
     weights: dict[str, int] = field(default_factory=lambda: {"Passing": 1, "Warning": 1})
     kind: str = ""
     tagged_addresses: dict[str, Any] | None = None
+    socket_path: str = ""
     create_index: int = 0
     modify_index: int = 0
 
     def agent_json(self, datacenter: str) -> dict[str, Any]:
-        out = {"ID": self.id, "Service": self.name, "Tags": list(self.tags),
-               "Meta": dict(self.meta), "Port": self.port, "Address": self.address,
-               "Weights": dict(self.weights), "EnableTagOverride": self.enable_tag_override,
-               "Datacenter": datacenter}
+        """The agent's view (``/v1/agent/services``): Meta is ``{}`` when empty."""
+        out: dict[str, Any] = {"ID": self.id, "Service": self.name, "Tags": list(self.tags),
+                               "Meta": dict(self.meta), "Port": self.port,
+                               "Address": self.address}
         if self.kind:
-            out["Kind"] = self.kind
+            out = {"Kind": self.kind, **out}
         if self.tagged_addresses:
             out["TaggedAddresses"] = self.tagged_addresses
+        if self.socket_path:
+            out["SocketPath"] = self.socket_path
+        out.update({"Weights": dict(self.weights),
+                    "EnableTagOverride": self.enable_tag_override, "Datacenter": datacenter})
         return out
 
     def health_json(self) -> dict[str, Any]:
-        return {"ID": self.id, "Service": self.name, "Tags": list(self.tags),
-                "Address": self.address, "TaggedAddresses": self.tagged_addresses,
-                "Meta": dict(self.meta), "Port": self.port, "Weights": dict(self.weights),
-                "EnableTagOverride": self.enable_tag_override, "Kind": self.kind,
-                "Proxy": {"MeshGateway": {}, "Expose": {}}, "Connect": {},
-                "CreateIndex": self.create_index, "ModifyIndex": self.modify_index}
+        """Consul's NodeService as the catalog stores it (health entries, catalog/node):
+        Kind, TaggedAddresses, Port and SocketPath are left out when empty and an empty
+        Meta is null, as Go's ``omitempty`` and a nil map encode."""
+        out: dict[str, Any] = {}
+        if self.kind:
+            out["Kind"] = self.kind
+        out.update({"ID": self.id, "Service": self.name, "Tags": list(self.tags),
+                    "Address": self.address})
+        if self.tagged_addresses:
+            out["TaggedAddresses"] = self.tagged_addresses
+        out["Meta"] = dict(self.meta) or None
+        if self.port:
+            out["Port"] = self.port
+        if self.socket_path:
+            out["SocketPath"] = self.socket_path
+        out.update({"Weights": dict(self.weights),
+                    "EnableTagOverride": self.enable_tag_override, "Proxy": dict(PROXY),
+                    "Connect": {}, "CreateIndex": self.create_index,
+                    "ModifyIndex": self.modify_index})
+        return out
+
+
+#: an unset ConnectProxyConfig as Consul 1.10 encodes it (Mode has no omitempty)
+PROXY: dict[str, Any] = {"Mode": "", "MeshGateway": {}, "Expose": {}}
 
 
 @dataclass
@@ -87,10 +109,18 @@ class Check:
     service_name: str = ""
     service_tags: list[str] = field(default_factory=list)
     type: str = ""
+    #: the active check's settings (HTTP/TCP/...); Consul 1.10 shows them as ``{}``
     definition: dict[str, Any] = field(default_factory=dict)
+    #: the ``Interval``/``Timeout`` strings: "" for checks defined inside a service,
+    #: Go durations ("0s") for ones registered through /v1/agent/check/register
+    interval: str = ""
+    timeout: str = ""
     create_index: int = 0
     modify_index: int = 0
     # runtime, agent-only
+    #: the agent's newer output not yet written to the catalog (output-only updates are
+    #: deferred by ``check_update_interval``, as Consul's agent does); None when in sync
+    local_output: str | None = None
     ttl_ns: int = 0
     deregister_after_ns: int = 0
     critical_since: float | None = None
@@ -100,16 +130,24 @@ class Check:
                 "Status": self.status, "Notes": self.notes, "Output": self.output,
                 "ServiceID": self.service_id, "ServiceName": self.service_name,
                 "ServiceTags": list(self.service_tags), "Type": self.type,
-                "Definition": dict(self.definition), "CreateIndex": self.create_index,
+                "Interval": self.interval, "Timeout": self.timeout, "ExposedPort": 0,
+                "Definition": {}, "CreateIndex": self.create_index,
                 "ModifyIndex": self.modify_index}
+
+    def agent_json(self) -> dict[str, Any]:
+        """The agent's own view: it shows an output the catalog has not received yet."""
+        out = self.to_json()
+        if self.local_output is not None:
+            out["Output"] = self.local_output
+        return out
 
 
 CheckListener = Callable[[str, str], None]
 #: what a reader can see of a service / check (indexes and timers aside)
 _SERVICE_FIELDS = ("name", "tags", "address", "port", "meta", "enable_tag_override",
-                   "weights", "kind", "tagged_addresses")
+                   "weights", "kind", "tagged_addresses", "socket_path")
 _CHECK_FIELDS = ("name", "status", "notes", "output", "service_id", "service_name",
-                 "service_tags", "type", "definition")
+                 "service_tags", "type", "definition", "interval", "timeout")
 
 
 def _same(a: object, b: object, fields: tuple[str, ...]) -> bool:
@@ -179,9 +217,9 @@ class Registry:
             return node  # type: ignore[return-value]
         idx = self._touch_node(name, "table:nodes")
         if node is None:
-            node = Node(name=name, address=address,
-                        id=node_id or str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
-                        datacenter=datacenter, create_index=idx)
+            # nodes registered through /v1/catalog/register without an ID have none
+            node = Node(name=name, address=address, id=node_id, datacenter=datacenter,
+                        create_index=idx)
             self.nodes[name] = node
         node.address = address
         if tagged is not None:
@@ -369,8 +407,11 @@ class Registry:
                 "Datacenter": node.datacenter, "TaggedAddresses": node.tagged_addresses or None,
                 "NodeMeta": node.meta or None, "ServiceKind": svc.kind, "ServiceID": svc.id,
                 "ServiceName": svc.name, "ServiceTags": list(svc.tags),
-                "ServiceAddress": svc.address, "ServiceTaggedAddresses": svc.tagged_addresses,
+                "ServiceAddress": svc.address,
+                **({"ServiceTaggedAddresses": svc.tagged_addresses}
+                   if svc.tagged_addresses else {}),
                 "ServiceWeights": dict(svc.weights), "ServiceMeta": dict(svc.meta),
-                "ServicePort": svc.port, "ServiceEnableTagOverride": svc.enable_tag_override,
-                "ServiceProxy": {"MeshGateway": {}, "Expose": {}}, "ServiceConnect": {},
+                "ServicePort": svc.port, "ServiceSocketPath": svc.socket_path,
+                "ServiceEnableTagOverride": svc.enable_tag_override,
+                "ServiceProxy": dict(PROXY), "ServiceConnect": {},
                 "CreateIndex": svc.create_index, "ModifyIndex": svc.modify_index}

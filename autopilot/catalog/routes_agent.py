@@ -9,7 +9,8 @@ import time
 from aiohttp import web
 
 from autopilot.catalog import decode
-from autopilot.catalog.registry import CRITICAL, PASSING, STATUSES, WARNING
+from autopilot.catalog.agent import CONSUL_VERSION
+from autopilot.catalog.registry import CRITICAL, PASSING, SERF_CHECK, STATUSES, WARNING
 from autopilot.catalog.web import (
     ConsulError,
     body_json,
@@ -21,7 +22,7 @@ from autopilot.catalog.web import (
     wait_params,
 )
 
-VERSION = "1.10.0"
+VERSION = CONSUL_VERSION
 routes = web.RouteTableDef()
 
 
@@ -68,11 +69,19 @@ async def agent_self(request: web.Request) -> web.Response:
            "Revision": "autopilot", "Version": VERSION}
     return reply(request, {"Config": cfg, "DebugConfig": {"EmbeddedCatalog": True, **cfg},
                            "Coord": None, "Member": _member(request),
-                           "Stats": {"catalog": {
+                           "Stats": {"consul": _consul_stats(request), "catalog": {
                                "blocked_queries": str(st.store.hub.waiting),
                                **_wake_stats(st.store.hub.wake_samples),
                                "index": str(st.store.index)}},
                            "Meta": {"consul-network-segment": ""}, "xDS": None})
+
+
+def _consul_stats(request: web.Request) -> dict[str, str]:
+    """``Stats.consul`` as a dev agent (a single server, its own leader) reports it."""
+    st = state_of(request)
+    return {"acl": "enabled" if st.settings.token else "disabled", "bootstrap": "false",
+            "known_datacenters": "1", "leader": "true",
+            "leader_addr": f"{st.agent.address}:8300", "server": "true"}
 
 
 @routes.get("/v1/agent/members")
@@ -131,8 +140,11 @@ async def agent_service(request: web.Request) -> web.Response:
 async def agent_checks(request: web.Request) -> web.Response:
     st = state_of(request)
     flt = request_filter(request)
-    return reply(request, filtered(flt, {c.id: c.to_json() for c in st.registry.checks.values()
-                                         if c.node == st.node}))
+    # the agent lists the checks registered on it: not the node's serfHealth, which the
+    # server maintains in the catalog
+    return reply(request, filtered(flt, {c.id: c.agent_json()
+                                         for c in st.registry.checks.values()
+                                         if c.node == st.node and c.id != SERF_CHECK}))
 
 
 @routes.put("/v1/agent/service/register")

@@ -10,6 +10,7 @@ from autopilot.catalog.web import (
     ConsulError,
     block,
     body_json,
+    catalog_reply,
     check_dc,
     conform_body,
     filtered,
@@ -36,7 +37,7 @@ async def health_service(request: web.Request) -> web.Response:
     idx = await block(request, lambda: st.registry.service_index(name),
                       topic_is(f"svc:{name}", "table:services", "table:nodes"))
     entries = st.registry.health_entries(name, _tags(request), flag(request, "passing"))
-    return reply(request, filtered(flt, entries), idx)
+    return catalog_reply(request, filtered(flt, entries), idx)
 
 
 @routes.get("/v1/health/checks/{name}")
@@ -50,7 +51,7 @@ async def health_checks(request: web.Request) -> web.Response:
     out = []
     for svc in st.registry.instances(name):
         out += [c.to_json() for c in st.registry.service_checks(svc.node, svc.id)]
-    return reply(request, filtered(flt, out), idx)
+    return catalog_reply(request, filtered(flt, out), idx)
 
 
 @routes.get("/v1/health/state/{state}")
@@ -58,14 +59,12 @@ async def health_state(request: web.Request) -> web.Response:
     check_dc(request)
     flt = request_filter(request)
     st = state_of(request)
-    want = request.match_info["state"]
-    if want != "any" and want not in STATUSES:
-        raise ConsulError(400, "Invalid state")
+    want = request.match_info["state"]  # an unknown state matches nothing (Consul 1.10)
     idx = await block(request, lambda: st.store.table("checks"), topic_is("table:checks"))
     out = [c.to_json() for c in sorted(st.registry.checks.values(),
                                        key=lambda c: (c.node, c.id))
            if want == "any" or c.status == want]
-    return reply(request, filtered(flt, out), idx)
+    return catalog_reply(request, filtered(flt, out), idx)
 
 
 @routes.get("/v1/health/node/{node}")
@@ -78,7 +77,7 @@ async def health_node(request: web.Request) -> web.Response:
                       topic_is(f"nodechecks:{node}", "table:checks"))
     out = [c.to_json() for c in sorted(st.registry.checks.values(), key=lambda c: c.id)
            if c.node == node]
-    return reply(request, filtered(flt, out), idx)
+    return catalog_reply(request, filtered(flt, out), idx)
 
 
 @routes.get("/v1/catalog/datacenters")
@@ -88,10 +87,17 @@ async def catalog_datacenters(request: web.Request) -> web.Response:
 
 @routes.get("/v1/catalog/services")
 async def catalog_services(request: web.Request) -> web.Response:
-    check_dc(request)
+    """Consul 1.10 ignores ``?filter`` here (not even parsed): every service is listed."""
     st = state_of(request)
+    dc = request.query.get("dc")
+    if dc and dc != st.settings.datacenter:
+        # Consul's handler sets its (empty) query meta before the RPC fails
+        resp = web.Response(status=500, text="No path to datacenter", content_type="text/plain")
+        resp.headers.update({"X-Consul-Index": "1", "X-Consul-KnownLeader": "false",
+                             "X-Consul-LastContact": "0"})
+        return resp
     idx = await block(request, lambda: st.store.table("services"), topic_is("table:services"))
-    return reply(request, st.registry.service_names(), idx)
+    return catalog_reply(request, st.registry.service_names(), idx)
 
 
 @routes.get("/v1/catalog/service/{name}")
@@ -105,7 +111,7 @@ async def catalog_service(request: web.Request) -> web.Response:
     tags = _tags(request)
     out = [st.registry.catalog_entry(s) for s in st.registry.instances(name)
            if all(t in s.tags for t in tags)]
-    return reply(request, filtered(flt, out), idx)
+    return catalog_reply(request, filtered(flt, out), idx)
 
 
 @routes.get("/v1/catalog/nodes")
@@ -115,7 +121,7 @@ async def catalog_nodes(request: web.Request) -> web.Response:
     st = state_of(request)
     idx = await block(request, lambda: st.store.table("nodes"), topic_is("table:nodes"))
     out = [n.to_json() for n in sorted(st.registry.nodes.values(), key=lambda n: n.name)]
-    return reply(request, filtered(flt, out), idx)
+    return catalog_reply(request, filtered(flt, out), idx)
 
 
 @routes.get("/v1/catalog/node/{node}")
@@ -127,21 +133,24 @@ async def catalog_node(request: web.Request) -> web.Response:
                       topic_is(f"node:{name}", "table:nodes", "table:services"))
     node = st.registry.nodes.get(name)
     if node is None:
-        return reply(request, None, idx)
-    services = {s.id: {**s.agent_json(st.settings.datacenter),
-                       "CreateIndex": s.create_index, "ModifyIndex": s.modify_index}
-                for s in st.registry.services.values() if s.node == name}
-    return reply(request, {"Node": node.to_json(), "Services": services}, idx)
+        return catalog_reply(request, None, idx)
+    services = {s.id: s.health_json() for s in st.registry.services.values()
+                if s.node == name}
+    return catalog_reply(request, {"Node": node.to_json(), "Services": services}, idx)
 
 
 @routes.put("/v1/catalog/register")
 async def catalog_register(request: web.Request) -> web.Response:
-    check_dc(request)
+    """Consul 1.10 takes the datacenter from the body only (``?dc=`` is not read here)."""
     st = state_of(request)
     body = conform_body(await body_json(request), decode.CATALOG_REGISTER)
+    if body.get("Datacenter") not in (None, "", st.settings.datacenter):
+        raise ConsulError(500, "No path to datacenter")
     node, address = body.get("Node") or "", body.get("Address") or ""
-    if not node or not address:
-        raise ConsulError(500, "Must provide node and address")
+    if not node:
+        raise ConsulError(500, "Must provide node")
+    if not address and not body.get("SkipNodeUpdate"):
+        raise ConsulError(500, "Must provide address if SkipNodeUpdate is not set")
     sbody = body.get("Service")
     svc = None
     if sbody:
@@ -152,7 +161,9 @@ async def catalog_register(request: web.Request) -> web.Response:
                       tags=list(sbody.get("Tags") or []), address=sbody.get("Address") or "",
                       port=sbody.get("Port") or 0, meta=dict(sbody.get("Meta") or {}),
                       enable_tag_override=bool(sbody.get("EnableTagOverride")),
-                      kind=sbody.get("Kind") or "")
+                      kind=sbody.get("Kind") or "",
+                      tagged_addresses=sbody.get("TaggedAddresses") or None,
+                      socket_path=sbody.get("SocketPath") or "")
     checks = []
     for d in ([body["Check"]] if body.get("Check") else []) + list(body.get("Checks") or []):
         cid = d.get("CheckID") or d.get("ID") or d.get("Name") or ""

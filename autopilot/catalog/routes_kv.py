@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from autopilot.catalog.txn import TxnBadRequest, run_txn
+from autopilot.catalog.txn import TxnBadRequest, read_only, run_txn
 from autopilot.catalog.web import (
     ConsulError,
     block,
@@ -43,7 +43,7 @@ def _go_uint(request: web.Request, name: str) -> int | None:
 def _conflicting(request: web.Request, *names: str) -> None:
     if sum(n in request.query for n in names) > 1:
         encoded = urlencode(sorted(request.query.items()))
-        raise ConsulError(400, f"Conflicting flags: {encoded}\n")
+        raise ConsulError(400, f"Conflicting flags: {encoded}")
 
 
 @routes.get("/v1/kv/{key:.*}")
@@ -111,7 +111,7 @@ async def kv_put(request: web.Request) -> web.Response:
         if not acquire:
             raise ConsulError(500, "missing session")
         if acquire not in st.sessions.sessions:
-            raise ConsulError(500, f'invalid session "{acquire}"')
+            raise ConsulError(500, f'raft apply failed: invalid session "{acquire}"')
         ok = st.kv.acquire(key, value, flags, acquire)
     elif release is not None:
         if not release:
@@ -148,7 +148,13 @@ async def txn(request: web.Request) -> web.Response:
         raise ConsulError(413, str(exc)) from None
     except TxnBadRequest as exc:
         raise ConsulError(400, str(exc)) from None
-    if errors:
-        return json_response({"Results": None, "Errors": errors}, status=409,
-                             index=st.store.index)
-    return json_response({"Results": results, "Errors": None}, index=st.store.index)
+    data: dict = {"Results": None, "Errors": errors} if errors else {"Results": results,
+                                                                     "Errors": None}
+    resp = json_response(data, status=409 if errors else 200)
+    if read_only(body):
+        data.update(Index=st.kv.prefix_index(""), LastContact=0, KnownLeader=True,
+                    ConsistencyLevel="", NotModified=False, Backend=0)
+        resp = json_response(data, status=409 if errors else 200)
+        resp.headers["X-Consul-KnownLeader"] = "true"
+        resp.headers["X-Consul-LastContact"] = "0"
+    return resp

@@ -57,7 +57,7 @@ async def session_renew(request: web.Request) -> web.Response:
     sess = st.sessions.renew(sid)
     if sess is None:
         raise ConsulError(404, f"Session id '{sid}' not found")
-    return reply(request, [sess.to_json()], st.sessions.index())
+    return reply(request, [sess.to_json()])  # a write: no query meta headers, as Consul
 
 
 @routes.get("/v1/session/info/{sid:.*}")

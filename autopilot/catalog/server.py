@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import resource
 import signal
+import ssl
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -43,26 +45,67 @@ def _token(request: web.Request) -> str | None:
     return None
 
 
-def _check_token(request: web.Request, expected: str | None) -> None:
-    """Consul's answers without the token (anonymous) and with a token it does not know."""
+def _anonymous(request: web.Request, expected: str | None) -> bool:
+    """True for a request without a token when ACLs are on (the anonymous token, whose
+    policy is deny); a token other than the configured one is refused as Consul refuses a
+    token it does not know."""
     if not expected or request.path.startswith(ACL_FREE):
-        return
+        return False
     given = _token(request)
     if not given:
-        raise ConsulError(403, "Permission denied")
+        return True
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise ConsulError(403, "ACL not found")
+    return False
+
+
+#: reads that need a specific permission: denied outright, not filtered
+_DENIED_READS = ("/v1/agent/self", "/v1/agent/service/", "/v1/agent/metrics",
+                 "/v1/agent/host", "/v1/operator/", "/v1/acl/")
+
+
+async def _as_anonymous(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Consul with ``default_policy = "deny"`` and no token: writes and targeted reads
+    answer 403, listing reads answer as if nothing were visible (filtered, not refused)."""
+    path = request.path
+    if request.method not in ("GET", "HEAD"):
+        if path == "/v1/agent/service/register":
+            name = ""
+            with contextlib.suppress(Exception):
+                name = (await request.json()).get("Name") or ""
+            raise ConsulError(403, f"Permission denied: Missing service:write on {name}")
+        raise ConsulError(403, "Permission denied")
+    kv_list = path.startswith("/v1/kv/") and ("recurse" in request.query
+                                              or "keys" in request.query)
+    if path.startswith(_DENIED_READS) or (path.startswith("/v1/kv/") and not kv_list):
+        raise ConsulError(403, "Permission denied")
+    resp = await handler(request)
+    if resp.status != 200 or not isinstance(resp, web.Response) \
+            or path == "/v1/catalog/datacenters" or resp.content_type != "application/json":
+        return resp
+    if path.startswith("/v1/kv/") and "recurse" in request.query:
+        out = web.Response(status=404)  # no visible key: the missing-prefix answer
+        for h in ("X-Consul-Index", "X-Consul-KnownLeader", "X-Consul-LastContact"):
+            if h in resp.headers:
+                out.headers[h] = resp.headers[h]
+        return out
+    data = json.loads(resp.body or b"null")
+    empty: object = {} if isinstance(data, dict) else [] if isinstance(data, list) else None
+    if path.startswith("/v1/catalog/node/"):
+        empty = None
+    resp.text = json.dumps(empty)
+    return resp
 
 
 @web.middleware
 async def consul_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     st = request.app[STATE_KEY]
     try:
-        _check_token(request, st.settings.token)
+        anonymous = _anonymous(request, st.settings.token)
         if (request.content_length is not None and request.content_length > MAX_BODY
                 and not request.path.startswith("/v1/kv/")):  # KV answers its own 413
             raise ConsulError(413, f"Request body too large, max size: {MAX_BODY} bytes")
-        resp = await handler(request)
+        resp = await (_as_anonymous(request, handler) if anonymous else handler(request))
     except (ConsulError, AgentError) as exc:
         resp = _text(exc.status, exc.message)
     except web.HTTPRequestEntityTooLarge:
@@ -71,7 +114,8 @@ async def consul_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status == 405:
             resp = _text(405, f"method {request.method} not allowed")
         elif exc.status == 404:
-            resp = _text(404, "404 page not found\n")  # Go's http.NotFound
+            # Consul's mux answers an unknown path with an empty 404 and no headers
+            return web.Response(status=404)
         else:
             raise
     except (ConnectionResetError, asyncio.CancelledError):
@@ -101,6 +145,20 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """HTTPS on the catalog's port when a certificate is configured (Consul serves HTTPS on
+    its own ``https`` port; the catalog has one listener, so it is either HTTP or HTTPS)."""
+    if not settings.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    if settings.tls_ca:
+        ctx.load_verify_locations(settings.tls_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
 async def serve(settings: Settings, ready: Callable[[str], None] | None = None) -> None:
     """Run the catalog until SIGTERM/SIGINT."""
     _raise_fd_limit()
@@ -121,12 +179,13 @@ async def serve(settings: Settings, ready: Callable[[str], None] | None = None) 
                            keepalive_timeout=75.0, handler_cancellation=True,
                            shutdown_timeout=0.5)
     await runner.setup()
-    site = web.TCPSite(runner, settings.bind, settings.port, backlog=2048, reuse_address=True)
+    site = web.TCPSite(runner, settings.bind, settings.port, backlog=2048, reuse_address=True,
+                       ssl_context=tls_context(settings))
     await site.start()
     server = getattr(site, "_server", None)
     sockets = getattr(server, "sockets", None) or []
     port = sockets[0].getsockname()[1] if sockets else settings.port
-    where = f"{settings.bind}:{port}"
+    where = f"{'https://' if settings.tls_cert else ''}{settings.bind}:{port}"
     log.info("catalog serving on %s (node %s, dc %s)", where, settings.node,
              settings.datacenter)
     if ready:

@@ -46,10 +46,10 @@ class Session:
 
     def to_json(self) -> dict[str, Any]:
         return {"ID": self.id, "Name": self.name, "Node": self.node,
-                "Checks": self.checks + self.node_checks or None,
-                "NodeChecks": self.node_checks or None,
-                "ServiceChecks": [dict(sc) for sc in self.service_checks] or None,
                 "LockDelay": self.lock_delay_ns, "Behavior": self.behavior, "TTL": self.ttl,
+                # Consul 1.10 folds the legacy Checks into NodeChecks and has no Checks key
+                "NodeChecks": list(dict.fromkeys(self.node_checks + self.checks)),
+                "ServiceChecks": [dict(sc) for sc in self.service_checks] or None,
                 "CreateIndex": self.create_index,
                 "ModifyIndex": self.modify_index}
 
@@ -104,14 +104,13 @@ class Sessions:
                                    f"[{format_duration(MIN_TTL)}={format_duration(MAX_TTL)}]")
         sess.ttl = ttl
         if sess.node not in self.registry.nodes:
-            raise SessionError(f"Failed to create session: Missing node registration "
-                               f"'{sess.node}'")
+            raise SessionError("apply failed: Missing node registration")
         for cid in sess.bound_checks():
             chk = self.registry.checks.get((sess.node, cid))
             if chk is None:
-                raise SessionError(f"Missing check '{cid}' registration")
+                raise SessionError(f"apply failed: Missing check '{cid}' registration")
             if chk.status == CRITICAL:
-                raise SessionError(f"Check '{cid}' is in critical state")
+                raise SessionError(f"apply failed: Check '{cid}' is in critical state")
         idx = self.store.touch("table:sessions", f"session:{sess.id}")
         sess.create_index = sess.modify_index = idx
         self.sessions[sess.id] = sess
@@ -175,4 +174,4 @@ class Sessions:
 
     def list(self, node: str | None = None) -> list[Session]:
         found = [s for s in self.sessions.values() if node is None or s.node == node]
-        return sorted(found, key=lambda s: s.create_index)
+        return sorted(found, key=lambda s: s.id)  # Consul's state store walks its ID index

@@ -19,6 +19,14 @@ class Settings:
     datacenter: str = "dc1"
     token: str | None = None
     data_dir: str | None = None
+    #: seconds before an output-only check update reaches the catalog (Consul's
+    #: ``check_update_interval``, 5 min by default; 0 writes every output at once)
+    check_update_interval: float = 300.0
+    #: serve HTTPS with this certificate chain and key (PEM files)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: with a CA file, clients must present a certificate it signed (verify_incoming)
+    tls_ca: str | None = None
 
 
 class State:
@@ -30,7 +38,7 @@ class State:
         self.sessions = Sessions(self.store, self.registry, self.kv, settings.node)
         address = settings.bind if settings.bind not in ("0.0.0.0", "::", "") else "127.0.0.1"
         self.agent = Agent(self.store, self.registry, settings.node, address,
-                           settings.datacenter)
+                           settings.datacenter, settings.check_update_interval)
 
     @property
     def node(self) -> str:

@@ -20,8 +20,19 @@ KV_OP = {"Verb": decode.STR, "Key": decode.STR, "Value": decode.ANY, "Flags": de
          "Partition": decode.STR}
 
 
+WRITE_VERBS = frozenset({"set", "cas", "lock", "unlock", "delete", "delete-tree",
+                         "delete-cas"})
+
+
 class TxnAbort(Exception):
     pass
+
+
+def read_only(ops: list[Any]) -> bool:
+    """Consul answers a transaction without write verbs on its read path (query meta in
+    the body and the headers, no raft apply)."""
+    return all(not (isinstance(op, dict) and isinstance(op.get("KV"), dict)
+                    and op["KV"].get("Verb") in WRITE_VERBS) for op in ops)
 
 
 class TxnBadRequest(Exception):
@@ -98,7 +109,7 @@ def _apply(state: State, op: dict[str, Any]) -> list[dict[str, Any]]:
             raise TxnAbort(f'failed to delete key "{key}", index is stale')
         return []
     else:
-        raise TxnBadRequest(f'Failed to parse body: unknown KV verb "{verb}"')
+        raise TxnAbort(f'unknown KV verb "{verb}"')
     return [{"KV": _entry(state, key, False)}] if key in kv.entries else []
 
 

@@ -35,11 +35,11 @@ def state_of(request: web.Request) -> State:
 
 
 def json_response(data: Any, status: int = 200, index: int | None = None,
-                  pretty: bool = False) -> web.Response:
+                  pretty: bool = False, consistency: bool = False) -> web.Response:
     text = json.dumps(data, indent=4) if pretty else json.dumps(data, separators=(",", ":"))
     resp = web.Response(text=text, status=status, content_type="application/json")
     if index is not None:
-        set_meta(resp, index)
+        set_meta(resp, index, consistency)
     return resp
 
 
@@ -47,11 +47,19 @@ def reply(request: web.Request, data: Any, index: int | None = None) -> web.Resp
     return json_response(data, index=index, pretty=flag(request, "pretty"))
 
 
-def set_meta(resp: web.StreamResponse, index: int) -> None:
+def catalog_reply(request: web.Request, data: Any, index: int) -> web.Response:
+    """A catalog/health read: query meta plus X-Consul-Effective-Consistency."""
+    return json_response(data, index=index, pretty=flag(request, "pretty"), consistency=True)
+
+
+def set_meta(resp: web.StreamResponse, index: int, consistency: bool = False) -> None:
+    """Consul's query meta headers; the catalog and health endpoints also report the
+    consistency mode they answered with (KV and sessions do not, in Consul 1.10)."""
     resp.headers["X-Consul-Index"] = str(max(index, 1))
     resp.headers["X-Consul-KnownLeader"] = "true"
     resp.headers["X-Consul-LastContact"] = "0"
-    resp.headers["X-Consul-Effective-Consistency"] = "leader"
+    if consistency:
+        resp.headers["X-Consul-Effective-Consistency"] = "leader"
 
 
 def flag(request: web.Request, name: str) -> bool:

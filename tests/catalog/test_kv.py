@@ -174,7 +174,8 @@ def test_txn_all_or_nothing(api, cc, name):
     r = api.put("/v1/txn", json=[_op("set", f"{name}/{i}", b"x") for i in range(65)])
     assert r.status_code == 413
     r = api.put("/v1/txn", json=[{"KV": {"Verb": "explode", "Key": "k"}}])
-    assert r.status_code == 400
+    assert r.status_code == 409 and r.json()["Errors"] == [
+        {"OpIndex": 0, "What": 'unknown KV verb "explode"'}]
     ok = cc.txn.put([_op("get-tree", f"{name}/")])
     assert [x["KV"]["Key"] for x in ok["Results"]] == [f"{name}/a", f"{name}/b"]
 

@@ -61,9 +61,10 @@ def test_binding_errors(api, name):
     api.register(name, Check={"TTL": "30s"})  # critical
     r = api.put("/v1/session/create",
                 json={"NodeChecks": [], "ServiceChecks": [{"ID": f"service:{name}"}]})
-    assert r.status_code == 500 and r.text == f"Check 'service:{name}' is in critical state"
+    assert r.status_code == 500 and r.text == (
+        f"apply failed: Check 'service:{name}' is in critical state")
     r = api.put("/v1/session/create", json={"NodeChecks": [], "ServiceChecks": [{"ID": name}]})
-    assert r.status_code == 500 and r.text == f"Missing check '{name}' registration"
+    assert r.status_code == 500 and r.text == f"apply failed: Missing check '{name}' registration"
     r = api.put("/v1/session/create", json={"Behavior": "explode"})
     assert r.status_code == 500
     r = api.put("/v1/session/create", json={"Nmae": "x"})
@@ -76,7 +77,7 @@ def test_session_bound_to_service_check_invalidated_when_ttl_lapses(api, cc, nam
     assert api.put(f"/v1/kv/{name}/leader?acquire={sid}", data=b"me").json() is True
     [info] = api.get(f"/v1/session/info/{sid}").json()
     assert info["ServiceChecks"] == [{"ID": f"service:{name}", "Namespace": ""}]
-    assert info["NodeChecks"] is None
+    assert info["NodeChecks"] == []
     t0 = time.monotonic()
     wait_for(lambda: api.get(f"/v1/session/info/{sid}").json() == [], timeout=5,
              message="session invalidated by the lapsed TTL check")

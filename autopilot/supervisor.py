@@ -22,7 +22,8 @@ from typing import Any
 import structlog
 
 from autopilot import logs
-from autopilot.config.model import Config, ConfigError
+from autopilot.component import Component, HandsOver
+from autopilot.config.model import Config, ConfigError, JobConfig
 from autopilot.context import Context
 from autopilot.events import (
     ENTER_MAINTENANCE,
@@ -62,10 +63,6 @@ class StartupError(Exception):
     """A component autopilot cannot run without (``fatal = True``) did not start."""
 
 
-def _key(comp: Any) -> str:
-    return str(getattr(comp, "key", type(comp).__name__))
-
-
 class Supervisor:
     """See docs/architecture.md ("Supervisor") for the API the control server and telemetry
     use; see docs/jobs.md for the behaviour."""
@@ -75,7 +72,7 @@ class Supervisor:
         self.config_path = config_path or config.path
         self.ctx = Context(config=config, bus=EventBus())
         self.jobs: dict[str, Job] = {}
-        self.components: list[Any] = []
+        self.components: list[Component] = []
         self.control: Any = None
         self.telemetry: Any = None
         self.maintenance = False
@@ -93,8 +90,8 @@ class Supervisor:
         self._started = False
 
     # -- building ---------------------------------------------------------------------------
-    def _new_job(self, cfg: Any) -> Job:
-        if getattr(cfg, "function", None) is not None:
+    def _new_job(self, cfg: JobConfig) -> Job:
+        if cfg.function is not None:
             from autopilot.jobs.function import FunctionJob
 
             return FunctionJob(self.ctx, cfg, peers=lambda: list(self.jobs.values()),
@@ -119,12 +116,12 @@ class Supervisor:
 
         return resolve(new.consul) != getattr(current, "cfg", None)
 
-    def _build_components(self) -> list[Any]:
+    def _build_components(self) -> list[Component]:
         """The non-job components for the current config, in start order."""
         # imported here, and only when configured: a config without them does not pay for them
         from autopilot.control.server import ControlServer
 
-        comps: list[Any] = [ControlServer(self.ctx, self)]
+        comps: list[Component] = [ControlServer(self.ctx, self)]
         config = self.ctx.config
         if config.telemetry is not None:
             from autopilot.telemetry import Telemetry
@@ -144,12 +141,12 @@ class Supervisor:
             comps.extend(templates.components(self.ctx))
         return comps
 
-    def _adopt(self, comps: list[Any]) -> None:
+    def _adopt(self, comps: list[Component]) -> None:
         self.components = comps
-        self.control = next((c for c in comps if _key(c) == "control"), None)
-        self.telemetry = next((c for c in comps if _key(c) == "telemetry"), None)
+        self.control = next((c for c in comps if c.key == "control"), None)
+        self.telemetry = next((c for c in comps if c.key == "telemetry"), None)
 
-    async def _start_component(self, comp: Any, at_startup: bool = False) -> None:
+    async def _start_component(self, comp: Component, at_startup: bool = False) -> None:
         """Start one component; a failure is logged, and at startup a component that says
         ``fatal = True`` (control socket, telemetry) stops autopilot instead."""
         try:
@@ -157,19 +154,19 @@ class Supervisor:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one component must not keep the others down
-            log.error("component failed to start", component=_key(comp), error=str(exc))
-            if at_startup and getattr(comp, "fatal", False):
-                raise StartupError(f"{_key(comp)}: {exc}") from exc
+            log.error("component failed to start", component=comp.key, error=str(exc))
+            if at_startup and comp.fatal:
+                raise StartupError(f"{comp.key}: {exc}") from exc
 
-    async def _stop_component(self, comp: Any, timeout: float | None = None) -> None:
+    async def _stop_component(self, comp: Component, timeout: float | None = None) -> None:
         try:
             await asyncio.wait_for(comp.stop(), timeout)
         except asyncio.CancelledError:
             raise
         except TimeoutError:
-            log.warning("component did not stop in time", component=_key(comp))
+            log.warning("component did not stop in time", component=comp.key)
         except Exception as exc:  # noqa: BLE001
-            log.error("component failed to stop", component=_key(comp), error=str(exc))
+            log.error("component failed to stop", component=comp.key, error=str(exc))
 
     # -- running ----------------------------------------------------------------------------
     async def run(self) -> int:
@@ -213,7 +210,7 @@ class Supervisor:
 
     async def _startup(self) -> None:
         config = self.ctx.config
-        for w in getattr(config, "warnings", None) or []:
+        for w in config.warnings:
             log.warning(w)
         log.debug("loaded config", config=repr(config))
         self.ctx.consul = self._connect(config)
@@ -351,13 +348,12 @@ class Supervisor:
             async with self._reload_lock:  # a reload in progress finishes first
                 pass
         for comp in self.components:
-            hook = getattr(comp, "before_shutdown", None)
-            if hook is None:
+            if not isinstance(comp, HandsOver):
                 continue
             try:
-                await hook()
+                await comp.before_shutdown()
             except Exception as exc:  # noqa: BLE001 - shutdown must go on
-                log.error("before_shutdown failed", component=_key(comp), error=str(exc))
+                log.error("before_shutdown failed", component=comp.key, error=str(exc))
         await self._run_shutdown_hooks()
         hooks = [j for j in self.jobs.values() if self._is_stop_hook(j)]
         others = [j for j in self.jobs.values() if j not in hooks]
@@ -452,13 +448,13 @@ class Supervisor:
         except Exception:
             self.ctx.config, self.ctx.consul = old, old_consul
             raise
-        old_by_key = {_key(c): c for c in self.components}
-        result: list[Any] = []
-        to_start: list[Any] = []
+        old_by_key = {c.key: c for c in self.components}
+        result: list[Component] = []
+        to_start: list[Component] = []
         for comp in fresh:
-            prev = old_by_key.get(_key(comp))
-            same = prev is not None and getattr(prev, "cfg", None) == getattr(comp, "cfg", None)
-            if same and not (consul_changed and _key(comp) not in ("control", "telemetry")):
+            prev = old_by_key.get(comp.key)
+            same = prev is not None and prev.cfg == comp.cfg
+            if same and not (consul_changed and comp.key not in ("control", "telemetry")):
                 result.append(prev)
             else:
                 result.append(comp)
@@ -468,7 +464,7 @@ class Supervisor:
         log.info("reloading", jobs_restarted=sorted(j.name for j in gone if j.name in new_cfgs),
                  jobs_removed=sorted(j.name for j in gone if j.name not in new_cfgs),
                  jobs_added=sorted(n for n in new_cfgs if n not in self.jobs),
-                 components_restarted=sorted(_key(c) for c in to_start))
+                 components_restarted=sorted(c.key for c in to_start))
         await asyncio.gather(*(j.stop() for j in gone))
         for comp in reversed(to_stop):
             await self._stop_component(comp)

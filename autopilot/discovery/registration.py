@@ -47,6 +47,8 @@ class _Lost(Exception):
 class ServiceRegistration:
     """A component: keeps one job's service registered in Consul while the job is healthy."""
 
+    fatal = False  # a failure to start is logged; autopilot runs on
+
     def __init__(self, ctx: Context, cfg: JobConfig, *, heartbeat: float | None = None,
                  extra_tags: list[str] | None = None) -> None:
         """``heartbeat`` (seconds) makes the service register at once and report passing on

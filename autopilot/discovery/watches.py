@@ -39,6 +39,8 @@ RETRY_CAP = 5.0  # the retry delay when `interval` is not set
 class Watch:
     """A component: one `watches[]` entry."""
 
+    fatal = False  # a failure to start is logged; autopilot runs on
+
     def __init__(self, ctx: Context, cfg: WatchConfig, *, blocking: bool = True,
                  wait: float = WAIT) -> None:
         """``blocking=False`` is ContainerPilot's model (a plain poll every ``interval``),

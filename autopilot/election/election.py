@@ -77,6 +77,8 @@ def _last_line(output: str) -> str:
 class Election:
     """Component: ``start()``, ``before_shutdown()`` (hand-over), ``stop()``."""
 
+    fatal = False  # a failure to start is logged; autopilot runs on (see autopilot/component.py)
+
     def __init__(self, ctx: Context, job: JobConfig) -> None:
         assert job.election is not None
         self.ctx = ctx

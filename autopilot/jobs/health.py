@@ -20,6 +20,7 @@ from autopilot.config.model import JobConfig
 from autopilot.context import Context
 from autopilot.events import EXIT_FAILED, EXIT_SUCCESS, Event
 from autopilot.jobs.process import Process, child_env
+from autopilot.jobs.status import JobStatus
 
 log = structlog.get_logger("autopilot.health")
 
@@ -32,7 +33,7 @@ class CheckedJob(Protocol):
     cfg: JobConfig
     ctx: Context
     halting: bool
-    status: str
+    status: JobStatus
 
     @property
     def process_running(self) -> bool: ...

@@ -48,6 +48,7 @@ from autopilot.events import (
 )
 from autopilot.jobs.health import HealthChecker
 from autopilot.jobs.process import Process, child_env, parse_signal
+from autopilot.jobs.status import JobStatus
 
 log = structlog.get_logger("autopilot.job")
 
@@ -122,7 +123,7 @@ class Job:
         self.name = cfg.name
         self.key = f"job:{cfg.name}"
         self.trigger = Trigger(cfg)
-        self.status = "unknown"
+        self.status: JobStatus = "unknown"
         self.pid: int | None = None
         self.runs = 0
         self.restarts = 0  # restarts performed (for status)
@@ -533,7 +534,7 @@ class Job:
         self._set_status("healthy" if ok else "unhealthy")
         self.ctx.bus.publish(Event(HEALTHY if ok else UNHEALTHY, self.name, detail=detail))
 
-    def _set_status(self, status: str) -> None:
+    def _set_status(self, status: JobStatus) -> None:
         if status != self.status:
             self._log.info("status changed", old=self.status, new=status)
             self.status = status

@@ -38,6 +38,8 @@ FIRST_RENDER_TIMEOUT = 5.0  # start() waits this long for the first file
 class Template:
     """Component: ``start()``, ``stop()``; ``render_now()`` for tests and reloads."""
 
+    fatal = False  # a failure to start is logged; autopilot runs on
+
     def __init__(self, ctx: Context, cfg: TemplateConfig) -> None:
         self.ctx = ctx
         self.cfg = cfg

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from autopilot import events as ev
-from autopilot.aio import cancel_all
+from autopilot.aio import Backoff, cancel_all
 from autopilot.config.model import ElectionConfig, JobConfig
 from autopilot.context import Context
 from autopilot.election import candidacy, lock
@@ -30,7 +30,7 @@ from autopilot.jobs.process import child_env
 
 log = structlog.get_logger("autopilot.election")
 
-WATCH_WAIT = "10s"  # blocking query wait on the election key
+WATCH_WAIT = 10.0  # blocking query wait on the election key, seconds
 CALL_TIMEOUT = 3.0  # ordinary catalog calls (create, acquire, release, destroy)
 ENV_KEYS = ("AUTOPILOT_LEADER_ADDRESS", "AUTOPILOT_LEADER_PORT", "AUTOPILOT_LEADER_NODE",
             "AUTOPILOT_LEADER_EPOCH")
@@ -137,7 +137,6 @@ class Election:
         self._cleaner: asyncio.Task | None = None
         self._no_leader_since = 0.0
         self._poll_at = 0.0  # the candidacy looks again at the posts then
-        self._watch_reset = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._main_task: asyncio.Task | None = None
         self._keeper: asyncio.Task | None = None
@@ -151,8 +150,6 @@ class Election:
             log.error("election needs consul; disabled", job=self.job)
             return
         self._sub = self.ctx.bus.subscribe(f"election.{self.job}")
-        listen = getattr(self.ctx.consul, "on_catalog_lost", None)
-        self._unlisten = listen(self._watch_reset.set) if listen else None
         self.ctx.facts.setdefault(self.job, {}).setdefault("role", None)
         self._tasks = [asyncio.create_task(self._events(), name=f"election-events-{self.job}"),
                        asyncio.create_task(self._watch(), name=f"election-watch-{self.job}")]
@@ -193,9 +190,6 @@ class Election:
         self._tasks = []
         self._keeper = None
         self._cleaner = None
-        if getattr(self, "_unlisten", None):
-            self._unlisten()
-            self._unlisten = None
         if self._sub is not None:
             self._sub.close()
             self._sub = None
@@ -223,53 +217,42 @@ class Election:
                 self._wake.set()
 
     async def _watch(self) -> None:
-        """Blocking queries on the election key; records its holder.
+        """Blocking queries on the election key (the shared poller, discovery/poll.py);
+        records its holder.
 
-        The index goes back to 0 (an immediate read) when the catalog's index went
-        backwards (Consul's rule), after any failed query (a catalog that restarted empty
-        would otherwise hold our old, higher index for the whole wait), and at once when
-        the service registration finds that the catalog lost our service (a wipe)."""
-        index = 0
-        seen = 0  # the highest index this watch has read since the last reset
-        delay = 0.2
-        wait_s = float(WATCH_WAIT.rstrip("s"))
-        while not self.closed:
-            self._watch_reset.clear()
-            query = asyncio.ensure_future(self._call(
-                lambda c, i=index: lock.read_key(c, self.lock_key, index=i, wait=WATCH_WAIT,
-                                                 timeout=wait_s + 5),
-                timeout=wait_s + 6))
-            reset = asyncio.ensure_future(self._watch_reset.wait())
-            try:
-                await asyncio.wait({query, reset}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                reset.cancel()
-                if not query.done():
-                    query.cancel()
-            if not query.done() or query.cancelled():
-                log.info("catalog lost our service: election key watch starts over",
-                         job=self.job)
-                index = 0
-                continue
-            try:
-                idx, holder = query.result()
-            except Exception as exc:  # noqa: BLE001 - unreachable catalog: retry
-                log.warning("election key watch failed", job=self.job,
-                            error=str(exc) or repr(exc))
-                index = 0  # the next read answers at once, whatever the catalog became
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            delay = 0.2
-            backwards = idx < seen
-            if backwards:
-                log.warning("catalog index went backwards: the catalog lost its state",
-                            job=self.job, index=idx, before=seen)
-            self._observe(idx, holder, force=backwards or index == 0)
-            seen = 0 if backwards else idx
-            index = 0 if backwards else idx
-            if idx == 0:  # no index from the catalog: poll rather than spin
-                await asyncio.sleep(0.5)
+        The poller applies Consul's index rules: an index that goes backwards resets to 0,
+        a failed query is followed by a plain read, and the registration resets every query
+        at once when it finds that the catalog lost our service (a wipe), so the watch never
+        waits out an index the new catalog has not reached. Its retries here are short
+        (0.1 s doubling to 0.5 s): one key per member, and a primary must learn quickly
+        that the lock is gone."""
+        from autopilot.discovery.poll import BlockingQuery
+
+        assert self.ctx.consul is not None
+        query = BlockingQuery(self.ctx.consul, f"/v1/kv/{self.lock_key}", wait=WATCH_WAIT,
+                              timeout=CALL_TIMEOUT, retry=Backoff(0.1, 0.5))
+        seen = 0  # the highest index read since the catalog last went backwards
+        try:
+            while not self.closed:
+                fresh = query.index == 0  # a plain read: the catalog's state right now
+                try:
+                    resp = await query.poll()
+                except Exception as exc:  # noqa: BLE001 - unreachable catalog: the poller retries
+                    log.warning("election key watch failed", job=self.job,
+                                error=str(exc) or repr(exc))
+                    continue
+                holder = None
+                if resp.code == 200:
+                    entries = resp.json() or []
+                    holder = lock.parse_entry(entries[0] if entries else None)
+                backwards = resp.index < seen
+                if backwards:
+                    log.warning("catalog index went backwards: the catalog lost its state",
+                                job=self.job, index=resp.index, before=seen)
+                self._observe(resp.index, holder, force=backwards or fresh)
+                seen = resp.index
+        finally:
+            query.close()
 
     def _observe(self, idx: int, holder: lock.Holder | None, *, force: bool = False) -> None:
         if idx < self.holder_index and not force:
@@ -792,6 +775,7 @@ class Election:
             return
         self._failures = 0
         self.primary = True
+        self._last_leader = self.service_id
         self.announced = holder.identity()
         self._publish_role("primary", leader)
         log.info("elected", job=self.job, epoch=holder.epoch)

@@ -1,0 +1,1 @@
+"""The polyglot shop services (images/frontend, catalogue, orders, app), built and run without Docker."""

@@ -74,9 +74,12 @@ class Event:
 class Subscription:
     """One subscriber's ordered view of the bus."""
 
-    def __init__(self, bus: EventBus, name: str) -> None:
+    def __init__(self, bus: EventBus, name: str,
+                 accepts: Callable[[Event], bool] | None = None) -> None:
         self.bus = bus
         self.name = name
+        #: a pure predicate: events it refuses are never queued (nor wake the subscriber)
+        self.accepts = accepts
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
 
     async def get(self) -> Event:
@@ -95,10 +98,13 @@ class EventBus:
         self.history: collections.deque[Event] = collections.deque(maxlen=history)
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def subscribe(self, name: str) -> Subscription:
+    def subscribe(self, name: str, accepts: Callable[[Event], bool] | None = None
+                  ) -> Subscription:
+        """``accepts``: only the events it returns True for are delivered (a subscriber that
+        cares about a few sources is not woken for every health check of every job)."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        sub = Subscription(self, name)
+        sub = Subscription(self, name, accepts)
         self._subs.append(sub)
         return sub
 
@@ -123,6 +129,11 @@ class EventBus:
             except Exception:  # an observer must never break delivery
                 pass
         for sub in list(self._subs):
+            try:
+                if sub.accepts is not None and not sub.accepts(event):
+                    continue
+            except Exception:  # a broken filter delivers everything rather than nothing
+                pass
             sub.queue.put_nowait(event)
 
     def publish_threadsafe(self, event: Event) -> None:

@@ -1,15 +1,32 @@
-"""autopilot vs supervisord, side by side: resident memory, idle CPU, start latency.
+"""autopilot against supervisord, tini and dumb-init, side by side in one run: memory (RSS,
+PSS, USS), idle CPU and start latency; plus autopilot's import-time profile.
 
-Not a test. Run: ``python bench/supervisor_bench.py [--window 30] [--starts 10]``.
+Not a test. Run: ``python bench/supervisor_bench.py [--window 30] [--starts 10]
+[--before DIR]`` (tini, dumb-init and supervisor are Debian packages).
 
-- Idle: each supervisor runs 5 ``sleep`` jobs; autopilot also health-checks each one every
-  second with ``true`` (supervisord has no health checks, so it does less work; a second
-  autopilot without checks is measured too, for a like-for-like figure). All run at the same
-  time; after a settle period, RSS (psutil) and CPU time are taken over the window.
-  CPU is reported for the supervisor process alone and with its reaped children (for
-  autopilot that includes the 5 checks/s it spawns).
-- Start latency: from exec of the supervisor to its first job's process running (the job
-  writes a timestamp as its first act), median of N fresh starts.
+Rows (all running at the same time during the idle window):
+
+- ``autopilot 1 job``: one ``sleep`` job, the control socket, nothing else (no telemetry,
+  no checks). Targets (issue 12): RSS <= 15 MB, CPU 0.0 %.
+- ``autopilot 5 jobs full``: 5 ``sleep`` jobs, each with a ``true`` health check every 1 s
+  (5 checks/s) and a port, so each is registered in Consul with a TTL check; discovery on
+  against an embedded catalog (``autopilot catalog``, started here, not measured), a watch,
+  the control socket and telemetry. Targets: RSS <= 20 MB, CPU <= 0.1 % (supervisor alone).
+- ``autopilot 5 jobs checks``: the same 5 jobs and checks without discovery and telemetry
+  (the issue's first measurement).
+- ``supervisord``: 5 ``sleep`` programs (it has no health checks); ``tini`` and
+  ``dumb-init``: one ``sleep`` child (they run one process).
+- ``python3``/``python3 + asyncio``: an idle interpreter, for the floor any Python
+  supervisor starts from on this machine.
+- With ``--before DIR`` (a checkout of an older autopilot, e.g. ``git archive 6c2b840``),
+  its ``1 job`` and ``5 jobs full`` rows are measured in the same run (``PYTHONPATH=DIR``).
+
+Memory is read from ``/proc/PID/smaps_rollup`` once per second over the window (median):
+RSS counts every resident page, PSS shares each page among the processes mapping it, USS
+counts only the pages no other process maps (what the process costs on its own). CPU is
+``utime+stime`` of the supervisor process over the window (and with its reaped children:
+the checks it spawns). Start latency: exec of the supervisor to its first job's process
+running (the job writes a timestamp as its first act), median of ``--starts`` fresh starts.
 
 Prints a table and writes bench/results/supervisor.json.
 """
@@ -20,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -27,29 +45,43 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "supervisor.json"
 JOBS = 5
+TICK = os.sysconf("SC_CLK_TCK")
 
 
-def autopilot_config(tmp: Path, marker: Path | None, health: bool = True) -> Path:
-    jobs = []
-    for i in range(JOBS):
-        cmd = ["sleep", "3600"]
-        if i == 0 and marker is not None:
-            cmd = ["sh", "-c", f"date +%s%N > {marker}; exec sleep 3600"]
-        job: dict[str, Any] = {"name": f"job{i}", "exec": cmd}
-        if health:
+# -- configs ------------------------------------------------------------------------------------
+def job_cmd(i: int, marker: Path | None) -> list[str]:
+    if i == 0 and marker is not None:
+        return ["sh", "-c", f"date +%s%N > {marker}; exec sleep 3600"]
+    return ["sleep", "3600"]
+
+
+def autopilot_config(tmp: Path, kind: str, marker: Path | None, prefix: str,
+                     consul: str | None, telemetry_port: int | None) -> Path:
+    """``kind``: ``one`` (1 job), ``checks`` (5 jobs + checks), ``full`` (+ discovery...)."""
+    jobs: list[dict[str, Any]] = []
+    for i in range(1 if kind == "one" else JOBS):
+        job: dict[str, Any] = {"name": f"{prefix}job{i}", "exec": job_cmd(i, marker)}
+        if kind != "one":
             job["health"] = {"exec": ["true"], "interval": 1, "ttl": 5}
+        if kind == "full":
+            job["port"] = 8000 + i
+            job["interfaces"] = ["static:127.0.0.1"]
         jobs.append(job)
+    cfg: dict[str, Any] = {"control": {"socket": str(tmp / "ap.sock")},
+                           "logging": {"level": "INFO"}, "jobs": jobs}
+    if kind == "full":
+        cfg["consul"] = consul
+        cfg["watches"] = [{"name": f"{prefix}job0", "interval": 5}]
+        cfg["telemetry"] = {"port": telemetry_port, "interfaces": ["static:127.0.0.1"]}
     path = tmp / "autopilot.json5"
-    path.write_text(json.dumps({"control": {"socket": str(tmp / "ap.sock")},
-                                "logging": {"level": "INFO"}, "jobs": jobs}))
+    path.write_text(json.dumps(cfg))
     return path
 
 
@@ -57,7 +89,7 @@ def supervisord_config(tmp: Path, marker: Path | None) -> Path:
     lines = ["[supervisord]", "nodaemon=true", f"logfile={tmp}/supervisord.log",
              f"pidfile={tmp}/supervisord.pid", f"childlogdir={tmp}", ""]
     for i in range(JOBS):
-        cmd = "sleep 3600"
+        cmd = " ".join(job_cmd(i, None))
         if i == 0 and marker is not None:
             cmd = f"sh -c 'date +%%s%%N > {marker}; exec sleep 3600'"
         lines += [f"[program:job{i}]", f"command={cmd}", "autorestart=true", ""]
@@ -66,19 +98,51 @@ def supervisord_config(tmp: Path, marker: Path | None) -> Path:
     return path
 
 
-def spawn(kind: str, tmp: Path, marker: Path | None) -> subprocess.Popen[bytes]:
-    if kind.startswith("autopilot"):
-        cfg = autopilot_config(tmp, marker, health=kind == "autopilot")
-        cmd = [sys.executable, "-m", "autopilot", "run", str(cfg)]
-        if not (ROOT / "autopilot" / "commands.py").exists():
-            cmd = [sys.executable, "-c", "import sys; from autopilot.supervisor import "
-                   "run_supervisor; sys.exit(run_supervisor(sys.argv[1]))", cmd[-1]]
-    else:
-        cmd = [shutil.which("supervisord") or "/usr/bin/supervisord", "-n", "-c",
-               str(supervisord_config(tmp, marker))]
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Setup:
+    """What the rows share: the catalog address, the --before tree."""
+
+    def __init__(self, consul: str | None, before: Path | None) -> None:
+        self.consul = consul
+        self.before = before
+
+
+def command(row: str, tmp: Path, marker: Path | None, setup: Setup
+            ) -> tuple[list[str], dict[str, str]]:
+    """argv and environment for one row."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "AUTOPILOT"))}
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    env.pop("PYTHONPATH", None)
+    if row.startswith(("autopilot", "before")):
+        kind = row.rsplit(" ", 1)[-1] if not row.endswith("job") else "one"
+        prefix = "b" if row.startswith("before") else "a" + str(abs(hash(row)) % 97)
+        cfg = autopilot_config(tmp, kind, marker, prefix, setup.consul, free_port())
+        env["PYTHONPATH"] = str(setup.before if row.startswith("before") else ROOT)
+        return [sys.executable, "-m", "autopilot", "run", str(cfg)], env
+    if row == "supervisord":
+        return [shutil.which("supervisord") or "/usr/bin/supervisord", "-n", "-c",
+                str(supervisord_config(tmp, marker))], env
+    if row in ("tini", "dumb-init"):
+        argv = job_cmd(0, marker)
+        return ([shutil.which("tini") or "tini", "-s", "--", *argv] if row == "tini"
+                else [shutil.which("dumb-init") or "dumb-init", *argv]), env
+    if row == "python3":
+        return [sys.executable, "-c", "import time; time.sleep(3600)"], env
+    if row == "python3 + asyncio":
+        return [sys.executable, "-c", "import asyncio, time; time.sleep(3600)"], env
+    raise ValueError(row)
+
+
+def spawn(row: str, tmp: Path, marker: Path | None, setup: Setup) -> subprocess.Popen[bytes]:
+    argv, env = command(row, tmp, marker, setup)
+    return subprocess.Popen(argv, cwd=tmp, env=env, stdout=subprocess.DEVNULL,
+                            stderr=(tmp / "stderr.log").open("wb"), start_new_session=True)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -94,63 +158,111 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
-def wait_jobs(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    ps = psutil.Process(proc.pid)
-    while time.monotonic() < deadline:
-        sleeps = [c for c in ps.children(recursive=True) if c.name() == "sleep"]
-        if len(sleeps) >= JOBS:
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{proc.args} did not start its {JOBS} jobs")
-
-
-def idle(window: float, settle: float) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-ap-") as a, \
-            tempfile.TemporaryDirectory(prefix="bench-ap0-") as a0, \
-            tempfile.TemporaryDirectory(prefix="bench-sv-") as s:
-        procs = {"autopilot": spawn("autopilot", Path(a), None),
-                 "autopilot_nohealth": spawn("autopilot_nohealth", Path(a0), None),
-                 "supervisord": spawn("supervisord", Path(s), None)}
+# -- /proc readings -----------------------------------------------------------------------------
+def children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            for p in procs.values():
-                wait_jobs(p)
-            time.sleep(settle)
-            ps = {k: psutil.Process(p.pid) for k, p in procs.items()}
-            t0 = {k: p.cpu_times() for k, p in ps.items()}
-            w0 = time.monotonic()
-            rss_samples: dict[str, list[int]] = {k: [] for k in ps}
-            while time.monotonic() - w0 < window:
-                for k, p in ps.items():
-                    rss_samples[k].append(p.memory_info().rss)
-                time.sleep(1.0)
-            elapsed = time.monotonic() - w0
-            for k, p in ps.items():
-                t1 = p.cpu_times()
-                own = (t1.user - t0[k].user) + (t1.system - t0[k].system)
-                kids = (t1.children_user - t0[k].children_user) + (
-                    t1.children_system - t0[k].children_system)
-                out[k] = {
-                    "rss_mb": round(statistics.median(rss_samples[k]) / 2**20, 1),
-                    "rss_max_mb": round(max(rss_samples[k]) / 2**20, 1),
-                    "cpu_pct": round(100 * own / elapsed, 3),
-                    "cpu_pct_with_children": round(100 * (own + kids) / elapsed, 3),
-                    "window_s": round(elapsed, 1),
-                }
-        finally:
-            for p in procs.values():
-                stop(p)
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
     return out
 
 
-def start_latency(kind: str, runs: int) -> list[float]:
+def sleeps_under(pid: int) -> int:
+    n, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            if Path(f"/proc/{p}/comm").read_text().strip() == "sleep":
+                n += 1
+            todo += children(p)
+        except OSError:
+            pass
+    return n
+
+
+def memory(pid: int) -> dict[str, float]:
+    """RSS, PSS and USS in MB from smaps_rollup."""
+    vals: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            vals[parts[0].rstrip(":")] = int(parts[1])
+    uss = vals.get("Private_Clean", 0) + vals.get("Private_Dirty", 0)
+    return {"rss": vals["Rss"] / 1024, "pss": vals["Pss"] / 1024, "uss": uss / 1024}
+
+
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """(own utime+stime, reaped children's cutime+cstime) in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+# -- measurements -------------------------------------------------------------------------------
+def expected_sleeps(row: str) -> int:
+    if row in ("python3", "python3 + asyncio"):
+        return 0
+    if row in ("tini", "dumb-init") or row.endswith("1 job"):
+        return 1
+    return JOBS
+
+
+def idle(rows: list[str], setup: Setup, window: float, settle: float) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    tmps = {r: Path(tempfile.mkdtemp(prefix="bench-sup-")) for r in rows}
+    procs = {r: spawn(r, tmps[r], None, setup) for r in rows}
+    try:
+        for r, p in procs.items():
+            wait_until(lambda p=p, r=r: sleeps_under(p.pid) >= expected_sleeps(r), 60,
+                       f"{r} to start its jobs")
+        time.sleep(settle)
+        t0 = {r: cpu_ticks(p.pid) for r, p in procs.items()}
+        w0 = time.monotonic()
+        samples: dict[str, list[dict[str, float]]] = {r: [] for r in rows}
+        while time.monotonic() - w0 < window:
+            for r, p in procs.items():
+                samples[r].append(memory(p.pid))
+            time.sleep(1.0)
+        elapsed = time.monotonic() - w0
+        for r, p in procs.items():
+            own1, kids1 = cpu_ticks(p.pid)
+            own = (own1 - t0[r][0]) / TICK
+            kids = (kids1 - t0[r][1]) / TICK
+            mem = {k: round(statistics.median(s[k] for s in samples[r]), 1)
+                   for k in ("rss", "pss", "uss")}
+            out[r] = {"rss_mb": mem["rss"], "pss_mb": mem["pss"], "uss_mb": mem["uss"],
+                      "rss_max_mb": round(max(s["rss"] for s in samples[r]), 1),
+                      "cpu_pct": round(100 * own / elapsed, 3),
+                      "cpu_pct_with_children": round(100 * (own + kids) / elapsed, 3),
+                      "window_s": round(elapsed, 1)}
+    finally:
+        for p in procs.values():
+            stop(p)
+        for t in tmps.values():
+            shutil.rmtree(t, ignore_errors=True)
+    return out
+
+
+def start_latency(row: str, runs: int, setup: Setup) -> list[float]:
     samples = []
     for _ in range(runs):
-        with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as d:
-            marker = Path(d) / "started"
+        tmp = Path(tempfile.mkdtemp(prefix="bench-start-"))
+        marker = tmp / "started"
+        try:
+            argv, env = command(row, tmp, marker, setup)
             t0 = time.time_ns()
-            proc = spawn(kind, Path(d), marker)
+            proc = subprocess.Popen(argv, cwd=tmp, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
             try:
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline:
@@ -160,58 +272,143 @@ def start_latency(kind: str, runs: int) -> list[float]:
                         break
                     time.sleep(0.002)
                 else:
-                    raise RuntimeError(f"{kind}: first job never started")
+                    raise RuntimeError(f"{row}: first job never started")
             finally:
                 stop(proc)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return samples
 
 
+IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)$")
+
+
+def import_profile(setup: Setup, row: str = "autopilot 5 jobs full") -> dict[str, Any]:
+    """``python -X importtime`` of a real start of ``row``, until its first job runs."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-imp-"))
+    marker = tmp / "started"
+    try:
+        argv, env = command(row, tmp, marker, setup)
+        argv = [argv[0], "-X", "importtime", *argv[1:]]
+        with (tmp / "imports.txt").open("wb") as err:
+            proc = subprocess.Popen(argv, cwd=tmp, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=err, start_new_session=True)
+            try:
+                wait_until(marker.exists, 30, "the first job")
+                time.sleep(1.5)  # components that import on first use (watches, telemetry)
+            finally:
+                stop(proc)
+        modules = []
+        for line in (tmp / "imports.txt").read_text(errors="replace").splitlines():
+            m = IMPORT_LINE.match(line)
+            if m:
+                modules.append({"module": m.group(4), "self_us": int(m.group(1)),
+                                "cumulative_us": int(m.group(2)),
+                                "depth": len(m.group(3)) // 2})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    top: dict[str, int] = {}
+    for m in modules:
+        pkg = m["module"].split(".")[0]
+        top[pkg] = top.get(pkg, 0) + m["self_us"]
+    return {"row": row, "modules_imported": len(modules),
+            "total_ms": round(sum(m["self_us"] for m in modules) / 1000, 1),
+            "by_package_ms": {k: round(v / 1000, 1)
+                              for k, v in sorted(top.items(), key=lambda kv: -kv[1])[:25]},
+            "third_party": sorted({m["module"].split(".")[0] for m in modules}
+                                  & {"aiohttp", "jinja2", "consul", "requests", "urllib3",
+                                     "prometheus_client", "click", "structlog", "psutil",
+                                     "json5", "yarl", "multidict"}),
+            "modules": modules}
+
+
+def start_catalog() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "autopilot", "catalog", "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            start_new_session=True)
+    import urllib.request
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status/leader",
+                                        timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    wait_until(up, 20, "the embedded catalog")
+    return proc, f"127.0.0.1:{port}"
+
+
+def version(argv: list[str]) -> str:
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (p.stdout + p.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "?"
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--window", type=float, default=30.0)
-    ap.add_argument("--settle", type=float, default=3.0)
+    ap.add_argument("--settle", type=float, default=5.0)
     ap.add_argument("--starts", type=int, default=10)
+    ap.add_argument("--before", type=Path, default=None,
+                    help="an older autopilot source tree to measure in the same run")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
+    rows = ["autopilot 1 job", "autopilot 5 jobs full", "autopilot 5 jobs checks"]
+    if args.before:
+        rows += ["before 1 job", "before 5 jobs full"]
+    rows += ["supervisord", "tini", "dumb-init", "python3", "python3 + asyncio"]
+    start_rows = [r for r in rows if not r.startswith("python3")]
+
     load0 = os.getloadavg()
-    res_idle = idle(args.window, args.settle)
-    lat = {k: start_latency(k, args.starts) for k in ("autopilot", "supervisord")}
-    sv_version = subprocess.run(["supervisord", "--version"], capture_output=True,
-                                text=True).stdout.strip()
+    catalog, address = start_catalog()
+    setup = Setup(address, args.before.resolve() if args.before else None)
+    try:
+        res = idle(rows, setup, args.window, args.settle)
+        for r in start_rows:
+            lat = start_latency(r, args.starts, setup)
+            res[r]["start_ms_median"] = round(statistics.median(lat), 1)
+            res[r]["start_ms_samples"] = [round(x, 1) for x in lat]
+        profile = import_profile(setup)
+    finally:
+        stop(catalog)
     result = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "executable": sys.executable, "kernel": platform.release(),
                     "loadavg_before": [round(x, 2) for x in load0],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
-        "setup": {"jobs": JOBS, "job": "sleep 3600",
-                  "autopilot_health": "exec `true` every 1 s per job",
-                  "supervisord_health": "none (supervisord has no health checks)",
-                  "supervisord_version": sv_version, "window_s": args.window,
-                  "starts": args.starts},
-        "autopilot": {**res_idle["autopilot"],
-                      "start_ms_median": round(statistics.median(lat["autopilot"]), 1),
-                      "start_ms_samples": [round(x, 1) for x in lat["autopilot"]]},
-        "autopilot_nohealth": res_idle["autopilot_nohealth"],
-        "supervisord": {**res_idle["supervisord"],
-                        "start_ms_median": round(statistics.median(lat["supervisord"]), 1),
-                        "start_ms_samples": [round(x, 1) for x in lat["supervisord"]]},
+        "setup": {"jobs": JOBS, "job": "sleep 3600", "check": "`true` every 1 s, ttl 5 s",
+                  "window_s": args.window, "settle_s": args.settle, "starts": args.starts,
+                  "before": str(args.before) if args.before else None,
+                  "versions": {"supervisord": version(["supervisord", "--version"]),
+                               "tini": version(["tini", "--version"]),
+                               "dumb-init": version(["dumb-init", "--version"])}},
+        "rows": res,
+        "import_profile": profile,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
 
-    rows = [("", "autopilot", "autopilot, no checks", f"supervisord {sv_version}")]
-    for key, label in [("rss_mb", "RSS, median (MB)"), ("rss_max_mb", "RSS, max (MB)"),
-                       ("cpu_pct", "CPU, supervisor only (%)"),
-                       ("cpu_pct_with_children", "CPU, incl. reaped children (%)"),
-                       ("start_ms_median", f"start latency, median of {args.starts} (ms)")]:
-        rows.append((label, str(result["autopilot"][key]),
-                     str(result["autopilot_nohealth"].get(key, "-")),
-                     str(result["supervisord"][key])))
-    rows.append(("health checks", "5 x `true` every 1 s", "none", "none"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    cols = [("RSS MB", "rss_mb"), ("PSS MB", "pss_mb"), ("USS MB", "uss_mb"),
+            ("CPU %", "cpu_pct"), ("CPU % +children", "cpu_pct_with_children"),
+            ("start ms (median)", "start_ms_median")]
+    table = [("", *[c[0] for c in cols])]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+        table.append((r, *[str(res[r].get(k, "-")) for _, k in cols]))
+    widths = [max(len(t[i]) for t in table) for i in range(len(table[0]))]
+    for t in table:
+        print("  ".join(c.ljust(w) for c, w in zip(t, widths, strict=True)))
+    print(f"import profile ({profile['row']}): {profile['modules_imported']} modules, "
+          f"{profile['total_ms']} ms; third-party: {', '.join(profile['third_party'])}")
     print(f"load average before/after: {result['machine']['loadavg_before']} / "
-          f"{result['machine']['loadavg_after']}; written to {RESULTS.relative_to(ROOT)}")
+          f"{result['machine']['loadavg_after']}; written to {args.out}")
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ class ServiceRegistration:
         self._sent_status: tuple[str, str] | None = None
         self.address: str | None = None
         self._last_ok = 0.0
+        self._last_beat = 0.0  # the last status Consul accepted (register or update)
         self._verify_due = False
         self._ip_error: str | None = None
         self._last_error: str | None = None
@@ -91,7 +92,8 @@ class ServiceRegistration:
     async def start(self) -> None:
         self._set_env()
         self._facts()
-        self._sub = self.ctx.bus.subscribe(self.key)
+        self._sub = self.ctx.bus.subscribe(
+            self.key, accepts=lambda e: e.source in (self.name, ev.GLOBAL))
         self._tasks.append(asyncio.create_task(self._listen(), name=f"{self.key}.listen"))
         if self.ctx.consul is None:
             return  # discovery off: only the environment and facts
@@ -130,10 +132,12 @@ class ServiceRegistration:
         code, source = event.code, event.source
         if source == self.name:
             if code == ev.HEALTHY and not self._maintenance:
-                self._present = True
-                self._want_status("passing", event.detail)
+                was_present, self._present = self._present, True
+                if not self._want_status("passing", event.detail) and was_present:
+                    return  # nothing owed yet: a later heartbeat carries the output
             elif code == ev.UNHEALTHY and not self._maintenance:
-                self._want_status("critical", event.detail)
+                if not self._want_status("critical", event.detail):
+                    return
             elif code in (ev.STOPPING, ev.STOPPED):
                 self._present = False
             elif code in (ev.ELECTED, ev.DEMOTED, ev.LEADER_CHANGED):
@@ -151,12 +155,21 @@ class ServiceRegistration:
             return
         self._wake.set()
 
-    def _want_status(self, status: str, output: str) -> None:
-        if status != self._status and self.registered:
+    def _want_status(self, status: str, output: str) -> bool:
+        """Record a check result; True when Consul must hear of it now: a change of status
+        at once, otherwise a TTL heartbeat only when waiting for the next result would
+        leave more than half the TTL without one (not after every check)."""
+        changed = status != self._status
+        if changed and self.registered:
             log.info("service check status", service=self.service_id, status=status)
         self._status = status
         self._output = output
-        self._owed = True
+        period = self.heartbeat or (self.cfg.health.interval if self.cfg.health else 0) or 0
+        first_output = output != "" and self._sent_status is not None \
+            and self._sent_status[1] == ""  # Consul shows the registration's empty output
+        if changed or first_output or time.monotonic() - self._last_beat + period > self.ttl / 2:
+            self._owed = True
+        return self._owed
 
     async def _beat(self) -> None:
         assert self.heartbeat
@@ -232,7 +245,7 @@ class ServiceRegistration:
             return  # no address: error already reported, retry on the next event
         if not self.registered or self._shape(definition) != self._shape(self._sent):
             await self._register(definition)
-        if self._owed or self._sent_status != (self._status, self._output):
+        if self._owed or self._sent_status is None or self._sent_status[0] != self._status:
             owed_status = (self._status, self._output)
             self._owed = False
             try:
@@ -333,8 +346,10 @@ class ServiceRegistration:
         self.registered = True
         self._sent = definition
         self._sent_status = (definition["Check"]["Status"], "")
-        self._last_ok = time.monotonic()
-        self._owed = False  # the registration carried the status: it was the heartbeat
+        self._last_ok = self._last_beat = time.monotonic()
+        # the registration carried the status (it was the heartbeat); a check output
+        # follows at once, later outputs ride on the heartbeats
+        self._owed = bool(self._output)
         self._facts()
         log.info("service registered" if first else "service re-registered",
                  service=self.service_id, address=definition["Address"],
@@ -346,7 +361,7 @@ class ServiceRegistration:
                                 {"Status": status, "Output": output})
         if resp.code == 200:
             self._sent_status = (status, output)
-            self._last_ok = time.monotonic()
+            self._last_ok = self._last_beat = time.monotonic()
             return
         if http.is_lost(resp.code, resp.body):
             log.warning("consul lost the service check; registering it again",

@@ -99,7 +99,7 @@ class HealthChecker:
         timeout = cfg.timeout if cfg.timeout and cfg.timeout > 0 else self.interval
         proc = Process(cfg.exec, env=child_env(None, job.ctx.child_env, job.cfg.env),
                        cwd=job.cfg.workdir, user=job.cfg.user, group=job.cfg.group,
-                       raw=cfg.logging_raw, log_fields={"check": self.source})
+                       raw=cfg.logging_raw, log_fields={"check": self.source}, light=True)
         self._proc = proc
         self.checks_run += 1
         try:

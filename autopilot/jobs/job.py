@@ -159,7 +159,7 @@ class Job:
         startup-triggered job now instead of waiting for a startup event that is past."""
         if self._sub is not None:
             return
-        self._sub = self.ctx.bus.subscribe(f"job:{self.name}")
+        self._sub = self.ctx.bus.subscribe(f"job:{self.name}", accepts=self._wants)
         self._events_task = self._spawn(self._events(), "events")
         if self.cfg.when.timeout and not self.trigger.on_startup:
             self._timeout_task = self._spawn(self._when_timeout(self.cfg.when.timeout), "wait")
@@ -202,6 +202,11 @@ class Job:
                 self._on_event(ev)
             except Exception:  # noqa: BLE001 - one bad event must not end the job
                 self._log.exception("event handling failed", event=str(ev))
+
+    def _wants(self, ev: Event) -> bool:
+        """The events ``_on_event`` acts on; the bus drops the others for this job."""
+        return (ev.source == GLOBAL or (ev.code == QUIT and ev.source == self.name)
+                or self.trigger.match(ev) is not None)
 
     def _on_event(self, ev: Event) -> None:
         if self.halting:

@@ -10,6 +10,7 @@ unless the job asked for raw output (then the child writes to our stdout/stderr 
 from __future__ import annotations
 
 import asyncio
+import errno
 import grp
 import os
 import pwd
@@ -101,10 +102,26 @@ def resolve_identity(user: str | None, group: str | None) -> Identity:
     return ident
 
 
+_environ_cache: tuple[dict[bytes, bytes], dict[str, str]] | None = None
+
+
+def _environ() -> dict[str, str]:
+    """A copy of ``os.environ``, decoded once per change rather than once per child.
+
+    ``dict(os.environ)`` decodes every key and value in Python on each call, which was
+    most of what spawning a health check cost; the raw bytes mapping behind it is compared
+    (in C) against the last snapshot instead."""
+    global _environ_cache
+    raw: dict[bytes, bytes] = os.environ._data  # type: ignore[attr-defined]
+    if _environ_cache is None or _environ_cache[0] != raw:
+        _environ_cache = (dict(raw), dict(os.environ))
+    return dict(_environ_cache[1])
+
+
 def child_env(base: Mapping[str, str] | None = None, *extra: Mapping[str, str] | None
               ) -> dict[str, str]:
     """``os.environ | extras…`` plus CONTAINERPILOT_PID / AUTOPILOT_PID (our pid)."""
-    env = dict(os.environ if base is None else base)
+    env = _environ() if base is None else dict(base)
     for e in extra:
         if e:
             env.update({k: str(v) for k, v in e.items()})
@@ -114,15 +131,64 @@ def child_env(base: Mapping[str, str] | None = None, *extra: Mapping[str, str] |
     return env
 
 
+_exec_cache: dict[tuple[str, str], str] = {}
+#: signals Popen's ``restore_signals`` puts back to their default in the child
+_RESTORE = tuple(getattr(signal, n) for n in ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
+                 if hasattr(signal, n))
+
+
+def find_executable(name: str, env: Mapping[str, str]) -> str:
+    """``name`` on the child's PATH (as Popen looks it up), cached; FileNotFoundError."""
+    if "/" in name:
+        return name
+    key = (name, env.get("PATH", os.defpath))
+    found = _exec_cache.get(key)
+    if found is None:
+        for directory in os.get_exec_path(dict(env)):
+            candidate = os.path.join(directory, name)
+            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                found = _exec_cache[key] = candidate
+                break
+        else:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+    return found
+
+
+def posix_spawn(argv: list[str], env: Mapping[str, str], stdout_fd: int | None) -> int:
+    """Start ``argv`` with ``os.posix_spawn`` (vfork+exec in glibc: no copy of our page
+    tables, no Python code in the child): stdin from /dev/null, stdout and stderr to
+    ``stdout_fd`` (None: ours), its own process group, SIGPIPE/SIGXFSZ at their defaults.
+
+    Every descriptor Python opened is close-on-exec, so nothing else leaks into the child."""
+    actions: list[tuple[Any, ...]] = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
+    if stdout_fd is not None:
+        actions += [(os.POSIX_SPAWN_DUP2, stdout_fd, 1), (os.POSIX_SPAWN_DUP2, stdout_fd, 2)]
+    key = (argv[0], env.get("PATH", os.defpath))
+    cached = key in _exec_cache
+    try:
+        return os.posix_spawn(find_executable(argv[0], env), argv, env, file_actions=actions,
+                              setpgroup=0, setsigdef=_RESTORE)
+    except FileNotFoundError:
+        if not cached:
+            raise
+        del _exec_cache[key]  # it moved or went away: look it up again, once
+        return os.posix_spawn(find_executable(argv[0], env), argv, env, file_actions=actions,
+                              setpgroup=0, setsigdef=_RESTORE)
+
+
 class Process:
     """One run of a command: spawn, stream its output, wait, stop with escalation."""
 
     def __init__(self, argv: list[str], *, env: Mapping[str, str] | None = None,
                  cwd: str | None = None, user: str | None = None, group: str | None = None,
                  raw: bool = False, log_fields: Mapping[str, Any] | None = None,
-                 capture: bool = True, pass_fds: tuple[int, ...] = ()) -> None:
+                 capture: bool = True, pass_fds: tuple[int, ...] = (),
+                 light: bool = False) -> None:
         """``pass_fds``: descriptors the child inherits at the same numbers (a function's
-        socket; see autopilot/jobs/function.py)."""
+        socket; see autopilot/jobs/function.py). ``light``: spawn with ``posix_spawn`` when
+        nothing needs Popen (no cwd, user, group or pass_fds) — health checks, which run
+        every interval; a job's own process keeps Popen's ``close_fds``."""
+        self.light = light
         self.argv = list(argv)
         self.pass_fds = tuple(pass_fds)
         self.env = dict(env) if env is not None else child_env()
@@ -156,20 +222,38 @@ class Process:
             env.setdefault("LOGNAME", ident.name)
             if ident.home:
                 env["HOME"] = ident.home
-        out: Any = None if self.raw else subprocess.PIPE
-        self._popen = subprocess.Popen(
-            self.argv, env=env, cwd=self.cwd or None, stdin=subprocess.DEVNULL,
-            stdout=out, stderr=None if self.raw else subprocess.STDOUT,
-            process_group=0, user=ident.uid, group=ident.gid, extra_groups=ident.groups,
-            close_fds=True, pass_fds=self.pass_fds,
-        )
-        self.pid = self._popen.pid
+        read_fd: int | None = None
+        if (self.light and not self.cwd and ident.uid is None and ident.gid is None
+                and not self.pass_fds and self.argv):
+            write_fd = None
+            if not self.raw:
+                read_fd, write_fd = os.pipe()  # both close-on-exec; dup2 makes 1 and 2
+            try:
+                self.pid = posix_spawn(self.argv, env, write_fd)
+            except BaseException:
+                if read_fd is not None:
+                    os.close(read_fd)
+                raise
+            finally:
+                if write_fd is not None:
+                    os.close(write_fd)
+        else:
+            out: Any = None if self.raw else subprocess.PIPE
+            self._popen = subprocess.Popen(
+                self.argv, env=env, cwd=self.cwd or None, stdin=subprocess.DEVNULL,
+                stdout=out, stderr=None if self.raw else subprocess.STDOUT,
+                process_group=0, user=ident.uid, group=ident.gid, extra_groups=ident.groups,
+                close_fds=True, pass_fds=self.pass_fds,
+            )
+            self.pid = self._popen.pid
+            if self._popen.stdout is not None:
+                read_fd = self._popen.stdout.fileno()
         self.started_at = time.monotonic()
         self._exit = reaper.wait(self.pid)
         self._exit.add_done_callback(self._on_exit)
         self._log = log.bind(**self.fields, pid=self.pid)
-        if self._popen.stdout is not None:
-            self._fd = self._popen.stdout.fileno()
+        if read_fd is not None:
+            self._fd = read_fd
             os.set_blocking(self._fd, False)
             self._eof = asyncio.Event()
             loop.add_reader(self._fd, self._on_readable)
@@ -235,6 +319,8 @@ class Process:
             pass
         if self._popen is not None and self._popen.stdout is not None:
             self._popen.stdout.close()
+        elif self._popen is None:
+            os.close(self._fd)  # a posix_spawn pipe: ours to close
         self._fd = None
         if self._eof is not None:
             self._eof.set()

@@ -1,9 +1,16 @@
 """Test helpers: deadlines instead of sleeps, free ports, a real catalog process.
 
-Import as ``from tests.helpers import wait_for, free_port, CatalogProcess, autopilot_cmd``."""
+Import as ``from tests.helpers import wait_for, free_port, CatalogProcess, autopilot_cmd``.
+
+Waiting, never sleeping before an assert: a test waits for a condition with a deadline
+(``until`` in async tests, ``wait_for`` in blocking ones), and checks that something does
+*not* happen by watching it for a while (``stays`` / ``holds``): on a slow machine a fixed
+sleep passes when it should fail.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -32,6 +39,51 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}"
                          + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+def holds(cond: Callable[[], Any], for_: float, interval: float = 0.02,
+          message: str = "condition") -> None:
+    """``cond`` stays truthy for ``for_`` seconds; fail the test as soon as it is not."""
+    deadline = time.monotonic() + for_
+    while True:
+        if not cond():
+            raise AssertionError(f"{message} stopped holding before {for_}s")
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(interval)
+
+
+async def until(cond: Callable[[], Any], timeout: float = 5.0, message: str = "condition", *,
+                interval: float = 0.01, in_thread: bool = False) -> Any:
+    """The async twin of ``wait_for``: poll ``cond`` without blocking the loop; its value
+    once truthy. ``in_thread``: ``cond`` blocks (an HTTP request to something on this
+    loop), so it runs in a worker thread while the loop keeps going."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while True:
+        try:
+            value = await asyncio.to_thread(cond) if in_thread else cond()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - keep polling until the deadline
+            last = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}"
+                                 + (f" (last error: {last!r})" if last else ""))
+        await asyncio.sleep(interval)
+
+
+async def stays(cond: Callable[[], Any], for_: float, message: str = "condition", *,
+                interval: float = 0.01, in_thread: bool = False) -> None:
+    """The async twin of ``holds``: ``cond`` stays truthy for ``for_`` seconds (the loop
+    keeps running meanwhile); fail as soon as it is not. ``in_thread`` as for ``until``."""
+    deadline = time.monotonic() + for_
+    while True:
+        if not (await asyncio.to_thread(cond) if in_thread else cond()):
+            raise AssertionError(f"{message} stopped holding before {for_}s")
+        if time.monotonic() >= deadline:
+            return
+        await asyncio.sleep(interval)
 
 
 def free_port() -> int:

@@ -105,6 +105,7 @@ def test_reregister_keeps_check_state_and_replace_existing_checks(api, cc, name)
     assert "c1" not in checks and "c2" in checks
 
 
+@pytest.mark.timing
 def test_ttl_lapses_to_critical(api, cc, name):
     api.register(name, Check={"TTL": "1s", "Status": "passing"})
     cid = f"service:{name}"

@@ -160,6 +160,7 @@ def test_not_answered_by_unrelated_writes(api, name, kind):
     assert int(resp.headers["X-Consul-Index"]) == index
 
 
+@pytest.mark.timing
 def test_wait_timeout_returns_current_result(api, cc, name):
     api.put(f"/v1/kv/{name}", data=b"v")
     index, _ = cc.kv.get(name)
@@ -170,6 +171,7 @@ def test_wait_timeout_returns_current_result(api, cc, name):
     assert 0.28 <= elapsed < 0.3 * (1 + 1 / 16) + 0.2
 
 
+@pytest.mark.timing
 def test_index_zero_or_behind_answers_immediately(api, name):
     api.put(f"/v1/kv/{name}", data=b"v")
     t0 = time.monotonic()
@@ -242,6 +244,7 @@ def test_lock_watcher_wakes_when_holder_session_is_invalidated(api, name):
     assert b.done_at - t_write < 1.0
 
 
+@pytest.mark.timing
 def test_agent_service_hash_blocking(api, name):
     api.register(name, Port=1)
     first = api.get(f"/v1/agent/service/{name}")

@@ -52,6 +52,7 @@ def test_sighup_does_not_kill_it(catalog_factory):
     assert cat.proc.poll() is None
 
 
+@pytest.mark.timing
 def test_sigterm_exits_promptly_with_a_parked_blocking_query(catalog_factory):
     """A long poll must not hold the catalog's exit for its whole wait."""
     import threading

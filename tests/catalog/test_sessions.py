@@ -71,6 +71,7 @@ def test_binding_errors(api, name):
     assert r.status_code == 400 and 'unknown field "Nmae"' in r.text
 
 
+@pytest.mark.timing
 def test_session_bound_to_service_check_invalidated_when_ttl_lapses(api, cc, name):
     api.register(name, Check={"TTL": "1s", "Status": "passing"})
     sid = _create(api, NodeChecks=[], ServiceChecks=[{"ID": f"service:{name}"}], LockDelay="0s")
@@ -130,6 +131,7 @@ def test_acquire_with_unknown_session(api, name):
     assert 'invalid session "00000000-0000-0000-0000-000000000000"' in r.text
 
 
+@pytest.mark.timing
 def test_lock_delay_blocks_reacquisition(api, name):
     a = _create(api, LockDelay="2s")
     b = _create(api, LockDelay="0s")
@@ -161,6 +163,7 @@ def test_behavior_delete_removes_keys(api, name):
     assert api.get(f"/v1/kv/{name}/y").status_code == 200
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(20)
 def test_session_ttl_expiry_once(api, name):
     """One real 10 s session expiry (we invalidate at TTL; Consul may take up to 2×TTL)."""

@@ -17,7 +17,8 @@ from autopilot.config.model import ElectionConfig, JobConsulConfig, TelemetryCon
 from autopilot.discovery import ServiceRegistration, components, registration
 from autopilot.discovery.registration import ConsulRefused
 from autopilot.events import Event
-from tests.integration.test_discovery_helpers import (
+from tests.helpers import stays
+from tests.integration.discovery_helpers import (
     HOST,
     Recorder,
     agent_check,
@@ -34,6 +35,7 @@ def run(coro):
     return asyncio.run(coro)
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(30)
 def test_registers_on_first_healthy_then_heartbeats_and_fails_explicitly(catalog):
     async def scenario():
@@ -84,6 +86,7 @@ def test_registers_on_first_healthy_then_heartbeats_and_fails_explicitly(catalog
     run(scenario())
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(30)
 def test_heartbeats_keep_the_ttl_alive_and_silence_lets_it_expire(catalog):
     async def scenario():
@@ -131,6 +134,7 @@ def test_initial_status_registers_at_once(catalog):
     run(scenario())
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(40)
 def test_catalog_restart_leads_to_reregistration(catalog_factory):
     cat = catalog_factory()
@@ -163,6 +167,7 @@ def test_catalog_restart_leads_to_reregistration(catalog_factory):
     run(scenario())
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(40)
 def test_heartbeat_after_catalog_restart_reregisters_at_once(catalog_factory):
     cat = catalog_factory()
@@ -205,11 +210,11 @@ def test_maintenance_deregisters_and_next_healthy_registers_again(catalog):
             await until(lambda: SID not in agent_services(catalog.url), 3,
                         message="deregistered in maintenance")
             ctx.bus.publish(Event(ev.HEALTHY, "web"))  # ignored while in maintenance
-            await asyncio.sleep(0.3)
-            assert SID not in await asyncio.to_thread(agent_services, catalog.url)
+            await stays(lambda: SID not in agent_services(catalog.url), 0.3,
+                        "nothing changed", in_thread=True)
             ctx.bus.publish(Event(ev.EXIT_MAINTENANCE, ev.GLOBAL))
-            await asyncio.sleep(0.3)
-            assert SID not in await asyncio.to_thread(agent_services, catalog.url)
+            await stays(lambda: SID not in agent_services(catalog.url), 0.3,
+                        "nothing changed", in_thread=True)
             ctx.bus.publish(Event(ev.HEALTHY, "web"))
             await until(lambda: SID in agent_services(catalog.url), 3,
                         message="registered after maintenance")
@@ -274,6 +279,7 @@ def test_no_matching_interface_is_an_error_event_not_a_crash(catalog):
     run(scenario())
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(30)
 def test_consul_hanging_never_holds_up_events(monkeypatch):
     """A Consul that accepts connections and never answers: the bus and the desired state
@@ -310,6 +316,7 @@ def test_consul_hanging_never_holds_up_events(monkeypatch):
         hole.close()
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(40)
 def test_registration_waits_for_a_catalog_that_starts_late(catalog_factory, tmp_path):
     from tests.helpers import free_port

@@ -53,6 +53,7 @@ def lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(60)
 def test_run_registers_watches_fails_maintains_and_deregisters(catalog_factory, tmp_path,
                                                                env_clean):

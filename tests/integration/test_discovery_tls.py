@@ -15,7 +15,7 @@ from autopilot import events as ev
 from autopilot.config.model import TLSConfig
 from autopilot.discovery import ServiceRegistration
 from autopilot.events import Event
-from tests.integration.test_discovery_helpers import (
+from tests.integration.discovery_helpers import (
     HOST,
     TLSForwarder,
     agent_services,

@@ -19,6 +19,7 @@ def sh(script: str) -> list[str]:
     return ["sh", "-c", script]
 
 
+@pytest.mark.timing
 def test_shutdown_order_hooks_and_prompt_exit(autopilot, tmp_path: Path) -> None:
     order = tmp_path / "order"
     mark = f">> {order}"
@@ -47,6 +48,7 @@ def test_shutdown_order_hooks_and_prompt_exit(autopilot, tmp_path: Path) -> None
         assert f"event code={code}" in ap.log
 
 
+@pytest.mark.timing
 def test_global_stop_timeout_bounds_everything(autopilot, tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     ap = autopilot({
@@ -70,6 +72,7 @@ def test_global_stop_timeout_bounds_everything(autopilot, tmp_path: Path) -> Non
     assert "shutdown deadline" in ap.log
 
 
+@pytest.mark.timing
 def test_job_stop_timeout_ends_the_stopping_hook_wait(autopilot, tmp_path: Path) -> None:
     """ContainerPilot's bug #479: a job's stopTimeout never fired. Here it does."""
     ap = autopilot({

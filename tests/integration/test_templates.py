@@ -19,7 +19,7 @@ from autopilot.config.model import Config, ConsulConfig, TemplateConfig
 from autopilot.context import Context
 from autopilot.discovery.client import ConsulClient
 from autopilot.templates import Template, components
-from tests.helpers import CatalogProcess, autopilot_cmd
+from tests.helpers import CatalogProcess, autopilot_cmd, stays, until
 
 NGINX = """\
 upstream app {
@@ -78,20 +78,11 @@ class Harness:
             self.ctx.consul.close()
 
 
-async def until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(30)
 def test_rerendered_on_membership_change_and_empty_set(catalog: CatalogProcess, tmp_path: Path):
     reloads = tmp_path / "reloads"
@@ -128,8 +119,8 @@ def test_rerendered_on_membership_change_and_empty_set(catalog: CatalogProcess, 
             writes = h.tpl.writes
             requests.put(catalog.url + "/v1/agent/service/register", timeout=5,
                          json={"ID": "other", "Name": "other", "Port": 1}).raise_for_status()
-            await asyncio.sleep(0.5)
-            assert h.tpl.writes == writes and len(reloads.read_text().split()) == 4
+            await stays(lambda: h.tpl.writes == writes and len(reloads.read_text().split()) == 4, 0.5,
+                        "nothing changed")
         finally:
             await h.close()
 
@@ -182,6 +173,7 @@ def test_reader_never_sees_partial_file_while_rerendering(catalog: CatalogProces
     run(scenario)
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(30)
 def test_debounce_quiescence_and_max(catalog: CatalogProcess, tmp_path: Path):
     async def scenario() -> None:
@@ -195,8 +187,7 @@ def test_debounce_quiescence_and_max(catalog: CatalogProcess, tmp_path: Path):
                 put_key(catalog, "k", str(i))
                 await asyncio.sleep(0.05)
             await until(lambda: h.text() == "v=5\n", 3, "the burst rendered")
-            await asyncio.sleep(0.6)
-            assert h.tpl.renders == 2
+            await stays(lambda: h.tpl.renders == 2, 0.6, "nothing changed")
             # changes that never quiet down are rendered at `max` after the first one
             t0 = time.monotonic()
             i = 100
@@ -213,6 +204,7 @@ def test_debounce_quiescence_and_max(catalog: CatalogProcess, tmp_path: Path):
     run(scenario)
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(30)
 def test_render_error_keeps_previous_file(catalog: CatalogProcess, tmp_path: Path):
     async def scenario() -> None:

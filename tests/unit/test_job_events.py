@@ -1,6 +1,6 @@
 """Job state machine: triggers, event order, restarts, backoff, periodic runs, timeouts.
 
-Real processes on a real loop (tests/unit/test_job_harness.py); no Consul, no control."""
+Real processes on a real loop (tests/unit/job_harness.py); no Consul, no control."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 from autopilot.config.model import UNLIMITED, BackoffConfig, JobConfig, WhenConfig
 from autopilot.events import GLOBAL, SIGNAL, Event
 from autopilot.jobs.job import Trigger
-from tests.unit.test_job_harness import Harness, run, until
+from tests.helpers import stays
+from tests.unit.job_harness import Harness, run, until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -114,6 +115,7 @@ def test_periodic_runs_restarts_plus_one() -> None:
     run(main)
 
 
+@pytest.mark.timing
 def test_periodic_timeout_kills_overrun() -> None:
     job = JobConfig(name="slow", exec=["sleep", "5"], when=WhenConfig(interval=0.2),
                     restarts=1, timeout=0.2)
@@ -180,9 +182,8 @@ def test_each_trigger_and_signal_source() -> None:
                 h.bus.publish(Event(SIGNAL, "SIGHUP"))
                 await h.wait_event("exitSuccess", "onhealthy", count=i)
             h.bus.publish(Event(SIGNAL, "SIGUSR2"))
-            await asyncio.sleep(0.2)
-            assert h.job("hup").runs == 3
-            assert not h.job("hup").done  # `each` jobs stay armed
+            await stays(lambda: h.job("hup").runs == 3 and not h.job("hup").done, 0.2,
+                        "`each` jobs stay armed")
     run(main)
 
 
@@ -200,15 +201,13 @@ def test_source_list_any_and_all() -> None:
         async with Harness(jobs) as h:
             h.bus.publish(Event(SIGNAL, "SIGHUP"))
             await h.wait_event("exitSuccess", "any")
-            await asyncio.sleep(0.2)
-            assert h.count("exitSuccess", "all") == 0  # only a so far
+            await stays(lambda: h.count("exitSuccess", "all") == 0, 0.2, "only a so far")
             h.bus.publish(Event(SIGNAL, "SIGHUP"))
             await h.wait_event("exitSuccess", "any", count=2)
             h.bus.publish(Event(SIGNAL, "SIGUSR2"))
             await h.wait_event("exitSuccess", "all")
             await h.wait_event("exitSuccess", "any", count=3)
-            await asyncio.sleep(0.2)
-            assert h.count("exitSuccess", "all") == 1
+            await stays(lambda: h.count("exitSuccess", "all") == 1, 0.2, "nothing changed")
     run(main)
 
 
@@ -235,8 +234,7 @@ def test_each_while_running_runs_once_more() -> None:
                 h.bus.publish(Event(SIGNAL, "SIGHUP"))
                 await asyncio.sleep(0.05)
             await h.wait_event("exitSuccess", "r", count=2, timeout=3)
-            await asyncio.sleep(0.5)
-            assert h.job("r").runs == 2
+            await stays(lambda: h.job("r").runs == 2, 0.5, "nothing changed")
     run(main)
 
 
@@ -262,8 +260,7 @@ def test_changed_from_a_watch_and_quit() -> None:
             h.bus.publish(Event("changed", "watch.backend"))
             await h.wait_event("exitSuccess", "reconf")
             h.bus.publish(Event("changed", "watch.other"))
-            await asyncio.sleep(0.2)
-            assert h.job("reconf").runs == 1
+            await stays(lambda: h.job("reconf").runs == 1, 0.2, "nothing changed")
             await until(lambda: h.job("svc").pid, 3)
             h.bus.publish(Event("quit", "svc"))  # ends the job, restarts notwithstanding
             await h.wait_event("stopped", "svc")

@@ -15,7 +15,8 @@ import pytest
 
 from autopilot.config.model import BackoffConfig, HealthConfig, JobConfig, WhenConfig
 from autopilot.events import HEALTHY, UNHEALTHY
-from tests.unit.test_job_harness import Harness, run, until
+from tests.helpers import stays
+from tests.unit.job_harness import Harness, run, until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -24,6 +25,7 @@ def sh(script: str) -> list[str]:
     return ["sh", "-c", script]
 
 
+@pytest.mark.timing
 def test_slow_check_blocks_neither_its_job_nor_others(tmp_path: Path) -> None:
     starts = tmp_path / "starts"
     slow = JobConfig(name="slow", exec=["sleep", "30"],
@@ -108,15 +110,15 @@ def test_maintenance_skips_checks() -> None:
             h.sup.set_maintenance(True)
             await h.wait_event("exitSuccess", "onmaint")
             n = h.count(HEALTHY, "app")
-            await asyncio.sleep(0.3)
-            assert h.job("app").status == "maintenance"
-            assert h.count(HEALTHY, "app") == n
+            await stays(lambda: h.job("app").status == "maintenance" and h.count(HEALTHY, "app") == n, 0.3,
+                        "nothing changed")
             h.sup.set_maintenance(False)
             await h.wait_event(HEALTHY, "app", count=n + 1)
             assert h.job("app").status == "healthy"
     run(main)
 
 
+@pytest.mark.timing
 def test_stop_escalates_to_sigkill_at_stop_timeout(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     job = JobConfig(name="stubborn", stop_timeout=0.5,
@@ -134,6 +136,7 @@ def test_stop_escalates_to_sigkill_at_stop_timeout(tmp_path: Path) -> None:
     run(main)
 
 
+@pytest.mark.timing
 def test_stop_signal_is_configurable(tmp_path: Path) -> None:
     got = tmp_path / "got"
     job = JobConfig(name="app", stop_signal="SIGUSR1", stop_timeout=3,
@@ -258,8 +261,7 @@ def test_periodic_job_manual_stop_and_start() -> None:
             await h.wait_event("exitSuccess", "tick", count=2)
             await h.sup.job_action("tick", "stop")
             n = h.job("tick").runs
-            await asyncio.sleep(0.5)
-            assert h.job("tick").runs == n  # stopped: the timer skips its runs
+            await stays(lambda: h.job("tick").runs == n, 0.5, "stopped: the timer skips its runs")
             await h.sup.job_action("tick", "start")
             await h.wait_event("exitSuccess", "tick", count=h.count("exitSuccess", "tick") + 2)
             await asyncio.sleep(0.3)

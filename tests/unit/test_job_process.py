@@ -12,7 +12,7 @@ import pytest
 from autopilot.init import exit_code, get_reaper, set_subreaper
 from autopilot.jobs.hooks import run_hook
 from autopilot.jobs.process import Process, parse_signal, resolve_identity
-from tests.unit.test_job_harness import run, until
+from tests.unit.job_harness import run, until
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -27,6 +27,7 @@ from autopilot.config.model import (
 from autopilot.context import Context
 from autopilot.discovery import connect
 from autopilot.events import Event, EventBus
+from tests import helpers
 
 HOST = "node1"
 
@@ -48,21 +49,11 @@ def job(name: str = "web", *, ttl: float = 5, interval: float = 1, port: int = 8
     return JobConfig(name=name, port=port, health=HealthConfig(interval=interval, ttl=ttl), **kw)
 
 
-async def until(cond: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02,
-                message: str = "condition") -> Any:
-    """Async twin of tests.helpers.wait_for: ``cond`` runs in a thread, the loop keeps going."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = await asyncio.to_thread(cond)
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - keep polling until the deadline
-            last = exc
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}"
-                         + (f" (last error: {last!r})" if last else ""))
+async def until(cond: Callable[[], Any], timeout: float = 5.0, message: str = "condition", *,
+                interval: float = 0.02) -> Any:
+    """``tests.helpers.until`` with ``cond`` in a thread: these conditions make blocking
+    HTTP requests, and what they ask may be served on this loop (a Forwarder)."""
+    return await helpers.until(cond, timeout, message, interval=interval, in_thread=True)
 
 
 class Recorder:

@@ -4,12 +4,14 @@ no other components (control, discovery … are left out)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from autopilot.config.model import Config, JobConfig
 from autopilot.supervisor import Supervisor
+from tests.helpers import until
+
+__all__ = ["BareSupervisor", "Harness", "run", "until"]
 
 
 class BareSupervisor(Supervisor):
@@ -21,17 +23,6 @@ def run(main: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
     async def guarded() -> Any:
         return await asyncio.wait_for(main(), timeout)
     return asyncio.run(guarded())
-
-
-async def until(cond: Callable[[], Any], timeout: float = 5.0, message: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        await asyncio.sleep(0.01)
 
 
 class Harness:

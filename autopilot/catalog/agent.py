@@ -64,11 +64,16 @@ def clip_output(text: str) -> str:
     return f"{text[:OUTPUT_MAX]} ... (captured {OUTPUT_MAX} of {len(text)} bytes)"
 
 
+_CANON = {"address": "Address", "port": "Port"}
+
+
 def _default_tagged(given: dict[str, Any] | None, address: str,
                     port: int) -> dict[str, Any] | None:
     """Consul's agent adds ``lan_ipv4``/``wan_ipv4`` (or ``_ipv6``) tagged addresses for a
     service whose Address is an IP, unless the registration sets them itself."""
-    tagged = dict(given or {})
+    # the decoder takes {"address", "port"} in any case, as Consul's does
+    tagged = {k: {_CANON.get(f.lower(), f): x for f, x in v.items()} if isinstance(v, dict)
+              else v for k, v in (given or {}).items()}
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

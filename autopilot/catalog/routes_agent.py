@@ -36,13 +36,19 @@ async def status_peers(request: web.Request) -> web.Response:
     return reply(request, [f"{state_of(request).agent.address}:8300"])
 
 
-def _member(request: web.Request) -> dict:
+def _member(request: web.Request, wan: bool = False) -> dict:
+    """This server's serf member; in the WAN pool its name is ``<node>.<dc>``."""
     st = state_of(request)
-    return {"Name": st.node, "Addr": st.agent.address, "Port": 8301,
-            "Tags": {"build": f"{VERSION}:autopilot", "dc": st.settings.datacenter,
-                     "id": st.registry.nodes[st.node].id if st.node in st.registry.nodes
-                     else "", "port": "8300", "role": "consul", "segment": "",
-                     "vsn": "2", "vsn_max": "3", "vsn_min": "2", "bootstrap": "1"},
+    tags = {"acls": "1" if st.settings.token else "0", "build": f"{VERSION}:autopilot",
+            "dc": st.settings.datacenter, "ft_fs": "1", "ft_si": "1",
+            "id": st.registry.nodes[st.node].id if st.node in st.registry.nodes else "",
+            "port": "8300", "raft_vsn": "3", "role": "consul", "vsn": "2", "vsn_max": "3",
+            "vsn_min": "2"}
+    if not wan:
+        tags.update(segment="", wan_join_port="8302")
+    name = f"{st.node}.{st.settings.datacenter}" if wan else st.node
+    return {"Name": name, "Addr": st.agent.address, "Port": 8302 if wan else 8301,
+            "Tags": tags,
             "Status": 1, "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
             "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4}
 
@@ -73,7 +79,7 @@ async def agent_self(request: web.Request) -> web.Response:
                                "blocked_queries": str(st.store.hub.waiting),
                                **_wake_stats(st.store.hub.wake_samples),
                                "index": str(st.store.index)}},
-                           "Meta": {"consul-network-segment": ""}, "xDS": None})
+                           "Meta": {"consul-network-segment": ""}})  # no xDS key in 1.10
 
 
 def _consul_stats(request: web.Request) -> dict[str, str]:
@@ -86,7 +92,34 @@ def _consul_stats(request: web.Request) -> dict[str, str]:
 
 @routes.get("/v1/agent/members")
 async def agent_members(request: web.Request) -> web.Response:
-    return reply(request, [_member(request)])
+    wan = request.query.get("wan", "") not in ("", "0", "false")
+    return reply(request, [_member(request, wan)])
+
+
+@routes.get("/v1/operator/raft/configuration")
+async def raft_configuration(request: web.Request) -> web.Response:
+    """The one-server raft configuration of a dev agent (the catalog is its own leader)."""
+    st = state_of(request)
+    node = st.registry.nodes.get(st.node)
+    return reply(request, {"Servers": [{
+        "ID": node.id if node else "", "Node": st.node, "Address": f"{st.agent.address}:8300",
+        "Leader": True, "ProtocolVersion": "3", "Voter": True}], "Index": 0})
+
+
+@routes.get("/v1/coordinate/datacenters")
+async def coordinate_datacenters(request: web.Request) -> web.Response:
+    """Network coordinates: one WAN area with this server at the origin (no gossip here)."""
+    st = state_of(request)
+    origin = {"Vec": [0] * 8, "Error": 1.5, "Adjustment": 0, "Height": 1e-05}
+    return reply(request, [{"Datacenter": st.settings.datacenter, "AreaID": "wan",
+                            "Coordinates": [{"Node": st.node, "Segment": "",
+                                             "Coord": origin}]}])
+
+
+@routes.get("/v1/coordinate/nodes")
+async def coordinate_nodes(request: web.Request) -> web.Response:
+    """No LAN coordinates are computed (no serf probes): an empty list, as a fresh agent."""
+    return reply(request, [], state_of(request).store.table("coordinates"))
 
 
 @routes.get("/v1/agent/services")

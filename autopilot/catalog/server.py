@@ -18,7 +18,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from autopilot.catalog import routes_agent, routes_catalog, routes_kv, routes_session
+from autopilot.catalog import (
+    routes_agent,
+    routes_catalog,
+    routes_event,
+    routes_kv,
+    routes_session,
+)
 from autopilot.catalog.agent import AgentError
 from autopilot.catalog.persist import Persister
 from autopilot.catalog.state import Settings, State
@@ -132,7 +138,7 @@ async def consul_middleware(request: web.Request, handler: Handler) -> web.Strea
 def make_app(state: State) -> web.Application:
     app = web.Application(middlewares=[consul_middleware], client_max_size=MAX_BODY)
     app[STATE_KEY] = state
-    for mod in (routes_agent, routes_catalog, routes_kv, routes_session):
+    for mod in (routes_agent, routes_catalog, routes_event, routes_kv, routes_session):
         app.add_routes(mod.routes)
     return app
 

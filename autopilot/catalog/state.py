@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from autopilot.catalog.agent import Agent
@@ -33,6 +34,8 @@ class State:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = Store()
+        #: user events fired on this agent (``/v1/event/*``), the last 256
+        self.events: deque = deque(maxlen=256)
         self.registry = Registry(self.store)
         self.kv = KV(self.store)
         self.sessions = Sessions(self.store, self.registry, self.kv, settings.node)

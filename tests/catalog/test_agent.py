@@ -251,3 +251,30 @@ def test_node_maintenance(api, cc, name):
         api.put("/v1/agent/maintenance?enable=false")
     assert "_node_maintenance" not in cc.agent.checks()
     assert len(cc.health.service(name, passing=True)[1]) == 1
+
+
+def test_wan_members_raft_and_coordinates(api, cc):
+    """What py-consul's status/operator/coordinate tests read from a dev agent."""
+    node = cc.agent.self()["Config"]["NodeName"]
+    assert cc.agent.self()["Member"] in cc.agent.members()
+    assert [m["Name"] for m in cc.agent.members(wan=True)] == [f"{node}.dc1"]
+    [server] = cc.operator.raft_config()["Servers"]
+    assert server["Leader"] and server["Voter"] and server["Node"] == node
+    [dc] = cc.coordinate.datacenters()
+    assert set(dc) == {"Datacenter", "Coordinates", "AreaID"}
+    assert cc.coordinate.nodes()[1] == []
+
+
+def test_user_events(api, cc, name):
+    ev = cc.event.fire(name, "payload")
+    assert ev["Name"] == name and ev["Version"] == 1
+    _, events = cc.event.list(name=name)
+    assert [(e["ID"], e["Payload"]) for e in events] == [(ev["ID"], b"payload")]
+    assert cc.event.list(name=name + "-other")[1] == []
+
+
+def test_tagged_addresses_any_case(api, cc, name):
+    tagged = {"lan": {"address": "10.10.10.1", "port": 8080}}
+    assert cc.agent.service.register(name, tagged_addresses=tagged)
+    assert cc.agent.services()[name]["TaggedAddresses"] == {
+        "lan": {"Address": "10.10.10.1", "Port": 8080}}

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 FENCE = "10"  # min-replicas-to-write of a fenced node (see examples/redis/hook.sh)
+DETACHED = ("127.0.0.1", "0")  # the master of a replica of nothing (hook.sh's NOWHERE)
 CONFIG = EXAMPLES / "redis" / "autopilot.json5"
 
 
@@ -69,6 +70,9 @@ def role(ip: str, port: int, timeout: float = 0.5) -> dict[str, Any]:
         return {"role": "fenced" if fenced else "primary",
                 "offset": int(info.get("master_repl_offset", 0)),
                 "detail": f"{info.get('connected_slaves', 0)} replicas"}
-    return {"role": "replica", "offset": int(info.get("slave_repl_offset", 0) or 0),
+    offset = int(info.get("master_repl_offset", 0) or 0)
+    if (info.get("master_host"), info.get("master_port")) == DETACHED:
+        return {"role": "replica", "offset": offset, "detail": "detached"}
+    return {"role": "replica", "offset": offset,
             "detail": f"of {info.get('master_host')}:{info.get('master_port')} "
                       f"link {info.get('master_link_status')}"}

@@ -1,17 +1,24 @@
 #!/bin/sh
 # Redis hooks for autopilot: one small script, one verb per hook.
 #
-#   run      the redis job itself: starts redis-server (or adopts one left running by a
-#            supervisor that died) and fences it if the supervisor goes away
-#   health   PING, plus the node's replication role agreeing with the election
-#   promote  election won: REPLICAOF NO ONE, then open for writes
-#   demote   election lost: stop accepting writes at once, then follow the new leader
-#   follow   the leader changed: replicate from it (nothing to do if it is us)
+#   run       the redis job itself: starts redis-server detached and fenced (or adopts one
+#             left running by a supervisor that died) and fences it if the supervisor goes
+#   health    PING, plus the node's replication role agreeing with the election
+#   identity  election: the data incarnation of this redis-server (run_id and replid)
+#   position  election: how far this node's data goes (replication offset), for candidacy
+#   detach    election: the lock left the primary we followed: stop replicating from it
+#   promote   election won: REPLICAOF NO ONE, then open for writes
+#   demote    election lost: stop accepting writes at once, then follow the new leader
+#   follow    the leader changed: replicate from it (nothing to do if it is us)
 #
-# Fencing rests on one Redis setting: `min-replicas-to-write 10`. A primary with fewer than
-# ten good replicas refuses every write with NOREPLICAS, immediately, so "fenced" is the
-# state redis.conf starts in and the state demote returns to. Only promote lowers it
-# (to 0, or to 1 in no-loss mode where clients also use WAIT 1 <ms>).
+# Fencing: a node that is not the elected primary is a replica, of the leader or of nothing.
+# "Nothing" is REPLICAOF 127.0.0.1 0, a master that can never answer: the node keeps its data,
+# refuses writes (READONLY) and refuses to be a replication source (SYNC gets NOMASTERLINK),
+# so a restarted node, empty or holding an old AOF, can never overwrite its peers' data.
+# redis.conf starts every redis-server that way and demote returns to it; only promote makes
+# a master. `min-replicas-to-write 10` is kept as a second fence on a master: with fewer than
+# ten good replicas it refuses every write with NOREPLICAS. Promote lowers it (to 0, or to
+# 1 in no-loss mode where clients also use WAIT 1 <ms>).
 set -u
 
 PORT=${REDIS_PORT:-6379}
@@ -19,7 +26,11 @@ HOST=${REDIS_CLI_HOST:-127.0.0.1}
 DIR=${REDIS_DIR:-/data}
 HOME_DIR=${REDIS_HOME:-$(dirname "$0")}
 FENCE=10
+NOWHERE="127.0.0.1 0"  # the master of a detached replica: port 0 refuses every connection
 if [ "${REDIS_NO_LOSS:-0}" = 1 ]; then OPEN=1; else OPEN=0; fi
+# A replication PING moves offsets by 14 bytes and reaches replicas at different moments; no
+# data command is that short, so a peer 14 bytes ahead holds no write we lack.
+PING_BYTES=14
 
 cli() { redis-cli -h "$HOST" -p "$PORT" "$@"; }
 
@@ -35,7 +46,13 @@ info_field() {  # info_field NAME: one field of INFO replication
 }
 
 fence() {
-    cli config set min-replicas-to-write "$FENCE" >/dev/null 2>&1
+    # writes first (effective at once), then detach: replica of nothing, data kept
+    printf 'CONFIG SET min-replicas-to-write %s\nREPLICAOF %s\n' "$FENCE" "$NOWHERE" |
+        cli >/dev/null 2>&1
+}
+
+detached() {  # a replica of nothing (see NOWHERE)
+    [ "$(info_field master_host) $(info_field master_port)" = "$NOWHERE" ]
 }
 
 leader_is_me() {
@@ -75,8 +92,14 @@ run() {
         fi
     fi
     if [ -z "$pid" ]; then
+        # detached (redis.conf: replicaof NOWHERE) and fenced, whatever data it loads
+        if [ "${REDIS_APPENDONLY:-0}" = 1 ]; then
+            aof="--appendonly yes --appendfsync ${REDIS_APPENDFSYNC:-everysec}"
+        else
+            aof="--appendonly no"
+        fi
         redis-server "$HOME_DIR/redis.conf" --port "$PORT" --dir "$DIR" \
-            --bind ${REDIS_BIND:-0.0.0.0} --pidfile "$pidfile" \
+            --bind ${REDIS_BIND:-0.0.0.0} --pidfile "$pidfile" $aof \
             --min-replicas-to-write "$FENCE" ${REDIS_EXTRA_ARGS:-} &
         pid=$!
         echo "$pid" >"$pidfile"
@@ -201,33 +224,44 @@ converge() {  # under the lock: re-check, then fence and follow the leader of ou
     if [ -n "${AUTOPILOT_LEADER_ADDRESS:-}" ]; then set_state replica "$EPOCH"; fi
 }
 
-peer_ahead() {
-    # A healthy replica of the same history with a higher offset than ours, if any. With
-    # WAIT 1 a write is acknowledged once ONE replica has it: the replica that wins the
-    # lock may lack it (e.g. one whose stream had not started yet), so it must yield.
-    mine=$(cli info replication | tr -d '\r')
-    myid=$(echo "$mine" | sed -n 's/^master_replid://p')
-    myoff=$(echo "$mine" | sed -n 's/^slave_repl_offset://p')
-    [ -n "$myoff" ] || myoff=$(echo "$mine" | sed -n 's/^master_repl_offset://p')
+my_position() {  # the offset of the data this node holds; fails if redis cannot tell
+    info=$(cli info replication 2>/dev/null | tr -d '\r') || return 1
+    off=$(echo "$info" | sed -n 's/^master_repl_offset://p')
+    case "$off" in '' | *[!0-9]*) return 1 ;; esac
+    echo "$off"
+}
+
+peer_ahead() {  # peer_ahead SLACK: a healthy peer whose data goes further than ours + SLACK
+    # Offsets, not replication IDs: a failover keeps the offset counting (the new primary
+    # continues its predecessor's history), while a node that restarted (empty, or from its
+    # AOF) starts a new history at offset 0. Comparing within one replication ID only would
+    # let such a node win against replicas holding every write.
+    mine=$(my_position) || mine=0
     timeout 2 "${REDIS_PYTHON:-python3}" "$HOME_DIR/peers.py" "${REDIS_SERVICE:-redis}" \
         2>/dev/null | while read -r host port; do
         [ "$host" = "${AUTOPILOT_REDIS_IP:-}" ] && [ "$port" = "$PORT" ] && continue
         theirs=$(timeout 0.5 redis-cli -h "$host" -p "$port" info replication 2>/dev/null |
             tr -d '\r')
         case "$theirs" in *role:slave*) ;; *) continue ;; esac  # masters are not candidates
-        id=$(echo "$theirs" | sed -n 's/^master_replid://p')
-        off=$(echo "$theirs" | sed -n 's/^slave_repl_offset://p')
-        if [ "$id" = "$myid" ] && [ "${off:-0}" -gt "${myoff:-0}" ]; then
-            echo "$host:$port (offset $off > $myoff)"
+        off=$(echo "$theirs" | sed -n 's/^master_repl_offset://p')
+        case "$off" in '' | *[!0-9]*) continue ;; esac
+        if [ "$off" -gt $((mine + $1)) ]; then
+            echo "$host:$port (offset $off > $mine + $1)"
             break
         fi
     done
 }
 
 promote() {
-    if [ "$OPEN" = 1 ] && [ "${REDIS_PROMOTE_MOST_RECENT:-1}" = 1 ]; then
-        ahead=$(peer_ahead)
-        if [ -n "$ahead" ]; then log "not promoting: $ahead is ahead"; exit 1; fi
+    # Candidacy (the election's `position`) already lets the most recent replica run first;
+    # this re-check at promotion time catches a peer whose candidacy was not seen. No-loss
+    # mode: any write ahead of us may be acknowledged (WAIT 1); async: REDIS_MAX_LAG bytes.
+    if [ "${REDIS_PROMOTE_MOST_RECENT:-1}" = 1 ]; then
+        if [ "$OPEN" = 1 ]; then slack=$PING_BYTES; else slack=${REDIS_MAX_LAG:-1048576}; fi
+        if [ "$slack" -gt 0 ]; then
+            ahead=$(peer_ahead "$slack")
+            if [ -n "$ahead" ]; then log "not promoting: $ahead is ahead"; exit 1; fi
+        fi
     fi
     # one redis-cli for the three commands: the write gap of a hand-over is mostly this hook
     out=$(printf 'REPLICAOF NO ONE\nCONFIG SET min-replicas-to-write %s\nROLE\n' "$OPEN" |
@@ -235,6 +269,33 @@ promote() {
     case "$out" in OK*OK*master*) ;; *) log "promote failed: $out"; exit 1 ;; esac
     set_state primary "$EPOCH"
     log "promoted (min-replicas-to-write $OPEN, epoch $EPOCH)"
+}
+
+identity() {
+    # the data incarnation: a restarted redis-server has a new run_id (and, having loaded
+    # an AOF or nothing, a new replid); a node that full-synced from another has a new replid
+    info=$(cli info 2>/dev/null | tr -d '\r') || exit 1
+    run_id=$(echo "$info" | sed -n 's/^run_id://p')
+    replid=$(echo "$info" | sed -n 's/^master_replid://p')
+    [ -n "$run_id" ] && [ -n "$replid" ] || exit 1
+    echo "$run_id:$replid"
+}
+
+position() {
+    # candidacy: how far our data goes; not a candidate (exit 1) if redis cannot tell, is
+    # still loading its data, or REDIS_NOFAILOVER=1
+    [ "${REDIS_NOFAILOVER:-0}" = 1 ] && { echo "nofailover" >&2; exit 1; }
+    [ "$(info_field loading 2>/dev/null)" = 1 ] && { echo "loading" >&2; exit 1; }
+    my_position || { echo "redis does not answer" >&2; exit 1; }
+}
+
+detach() {
+    # the lock left the primary we followed: stop taking its stream now, before anyone is
+    # promoted, so it cannot get a write acknowledged (WAIT 1) by us any more
+    [ "$(state_role)" = primary ] && exit 0  # promoted after this hook started: stale
+    fence
+    set_state replica "$(state_epoch)"
+    log "detached (offset $(my_position))"
 }
 
 demote() {
@@ -253,6 +314,10 @@ follow() {
 case "${1:-}" in
 run) run ;;
 health) health ;;
+identity) identity ;;
+position) position ;;
+detach) locked detach-locked ;;
+detach-locked) detach ;;
 promote) locked promote-locked ;;
 demote) fence; locked demote-locked ;;  # fencing first: it is always safe
 follow) wait_redis; locked follow-locked ;;
@@ -260,5 +325,5 @@ promote-locked) promote ;;
 demote-locked) demote ;;
 follow-locked) follow ;;
 converge) converge ;;
-*) echo "usage: $0 run|health|promote|demote|follow" >&2; exit 2 ;;
+*) echo "usage: $0 run|health|identity|position|detach|promote|demote|follow" >&2; exit 2 ;;
 esac

@@ -19,6 +19,10 @@
 # a master. `min-replicas-to-write 10` is kept as a second fence on a master: with fewer than
 # ten good replicas it refuses every write with NOREPLICAS. Promote lowers it (to 0, or to
 # 1 in no-loss mode where clients also use WAIT 1 <ms>).
+#
+# Speed: promote, demote, detach and follow sit on the path of every failover and hand-over,
+# so they start as few processes as they can (one redis-cli per round trip, INFO parsed by
+# the shell, the lock taken on a descriptor of this shell rather than by a second shell).
 set -u
 
 PORT=${REDIS_PORT:-6379}
@@ -31,6 +35,8 @@ if [ "${REDIS_NO_LOSS:-0}" = 1 ]; then OPEN=1; else OPEN=0; fi
 # A replication PING moves offsets by 14 bytes and reaches replicas at different moments; no
 # data command is that short, so a peer 14 bytes ahead holds no write we lack.
 PING_BYTES=14
+CR=$(printf '\r')
+I_role=""
 
 cli() { redis-cli -h "$HOST" -p "$PORT" "$@"; }
 
@@ -41,18 +47,44 @@ log() {
     if [ -n "${REDIS_HOOK_LOG:-}" ]; then echo "$msg" >>"$REDIS_HOOK_LOG"; fi
 }
 
-info_field() {  # info_field NAME: one field of INFO replication
-    cli info replication 2>/dev/null | tr -d '\r' | sed -n "s/^$1://p"
+parse() {
+    # INFO lines (and a CONFIG GET min-replicas-to-write reply) on stdin -> I_* variables,
+    # by the shell itself: no sed or tr per field
+    I_role="" I_host="" I_port="" I_link="" I_offset="" I_priority="" I_replid=""
+    I_run_id="" I_loading="" I_fence="" I_pong=""
+    prev=""
+    while IFS=: read -r k v; do
+        k=${k%"$CR"}
+        v=${v%"$CR"}
+        case "$k" in
+        PONG) I_pong=1 ;;
+        role) I_role=$v ;;
+        master_host) I_host=$v ;;
+        master_port) I_port=$v ;;
+        master_link_status) I_link=$v ;;
+        master_repl_offset) I_offset=$v ;;
+        slave_priority | replica_priority) I_priority=$v ;;
+        master_replid) I_replid=$v ;;
+        run_id) I_run_id=$v ;;
+        loading) I_loading=$v ;;
+        esac
+        if [ "$prev" = min-replicas-to-write ]; then I_fence=$k; fi
+        prev=$k
+    done
+}
+
+my_info() {  # my_info [SECTION...]: INFO replication (and SECTIONs) of our redis into I_*
+    out=$(for s in replication "$@"; do echo "INFO $s"; done | cli 2>/dev/null) || true
+    parse <<EOF
+$out
+EOF
+    [ -n "$I_role" ]
 }
 
 fence() {
     # writes first (effective at once), then detach: replica of nothing, data kept
-    printf 'CONFIG SET min-replicas-to-write %s\nREPLICAOF %s\n' "$FENCE" "$NOWHERE" |
-        cli >/dev/null 2>&1
-}
-
-detached() {  # a replica of nothing (see NOWHERE)
-    [ "$(info_field master_host) $(info_field master_port)" = "$NOWHERE" ]
+    printf 'CONFIG SET min-replicas-to-write %s\nREPLICAOF %s\n%s\n' "$FENCE" "$NOWHERE" \
+        "${FENCE_EXTRA:-}" | cli >/dev/null 2>&1
 }
 
 leader_is_me() {
@@ -66,28 +98,46 @@ follow_leader() {
     lport=${AUTOPILOT_LEADER_PORT:-}
     [ -n "$addr" ] && [ -n "$lport" ] || return 0
     leader_is_me && return 0
-    if [ "$(info_field role)" = slave ] && [ "$(info_field master_host)" = "$addr" ] &&
-        [ "$(info_field master_port)" = "$lport" ]; then
+    [ -n "$I_role" ] || my_info  # the caller's fresh INFO, else ours now
+    if [ "$I_role" = slave ] && [ "$I_host" = "$addr" ] && [ "$I_port" = "$lport" ]; then
         return 0
     fi
-    out=$(cli replicaof "$addr" "$lport" 2>&1)
-    log "replicaof $addr $lport: $out"
+    out=$(printf 'REPLICAOF %s %s\nCONFIG SET replica-priority 100\n' "$addr" "$lport" |
+        cli 2>&1)
+    log "replicaof $addr $lport: $(echo $out)"
 }
 
 alive() { kill -0 "$1" 2>/dev/null; }
 
-my_ppid() { set -- $(cat /proc/$$/stat 2>/dev/null); echo "${4:-0}"; }
+ppid_now() {  # PPID_NOW: our parent now, read without starting a process
+    PPID_NOW=0
+    read -r _p1 _p2 _p3 PPID_NOW _p5 </proc/$$/stat 2>/dev/null || PPID_NOW=0
+}
+
+# The catalog's passing instances of our service, for promote's check: refreshed in the
+# background by `run` every ~5 s, so a promotion does not wait for a Python start-up and an
+# HTTP request (often most of a hand-over's write gap on a loaded machine).
+PEERS="$DIR/peers"
+PEERS_MAX_AGE=${REDIS_PEERS_MAX_AGE:-15}
+
+refresh_peers() {
+    timeout 2 "${REDIS_PYTHON:-python3}" "$HOME_DIR/peers.py" "${REDIS_SERVICE:-redis}" \
+        >"$PEERS.tmp.$$" 2>/dev/null && mv "$PEERS.tmp.$$" "$PEERS"
+    rm -f "$PEERS.tmp.$$"
+}
 
 run() {
     mkdir -p "$DIR"
     pidfile="$DIR/redis-server.pid"
-    parent=$(my_ppid)
+    ppid_now
+    parent=$PPID_NOW
     pid=""
     if [ -f "$pidfile" ]; then
         old=$(cat "$pidfile")
         if alive "$old" && tr '\0' ' ' <"/proc/$old/cmdline" 2>/dev/null | grep -q redis-server; then
             pid=$old
             fence
+            cli config set replica-priority 100 >/dev/null 2>&1  # a candidate again
             log "adopted redis-server pid $pid left by a previous supervisor (fenced)"
         fi
     fi
@@ -108,15 +158,20 @@ run() {
     # been applied to it: "none". A primary whose redis restarted thus fails its check
     # (same epoch, role none), and the next decision of the election (promote, or follow a
     # leader of any epoch) is applied.
-    set_state none "$(state_epoch)"
+    read_state
+    set_state none "$S_epoch"
     trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
+    ticks=20
     while alive "$pid"; do
-        if [ "$(my_ppid)" != "$parent" ]; then
+        ppid_now
+        if [ "$PPID_NOW" != "$parent" ]; then
             # the supervisor is gone: nobody renews our lease any more, so stop writes now
             fence
             log "supervisor $parent gone: fenced redis-server $pid and left it running"
             exit 0
         fi
+        ticks=$((ticks + 1))
+        if [ "$ticks" -ge 25 ]; then ticks=0; refresh_peers & fi  # every ~5 s
         sleep 0.2
     done
     wait "$pid" 2>/dev/null
@@ -126,23 +181,26 @@ run() {
 }
 
 # The last transition a hook applied, as "ROLE EPOCH" in $DIR/autopilot-role (ROLE: none,
-# primary, replica; EPOCH: the election's LockIndex). Hooks and health checks are separate
-# processes started with the environment of their moment, so one started just before a
-# promotion still says AUTOPILOT_ROLE=replica: it must not act on that. Every
+# primary, demoting, replica; EPOCH: the election's epoch). Hooks and health checks are
+# separate processes started with the environment of their moment, so one started just
+# before a promotion still says AUTOPILOT_ROLE=replica: it must not act on that. Every
 # state-changing hook holds $DIR/hook.lock and compares epochs first.
 STATE="$DIR/autopilot-role"
 EPOCH=${AUTOPILOT_LEADER_EPOCH:-0}
-case "$EPOCH" in ''|*[!0-9]*) EPOCH=0 ;; esac
+case "$EPOCH" in '' | *[!0-9]*) EPOCH=0 ;; esac
 
-state_role() { set -- $(cat "$STATE" 2>/dev/null); echo "${1:-none}"; }
-state_epoch() { set -- $(cat "$STATE" 2>/dev/null); echo "${2:-0}"; }
+read_state() {
+    S_role=none S_epoch=0
+    if [ -f "$STATE" ]; then read -r S_role S_epoch <"$STATE" || true; fi
+    case "$S_epoch" in '' | *[!0-9]*) S_epoch=0 ;; esac
+    S_role=${S_role:-none}
+}
 set_state() { echo "$1 $2" >"$STATE.tmp" && mv "$STATE.tmp" "$STATE"; }
 
-locked() {  # locked [-n] CMD...: run CMD holding the hook lock (-n: skip if busy)
-    wait=-w5
-    if [ "$1" = -n ]; then wait=-n; shift; fi
-    mkdir -p "$DIR"
-    flock $wait "$DIR/hook.lock" sh "$0" "$@"
+lock() {  # lock [-n]: hold $DIR/hook.lock until this process exits (-n: fail if busy)
+    [ -d "$DIR" ] || mkdir -p "$DIR"
+    exec 9>>"$DIR/hook.lock"
+    if [ "${1:-}" = -n ]; then flock -n 9; else flock -w 5 9; fi
 }
 
 CATALOG=${CONSUL_HTTP_ADDR:-${CONSUL:-}}
@@ -168,139 +226,190 @@ wait_redis() {  # redis may still be starting when the first leaderChanged arriv
 health() {
     # a refusal shorter than the check's budget (a full client table, a busy restart) is
     # retried here rather than reported: one failed check would fail the catalog check at
-    # once, and a primary's failed check means a failover
+    # once, and a primary's failed check means a failover. One redis-cli per attempt.
     i=0
-    until pong=$(cli ping 2>&1) && [ "$pong" = PONG ]; do
+    while :; do
+        out=$(printf 'PING\nINFO replication\nCONFIG GET min-replicas-to-write\n' | cli 2>&1)
+        parse <<EOF
+$out
+EOF
+        [ -n "$I_pong" ] && [ -n "$I_role" ] && break
         i=$((i + 1))
-        if [ $i -ge "${REDIS_PING_TRIES:-5}" ]; then echo "ping: $pong"; exit 1; fi
+        if [ $i -ge "${REDIS_PING_TRIES:-5}" ]; then echo "ping: $(echo $out)"; exit 1; fi
         sleep 0.1
     done
-    role=$(info_field role)
-    srole=$(state_role)
-    sepoch=$(state_epoch)
+    read_state
     case "${AUTOPILOT_ROLE:-}" in
     primary)
-        if [ "$sepoch" -ne "$EPOCH" ]; then
+        if [ "$S_epoch" -ne "$EPOCH" ]; then
             # a promotion not applied yet, or this check predates a newer transition
-            echo "transition in progress (epoch $EPOCH, applied $srole $sepoch)"; exit 0
+            echo "transition in progress (epoch $EPOCH, applied $S_role $S_epoch)"; exit 0
         fi
-        if [ "$srole" != primary ]; then
-            echo "elected primary (epoch $EPOCH) but redis is $srole"; exit 1
-        fi
-        if [ "$role" != master ]; then echo "elected primary but redis is $role"; exit 1; fi
-        fenced=$(cli config get min-replicas-to-write | tail -n 1)
-        if [ "$fenced" = "$FENCE" ]; then echo "elected primary but still fenced"; exit 1; fi
+        case "$S_role" in
+        primary) ;;
+        demoting | replica | detached)
+            # this check started before the step-down it now sees: failing it would only
+            # invalidate the session (and impose a lock-delay) instead of a clean release
+            echo "stepping down (epoch $EPOCH)"; exit 0 ;;
+        *) echo "elected primary (epoch $EPOCH) but redis is $S_role"; exit 1 ;;
+        esac
+        if [ "$I_role" != master ]; then echo "elected primary but redis is $I_role"; exit 1; fi
+        if [ "$I_fence" = "$FENCE" ]; then echo "elected primary but still fenced"; exit 1; fi
         if [ "${REDIS_FENCE_ON_CATALOG_LOSS:-1}" = 1 ] && ! catalog_reachable; then
             # our heartbeats cannot reach the catalog either: it will invalidate our session
             # after the check's TTL, sooner than the session TTL. Step down first.
             echo "elected primary but the catalog at $CATALOG is unreachable"; exit 1
         fi
-        echo "primary, offset $(info_field master_repl_offset)"
+        echo "primary, offset $I_offset"
         ;;
     replica)
         # converge instead of failing: a replica of the wrong node is re-pointed, and a
         # replica of a dead primary stays healthy so that it can run for election
-        if may_follow "$srole" "$sepoch"; then locked -n converge; fi
-        echo "replica of ${AUTOPILOT_LEADER_ADDRESS:-?}:${AUTOPILOT_LEADER_PORT:-?}, link $(info_field master_link_status)"
+        link=$I_link
+        if may_follow && lock -n; then converge; fi
+        if [ "$I_host $I_port" = "$NOWHERE" ]; then link=detached; fi
+        echo "replica of ${AUTOPILOT_LEADER_ADDRESS:-?}:${AUTOPILOT_LEADER_PORT:-?}, link $link"
         ;;
     *)
-        echo "up, no role yet ($role)"
+        echo "up, no role yet ($I_role)"
         ;;
     esac
 }
 
-may_follow() {  # may_follow ROLE EPOCH: may a replica-role hook of our epoch act now?
-    case "$1" in
+may_follow() {  # may a replica-role hook of our epoch act now? (reads the state)
+    read_state
+    case "$S_role" in
     none) return 0 ;;  # a fresh redis-server: follow whoever leads
     primary) return 1 ;;  # promoted after this process started: stale
-    *) [ "$EPOCH" -ge "$2" ] ;;
+    *) [ "$EPOCH" -ge "$S_epoch" ] ;;
     esac
 }
 
 converge() {  # under the lock: re-check, then fence and follow the leader of our epoch
-    may_follow "$(state_role)" "$(state_epoch)" || exit 0
-    if [ "$(info_field role)" = master ]; then fence; fi
+    may_follow || return 0
+    my_info || { wait_redis; my_info; }
+    if [ "$I_role" = master ]; then fence; I_role=slave I_host=${NOWHERE% *} I_port=0; fi
     follow_leader
     if [ -n "${AUTOPILOT_LEADER_ADDRESS:-}" ]; then set_state replica "$EPOCH"; fi
 }
 
-my_position() {  # the offset of the data this node holds; fails if redis cannot tell
-    info=$(cli info replication 2>/dev/null | tr -d '\r') || return 1
-    off=$(echo "$info" | sed -n 's/^master_repl_offset://p')
-    case "$off" in '' | *[!0-9]*) return 1 ;; esac
-    echo "$off"
+survey_peers() {
+    # INFO replication of every peer in the list, all at once (a dead one costs its timeout
+    # once). Sets FOLLOWERS (candidates: replicas that are not a deposed primary, as
+    # "host:port:offset" words) and MINE (our own offset).
+    my_info
+    MINE=${I_offset:-0}
+    case "$MINE" in '' | *[!0-9]*) MINE=0 ;; esac
+    FOLLOWERS=""
+    if [ -z "$(find "$PEERS" -newermt "$PEERS_MAX_AGE seconds ago" 2>/dev/null)" ]; then
+        refresh_peers  # no fresh list from `run`: ask the catalog now
+    fi
+    [ -f "$PEERS" ] || return 0
+    tmp="$DIR/survey.$$"
+    n=0
+    while read -r host port; do
+        [ -n "$port" ] || continue
+        [ "$host" = "${AUTOPILOT_REDIS_IP:-}" ] && [ "$port" = "$PORT" ] && continue
+        timeout 0.5 redis-cli -h "$host" -p "$port" info replication >"$tmp.$n" 2>/dev/null &
+        echo "$host:$port" >"$tmp.$n.name"
+        n=$((n + 1))
+    done <"$PEERS"
+    wait
+    j=0
+    while [ "$j" -lt "$n" ]; do
+        parse <"$tmp.$j"
+        read -r name <"$tmp.$j.name"
+        j=$((j + 1))
+        [ "$I_role" = slave ] || continue  # masters are not candidates
+        [ "$I_priority" = 0 ] && continue  # a deposed primary (demote)
+        case "$I_offset" in '' | *[!0-9]*) continue ;; esac
+        FOLLOWERS="$FOLLOWERS $name:$I_offset"
+    done
+    rm -f "$tmp".*
 }
 
-peer_ahead() {  # peer_ahead SLACK: a healthy peer whose data goes further than ours + SLACK
-    # Offsets, not replication IDs: a failover keeps the offset counting (the new primary
-    # continues its predecessor's history), while a node that restarted (empty, or from its
-    # AOF) starts a new history at offset 0. Comparing within one replication ID only would
-    # let such a node win against replicas holding every write.
-    mine=$(my_position) || mine=0
-    timeout 2 "${REDIS_PYTHON:-python3}" "$HOME_DIR/peers.py" "${REDIS_SERVICE:-redis}" \
-        2>/dev/null | while read -r host port; do
-        [ "$host" = "${AUTOPILOT_REDIS_IP:-}" ] && [ "$port" = "$PORT" ] && continue
-        theirs=$(timeout 0.5 redis-cli -h "$host" -p "$port" info replication 2>/dev/null |
-            tr -d '\r')
-        case "$theirs" in *role:slave*) ;; *) continue ;; esac  # masters are not candidates
-        off=$(echo "$theirs" | sed -n 's/^master_repl_offset://p')
-        case "$off" in '' | *[!0-9]*) continue ;; esac
-        if [ "$off" -gt $((mine + $1)) ]; then
-            echo "$host:$port (offset $off > $mine + $1)"
-            break
+ahead_of_us() {  # ahead_of_us SLACK: the first surveyed peer further than MINE + SLACK
+    for f in $FOLLOWERS; do
+        if [ "${f##*:}" -gt $((MINE + $1)) ]; then
+            echo "${f%:*} (offset ${f##*:} > $MINE + $1)"
+            return
         fi
     done
+}
+
+repoint_followers() {
+    # The replicas we surveyed follow us right away, in parallel: in no-loss mode a write
+    # needs one of them (WAIT 1), and waiting for each one's own follow hook (the election
+    # announces the promotion, each follower learns of it, starts the hook) is most of a
+    # hand-over's write gap. Safe while our promote hook runs: the lease is ours (the
+    # election kills this hook when it ends) and these are replicas, never a master.
+    me=${AUTOPILOT_REDIS_IP:-}
+    [ -n "$me" ] && [ -n "$FOLLOWERS" ] && [ "${REDIS_PROMOTE_REPOINTS:-1}" = 1 ] || return 0
+    for f in $FOLLOWERS; do
+        hp=${f%:*}
+        timeout 0.5 redis-cli -h "${hp%:*}" -p "${hp##*:}" replicaof "$me" "$PORT" \
+            >/dev/null 2>&1 &
+    done
+    wait
 }
 
 promote() {
     # Candidacy (the election's `position`) already lets the most recent replica run first;
     # this re-check at promotion time catches a peer whose candidacy was not seen. No-loss
     # mode: any write ahead of us may be acknowledged (WAIT 1); async: REDIS_MAX_LAG bytes.
+    survey_peers
     if [ "${REDIS_PROMOTE_MOST_RECENT:-1}" = 1 ]; then
         if [ "$OPEN" = 1 ]; then slack=$PING_BYTES; else slack=${REDIS_MAX_LAG:-1048576}; fi
         if [ "$slack" -gt 0 ]; then
-            ahead=$(peer_ahead "$slack")
+            ahead=$(ahead_of_us "$slack")
             if [ -n "$ahead" ]; then log "not promoting: $ahead is ahead"; exit 1; fi
         fi
     fi
-    # one redis-cli for the three commands: the write gap of a hand-over is mostly this hook
-    out=$(printf 'REPLICAOF NO ONE\nCONFIG SET min-replicas-to-write %s\nROLE\n' "$OPEN" |
-        cli 2>&1) || exit 1
-    case "$out" in OK*OK*master*) ;; *) log "promote failed: $out"; exit 1 ;; esac
+    # one redis-cli for every command: the write gap of a hand-over is mostly hooks
+    out=$(printf 'REPLICAOF NO ONE\nCONFIG SET min-replicas-to-write %s\nCONFIG SET replica-priority 100\nROLE\n' \
+        "$OPEN" | cli 2>&1) || exit 1
+    case "$out" in OK*OK*OK*master*) ;; *) log "promote failed: $(echo $out)"; exit 1 ;; esac
     set_state primary "$EPOCH"
-    log "promoted (min-replicas-to-write $OPEN, epoch $EPOCH)"
+    repoint_followers
+    log "promoted (min-replicas-to-write $OPEN, epoch $EPOCH; followers:${FOLLOWERS:- none})"
 }
 
 identity() {
     # the data incarnation: a restarted redis-server has a new run_id (and, having loaded
     # an AOF or nothing, a new replid); a node that full-synced from another has a new replid
-    info=$(cli info 2>/dev/null | tr -d '\r') || exit 1
-    run_id=$(echo "$info" | sed -n 's/^run_id://p')
-    replid=$(echo "$info" | sed -n 's/^master_replid://p')
-    [ -n "$run_id" ] && [ -n "$replid" ] || exit 1
-    echo "$run_id:$replid"
+    my_info server || exit 1
+    [ -n "$I_run_id" ] && [ -n "$I_replid" ] || exit 1
+    echo "$I_run_id:$I_replid"
 }
 
 position() {
     # candidacy: how far our data goes; not a candidate (exit 1) if redis cannot tell, is
     # still loading its data, or REDIS_NOFAILOVER=1
     [ "${REDIS_NOFAILOVER:-0}" = 1 ] && { echo "nofailover" >&2; exit 1; }
-    [ "$(info_field loading 2>/dev/null)" = 1 ] && { echo "loading" >&2; exit 1; }
-    my_position || { echo "redis does not answer" >&2; exit 1; }
+    my_info persistence || { echo "redis does not answer" >&2; exit 1; }
+    [ "$I_loading" = 1 ] && { echo "loading" >&2; exit 1; }
+    case "$I_offset" in '' | *[!0-9]*) echo "no offset" >&2; exit 1 ;; esac
+    echo "$I_offset"
 }
 
 detach() {
     # the lock left the primary we followed: stop taking its stream now, before anyone is
     # promoted, so it cannot get a write acknowledged (WAIT 1) by us any more
-    [ "$(state_role)" = primary ] && exit 0  # promoted after this hook started: stale
+    read_state
+    [ "$S_role" = primary ] && exit 0  # promoted after this hook started: stale
     fence
-    set_state replica "$(state_epoch)"
-    log "detached (offset $(my_position))"
+    # epoch + 1: a check or follow hook started while the deposed leader led (its epoch)
+    # must not re-attach us to it; the next leader's epoch is higher
+    set_state detached $((S_epoch + 1))
+    log "detached"
 }
 
 demote() {
-    fence
-    set_state replica "$(state_epoch)"
+    # fenced and detached already (before the lock was taken), with replica-priority 0: it
+    # marks the deposed primary, whose data beyond its replicas' was acknowledged by nobody
+    # else (no-loss mode), so the others' promote checks neither wait for it nor re-point it
+    read_state
+    set_state replica "$S_epoch"
     log "demoted: fenced"
     follow_leader
 }
@@ -316,14 +425,17 @@ run) run ;;
 health) health ;;
 identity) identity ;;
 position) position ;;
-detach) locked detach-locked ;;
-detach-locked) detach ;;
-promote) locked promote-locked ;;
-demote) fence; locked demote-locked ;;  # fencing first: it is always safe
-follow) wait_redis; locked follow-locked ;;
-promote-locked) promote ;;
-demote-locked) demote ;;
-follow-locked) follow ;;
-converge) converge ;;
+detach) lock && detach ;;
+promote) lock && promote ;;
+demote)
+    # fencing first: it is always safe. "demoting" tells a health check that started before
+    # the step-down (it still says AUTOPILOT_ROLE=primary) not to fail the session meanwhile.
+    read_state
+    set_state demoting "$S_epoch"
+    FENCE_EXTRA='CONFIG SET replica-priority 0'
+    fence
+    lock && demote
+    ;;
+follow) lock && follow ;;
 *) echo "usage: $0 run|health|identity|position|detach|promote|demote|follow" >&2; exit 2 ;;
 esac

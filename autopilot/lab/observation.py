@@ -52,7 +52,10 @@ class LabObservation(LabProcesses):
             value = json.loads(base64.b64decode(entry.get("Value") or b"") or b"{}")
         except ValueError:
             value = {}
-        return {**value, "epoch": entry.get("LockIndex"), "session": entry["Session"]}
+        # the election's epoch (it survives a catalog wipe), else the raw LockIndex
+        epoch = value.get("epoch") if isinstance(value.get("epoch"), int) else None
+        return {**value, "epoch": entry.get("LockIndex") if epoch is None else epoch,
+                "lock_index": entry.get("LockIndex"), "session": entry["Session"]}
 
     #: role (primary | fenced | replica | down), offset and link of one Redis
     redis_role = staticmethod(redis_service.role)

@@ -84,7 +84,7 @@ EOF
 fence() {
     # writes first (effective at once), then detach: replica of nothing, data kept
     printf 'CONFIG SET min-replicas-to-write %s\nREPLICAOF %s\n%s\n' "$FENCE" "$NOWHERE" \
-        "${FENCE_EXTRA:-}" | cli >/dev/null 2>&1
+        "${fence_extra:-}" | cli >/dev/null 2>&1
 }
 
 leader_is_me() {
@@ -295,12 +295,12 @@ converge() {  # under the lock: re-check, then fence and follow the leader of ou
 
 survey_peers() {
     # INFO replication of every peer in the list, all at once (a dead one costs its timeout
-    # once). Sets FOLLOWERS (candidates: replicas that are not a deposed primary, as
-    # "host:port:offset" words) and MINE (our own offset).
+    # once). Sets followers (candidates: replicas that are not a deposed primary, as
+    # "host:port:offset" words) and mine (our own offset).
     my_info
-    MINE=${I_offset:-0}
-    case "$MINE" in '' | *[!0-9]*) MINE=0 ;; esac
-    FOLLOWERS=""
+    mine=${I_offset:-0}
+    case "$mine" in '' | *[!0-9]*) mine=0 ;; esac
+    followers=""
     if [ -z "$(find "$PEERS" -newermt "$PEERS_MAX_AGE seconds ago" 2>/dev/null)" ]; then
         refresh_peers  # no fresh list from `run`: ask the catalog now
     fi
@@ -323,15 +323,15 @@ survey_peers() {
         [ "$I_role" = slave ] || continue  # masters are not candidates
         [ "$I_priority" = 0 ] && continue  # a deposed primary (demote)
         case "$I_offset" in '' | *[!0-9]*) continue ;; esac
-        FOLLOWERS="$FOLLOWERS $name:$I_offset"
+        followers="$followers $name:$I_offset"
     done
     rm -f "$tmp".*
 }
 
-ahead_of_us() {  # ahead_of_us SLACK: the first surveyed peer further than MINE + SLACK
-    for f in $FOLLOWERS; do
-        if [ "${f##*:}" -gt $((MINE + $1)) ]; then
-            echo "${f%:*} (offset ${f##*:} > $MINE + $1)"
+ahead_of_us() {  # ahead_of_us SLACK: the first surveyed peer further than mine + SLACK
+    for f in $followers; do
+        if [ "${f##*:}" -gt $((mine + $1)) ]; then
+            echo "${f%:*} (offset ${f##*:} > $mine + $1)"
             return
         fi
     done
@@ -344,8 +344,8 @@ repoint_followers() {
     # hand-over's write gap. Safe while our promote hook runs: the lease is ours (the
     # election kills this hook when it ends) and these are replicas, never a master.
     me=${AUTOPILOT_REDIS_IP:-}
-    [ -n "$me" ] && [ -n "$FOLLOWERS" ] && [ "${REDIS_PROMOTE_REPOINTS:-1}" = 1 ] || return 0
-    for f in $FOLLOWERS; do
+    [ -n "$me" ] && [ -n "$followers" ] && [ "${REDIS_PROMOTE_REPOINTS:-1}" = 1 ] || return 0
+    for f in $followers; do
         hp=${f%:*}
         timeout 0.5 redis-cli -h "${hp%:*}" -p "${hp##*:}" replicaof "$me" "$PORT" \
             >/dev/null 2>&1 &
@@ -371,7 +371,7 @@ promote() {
     case "$out" in OK*OK*OK*master*) ;; *) log "promote failed: $(echo $out)"; exit 1 ;; esac
     set_state primary "$EPOCH"
     repoint_followers
-    log "promoted (min-replicas-to-write $OPEN, epoch $EPOCH; followers:${FOLLOWERS:- none})"
+    log "promoted (min-replicas-to-write $OPEN, epoch $EPOCH; followers:${followers:- none})"
 }
 
 identity() {
@@ -432,7 +432,7 @@ demote)
     # the step-down (it still says AUTOPILOT_ROLE=primary) not to fail the session meanwhile.
     read_state
     set_state demoting "$S_epoch"
-    FENCE_EXTRA='CONFIG SET replica-priority 0'
+    fence_extra='CONFIG SET replica-priority 0'
     fence
     lock && demote
     ;;

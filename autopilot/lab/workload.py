@@ -80,8 +80,12 @@ class Workload:
     def __init__(self, members: Iterable[Member], timeline: Timeline, *, wait_ms: int = 0,
                  interval: float = 0.005, probe_interval: float = 0.05,
                  max_seconds: float = 120.0, max_ops: int = 200_000,
-                 op_timeout: float = 0.5) -> None:
+                 op_timeout: float = 0.5, probe_wait_ms: int = 0) -> None:
         self.members = list(members)
+        #: no-loss mode's meaning of "accepts a write" for the prober (I1): SET then
+        #: WAIT 1 <ms> confirms it on a replica (a resumed, detached zombie may still take
+        #: a plain SET for a few ms, but can have nothing acknowledged)
+        self.probe_wait_ms = probe_wait_ms
         self.timeline = timeline
         self.wait_ms = wait_ms
         self.interval = interval
@@ -185,6 +189,10 @@ class Workload:
                 for m in self.members:
                     try:
                         conns[m.name].call("SET", f"probe:{m.name}", time.time())
+                        if self.probe_wait_ms and conns[m.name].call(
+                                "WAIT", 1, self.probe_wait_ms,
+                                timeout=0.2 + self.probe_wait_ms / 1000) == 0:
+                            continue  # not acknowledged: not accepted in no-loss terms
                         accepted.append(m.name)
                         self.results.probe_acks.append((time.monotonic(), m.name))
                     except (OSError, RedisError, ValueError):

@@ -15,9 +15,11 @@ from autopilot.lab.workload import Member, Timeline, Workload, check_invariants
 
 
 class Scenario:
-    def __init__(self, lab: Lab, *, no_loss: bool = False, wait_ms: int = 300) -> None:
+    def __init__(self, lab: Lab, *, no_loss: bool = False, wait_ms: int = 300,
+                 probe_wait_ms: int = 0) -> None:
         self.lab = lab
         self.no_loss = no_loss
+        self.probe_wait_ms = probe_wait_ms if no_loss else 0
         self.wait_ms = wait_ms if no_loss else 0
         self.timeline = Timeline()
         self.workload: Workload | None = None
@@ -35,7 +37,7 @@ class Scenario:
         self._watcher = threading.Thread(target=self._watch, daemon=True)
         self._watcher.start()
         self.workload = Workload(self.members, self.timeline, wait_ms=self.wait_ms,
-                                 max_seconds=90).start()
+                                 max_seconds=90, probe_wait_ms=self.probe_wait_ms).start()
         return self
 
     def _watch(self) -> None:

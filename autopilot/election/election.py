@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from autopilot import events as ev
-from autopilot.aio import Backoff, cancel_all
+from autopilot.aio import Backoff, backoff_delay, cancel_all
 from autopilot.config.model import ElectionConfig, JobConfig
 from autopilot.context import Context
 from autopilot.election import candidacy, lock
@@ -128,7 +128,7 @@ class Election:
         self._failures = 0
         self._create_retry = 0.0
         self._acquire_retry = 0.0
-        self._acquire_backoff = 0.05
+        self._acquire_backoff = Backoff(0.05, 1.0, jitter=False)
         self._round: _Round | None = None  # the candidacy round while the lock is free
         self._posted = False  # our post exists under posts_prefix
         self._last_leader: str | None = None  # service ID of the leader we last followed
@@ -562,7 +562,8 @@ class Election:
                 lock_delay=self.ecfg.lock_delay, timeout=CALL_TIMEOUT), timeout=CALL_TIMEOUT + 0.5)
         except Exception as exc:  # noqa: BLE001 - e.g. our check is not passing yet
             self._failures += 1
-            self._create_retry = time.monotonic() + min(0.1 * 2 ** min(self._failures, 5), 1.0)
+            self._create_retry = time.monotonic() + backoff_delay(self._failures + 1, 0.1, 1.0,
+                                                                  jitter=False)
             log.debug("session create failed", job=self.job, error=str(exc))
             return False
         self._failures = 0
@@ -571,7 +572,7 @@ class Election:
         self.session_lost = False
         self.lease.start(sent)
         self._acquire_retry = 0.0
-        self._acquire_backoff = 0.05
+        self._acquire_backoff.reset()
         self._keeper = asyncio.create_task(self._keep(sid), name=f"election-renew-{self.job}")
         log.info("session created", job=self.job, session=sid)
         return True
@@ -670,11 +671,10 @@ class Election:
             if now < delay_end:
                 self._acquire_retry = delay_end
             else:
-                self._acquire_retry = now + self._acquire_backoff
-                self._acquire_backoff = min(self._acquire_backoff * 2, 1.0)
+                self._acquire_retry = now + self._acquire_backoff.next()
             return
         self.holding = True
-        self._acquire_backoff = 0.05
+        self._acquire_backoff.reset()
         try:
             idx, holder = await self._call(lambda c: lock.read_key(c, self.lock_key,
                                                                    timeout=CALL_TIMEOUT),
@@ -762,8 +762,9 @@ class Election:
                       timed_out=result.timed_out)
             self._failures += 1
             await self._step_down("promote hook failed", ran_promote=True)
-            backoff = min(max(self.ecfg.lock_delay, 1.0) * 2 ** min(self._failures, 4), self.ttl)
-            self._not_before = time.monotonic() + backoff
+            low = max(self.ecfg.lock_delay, 1.0)
+            self._not_before = time.monotonic() + backoff_delay(
+                self._failures + 1, low, min(self.ttl, low * 16), jitter=False)
             return
         identity = await self._identity() if self.ecfg.identity else None
         # last check: the lease must still hold when we announce

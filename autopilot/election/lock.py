@@ -15,6 +15,9 @@ from typing import Any
 
 import consul
 
+from autopilot.discovery.http import send
+from autopilot.durations import to_go
+
 
 class SessionGone(Exception):
     """The session no longer exists in the catalog (invalidated, destroyed, unknown)."""
@@ -69,17 +72,9 @@ class Holder:
 
 def _request(c: consul.Consul, method: str, path: str, *, params: list | None = None,
              body: Any = None, timeout: float = 5.0) -> tuple[int, dict, str]:
-    http = c.http
-    data = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    resp = http.session.request(
-        method, http.uri(path, params), data=data, headers=c.prepare_headers(),
-        verify=http.verify, cert=http.cert, timeout=timeout,
-    )
-    return resp.status_code, dict(resp.headers), resp.text
-
-
-def _duration(seconds: float) -> str:
-    return f"{int(round(seconds * 1000))}ms"
+    """The shared request helper (discovery/http.py), as (status, headers, body)."""
+    resp = send(c, method, path, params=params or (), body=body, timeout=timeout)
+    return resp.code, dict(resp.headers), resp.body
 
 
 def create_session(c: consul.Consul, *, name: str, check_id: str, ttl: float,
@@ -91,7 +86,7 @@ def create_session(c: consul.Consul, *, name: str, check_id: str, ttl: float,
         "ServiceChecks": [{"ID": check_id}],
         "Behavior": "release",
         "TTL": f"{max(10, int(round(ttl)))}s",
-        "LockDelay": _duration(lock_delay),
+        "LockDelay": to_go(lock_delay),
     }
     code, _, text = _request(c, "PUT", "/v1/session/create", body=body, timeout=timeout)
     if code != 200:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from autopilot.catalog import (
+    faults,
     routes_agent,
     routes_catalog,
     routes_event,
@@ -107,6 +108,7 @@ async def _as_anonymous(request: web.Request, handler: Handler) -> web.StreamRes
 async def consul_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     st = request.app[STATE_KEY]
     try:
+        faults.check(request)  # test-only, off unless AUTOPILOT_CATALOG_FAULTS=1
         anonymous = _anonymous(request, st.settings.token)
         if (request.content_length is not None and request.content_length > MAX_BODY
                 and not request.path.startswith("/v1/kv/")):  # KV answers its own 413
@@ -140,6 +142,7 @@ def make_app(state: State) -> web.Application:
     app[STATE_KEY] = state
     for mod in (routes_agent, routes_catalog, routes_event, routes_kv, routes_session):
         app.add_routes(mod.routes)
+    faults.install(app)
     return app
 
 

@@ -264,6 +264,7 @@ class Election:
         if holder != self.holder:
             if self.holder is not None and self.holder.held and not (holder and holder.held):
                 self._free_since = time.monotonic()  # a lock-delay may start now
+                self._create_retry = 0.0  # a candidate needs a session: try right away
             self.holder = holder
             self._wake.set()
 
@@ -625,6 +626,8 @@ class Election:
                     continue
                 self._pending.pop(sid, None)
                 log.info("old session released and destroyed", job=self.job, session=sid)
+                self._create_retry = 0.0  # the catalog answers again: compete at once
+                self._wake.set()
             if self._pending:
                 await asyncio.sleep(delay)
                 delay = min(delay * 1.5, 0.5)

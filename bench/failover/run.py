@@ -33,6 +33,7 @@ from autopilot.lab.workload import (
     hold_back_replication,
     missing_keys,
 )
+from bench.failover.breakdown import PHASES, breakdown
 from bench.failover.sides import AutopilotSide, SentinelSide, cpu_burners, stop_burners
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "failover.json"
@@ -56,6 +57,7 @@ def trial_failover(side: Any, fault: str, wait_ms: int, budget: float) -> dict[s
         if fault == "loss":
             hold_back_replication(_member(side, old), 0.3)
         t_fault = tl.add("fault", f"{fault} {old}")
+        wall_fault = time.time()
         if fault == "term":
             side.term(old)
         else:
@@ -75,6 +77,10 @@ def trial_failover(side: Any, fault: str, wait_ms: int, budget: float) -> dict[s
     new = wl.current if wl.current != old else None
     figures["lost"] = len(missing_keys(_member(side, new), acked)) if new else None
     figures["new_primary"] = new
+    if hasattr(side, "logs") and figures["failover_s"] is not None:
+        phases = breakdown(side.logs(), wall_fault, new, wall_fault + figures["failover_s"])
+        figures["breakdown"] = phases
+        figures.update({f"{k}_s": v for k, v in phases.items()})  # summarized per phase
     if figures["lost"] and wait_ms:  # must not happen: keep what explains it
         figures["timeline"] = tl.format().splitlines()[-60:]
         figures["missing_on"] = {m.name: len(missing_keys(m, acked)) for m in members
@@ -159,6 +165,10 @@ def table(results: dict[str, Any]) -> str:
             figs = [f"{name} {fmt(data['summary'].get(k, {}), unit)}"
                     for k, unit, name in spec.get(group.split(" ")[0], [])]
             rows.append((group, label, "; ".join(figs)))
+            phases = [f"{k} {data['summary'][f'{k}_s']['median']:.2f}" for k in PHASES
+                      if data["summary"].get(f"{k}_s", {}).get("n")]
+            if phases and group.split(" ")[0] in ("kill", "term"):
+                rows.append(("", "  median phases (s)", ", ".join(phases)))
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     return "\n".join(f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows)
@@ -188,14 +198,19 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     if "kill" in only:
         for side, trials, budget in [(AutopilotSide("fast", False), n, 20),
+                                     (AutopilotSide("fast", True), n, 20),
                                      (AutopilotSide("default", False), n, 30),
                                      (SentinelSide(1000, False), n, 20),
                                      (SentinelSide(30000, False), args.sentinel_default_trials, 60)]:
-            run_group("kill", side, trials,
-                      lambda s=side, b=budget: trial_failover(s, "kill", 0, b), results)
+            wait_ms = 200 if side.no_loss else 0
+            run_group("kill" + (" WAIT 1" if wait_ms else ""), side, trials,
+                      lambda s=side, b=budget, w=wait_ms: trial_failover(s, "kill", w, b),
+                      results)
     if "term" in only:
-        for side in [AutopilotSide("fast", False), SentinelSide(1000, False)]:
-            run_group("term", side, n, lambda s=side: trial_failover(s, "term", 0, 20), results)
+        for side, wait_ms in [(AutopilotSide("fast", False), 0), (AutopilotSide("fast", True), 200),
+                              (SentinelSide(1000, False), 0)]:
+            run_group("term" + (" WAIT 1" if wait_ms else ""), side, n,
+                      lambda s=side, w=wait_ms: trial_failover(s, "term", w, 20), results)
     if "loss" in only:
         for side, wait_ms in [(AutopilotSide("fast", False), 0), (AutopilotSide("fast", True), 200),
                               (SentinelSide(1000, False), 0), (SentinelSide(1000, True), 200)]:

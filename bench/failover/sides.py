@@ -59,6 +59,10 @@ class AutopilotSide:
                 out.append(psutil.Process(pid))
         return out
 
+    def logs(self) -> dict[str, Path]:
+        """Each node's autopilot log (the failover breakdown reads the election's steps)."""
+        return {n.name: Path(n.dir) / "autopilot.log" for n in self.lab.state.nodes.values()}
+
     def leader_epoch(self) -> int | None:
         leader = self.lab.leader()
         return leader.get("epoch") if leader else None

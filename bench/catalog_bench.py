@@ -7,6 +7,11 @@ latency (p50/p99) and watcher wake latency after a change (median/p99); prints a
 writes bench/results/catalog.json.
 
     python bench/catalog_bench.py [--services 500] [--watchers 100] [--duration 20]
+    python bench/catalog_bench.py --against catalog,consul   # both, side by side
+
+``--against consul`` starts a Consul dev agent (``--consul-bin``, default
+/opt/consul/bin/consul) on random loopback ports at ``-log-level warn``; the load is the same
+requests over the same keep-alive client, which reads both Content-Length and chunked answers.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psutil
@@ -77,8 +83,23 @@ class RawConn:
                 break
             k, _, v = line.decode("latin-1").partition(":")
             headers[k.strip().lower()] = v.strip()
-        data = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            data = await self._chunked()  # what Consul (Go's net/http) sends past 2 KB
+        else:
+            data = await self.reader.readexactly(int(headers.get("content-length", "0")))
         return int(status_line.split()[1]), headers, data
+
+    async def _chunked(self) -> bytes:
+        assert self.reader is not None
+        parts = []
+        while True:
+            size = int((await self.reader.readline()).split(b";", 1)[0].strip(), 16)
+            if size == 0:
+                while (await self.reader.readline()) not in (b"\r\n", b""):
+                    pass  # trailers
+                return b"".join(parts)
+            parts.append(await self.reader.readexactly(size))
+            await self.reader.readexactly(2)  # CRLF after each chunk
 
     def close(self) -> None:
         if self.writer is not None:
@@ -200,7 +221,8 @@ class Bench:
     async def run_watchers(self) -> None:
         await asyncio.gather(self.changer(), *(self.watcher(w) for w in range(self.watchers)))
         status, _, body = await self.conn().request("GET", "/v1/agent/self")
-        self.server_stats = json.loads(body)["Stats"]["catalog"]
+        # the embedded catalog reports its own wake latency; Consul has no such stats
+        self.server_stats = json.loads(body).get("Stats", {}).get("catalog", {})
 
     async def register_all(self) -> None:
         async with aiohttp.ClientSession() as http:
@@ -252,6 +274,74 @@ def _hb_child(bench: Bench, first: int, last: int, queue: mp.Queue) -> None:
     queue.put(asyncio.run(bench.run_heartbeats(first, last)))
 
 
+def start_consul(binary: str, port: int, log: Any) -> subprocess.Popen:
+    """A Consul dev agent on loopback, random ports, at WARN (a dev agent logs at DEBUG, which
+    alone slows it down under this load), allowed more than 200 connections per client."""
+    ports = [_free_port() for _ in range(4)]
+    return subprocess.Popen(
+        [binary, "agent", "-dev", "-client", "127.0.0.1", "-bind", "127.0.0.1",
+         "-http-port", str(port), "-grpc-port", "-1", "-dns-port", "-1",
+         "-serf-lan-port", str(ports[0]), "-serf-wan-port", str(ports[1]),
+         "-server-port", str(ports[2]), "-node", "bench", "-log-level", "warn",
+         "-hcl", "limits { http_max_conns_per_client = 4000 }"],
+        stdout=log, stderr=log, cwd="/tmp")
+
+
+def _ready(port: int, proc: subprocess.Popen | None, deadline: float) -> None:
+    """Wait until the agent answers with a leader (Consul elects itself within ~1 s)."""
+    import urllib.request
+
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status/leader",
+                                        timeout=1) as r:
+                if r.status == 200 and r.read().strip() not in (b"", b'""'):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
+            raise SystemExit(f"nothing answers on 127.0.0.1:{port}")
+        time.sleep(0.1)
+
+
+def run_target(target: str, args: argparse.Namespace) -> dict:
+    """One benchmark run against ``catalog`` (started here), ``consul`` (a dev agent started
+    from --consul-bin) or ``port`` (whatever already listens on --port)."""
+    port = args.port if target == "port" else _free_port()
+    log = open(os.devnull, "wb")
+    proc: subprocess.Popen | None = None
+    if target == "catalog":
+        proc = subprocess.Popen([sys.executable, "-m", "autopilot", "catalog", "--port",
+                                 str(port), "--node", "bench"], cwd=ROOT, stdout=log, stderr=log)
+    elif target == "consul":
+        proc = start_consul(args.consul_bin, port, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _ready(port, proc, time.monotonic() + 30)
+        pid = proc.pid if proc is not None else _pid_listening(port)
+        ps = psutil.Process(pid)
+        cpu0, t0 = ps.cpu_times(), time.monotonic()
+        result = Bench(url, args.services, args.watchers, args.duration,
+                       args.change_every).run(args.heartbeat_procs)
+        cpu1, t1 = ps.cpu_times(), time.monotonic()
+        busy = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+        result["server"] = " ".join(ps.cmdline()[:3])
+        result["server_cpu_percent"] = round(100 * busy / (t1 - t0), 1)
+        result["server_rss_mb"] = round(ps.memory_info().rss / 2**20, 1)
+        result["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        log.close()
+    result["machine_cpus"] = os.cpu_count()
+    return result
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--services", type=int, default=500)
@@ -259,55 +349,32 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--change-every", type=float, default=0.25)
     ap.add_argument("--heartbeat-procs", type=int, default=2)
+    ap.add_argument("--against", default="catalog",
+                    help="comma-separated: catalog (an embedded catalog started here), consul "
+                         "(a dev agent started from --consul-bin), port (what listens on --port)")
+    ap.add_argument("--consul-bin", default="/opt/consul/bin/consul")
     ap.add_argument("--port", type=int, default=0,
-                    help="use a catalog already running on this loopback port")
+                    help="use a catalog or agent already running on this loopback port")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "catalog.json"))
     args = ap.parse_args()
     args.duration = min(args.duration, 120.0)  # bounded, always
+    targets = [t.strip() for t in args.against.split(",") if t.strip()]
+    if args.port and targets == ["catalog"]:
+        targets = ["port"]
+    results = {t: run_target(t, args) for t in targets}
 
-    port = args.port or _free_port()
-    if args.port:
-        proc = subprocess.Popen(["sleep", str(int(args.duration) + 60)])  # placeholder
-        pid = _pid_listening(port)
-    else:
-        log = open(os.devnull, "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "autopilot", "catalog", "--port",
-                                 str(port), "--node", "bench"], cwd=ROOT, stdout=log, stderr=log)
-        pid = proc.pid
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit("catalog did not start") from None
-                time.sleep(0.05)
-        ps = psutil.Process(pid)
-        cpu0, t0 = ps.cpu_times(), time.monotonic()
-        result = Bench(url, args.services, args.watchers, args.duration,
-                       args.change_every).run(args.heartbeat_procs)
-        cpu1, t1 = ps.cpu_times(), time.monotonic()
-        busy = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
-        result["catalog_cpu_percent"] = round(100 * busy / (t1 - t0), 1)
-        result["catalog_rss_mb"] = round(ps.memory_info().rss / 2**20, 1)
-        result["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    result["machine_cpus"] = os.cpu_count()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    width = max(len(k) for k in result)
-    print(f"{'metric':<{width}}  value")
-    for k, v in result.items():
-        print(f"{k:<{width}}  {v}")
+    data: dict[str, Any] = results[targets[0]] if len(targets) == 1 else results
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    keys = list(dict.fromkeys(k for r in results.values() for k in r))
+    width = max(len(k) for k in keys)
+    cols = [max(len(t), *(len(str(r.get(k))) for k in keys)) for t, r in results.items()]
+    print(f"{'metric':<{width}}  " + "  ".join(f"{t:<{c}}" for t, c in zip(targets, cols,
+                                                                           strict=True)))
+    for k in keys:
+        print(f"{k:<{width}}  " + "  ".join(f"{results[t].get(k, '-')!s:<{c}}"
+                                            for t, c in zip(targets, cols, strict=True)))
     print(f"\nwritten to {out}")
     return 0
 

@@ -107,11 +107,23 @@ def free_port() -> int:
 
 
 class Setup:
-    """What the rows share: the catalog address, the --before tree."""
+    """What the rows share: the catalog address, the trees autopilot runs from."""
 
-    def __init__(self, consul: str | None, before: Path | None) -> None:
+    def __init__(self, consul: str | None, now: Path, before: Path | None) -> None:
         self.consul = consul
+        self.now = now
         self.before = before
+
+
+def installed_copy(tree: Path, dest: Path) -> Path:
+    """The ``autopilot`` package of ``tree`` copied to ``dest`` with its bytecode compiled,
+    as a wheel install leaves it (a source checkout under PYTHONDONTWRITEBYTECODE compiles
+    every module at each start, which is not what an image does)."""
+    shutil.copytree(tree / "autopilot", dest / "autopilot",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(dest / "autopilot")],
+                   check=True, capture_output=True, timeout=300)
+    return dest
 
 
 def command(row: str, tmp: Path, marker: Path | None, setup: Setup
@@ -123,7 +135,7 @@ def command(row: str, tmp: Path, marker: Path | None, setup: Setup
         kind = row.rsplit(" ", 1)[-1] if not row.endswith("job") else "one"
         prefix = "b" if row.startswith("before") else "a" + str(abs(hash(row)) % 97)
         cfg = autopilot_config(tmp, kind, marker, prefix, setup.consul, free_port())
-        env["PYTHONPATH"] = str(setup.before if row.startswith("before") else ROOT)
+        env["PYTHONPATH"] = str(setup.before if row.startswith("before") else setup.now)
         return [sys.executable, "-m", "autopilot", "run", str(cfg)], env
     if row == "supervisord":
         return [shutil.which("supervisord") or "/usr/bin/supervisord", "-n", "-c",
@@ -358,6 +370,9 @@ def main() -> None:
     ap.add_argument("--before", type=Path, default=None,
                     help="an older autopilot source tree to measure in the same run")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--source", action="store_true",
+                    help="run autopilot from the source trees as they are (no compiled "
+                         "bytecode copy)")
     args = ap.parse_args()
 
     rows = ["autopilot 1 job", "autopilot 5 jobs full", "autopilot 5 jobs checks"]
@@ -367,8 +382,13 @@ def main() -> None:
     start_rows = [r for r in rows if not r.startswith("python3")]
 
     load0 = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="bench-trees-"))
+    now, before = ROOT, args.before.resolve() if args.before else None
+    if not args.source:
+        now = installed_copy(ROOT, work / "now")
+        before = installed_copy(before, work / "before") if before else None
     catalog, address = start_catalog()
-    setup = Setup(address, args.before.resolve() if args.before else None)
+    setup = Setup(address, now, before)
     try:
         res = idle(rows, setup, args.window, args.settle)
         for r in start_rows:
@@ -378,6 +398,7 @@ def main() -> None:
         profile = import_profile(setup)
     finally:
         stop(catalog)
+        shutil.rmtree(work, ignore_errors=True)
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -387,6 +408,7 @@ def main() -> None:
         "setup": {"jobs": JOBS, "job": "sleep 3600", "check": "`true` every 1 s, ttl 5 s",
                   "window_s": args.window, "settle_s": args.settle, "starts": args.starts,
                   "before": str(args.before) if args.before else None,
+                  "bytecode": "compiled copy" if not args.source else "source tree",
                   "versions": {"supervisord": version(["supervisord", "--version"]),
                                "tini": version(["tini", "--version"]),
                                "dumb-init": version(["dumb-init", "--version"])}},

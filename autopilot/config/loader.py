@@ -9,11 +9,13 @@ from __future__ import annotations
 import bisect
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from autopilot import gotemplate
 from autopilot.config.json5parse import JSON5Error, Parsed, parse
 from autopilot.config.model import Config, ConfigError
+
+if TYPE_CHECKING:
+    from autopilot import gotemplate
 
 
 def _read(path: str) -> str:
@@ -61,7 +63,14 @@ class Rendered:
 
 
 def render_mapped(text: str, path: str, environ: Mapping[str, str] | None = None) -> Rendered:
-    """Render config text as a Go text/template whose data is the environment."""
+    """Render config text as a Go text/template whose data is the environment.
+
+    Text without ``{{`` has no action, so it renders to itself: the template engine is then
+    not even imported (most configs; it is the largest part of a supervisor's start-up)."""
+    if "{{" not in text:
+        return Rendered(text, text)
+    from autopilot import gotemplate
+
     env = dict(os.environ if environ is None else environ)
     try:
         out, smap = gotemplate.render_mapped(text, env, name=path)

@@ -58,6 +58,11 @@ class Reaper:
         self.orphans_reaped = 0
         loop.add_signal_handler(signal.SIGCHLD, self.reap)
 
+    @property
+    def watching(self) -> int:
+        """How many children someone still waits for (0 when all were collected)."""
+        return len(self._waiters)
+
     def watch(self, pid: int, callback: Callable[[int], None]) -> None:
         """Call ``callback(waitstatus)`` on the loop when ``pid`` exits.
 

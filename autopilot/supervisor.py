@@ -89,6 +89,11 @@ class Supervisor:
         self._check_scheduled = False
         self._started = False
 
+    @property
+    def started(self) -> bool:
+        """Startup is over: every job and component has been started."""
+        return self._started
+
     # -- building ---------------------------------------------------------------------------
     def _new_job(self, cfg: JobConfig) -> Job:
         if cfg.function is not None:

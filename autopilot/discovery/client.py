@@ -83,6 +83,12 @@ class DaemonPool(Executor):
             with self._lock:
                 self._idle += 1
 
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The worker threads started so far (never more than ``max_workers``)."""
+        with self._lock:
+            return list(self._threads)
+
     def shutdown(self, wait: bool = False, *, cancel_futures: bool = True) -> None:
         with self._lock:
             self._closed = True

@@ -155,6 +155,16 @@ class ServiceRegistration:
             return
         self._wake.set()
 
+    @property
+    def wanted(self) -> tuple[str, str]:
+        """The check status and output Consul should show now (what the bus asked for)."""
+        return self._status, self._output
+
+    @property
+    def running(self) -> bool:
+        """The listener and the converger still run (a failure must not end them)."""
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+
     def _want_status(self, status: str, output: str) -> bool:
         """Record a check result; True when Consul must hear of it now: a change of status
         at once, otherwise a TTL heartbeat only when waiting for the next result would

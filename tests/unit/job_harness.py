@@ -34,7 +34,7 @@ class Harness:
 
     async def __aenter__(self) -> Harness:
         self.task = asyncio.ensure_future(self.sup.run())
-        await until(lambda: self.sup._started or self.task.done(), message="startup")
+        await until(lambda: self.sup.started or self.task.done(), message="startup")
         return self
 
     async def __aexit__(self, *exc: object) -> None:

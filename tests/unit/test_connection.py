@@ -138,7 +138,7 @@ def test_daemon_pool_runs_concurrently_and_grows():
         assert started.acquire(timeout=5)
     gate.set()
     assert [f.result(5) for f in futs] == list(range(5))
-    assert all(t.daemon for t in pool._threads)
+    assert all(t.daemon for t in pool.threads)
     pool.shutdown()
 
 
@@ -159,7 +159,7 @@ def test_daemon_pool_never_loses_work_under_contention():
         t.join(10)
     assert len(futs) == 2000
     assert sorted(f.result(5) for f in futs) == [(k, i) for k in range(8) for i in range(250)]
-    assert len(pool._threads) <= 4
+    assert len(pool.threads) <= 4
     pool.shutdown(wait=True)
 
 

@@ -34,7 +34,7 @@ def test_asyncio_subprocess_and_run_hook_share_the_reaper() -> None:
         assert (res.rc, res.output, res.timed_out) == (6, "out", False)
         res = await run_hook(["sleep", "30"], timeout=0.2, name="hook")
         assert res.timed_out and res.rc == 128 + signal.SIGKILL
-        assert reaper._waiters == {}  # nothing left waiting
+        assert reaper.watching == 0  # nothing left waiting
     run(main)
 
 

@@ -35,7 +35,6 @@ if [ "${REDIS_NO_LOSS:-0}" = 1 ]; then OPEN=1; else OPEN=0; fi
 # A replication PING moves offsets by 14 bytes and reaches replicas at different moments; no
 # data command is that short, so a peer 14 bytes ahead holds no write we lack.
 PING_BYTES=14
-CR=$(printf '\r')
 I_role=""
 
 cli() { redis-cli -h "$HOST" -p "$PORT" "$@"; }
@@ -54,8 +53,10 @@ parse() {
     I_run_id="" I_loading="" I_fence="" I_pong=""
     prev=""
     while IFS=: read -r k v; do
-        k=${k%"$CR"}
-        v=${v%"$CR"}
+        # INFO's lines end in CR LF: drop a trailing CR (no value we read ends otherwise
+        # than in a letter or digit), without a $(printf '\r') process per hook
+        case "$k" in *[!A-Za-z0-9_-]) k=${k%?} ;; esac
+        case "$v" in *[!A-Za-z0-9._-]) v=${v%?} ;; esac
         case "$k" in
         PONG) I_pong=1 ;;
         role) I_role=$v ;;

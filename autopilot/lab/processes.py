@@ -135,13 +135,21 @@ class LabProcesses(LabState):
             self.down()
             raise
 
+    def _catalog_env(self) -> dict[str, str]:
+        """The catalog's environment; AUTOPILOT_CATALOG_FAULTS given at `up` (env) turns on
+        its test-only fault switch (autopilot/catalog/faults.py), e.g. for chaos tests."""
+        env = self._base_env()
+        if self.state.env.get("AUTOPILOT_CATALOG_FAULTS"):
+            env["AUTOPILOT_CATALOG_FAULTS"] = self.state.env["AUTOPILOT_CATALOG_FAULTS"]
+        return env
+
     def _start_catalog(self, address: str) -> None:
         host, _, port = address.rpartition(":")
         log = (self.dir / "catalog.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "autopilot", "catalog", "--bind", host, "--port", port,
              "--node", "lab-catalog", "--data-dir", str(self.dir / "catalog")],
-            stdout=log, stderr=subprocess.STDOUT, env=self._base_env(),
+            stdout=log, stderr=subprocess.STDOUT, env=self._catalog_env(),
             start_new_session=True, cwd=self.dir)
         self.state.catalog = {"pid": proc.pid, "address": address,
                               "started": start_ticks(proc.pid)}

@@ -11,6 +11,7 @@ import shutil
 import time
 
 import pytest
+import requests
 
 from autopilot.lab.cluster import Lab
 from autopilot.lab.workload import missing_keys
@@ -226,13 +227,17 @@ def test_consul_leader_change_keeps_the_primary(lab_factory, no_loss: bool) -> N
     cluster leader" for 3 s (the same answer Consul gives meanwhile). Nobody can acquire
     the lock then, so the primary keeps its lease (election.noLeaderTolerance) and writes
     go on; afterwards the cluster is converged with the same primary and no lost write."""
-    lab = lab_factory(nodes=3, no_loss=no_loss)
-    if not hasattr(lab, "no_leader"):
-        pytest.skip("the catalog's no-leader switch is not in this tree yet")
+    lab = lab_factory(nodes=3, no_loss=no_loss, env={"AUTOPILOT_CATALOG_FAULTS": "1"})
     sc = Scenario(lab, no_loss=no_loss).start()
     old = sc.primary()
+    epoch = leader_epoch(lab)
     sc.wait(lambda: sc.workload.wait_acks(100, 0.1), 15, "writes before the fault")
-    t = sc.fault('catalog answers 500 "No cluster leader" for 3 s', lab.no_leader, 3.0)
+
+    def no_leader(seconds: float) -> None:
+        requests.put(f"{lab.catalog_url}/v1/autopilot-fault/no-leader?seconds={seconds}",
+                     timeout=5).raise_for_status()
+
+    t = sc.fault('catalog answers 500 "No cluster leader" for 3 s', no_leader, 3.0)
     sc.wait(lambda: time.monotonic() > t + 3.5, 10, "the leader election to end")
     sc.wait(lambda: sc.workload.wait_acks(20, 0.1, after=t + 3.5), 20, "writes afterwards")
     figures = sc.finish(converge_timeout=30)
@@ -240,7 +245,8 @@ def test_consul_leader_change_keeps_the_primary(lab_factory, no_loss: bool) -> N
     sc.timeline.add("outage", f"{gap}")
     if gap is None or gap > OUTAGE_BUDGET:
         sc.fail(f"no acknowledged write for {gap} s (> {OUTAGE_BUDGET} s)")
-    if lab.primaries() != [old]:
-        sc.fail(f"a Consul leader election of 3 s deposed the primary {old}")
+    if lab.primaries() != [old] or leader_epoch(lab) != epoch:
+        sc.fail(f"a Consul leader election of 3 s deposed the primary {old} "
+                f"(epoch {epoch} -> {leader_epoch(lab)})")
     if no_loss:
         assert figures["lost"] == 0

@@ -16,12 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from autopilot.config import load
 from tests.helpers import ROOT
-
-try:
-    from autopilot.config import load
-except ImportError:  # the loader landed before its package export
-    from autopilot.config.loader import load
 
 pytestmark = pytest.mark.timeout(60)
 

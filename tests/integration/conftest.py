@@ -1,4 +1,6 @@
-"""Fixtures for running a real ``python -m autopilot run CONFIG`` subprocess.
+"""Fixtures for running a real ``python -m autopilot run CONFIG`` subprocess: ``autopilot``
+(below) and, for the control and telemetry tests, ``workdir`` and ``launch``
+(`tests.integration.control_helpers.Autopilot`).
 
 Usage::
 
@@ -18,9 +20,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,15 +33,12 @@ import psutil
 import pytest
 
 from tests.helpers import ROOT, wait_for
+from tests.integration.control_helpers import Autopilot
 
 
 def autopilot_run_cmd(config: str | Path) -> list[str]:
-    """``python -m autopilot run CONFIG``; before commands.py exists, the supervisor directly."""
-    if (ROOT / "autopilot" / "commands.py").exists():
-        return [sys.executable, "-m", "autopilot", "run", str(config)]
-    return [sys.executable, "-c",
-            "import sys; from autopilot.supervisor import run_supervisor; "
-            "sys.exit(run_supervisor(sys.argv[1]))", str(config)]
+    """``python -m autopilot run CONFIG``."""
+    return [sys.executable, "-m", "autopilot", "run", str(config)]
 
 
 class AutopilotProcess:
@@ -176,3 +177,26 @@ def autopilot(tmp_path: Path, env_clean: dict[str, str]
     yield make
     for ap in started:
         ap.kill()
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="apc", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def launch(workdir: Path, env_clean: dict[str, str]) -> Iterator[Callable[..., Autopilot]]:
+    started: list[Autopilot] = []
+
+    def make(config: str, sub: str = "", start: bool = True) -> Autopilot:
+        where = workdir / sub if sub else workdir
+        where.mkdir(exist_ok=True)
+        ap = Autopilot(where, config.replace("@DIR@", str(workdir)), env_clean)
+        started.append(ap)
+        return ap.start() if start else ap
+
+    yield make
+    for ap in started:
+        ap.stop()

@@ -11,14 +11,10 @@ import grp
 import json
 import os
 import pwd
-import shutil
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,100 +25,6 @@ from autopilot.control.client import ControlClient, ControlError
 from tests.helpers import ROOT, autopilot_cmd, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Autopilot:
-    """`python -m autopilot run CONFIG` as a subprocess, plus its control client."""
-
-    def __init__(self, workdir: Path, config: str, env: dict[str, str]) -> None:
-        self.dir = workdir
-        self.config = workdir / "autopilot.json5"
-        self.config.write_text(textwrap.dedent(config))
-        self.socket = str(workdir / "cp.sock")
-        self.log = workdir / "autopilot.log"
-        self.env = env
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, wait: bool = True) -> Autopilot:
-        self.proc = subprocess.Popen(autopilot_cmd("run", str(self.config)), cwd=ROOT,
-                                     env=self.env, stdout=self.log.open("ab"),
-                                     stderr=subprocess.STDOUT)
-        if wait:
-            wait_for(self.answers, timeout=15, message=f"autopilot to answer ({self.logtail()})")
-        return self
-
-    def answers(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"autopilot exited {self.proc.returncode}: {self.logtail()}")
-        try:
-            return bool(self.client().ping()["ok"])
-        except ControlError:
-            return False
-
-    def client(self) -> ControlClient:
-        return ControlClient(self.socket, timeout=20)
-
-    def ctl(self, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-        return subprocess.run(autopilot_cmd("ctl", "--socket", self.socket, *args), cwd=ROOT,
-                              env=self.env, capture_output=True, text=True, timeout=timeout)
-
-    def job(self, name: str) -> dict[str, Any]:
-        return next(j for j in self.client().status()["jobs"] if j["name"] == name)
-
-    def wait(self, cond: Any, timeout: float = 10.0, message: str = "condition") -> Any:
-        """wait_for, with autopilot's log in the failure message."""
-        try:
-            return wait_for(cond, timeout=timeout, message=message)
-        except AssertionError as exc:
-            state = "running" if self.proc and self.proc.poll() is None else (
-                f"exited {self.proc.returncode if self.proc else None}")
-            raise AssertionError(f"{exc}\n--- autopilot ({state}) log {self.log} ---\n"
-                                 f"{self.logtail()}") from None
-
-    def logtail(self) -> str:
-        try:
-            lines = self.log.read_text(errors="replace").splitlines()
-            if len(lines) > 60:
-                lines = [*lines[:25], f"... ({len(lines) - 50} lines) ...", *lines[-25:]]
-            return "\n".join(lines)
-        except OSError as exc:
-            return f"(log unreadable: {exc})"
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="apc", dir="/tmp"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def launch(workdir: Path, env_clean: dict[str, str]) -> Iterator[Any]:
-    started: list[Autopilot] = []
-
-    def make(config: str, sub: str = "", start: bool = True) -> Autopilot:
-        where = workdir / sub if sub else workdir
-        where.mkdir(exist_ok=True)
-        ap = Autopilot(where, config.replace("@DIR@", str(workdir)), env_clean)
-        started.append(ap)
-        return ap.start() if start else ap
-
-    yield make
-    for ap in started:
-        ap.stop()
 
 
 JOBS = """

@@ -12,7 +12,6 @@ import requests
 
 from autopilot.control.client import ControlError
 from tests.helpers import free_port, wait_for
-from tests.integration.test_control_e2e import launch, workdir  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -16,11 +16,7 @@ from autopilot.control.cli import ctl, find_socket, reload_cmd, socket_from_conf
 from autopilot.control.client import DEFAULT_SOCKET
 from autopilot.control.server import ControlServer
 from tests.helpers import ROOT, autopilot_cmd
-from tests.unit import test_control_server as base
-from tests.unit.test_control_server import LoopThread, StandInSupervisor, make_supervisor
-
-loop = base.loop  # shared fixtures
-sockdir = base.sockdir
+from tests.unit.control_standins import LoopThread, StandInSupervisor, make_supervisor
 
 pytestmark = pytest.mark.timeout(30)
 

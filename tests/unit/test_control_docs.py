@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from autopilot.config import load
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.timeout(30)
@@ -17,10 +18,6 @@ BLOCKS = [(doc.name, i, block) for doc in DOCS
 
 
 def _load(path: str):
-    try:
-        from autopilot.config import load
-    except ImportError:
-        from autopilot.config.loader import load
     return load(path)
 
 

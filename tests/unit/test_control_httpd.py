@@ -12,7 +12,7 @@ import pytest
 
 from autopilot.control import httpd
 from autopilot.control.httpd import HTTPServer, Request, Response, Router, json_response
-from tests.unit.test_control_server import LoopThread
+from tests.unit.control_standins import LoopThread
 
 pytestmark = pytest.mark.timeout(30)
 

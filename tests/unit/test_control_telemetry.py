@@ -22,7 +22,7 @@ from autopilot.context import Context
 from autopilot.events import Event, EventBus
 from autopilot.telemetry import Telemetry, readiness, rename_counters
 from tests.helpers import free_port
-from tests.unit.test_control_server import LoopThread, StandInJob, StandInSupervisor
+from tests.unit.control_standins import LoopThread, StandInJob, StandInSupervisor
 
 pytestmark = pytest.mark.timeout(30)
 

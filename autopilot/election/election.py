@@ -279,20 +279,30 @@ class Election:
             sent = time.monotonic()
             try:
                 await self._call(lambda c: lock.renew_session(
-                    c, session, timeout=max(0.2, min(self.lease.remaining(), 3.0))),
-                    timeout=max(0.3, min(self.lease.remaining(), 3.5)))
+                    c, session, timeout=max(0.2, min(self.lease.remaining() / 2, 3.0))),
+                    timeout=max(0.3, min(self.lease.remaining() / 2 + 0.1, 3.5)))
+                # (half the lease at most: a renew that Consul holds while it elects a
+                # leader must leave time to see that our agent answers, see below)
             except lock.SessionGone:
                 self._lose(session, "session invalidated")
                 return
             except lock.NoLeader as exc:
                 # nobody can take the lock while Consul has no leader, and a new leader
                 # restarts the session timers: the lease may run on, up to what the session
-                # TTL guarantees (docs/stateful.md, "Consul leader elections")
+                # TTL guarantees (docs/stateful.md, "Consul electing a new leader")
                 self._tolerate_no_leader(str(exc))
                 delay = 0.25
                 continue
             except Exception as exc:  # noqa: BLE001 - verify before trusting the id again
                 log.warning("session renew failed", job=self.job, error=str(exc) or repr(exc))
+                if await self._agent_answers():
+                    # our agent answers, so our check passes keep reaching it: only the
+                    # servers fail us (a raft election: Consul forwards to a dead leader,
+                    # or holds the request until a new one is elected). The session can
+                    # then end only by its TTL, counted from our last successful renew.
+                    self._tolerate_no_leader(str(exc) or repr(exc))
+                    delay = 0.25
+                    continue
                 try:
                     exists = await self._call(lambda c: lock.session_exists(
                         c, session, timeout=1.0), timeout=1.5)
@@ -314,13 +324,21 @@ class Election:
                 self._no_leader_since = 0.0
             delay = self.renew_interval
 
+    async def _agent_answers(self) -> bool:
+        """Does our Consul agent answer at all (a local endpoint, no server involved)?"""
+        try:
+            return await self._call(lambda c: lock.agent_answers(c, timeout=0.5), timeout=0.8)
+        except Exception:  # noqa: BLE001 - unreachable: the ordinary lease applies
+            return False
+
     def _tolerate_no_leader(self, error: str) -> None:
         if not self._no_leader_since:
             self._no_leader_since = time.monotonic()
             granted = self.lease.granted_at
             until = (granted + self.no_leader_tolerance) if granted is not None else 0.0
-            log.warning("consul has no leader: keeping the lease while nobody can take the "
-                        "lock", job=self.job, error=error, primary=self.primary,
+            log.warning("consul servers fail while our agent answers (no leader?): keeping "
+                        "the lease within noLeaderTolerance", job=self.job, error=error,
+                        primary=self.primary,
                         lease_left=round(max(until - time.monotonic(), 0.0), 2))
         if self.lease.granted_at is not None and self.no_leader_tolerance > 0:
             self.lease.extend(self.lease.granted_at + self.no_leader_tolerance)

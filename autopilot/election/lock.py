@@ -244,6 +244,13 @@ def read_key(c: consul.Consul, key: str, *, index: int = 0, wait: str | None = N
     return idx, parse_entry(entries[0] if entries else None)
 
 
+def agent_answers(c: consul.Consul, *, timeout: float) -> bool:
+    """True when the agent answers a local request (any HTTP status): it is alive and
+    reachable, whatever its servers are doing."""
+    _request(c, "GET", "/v1/agent/self", timeout=timeout)
+    return True
+
+
 def agent_service(c: consul.Consul, service_id: str, *, timeout: float) -> dict | None:
     """The service as this agent registered it (for our own Address/Port)."""
     code, _, text = _request(c, "GET", f"/v1/agent/service/{service_id}", timeout=timeout)

@@ -23,7 +23,7 @@ from autopilot.config.model import Config, ConsulConfig, ElectionConfig, HealthC
 from autopilot.context import Context
 from autopilot.discovery.client import ConsulClient
 from autopilot.election import Election, components
-from tests.helpers import CatalogProcess
+from tests.helpers import CatalogProcess, stays, until
 
 
 @pytest.fixture
@@ -116,17 +116,6 @@ def lock_value(entry: dict) -> dict:
 def key_holder(cat: CatalogProcess) -> dict | None:
     r = requests.get(cat.url + "/v1/kv/service/db/leader", timeout=5)
     return r.json()[0] if r.status_code == 200 else None
-
-
-async def until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    """The async twin of tests.helpers.wait_for: poll without blocking the loop."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def alive(pid: int) -> bool:
@@ -254,14 +243,14 @@ def test_unhealthy_leader_steps_down_and_replica_takes_over(catalog: CatalogProc
             promote = [float(ln[1]) for ln in hook_lines(other.hooks) if ln[0] == "promote"]
             assert demote[0] < promote[0]
             # an unhealthy member does not run: it stays replica while its check fails
-            await asyncio.sleep(1.5)
-            assert not lead.election.primary and lead.election.session is None
+            await stays(lambda: not lead.election.primary and lead.election.session is None, 1.5,
+                        "nothing changed")
             # healthy again: it becomes a candidate (a session) but the lock stays put
             lead.check("pass")
             lead.healthy()
             await until(lambda: lead.election.session, 5, "a new session")
-            await asyncio.sleep(0.5)
-            assert other.election.primary and not lead.election.primary
+            await stays(lambda: other.election.primary and not lead.election.primary, 0.5,
+                        "nothing changed")
             assert lead.ctx.facts["db"]["role"] == "replica"
         finally:
             for m in members:
@@ -323,8 +312,8 @@ def test_restarted_supervisor_resumes_its_leadership(catalog: CatalogProcess, tm
             assert restarted.election.session == old_session
             assert restarted.ctx.facts["db"]["epoch"] == epoch
             assert not restarted.codes("leaderChanged")  # never announced itself a replica
-            await asyncio.sleep(0.3)
-            assert not other.codes("elected") and len(other.codes("leaderChanged")) == 1
+            await stays(lambda: not other.codes("elected")
+                        and len(other.codes("leaderChanged")) == 1, 0.3, "nothing changed")
             assert key_holder(catalog)["Session"] == old_session
             # the adopted session is renewed by its new owner
             first = restarted.election.lease.deadline
@@ -478,16 +467,15 @@ def test_no_election_without_catalog_then_one_when_it_is_back(tmp_path: Path):
             for m in members:
                 await m.start()
                 m.healthy()  # the job is healthy; the catalog is not there
-            await asyncio.sleep(1.5)
-            assert not leaders(members) and not any(m.codes("elected") for m in members)
+            await stays(lambda: not leaders(members)
+                        and not any(m.codes("elected") for m in members), 1.5, "no leader")
             assert all(m.election.session is None for m in members)
             await asyncio.to_thread(cat.start)
             for m in members:
                 m.register()
                 m.healthy()
             await until(lambda: leaders(members), 10, "a leader once the catalog is back")
-            await asyncio.sleep(0.3)
-            assert len(leaders(members)) == 1
+            await stays(lambda: len(leaders(members)) == 1, 0.3, "nothing changed")
         finally:
             for m in members:
                 await m.stop()
@@ -516,8 +504,7 @@ def test_restarted_former_primary_fences_when_another_member_wins(catalog: Catal
             await restarted.start()
             restarted.ctx.bus.publish(ev.Event(ev.UNHEALTHY, "db"))  # not fit to adopt
             await until(lambda: restarted.election.watch_ok, 5, "the restarted member's watch")
-            await asyncio.sleep(0.3)
-            assert not restarted.election.primary
+            await stays(lambda: not restarted.election.primary, 0.3, "nothing changed")
             requests.put(f"{catalog.url}/v1/session/destroy/{old_session}", timeout=5)
             await until(lambda: other.election.primary, 5, "the other member to win")
             await until(lambda: [ln for ln in hook_lines(restarted.hooks) if ln[0] == "demote"],

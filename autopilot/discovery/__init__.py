@@ -17,15 +17,15 @@ from autopilot.config.model import HealthConfig, JobConfig
 from autopilot.context import Context
 
 if TYPE_CHECKING:
-    from autopilot.discovery.client import ConsulClient
-    from autopilot.discovery.connection import connect, resolve
+    from autopilot.discovery.client import ConsulClient, connect
+    from autopilot.discovery.connection import resolve
     from autopilot.discovery.interfaces import InterfaceError, resolve_ip
     from autopilot.discovery.registration import ServiceRegistration
     from autopilot.discovery.watches import Watch
 
 #: imported on first use, so that `autopilot.discovery.interfaces` (telemetry's address)
 #: does not load py-consul and requests into a supervisor without discovery
-_LAZY = {"ConsulClient": "client", "connect": "connection", "resolve": "connection",
+_LAZY = {"ConsulClient": "client", "connect": "client", "resolve": "connection",
          "InterfaceError": "interfaces", "resolve_ip": "interfaces",
          "ServiceRegistration": "registration", "Watch": "watches"}
 

@@ -19,7 +19,7 @@ import asyncio
 import queue
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ import requests
 import structlog
 
 from autopilot.config.model import ConsulConfig
+from autopilot.discovery.connection import build_client, resolve
 
 T = TypeVar("T")
 log = structlog.get_logger("autopilot.discovery")
@@ -139,8 +140,6 @@ class ConsulClient:
 
     def new_client(self) -> consul.Consul:
         """A fresh synchronous py-consul client for this connection's settings."""
-        from autopilot.discovery.connection import build_client
-
         return build_client(self.cfg)
 
     @property
@@ -237,3 +236,14 @@ class ConsulClient:
 
     def __getattr__(self, name: str) -> Any:  # pragma: no cover - guard against misuse
         raise AttributeError(f"ConsulClient has no {name!r}; use `await client.run(lambda c: ...)`")
+
+
+def connect(cfg: ConsulConfig | None,
+            environ: Mapping[str, str] | None = None) -> ConsulClient | None:
+    """The supervisor's entry point: a ``ConsulClient`` for ``cfg``, or None when discovery is off.
+
+    Raises ``ConfigError`` for unusable env values (a bad ``CONSUL_HTTP_ADDR`` or boolean).
+    """
+    if cfg is None:
+        return None
+    return ConsulClient(resolve(cfg, environ))

@@ -165,15 +165,3 @@ def build_client(cfg: ConsulConfig, connect_timeout: float = CONNECT_TIMEOUT) ->
     if cfg.tls.servername and scheme == "https":
         client.http.session.mount("https://", ServerNameAdapter(cfg.tls.servername))
     return client
-
-
-def connect(cfg: ConsulConfig | None, environ: Mapping[str, str] | None = None):
-    """The supervisor's entry point: a ``ConsulClient`` for ``cfg``, or None when discovery is off.
-
-    Raises ``ConfigError`` for unusable env values (a bad ``CONSUL_HTTP_ADDR`` or boolean).
-    """
-    if cfg is None:
-        return None
-    from autopilot.discovery.client import ConsulClient
-
-    return ConsulClient(resolve(cfg, environ))

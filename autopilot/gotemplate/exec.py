@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from autopilot.gotemplate.errors import ExecError, TemplateError
 from autopilot.gotemplate.fmt import go_format, go_quote, go_type
@@ -21,8 +21,15 @@ from autopilot.gotemplate.node import (
     Text,
 )
 
-if TYPE_CHECKING:
-    from autopilot.gotemplate.template import Template
+
+class Program(Protocol):
+    """What execution needs of a parsed template (`template.Template` is one): its
+    ``define``d bodies, its functions, and a way to place an error in its source."""
+
+    defines: dict[str, list[Node]]
+    funcs: dict[str, tuple[Callable[..., Any], int, int]]
+
+    def _at(self, message: str, offset: int) -> TemplateError: ...
 
 MAX_DEPTH = 100  # nested {{template}} calls
 MAX_OUTPUT = 16 << 20  # bytes of rendered text: a runaway range must fail, not fill memory
@@ -41,7 +48,7 @@ class _Continue(Exception):
 
 
 class State:
-    def __init__(self, tpl: Template, data: Any, out: list[str]) -> None:
+    def __init__(self, tpl: Program, data: Any, out: list[str]) -> None:
         self.tpl = tpl
         self.out = out
         self.vars: list[tuple[str, Any]] = [("$", data)]

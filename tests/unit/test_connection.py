@@ -12,11 +12,10 @@ import requests
 import structlog
 
 from autopilot.config.model import ConfigError, ConsulConfig, TLSConfig
-from autopilot.discovery.client import ConsulClient, DaemonPool
+from autopilot.discovery.client import ConsulClient, DaemonPool, connect
 from autopilot.discovery.connection import (
     ServerNameAdapter,
     build_client,
-    connect,
     resolve,
     split_address,
 )

@@ -208,7 +208,7 @@ class Process:
         self._buf = b""
         self._tail = bytearray()
         self._eof: asyncio.Event | None = None
-        self._log = log
+        self._bound: Any = None  # the logger with our fields, bound on first use
 
     # -- spawning ---------------------------------------------------------------------------
     def start(self) -> int:
@@ -251,7 +251,6 @@ class Process:
         self.started_at = time.monotonic()
         self._exit = reaper.wait(self.pid)
         self._exit.add_done_callback(self._on_exit)
-        self._log = log.bind(**self.fields, pid=self.pid)
         if read_fd is not None:
             self._fd = read_fd
             os.set_blocking(self._fd, False)
@@ -303,6 +302,14 @@ class Process:
                 return
             line, self._buf = self._buf[:nl], self._buf[nl + 1:]
             self._emit(line)
+
+    @property
+    def _log(self) -> Any:
+        """``log`` bound to our fields and pid, made when first needed: a check that prints
+        nothing and exits in time never pays for it."""
+        if self._bound is None:
+            self._bound = log.bind(**self.fields, pid=self.pid)
+        return self._bound
 
     def _emit(self, line: bytes) -> None:
         self._log.info(line.decode("utf-8", "replace").rstrip("\r"))

@@ -12,7 +12,7 @@ import pytest
 
 from autopilot.jobs import process as process_mod
 from autopilot.jobs.process import Process, child_env
-from tests.unit.test_job_harness import run
+from tests.unit.job_harness import run
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -62,6 +62,7 @@ class _Round:
     start: float
     epoch: int  # the highest epoch known when it began: posts older than it do not count
     posted_at: float | None = None
+    session: str | None = None  # the session our post was acquired with
     eligible: bool = False
     position: int | None = None
     why: str = ""  # the last decision, logged when it changes
@@ -527,7 +528,8 @@ class Election:
         rnd = self._round
         if rnd is None:
             rnd = self._round = _Round(start=now, epoch=self.epochs.seen)
-        if rnd.posted_at is None or (not rnd.eligible and now - rnd.posted_at >= 1.0):
+        if rnd.posted_at is None or rnd.session != self.session or (
+                not rnd.eligible and now - rnd.posted_at >= 1.0):
             pos = await self._position()
             eligible = pos is not False
             position = pos if isinstance(pos, int) and not isinstance(pos, bool) else None
@@ -535,6 +537,7 @@ class Election:
                 self._poll_at = time.monotonic() + 0.2
                 return False
             rnd.posted_at, rnd.eligible, rnd.position = time.monotonic(), eligible, position
+            rnd.session = self.session
             log.info("candidacy posted", job=self.job, position=position, eligible=eligible,
                      epoch_seen=rnd.epoch)
         if not rnd.eligible:

@@ -83,7 +83,12 @@ def lock(server: Server) -> dict | None:
 
 
 @pytest.mark.timeout(240)
-def test_real_consul_leader_kill_keeps_the_primary(tmp_path: Path, env_clean: dict):
+@pytest.mark.parametrize("tolerance", ["default", "0s"])
+def test_real_consul_leader_kill(tmp_path: Path, env_clean: dict, tolerance: str):
+    """default: the primary rides the Consul election out. noLeaderTolerance 0s: it steps
+    down on its ordinary lease, and its release, retried until Consul answers, frees the
+    lock at once (the issue measured 18.5 s without a primary here)."""
+    extra = "" if tolerance == "default" else f' noLeaderTolerance: "{tolerance}",'
     servers = [Server(tmp_path, i) for i in range(3)]
     nodes: list[Node] = []
     try:
@@ -91,7 +96,7 @@ def test_real_consul_leader_kill_keeps_the_primary(tmp_path: Path, env_clean: di
             s.start(servers)
         wait_for(lambda: all(s.leader() for s in servers), 60, message="a raft leader")
         nodes = [Node(SimpleNamespace(address=s.address), tmp_path, f"node{s.i}", 8100 + s.i,
-                      env_clean, position=100) for s in servers]
+                      env_clean, position=100, extra=extra) for s in servers]
         for n in nodes:
             n.start()
         lead = wait_for(lambda: (lock(servers[0]) or {}).get("promoted") and lock(servers[0]),
@@ -135,8 +140,16 @@ def test_real_consul_leader_kill_keeps_the_primary(tmp_path: Path, env_clean: di
               f"{[(n, round(t - killed, 2)) for n, t in promoted]}; lock now held by "
               f"{(after or {}).get('node')} (promoted={(after or {}).get('promoted')})")
         assert after is not None and after.get("promoted"), "no primary 15 s after the kill"
-        assert not demoted and after["node"] == primary.node, \
-            "a Consul leader election deposed a healthy primary"
+        if tolerance == "default":
+            assert not demoted and after["node"] == primary.node, \
+                "a Consul leader election deposed a healthy primary"
+            return
+        assert demoted and promoted, "expected a step-down and a new promotion"
+        back = promoted[-1][1] - killed
+        print(f"FIGURE real Consul, noLeaderTolerance 0: no primary from "
+              f"{demoted[0] - killed:.2f}s to {back:.2f}s after the kill "
+              f"({back - gap:.2f}s after the new raft leader)")
+        assert back - gap < 4.0, "the lock stayed held long after Consul had a leader"
     finally:
         for n in nodes:
             n.cleanup()

@@ -40,7 +40,7 @@ CONFIG = """\
         promote: ["sh", "-c", "echo promote $(date +%s.%N) $AUTOPILOT_ROLE $AUTOPILOT_LEADER_EPOCH >> {tmp}/{node}.hooks"],
         demote: ["sh", "-c", "echo demote $(date +%s.%N) $AUTOPILOT_ROLE >> {tmp}/{node}.hooks"],
         detach: ["sh", "-c", "echo detach $(date +%s.%N) $AUTOPILOT_ROLE >> {tmp}/{node}.hooks"],
-        position: ["cat", "{tmp}/{node}.position"],
+        position: ["cat", "{tmp}/{node}.position"],{extra}
       }},
     }},
     {{
@@ -55,9 +55,10 @@ CONFIG = """\
 
 class Node(Supervisor):
     def __init__(self, cat: CatalogProcess, tmp: Path, node: str, port: int, env: dict,
-                 position: int) -> None:
+                 position: int, extra: str = "") -> None:
         super().__init__(cat, tmp, node, port, env)
-        self.cfg.write_text(CONFIG.format(catalog=cat.address, tmp=tmp, node=node, port=port))
+        self.cfg.write_text(CONFIG.format(catalog=cat.address, tmp=tmp, node=node, port=port,
+                                          extra=extra))
         (tmp / f"{node}.position").write_text(f"{position}\n")
 
 

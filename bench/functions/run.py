@@ -141,22 +141,32 @@ class Autopilot:
                                      env=env, stdout=(tmp / "ap.log").open("wb"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.tel), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("autopilot did not start: " +
-                                       (tmp / "ap.log").read_text()[-2000:]) from None
-                time.sleep(0.05)
+        # until the function's socket listens (a probe connection would be an invocation)
+        while not self.listening(self.port) or not self.listening(self.tel):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("autopilot did not start: " +
+                                   (tmp / "ap.log").read_text()[-2000:])
+            time.sleep(0.05)
+
+    def listening(self, port: int) -> bool:
+        try:
+            conns = psutil.Process(self.proc.pid).net_connections(kind="tcp")
+        except psutil.Error:
+            return False
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns)
 
     def handlers(self) -> int:
         try:
             kids = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.Error:
             return 0
-        return sum(1 for p in kids if p.is_running() and p.status() != psutil.STATUS_ZOMBIE)
+        alive = 0
+        for p in kids:
+            try:
+                alive += p.status() != psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                pass  # gone since the listing
+        return alive
 
     def wait_zero(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

@@ -72,3 +72,49 @@ def test_labs_are_indexed_and_link_to_real_files() -> None:
         assert doc.name in index, f"{doc.name} missing from docs/workshop/README.md"
         for link in re.findall(r"\]\(([^)#]+\.md)", doc.read_text()):
             assert (doc.parent / link).exists() or (ROOT / link).exists(), f"{doc.name}: {link}"
+
+
+LAB08 = DOCS / "08-scale-stateless.md"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("go", "node", "curl", "autopilot")),
+                    reason="needs go, node, curl and autopilot on PATH")
+def test_lab08_scale_and_follow(tmp_path: Path) -> None:
+    # ascending like the doc's, so the sorted lists the lab prints keep the doc's order
+    cat = sorted({free_port() for _ in range(6)})[:3]
+    front = sorted({free_port() for _ in range(4)})[:2]
+    ports = {"18500": str(free_port())} | dict(zip(("18101", "18102", "18103"),
+                                                  map(str, cat), strict=True)) | dict(
+        zip(("18090", "18091"), map(str, front), strict=True))
+    out = run_doc(LAB08, tmp_path, replacements=ports, timeout=240)
+    assert_output(out, LAB08, ports)
+    counts = [int(n) for n in re.findall(r"^(\d+)$", out.stdout, re.M)]
+    assert len(counts) >= 3 and all(c >= 1 for c in counts[-3:]), out.stdout  # round robin
+    for port in ports.values():
+        wait_for(lambda p=port: closed(p), timeout=20, message=f"port {port} closed after the lab")
+
+
+LAB09 = DOCS / "09-functions.md"
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("curl", "autopilot", "pgrep")),
+                    reason="needs curl, pgrep and autopilot on PATH")
+def test_lab09_launch_a_function(tmp_path: Path) -> None:
+    ports = {p: str(free_port()) for p in ("18510", "19080", "19081")}
+    out = run_doc(LAB09, tmp_path, replacements=ports, timeout=150)
+    assert_output(out, LAB09, ports)
+    for port in ports.values():
+        wait_for(lambda p=port: closed(p), timeout=20, message=f"port {port} closed after the lab")
+
+
+LAB10 = DOCS / "10-compare.md"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl not installed")
+def test_lab10_comparison_commands(tmp_path: Path) -> None:
+    env = {"PYTHONPATH": str(ROOT)}
+    out = run_doc(LAB10, tmp_path, env=env, timeout=240)
+    assert_output(out, LAB10, {})

@@ -42,6 +42,7 @@ from autopilot.events import (
 from autopilot.init import SignalTraps, get_reaper, set_subreaper
 from autopilot.jobs.job import Job
 from autopilot.jobs.process import parse_signal
+from autopilot.reload import Reloading
 
 log = structlog.get_logger("autopilot.supervisor")
 
@@ -63,7 +64,7 @@ class StartupError(Exception):
     """A component autopilot cannot run without (``fatal = True``) did not start."""
 
 
-class Supervisor:
+class Supervisor(Reloading):
     """See docs/architecture.md ("Supervisor") for the API the control server and telemetry
     use; see docs/jobs.md for the behaviour."""
 
@@ -110,16 +111,6 @@ class Supervisor:
         from autopilot.discovery import connect  # only when Consul is configured
 
         return connect(config.consul)
-
-    @staticmethod
-    def _consul_changed(new: Config, current: Any) -> bool:
-        """Compare what we would connect to (config plus CONSUL_* env, which putenv may have
-        changed), not just the config block."""
-        if new.consul is None or current is None:
-            return (new.consul is None) != (current is None)
-        from autopilot.discovery.connection import resolve
-
-        return resolve(new.consul) != getattr(current, "cfg", None)
 
     def _build_components(self) -> list[Component]:
         """The non-job components for the current config, in start order."""
@@ -425,79 +416,6 @@ class Supervisor:
         return EXIT_OK
 
     # -- the API for control and telemetry --------------------------------------------------
-    async def reload(self) -> None:
-        """Re-read the config; restart only what changed. ConfigError: nothing changes."""
-        assert self._reload_lock is not None
-        async with self._reload_lock:
-            if self.shutting_down:
-                raise ConfigError("shutting down; reload ignored", self.config_path)
-            try:
-                new = await asyncio.to_thread(self._loader, self.config_path)
-            except ConfigError as exc:
-                log.error("reload failed; keeping the running config", error=str(exc))
-                raise
-            except OSError as exc:
-                log.error("reload failed; keeping the running config", error=str(exc))
-                raise ConfigError(str(exc), self.config_path) from exc
-            await self._apply(new)
-
-    async def _apply(self, new: Config) -> None:
-        old = self.ctx.config
-        if new.logging != old.logging:
-            logs.configure(new.logging)
-        new_cfgs = {j.name: j for j in new.jobs}
-        gone = [j for n, j in self.jobs.items() if n not in new_cfgs or new_cfgs[n] != j.cfg]
-        kept = {n: j for n, j in self.jobs.items() if j not in gone}
-        # the other components: build for the new config, keep the equal ones
-        old_consul = self.ctx.consul
-        consul_changed = self._consul_changed(new, old_consul)
-        self.ctx.config = new
-        if consul_changed:
-            self.ctx.consul = self._connect(new)
-        try:
-            fresh = self._build_components()
-        except Exception:
-            self.ctx.config, self.ctx.consul = old, old_consul
-            raise
-        old_by_key = {c.key: c for c in self.components}
-        result: list[Component] = []
-        to_start: list[Component] = []
-        for comp in fresh:
-            prev = old_by_key.get(comp.key)
-            same = prev is not None and prev.cfg == comp.cfg
-            if same and not (consul_changed and comp.key not in ("control", "telemetry")):
-                result.append(prev)
-            else:
-                result.append(comp)
-                to_start.append(comp)
-        keep_ids = {id(c) for c in result}
-        to_stop = [c for c in self.components if id(c) not in keep_ids]
-        log.info("reloading", jobs_restarted=sorted(j.name for j in gone if j.name in new_cfgs),
-                 jobs_removed=sorted(j.name for j in gone if j.name not in new_cfgs),
-                 jobs_added=sorted(n for n in new_cfgs if n not in self.jobs),
-                 components_restarted=sorted(c.key for c in to_start))
-        await asyncio.gather(*(j.stop() for j in gone))
-        for comp in reversed(to_stop):
-            await self._stop_component(comp)
-        if consul_changed and old_consul is not None and hasattr(old_consul, "close"):
-            old_consul.close()
-        self._adopt(result)
-        for comp in to_start:
-            await self._start_component(comp)
-        jobs: dict[str, Job] = {}
-        started: list[Job] = []
-        for cfg in new.jobs:
-            job = kept.get(cfg.name)
-            if job is None:
-                job = self._new_job(cfg)
-                started.append(job)
-            jobs[cfg.name] = job
-        self.jobs = jobs
-        for job in started:
-            await job.start(late=True)
-        self.reloads += 1
-        self._schedule_check()
-
     def putenv(self, mapping: dict[str, Any]) -> None:
         """Set environment variables for processes started from now on (and re-renders)."""
         for k in mapping:

@@ -12,7 +12,7 @@ import pytest
 
 from autopilot.config.model import UNLIMITED, BackoffConfig, JobConfig, WhenConfig
 from autopilot.events import GLOBAL, SIGNAL, Event
-from autopilot.jobs.job import Trigger
+from autopilot.jobs.trigger import Trigger
 from tests.helpers import stays
 from tests.unit.job_harness import Harness, run, until
 

@@ -243,6 +243,7 @@ def test_s14_sigkill_supervisor_only(lab_factory) -> None:
     sc.finish()
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(90)
 def test_s20_hanging_hook_with_orphans(lab_factory, tmp_path: Path) -> None:
     # hooks from a copy of the Redis example whose first promote forks an orphan that

@@ -133,6 +133,7 @@ def test_no_loss_mode_refuses_a_write_no_replica_acknowledged(redis_factory, sho
     assert int(b.cli("GET", "shop:visits")) >= 2
 
 
+@pytest.mark.timing
 def test_sigterm_stops_gracefully_and_fast(redis_factory, shop_factory) -> None:
     r = redis_factory()
     shop = shop_factory(REDIS_HOST="127.0.0.1", REDIS_PORT=str(r.port))
@@ -151,6 +152,7 @@ def test_a_bad_setting_fails_fast_naming_the_variable() -> None:
     assert "PORT='eighty'" in out.stderr
 
 
+@pytest.mark.timing
 def test_a_frozen_primary_costs_one_timeout_and_no_double_write(redis_factory,
                                                                  shop_factory) -> None:
     r = redis_factory()

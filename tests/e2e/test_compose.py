@@ -154,6 +154,7 @@ def test_pausing_the_primary_fails_over_and_it_rejoins_as_replica(stack: Stack) 
     assert [stack.redis_role(f"redis-{i}") for i in (1, 2, 3)].count("master") == 1
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(240)
 def test_stopping_the_primary_hands_over_with_a_short_write_gap(stack: Stack) -> None:
     """SIGTERM (`docker-compose stop`, a rolling update): demote, release, a replica takes

@@ -53,6 +53,7 @@ def test_2xx_is_ok_anything_else_is_not(server: int) -> None:
     assert probe(f"http://127.0.0.1:{free_port()}/ok").returncode == 1  # nobody listening
 
 
+@pytest.mark.timing
 def test_first_answering_url_wins_and_slow_answers_time_out(server: int) -> None:
     base = f"http://127.0.0.1:{server}"
     assert probe(f"http://127.0.0.1:{free_port()}/", f"{base}/ok").returncode == 0

@@ -191,6 +191,7 @@ def test_three_members_elect_exactly_one(catalog: CatalogProcess, tmp_path: Path
     run(scenario)
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(40)
 def test_handover_on_shutdown_under_500ms(catalog: CatalogProcess, tmp_path: Path):
     async def scenario() -> None:
@@ -225,6 +226,7 @@ def test_handover_on_shutdown_under_500ms(catalog: CatalogProcess, tmp_path: Pat
     run(scenario)
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(40)
 def test_unhealthy_leader_steps_down_and_replica_takes_over(catalog: CatalogProcess,
                                                              tmp_path: Path):

@@ -63,6 +63,7 @@ async def teardown(members: list[Member], beats: list[asyncio.Task]) -> None:
         await m.stop()
 
 
+@pytest.mark.timing
 def test_the_fault_switch_answers_like_consul_without_a_leader(catalog: CatalogProcess):
     """The switch itself: KV and sessions refuse, the agent still answers, then all is back."""
     sid = requests.put(catalog.url + "/v1/session/create", json={"TTL": "10s"},
@@ -79,6 +80,7 @@ def test_the_fault_switch_answers_like_consul_without_a_leader(catalog: CatalogP
     assert requests.put(f"{catalog.url}/v1/session/renew/{sid}", timeout=5).status_code == 200
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(60)
 def test_a_short_consul_election_does_not_depose_a_healthy_primary(catalog: CatalogProcess,
                                                                    tmp_path: Path):

@@ -244,6 +244,7 @@ def test_failover_detaches_first_and_the_most_advanced_replica_wins(catalog: Cat
     run(scenario)
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(60)
 def test_handover_goes_to_the_most_advanced_replica_quickly(catalog: CatalogProcess,
                                                             tmp_path: Path):
@@ -272,6 +273,7 @@ def test_handover_goes_to_the_most_advanced_replica_quickly(catalog: CatalogProc
     run(scenario)
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(60)
 def test_a_member_whose_position_hook_refuses_is_not_a_candidate(catalog: CatalogProcess,
                                                                  tmp_path: Path):

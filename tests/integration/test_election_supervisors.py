@@ -146,6 +146,7 @@ def trio(catalog: CatalogProcess, tmp_path: Path, env_clean: dict):
         s.cleanup()
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(60)
 def test_start_together_one_leader_then_handover_then_sigkill(catalog, trio):
     sups: list[Supervisor] = trio

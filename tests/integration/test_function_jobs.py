@@ -144,6 +144,7 @@ def test_no_failed_request_across_repeated_scale_from_zero(autopilot: Any) -> No
     assert metric(tel, "autopilot_function_cold_starts_total", function="hello") == 5
 
 
+@pytest.mark.timing
 def test_request_during_the_idle_stop_waits_for_a_fresh_handler(autopilot: Any) -> None:
     """The handler ignores its stop signal (SIGWINCH), so the stop lasts stopTimeout (1.5 s,
     then SIGKILL): requests in that window are not handed to the dying handler."""
@@ -164,6 +165,7 @@ def test_request_during_the_idle_stop_waits_for_a_fresh_handler(autopilot: Any) 
     assert metric(tel, "autopilot_function_cold_starts_total", function="hello") == 2
 
 
+@pytest.mark.timing
 def test_concurrency_cap(autopilot: Any) -> None:
     ap, port, _ = start(autopilot, idle="10s", cap=2)
     t0 = time.monotonic()

@@ -16,6 +16,7 @@ from tests.integration.test_discovery_helpers import HOST, agent_check, job, mak
 SID = f"web-{HOST}"
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(60)
 def test_heartbeats_follow_the_ttl_and_status_changes_go_out_at_once(catalog) -> None:
     async def scenario() -> None:

@@ -46,7 +46,12 @@ def stack() -> Iterator[Stack]:
         wait_for(lambda: "Polka-dot socks" in requests.get(s.shop + "/", timeout=5).text,
                  timeout=180, interval=1, message="the frontend's page through nginx")
         s.record("socks_up_to_first_page_s", time.monotonic() - t1)
-        wait_for(s.all_healthy, timeout=180, interval=1, message="all containers healthy")
+        wait_for(s.all_healthy, timeout=300, interval=1, message="all containers healthy")
+        # a Redis primary elected and carts writing: the start-up storm is over
+        wait_for(lambda: requests.post(s.shop + "/api/cart/probe/items/dots", headers=JSON,
+                                       timeout=15).status_code == 200,
+                 timeout=240, interval=1, message="a cart addition through nginx")
+        s.record("socks_up_to_first_cart_s", time.monotonic() - t1)
         yield s
     finally:
         s.save_logs()
@@ -114,6 +119,7 @@ class Shopper:
             self.purchase(with_order)
 
 
+@pytest.mark.timeout(1200)  # the module's stack starts here: up to 11 containers on 2 cores
 def test_browse_as_a_person_and_as_a_client(stack: Stack) -> None:
     html = requests.get(stack.shop + "/", timeout=10)
     assert html.headers["Content-Type"].startswith("text/html") and "<form" in html.text
@@ -122,6 +128,7 @@ def test_browse_as_a_person_and_as_a_client(stack: Stack) -> None:
     assert requests.get(stack.shop + "/api/catalogue/dots", timeout=10).json()["price"] == 8.25
 
 
+@pytest.mark.timeout(120)
 def test_the_function_answers_through_nginx(stack: Stack) -> None:
     r = requests.get(stack.shop + "/function/hello/?name=socks", timeout=60)
     assert r.status_code == 200, r.text

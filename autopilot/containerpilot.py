@@ -8,6 +8,11 @@ at the first non-flag argument or at ``--``.
 Which action runs follows ContainerPilot's precedence: -version > -template > -reload >
 -maintenance > -putenv > -putmetric > -ping > run. Exit status: 0 done, 1 a control
 request failed, 2 a usage or config error (run: the supervisor's status).
+``AUTOPILOT_EXIT_CODES=containerpilot`` gives ContainerPilot's instead (docs/containerpilot.md).
+
+Two ContainerPilot behaviours are kept here that ``autopilot run`` does differently: a
+reload restarts every job (``AUTOPILOT_RELOAD=diff`` restarts only the changed ones), and
+``-putmetric`` for a metric the config does not define is accepted and ignored.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ SOCKET_ENV = "AUTOPILOT_SOCKET"
 CONFIG_ENVS = ("CONTAINERPILOT", "AUTOPILOT")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+RELOAD_ENV = "AUTOPILOT_RELOAD"  # "all" (default here) or "diff"
+EXIT_CODES_ENV = "AUTOPILOT_EXIT_CODES"  # "autopilot" (default) or "containerpilot"
 
 BOOL_FLAGS = {"template", "version", "reload", "ping"}
 STRING_FLAGS = {"config", "out", "maintenance"}
@@ -170,6 +177,39 @@ def _client_call(config: str | None, environ: Mapping[str, str], action: str,
     return EXIT_OK
 
 
+def _putmetric(config: str | None, environ: Mapping[str, str], values: dict[str, str]) -> int:
+    """Send each value on its own: ContainerPilot ignored a name its config does not define
+    (sensor scripts under ``set -e`` rely on that), so such a name is reported on stderr and
+    skipped, and the known ones are still recorded. Any other refusal is a failure."""
+    from autopilot.control.client import ControlClient, ControlError
+
+    client = ControlClient(find_socket(config, environ))
+    code = EXIT_OK
+    for key, value in values.items():
+        try:
+            client.putmetric({key: value})
+        except ControlError as exc:
+            if exc.status == 400 and ("unknown metric" in exc.message
+                                      or "telemetry is not configured" in exc.message):
+                print(f"containerpilot: -putmetric {key}: not a configured metric; ignored",
+                      file=sys.stderr)
+                continue
+            print(f"containerpilot: putmetric failed: {exc}", file=sys.stderr)
+            code = EXIT_FAILED
+    return code
+
+
+def containerpilot_status(code: int, environ: Mapping[str, str], running: bool) -> int:
+    """``AUTOPILOT_EXIT_CODES=containerpilot``: ContainerPilot's exit statuses. A supervisor
+    that ran exits 0 whatever its jobs did (ContainerPilot never propagated them, #526);
+    a config or usage error, or a failed client call, exits 1 (its ``log.Fatal``)."""
+    if (environ.get(EXIT_CODES_ENV) or "autopilot").strip().lower() != "containerpilot":
+        return code
+    if running:
+        return EXIT_FAILED if code == EXIT_USAGE else EXIT_OK
+    return EXIT_FAILED if code else EXIT_OK
+
+
 def dispatch(flags: Flags, environ: Mapping[str, str]) -> int:
     """Run the single action the flags ask for, in ContainerPilot's precedence."""
     if flags.help:
@@ -210,8 +250,7 @@ def dispatch(flags: Flags, environ: Mapping[str, str]) -> int:
     if flags.putenv:
         return _client_call(config, environ, "putenv", parse_pairs("putenv", flags.putenv))
     if flags.putmetric:
-        return _client_call(config, environ, "putmetric",
-                            parse_pairs("putmetric", flags.putmetric))
+        return _putmetric(config, environ, parse_pairs("putmetric", flags.putmetric))
     if flags.ping:
         code = _client_call(config, environ, "ping")
         if code == EXIT_OK:
@@ -224,23 +263,31 @@ def dispatch(flags: Flags, environ: Mapping[str, str]) -> int:
         print("containerpilot: -config flag is required (or set CONTAINERPILOT)",
               file=sys.stderr)
         return EXIT_USAGE
+    reload_mode = (environ.get(RELOAD_ENV) or "all").strip().lower()
+    if reload_mode not in ("all", "diff"):
+        raise BadValue(f'{RELOAD_ENV} must be "all" or "diff", got "{reload_mode}"')
     from autopilot.supervisor import run_supervisor
 
-    return run_supervisor(config)
+    return run_supervisor(config, reload_all=reload_mode == "all")
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> None:
     """The console entry point; exits with the action's status."""
     argv = sys.argv[1:] if argv is None else argv
+    env = os.environ if environ is None else environ
+    running = False
     try:
         flags = parse_flags(argv)
-        code = dispatch(flags, os.environ if environ is None else environ)
+        running = not (flags.help or flags.version or flags.template or flags.reload
+                       or flags.maintenance is not None or flags.putenv or flags.putmetric
+                       or flags.ping)
+        code = dispatch(flags, env)
     except UsageError as exc:
         print(f"containerpilot: {exc}", file=sys.stderr)
         if not isinstance(exc, BadValue):
             sys.stderr.write(USAGE)
         code = EXIT_USAGE
-    sys.exit(code)
+    sys.exit(containerpilot_status(code, env, running))
 
 
 if __name__ == "__main__":

@@ -36,11 +36,13 @@ class Reloading:
     config_path: str | None
     shutting_down: bool
     reloads: int
+    reload_all: bool
     _reload_lock: asyncio.Lock | None
     _loader: Callable[[str], Config]
 
     async def reload(self) -> None:
-        """Re-read the config; restart only what changed. ConfigError: nothing changes."""
+        """Re-read the config; restart only what changed (every job with ``reload_all``).
+        ConfigError: nothing changes."""
         assert self._reload_lock is not None
         async with self._reload_lock:
             if self.shutting_down:
@@ -60,7 +62,9 @@ class Reloading:
         if new.logging != old.logging:
             logs.configure(new.logging)
         new_cfgs = {j.name: j for j in new.jobs}
-        gone = [j for n, j in self.jobs.items() if n not in new_cfgs or new_cfgs[n] != j.cfg]
+        # reload_all: ContainerPilot's reload (the containerpilot entry point's default)
+        gone = [j for n, j in self.jobs.items()
+                if self.reload_all or n not in new_cfgs or new_cfgs[n] != j.cfg]
         kept = {n: j for n, j in self.jobs.items() if j not in gone}
         # the other components: build for the new config, keep the equal ones
         old_consul = self.ctx.consul

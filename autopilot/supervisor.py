@@ -54,10 +54,32 @@ LATE_STOP = 1.0
 
 
 def load_config(path: str) -> Config:
-    """``autopilot.config.load`` (raises ConfigError); imported late to keep startup light."""
+    """``autopilot.config.load`` (raises ConfigError); imported late to keep startup light.
+    At DEBUG it logs ContainerPilot's ``loaded config: <json>`` line (start and reload)."""
     from autopilot.config import load
 
-    return load(path)
+    config = load(path)
+    log.debug("loaded config: %s", _ConfigJSON(config))  # rendered only at DEBUG
+    return config
+
+
+class _ConfigJSON:
+    """The config as JSON, computed when (and only if) the log line is rendered."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def __str__(self) -> str:
+        import dataclasses
+        import json
+
+        def plain(obj: Any) -> Any:
+            return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else str(obj)
+
+        try:
+            return json.dumps(self.config, default=plain, separators=(",", ":"))
+        except (TypeError, ValueError):
+            return repr(self.config)
 
 
 class StartupError(Exception):
@@ -69,8 +91,12 @@ class Supervisor(Reloading):
     use; see docs/jobs.md for the behaviour."""
 
     def __init__(self, config: Config, config_path: str | None = None,
-                 loader: Callable[[str], Config] | None = None) -> None:
+                 loader: Callable[[str], Config] | None = None,
+                 reload_all: bool = False) -> None:
         self.config_path = config_path or config.path
+        #: a reload restarts every job (ContainerPilot's reload, the `containerpilot` entry
+        #: point's default) instead of only the jobs whose definition changed
+        self.reload_all = reload_all
         self.ctx = Context(config=config, bus=EventBus())
         self.jobs: dict[str, Job] = {}
         self.components: list[Component] = []
@@ -471,9 +497,9 @@ class Supervisor(Reloading):
 
 
 
-def run_supervisor(config_path: str) -> int:
+def run_supervisor(config_path: str, reload_all: bool = False) -> int:
     """The `autopilot run` verb: load the config, supervise until shutdown, return the exit
-    status (2: config error)."""
+    status (2: config error). ``reload_all``: see ``Supervisor.reload_all``."""
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -483,7 +509,7 @@ def run_supervisor(config_path: str) -> int:
         print(f"autopilot: cannot read config: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
     logs.configure(config.logging)
-    sup = Supervisor(config, config_path)
+    sup = Supervisor(config, config_path, reload_all=reload_all)
     code = run_loop(sup.run)
     if any(t.is_alive() and not t.daemon for t in threading.enumerate()
            if t is not threading.main_thread()):

@@ -160,8 +160,10 @@ def to_exec(value: Any) -> list[str]:
     text = to_str(value)
     try:
         argv = shlex.split(text)
-    except ValueError as exc:
-        raise Invalid(f"cannot split {show(text)}: {str(exc).lower()}") from None
+    except ValueError:
+        # an unbalanced quote ("logger it's up"): split as ContainerPilot did, on single
+        # spaces with the quotes kept, so images that ran under it keep starting
+        argv = [w for w in text.strip().split(" ") if w]
     if not argv:
         raise Invalid("must not be empty")
     return argv

@@ -13,12 +13,16 @@ import json
 import os
 from typing import Any
 
+import structlog
+
 from autopilot import __version__
 from autopilot.config.model import ConfigError
 from autopilot.control.api import JobView, SupervisorAPI
 from autopilot.control.httpd import Request, Response, Router, error_response, json_response
 
 JOB_ACTIONS = ("start", "stop", "restart", "signal")
+
+log = structlog.get_logger("autopilot.control")
 
 
 class BadRequest(Exception):
@@ -133,6 +137,7 @@ class Routes:
                 return error(422, f"reload refused, the running config stays: {exc}")
             finally:
                 self.reloading = False
+        log.debug("control: reloaded app via control plane")  # ContainerPilot's line
         return json_response({"ok": True, "reloaded": True})
 
     async def metric(self, request: Request) -> Response:

@@ -83,7 +83,8 @@ class ControlServer:
         self._http = http
         # children (sensors calling `autopilot ctl putmetric`, hooks) find this socket
         self.ctx.child_env[SOCKET_ENV] = self.path
-        log.info("control socket listening", socket=self.path, mode=oct(self.cfg.mode))
+        # ContainerPilot's wording (scrapers and its integration tests look for it)
+        log.info(f"control: serving at {self.path}", socket=self.path, mode=oct(self.cfg.mode))
 
     async def stop(self) -> None:
         """Stop serving and remove the socket file (if it is still ours). Idempotent.

@@ -54,12 +54,17 @@ log = structlog.get_logger("autopilot.job")
 KILL_WAIT = 5.0
 
 
-def pid_env_name(argv: list[str] | None) -> str | None:
-    """ContainerPilot's CONTAINERPILOT_<NAME>_PID: basename, no extension, [^A-Za-z0-9]->_."""
-    if not argv:
+def pid_env_name(name: str) -> str | None:
+    """ContainerPilot's CONTAINERPILOT_<NAME>_PID, NAME made from the job's name as its
+    ``EnvName`` does: the last path element, an extension dropped, runs of
+    non-alphanumerics turned into one ``_``, upper-cased (job ``testpid`` ->
+    ``CONTAINERPILOT_TESTPID_PID``; ``check.web`` -> ``CONTAINERPILOT_CHECK_PID``)."""
+    if not name:
         return None
-    base = os.path.splitext(os.path.basename(argv[0]))[0]
-    return "CONTAINERPILOT_" + re.sub(r"[^A-Za-z0-9]", "_", base).upper() + "_PID"
+    base = name.rsplit("/", 1)[-1]
+    if "." in base:
+        base = base.replace(base[base.rindex("."):], "", 1)  # Go: Replace(name, Ext, "", 1)
+    return "CONTAINERPILOT_" + re.sub(r"[^A-Za-z0-9]+", "_", base).upper() + "_PID"
 
 
 class Job:
@@ -262,7 +267,7 @@ class Job:
         self.pid = proc.pid
         self.runs += 1
         self._log.debug("process started", pid=proc.pid, run=self.runs)
-        env_name = pid_env_name(cfg.exec)
+        env_name = pid_env_name(self.name)
         if env_name:
             os.environ[env_name] = str(proc.pid)
         self._changed()
@@ -278,7 +283,7 @@ class Job:
             proc.kill()
         self.last_exit = code
         self.pid = None
-        env_name = pid_env_name(self.cfg.exec)
+        env_name = pid_env_name(self.name)
         if env_name and os.environ.get(env_name) == str(proc.pid):
             del os.environ[env_name]
         level = self._log.info if code != 0 else self._log.debug

@@ -380,7 +380,12 @@ class Process:
                 await asyncio.wait_for(asyncio.shield(self._exit), timeout)
             except TimeoutError:
                 self.timed_out = True
-                self._log.warning("timeout: killing process group", timeout=timeout)
+                # ContainerPilot's line ("<name> timeout after <d>: '[args]'"), which log
+                # scrapers and its tests match, then what we do about it
+                name = self.fields.get("job") or self.fields.get("check") or self.argv[0]
+                after = f"{timeout * 1000:g}ms" if timeout < 1 else f"{timeout:g}s"
+                self._log.warning(f"{name} timeout after {after}: '[{' '.join(self.argv[1:])}]'"
+                                  "; timeout: killing process group", timeout=timeout)
                 self.signal_group(signal.SIGKILL)
                 await asyncio.shield(self._exit)
         else:

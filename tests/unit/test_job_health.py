@@ -236,19 +236,21 @@ def test_job_actions_and_errors(tmp_path: Path) -> None:
 
 def test_containerpilot_name_pid_var(tmp_path: Path) -> None:
     out = tmp_path / "pidvar"
-    jobs = [JobConfig(name="app", exec=["sleep", "30"]),
-            JobConfig(name="reader", exec=sh(f"echo $CONTAINERPILOT_SLEEP_PID > {out}"),
+    # named after the job (ContainerPilot's EnvName of the job name), not the executable
+    jobs = [JobConfig(name="test-pid.app", exec=["sleep", "30"]),
+            JobConfig(name="reader", exec=sh(f"echo $CONTAINERPILOT_TEST_PID_PID > {out}"),
                       when=WhenConfig(source=["SIGHUP"], each="signal"))]
 
     async def main() -> None:
         from autopilot.events import SIGNAL, Event
         async with Harness(jobs) as h:
-            await until(lambda: h.job("app").pid, 3)
+            await until(lambda: h.job("test-pid.app").pid, 3)
+            assert "CONTAINERPILOT_SLEEP_PID" not in os.environ
             h.bus.publish(Event(SIGNAL, "SIGHUP"))
             await h.wait_event("exitSuccess", "reader")
-            assert out.read_text().strip() == str(h.job("app").pid)
-            await h.sup.job_action("app", "stop")
-            assert "CONTAINERPILOT_SLEEP_PID" not in os.environ  # unset when it exits
+            assert out.read_text().strip() == str(h.job("test-pid.app").pid)
+            await h.sup.job_action("test-pid.app", "stop")
+            assert "CONTAINERPILOT_TEST_PID_PID" not in os.environ  # unset when it exits
     run(main)
 
 

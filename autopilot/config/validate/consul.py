@@ -26,9 +26,12 @@ class ConsulSection(ValidatorBase):
             return ConsulConfig()
         if isinstance(raw, str):
             if not raw.strip():
-                self.error(path, 'must not be empty (leave it out or use false to run '
-                                 'without Consul)')
-                return None
+                # ContainerPilot's empty address is the client library's default: the local
+                # agent (CONSUL_HTTP_ADDR, else 127.0.0.1:8500); a template over an unset
+                # variable gives "" and such images rely on it
+                self.warn(path, 'empty: using the local Consul agent ($CONSUL_HTTP_ADDR, else '
+                                '127.0.0.1:8500); use false to run without Consul')
+                return ConsulConfig()
             cfg = ConsulConfig()
             self.consul_address(cfg, raw.strip(), path)
             return cfg

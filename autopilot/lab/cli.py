@@ -50,7 +50,8 @@ def lab() -> None:
 @click.option("--profile", type=click.Choice(sorted(PROFILES)), default="fast",
               show_default=True, help="Timing: fast = 200 ms checks, 1.25 s TTL, 50 ms lock-delay; "
               "default = 1 s checks, 3 s TTL, 1 s lock-delay.")
-@click.option("--no-loss", is_flag=True, help="min-replicas-to-write 1 (clients use WAIT 1).")
+@click.option("--no-loss", is_flag=True, help="Redis: min-replicas-to-write 1 (clients use "
+              "WAIT 1); PostgreSQL: sync mode (synchronous_standby_names = 'ANY 1 (...)').")
 @click.option("--loopback", is_flag=True, help="No namespaces, even as root.")
 @click.option("--no-pidns", is_flag=True, help="Network namespaces but no PID namespaces "
               "(so `kill --only supervisor` leaves redis running).")
@@ -64,7 +65,8 @@ def lab() -> None:
 @dir_option
 def up(service: str, nodes: int, profile: str, no_loss: bool, loopback: bool, no_pidns: bool,
        catalog_port: int, net: int, wait: bool, timeout: float, directory: Path) -> None:
-    """Start the catalog and NODES autopilot-run SERVICE nodes (SERVICE: redis)."""
+    """Start the catalog and NODES autopilot-run SERVICE nodes (SERVICE: redis or
+    postgres; PostgreSQL runs as the `postgres` user, --no-loss is its sync mode)."""
     lab_ = _lab(directory, need_running=False)
     use_netns = netns.is_root() and not loopback
     st = lab_.state
@@ -156,14 +158,22 @@ def wait(timeout: float, directory: Path) -> None:
 @dir_option
 def client(seconds: float, wait_ms: int, directory: Path) -> None:
     """Write and read for SECONDS, one line a second: who takes writes, acks, errors."""
-    from autopilot.lab.workload import Member, Timeline, Workload, missing_keys
+    from autopilot.lab.workload import Member, Timeline, Workload
 
     lab_ = _lab(directory)
     members = [Member(n.name, n.ip, n.port) for n in lab_.state.nodes.values()]
+    driver = lab_.service.driver(wait_ms)
+    if lab_.state.service == "postgres":
+        from autopilot.lab.pgload import create_schema
+
+        try:
+            create_schema(members, timeout=10)
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from exc
     timeline = Timeline()
     began = time.monotonic()
     wl = Workload(members, timeline, wait_ms=wait_ms, interval=0.01,
-                  max_seconds=seconds + 1).start()
+                  max_seconds=seconds + 1, driver=driver).start()
     shown = 0
     try:
         for second in range(1, int(seconds) + 1):
@@ -183,7 +193,7 @@ def client(seconds: float, wait_ms: int, directory: Path) -> None:
         ended = time.monotonic()
     seqs = [a.seq for a in res.acks]
     final = next((m for m in members if m.name == wl.current), None)
-    lost = len(missing_keys(final, seqs)) if final and seqs else 0
+    lost = len(driver.missing(final, seqs)) if final and seqs else 0
     click.echo(f"done: {len(seqs)} writes acknowledged, {res.failures} failed attempts, "
                f"{lost} acknowledged writes missing on {wl.current}")
     # the figure the workshop compares: how long no write was acknowledged (from the start
@@ -195,7 +205,7 @@ def client(seconds: float, wait_ms: int, directory: Path) -> None:
 
 @lab.command()
 @click.argument("node")
-@click.option("--only", "what", type=click.Choice(["all", "supervisor", "redis"]),
+@click.option("--only", "what", type=click.Choice(["all", "supervisor", "redis", "postgres"]),
               default="all", show_default=True)
 @dir_option
 def kill(node: str, what: str, directory: Path) -> None:

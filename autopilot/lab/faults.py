@@ -30,7 +30,7 @@ class LabFaults(LabProcesses):
             self._kill_tree(node)
             return
         target = self.supervisor(node) if what == "supervisor" else None
-        if what == "redis":
+        if what in ("redis", "postgres"):  # the data server, whichever the service is
             pid = self.redis_pid(node)
             target = alive(pid) if pid else None
         if target is None:

@@ -1,4 +1,4 @@
-"""The lab's observation: what the catalog, the lock and each node's Redis say right now,
+"""The lab's observation: what the catalog, the lock and each node's server say right now,
 as rows for `autopilot lab status`, and the convergence test the chaos tests wait on.
 """
 
@@ -72,7 +72,8 @@ class LabObservation(LabProcesses):
                     proc = "paused" if sup.status() == psutil.STATUS_STOPPED else "running"
                 except psutil.Error:
                     proc = "dead"
-            red = (self.redis_role(node.ip, node.port)
+            probe = self.service.role
+            red = (probe(node.ip, node.port)
                    if proc != "paused" else {"role": "paused", "offset": None, "detail": ""})
             cat = entries.get(node.address, {})
             tags = [t for t in cat.get("tags", []) if t in ("primary", "replica")]
@@ -82,6 +83,8 @@ class LabObservation(LabProcesses):
                 "catalog": cat.get("health", "absent"), "tag": ",".join(tags) or "-",
                 "address": node.address, "offset": red["offset"], "detail": red["detail"],
                 "partitioned": part,
+                # PostgreSQL's extras (timeline, sync state); absent for Redis
+                **{k: red[k] for k in ("timeline", "sync") if k in red},
             })
         return rows
 
@@ -115,7 +118,9 @@ def converged(rows: list[dict[str, Any]]) -> bool:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     cols = ["node", "supervisor", "role", "catalog", "tag", "address", "offset", "detail"]
-    data = [[("" if r[c] is None else str(r[c])) + (" (partitioned)" if c == "node" and
+    if any("timeline" in r for r in rows):  # PostgreSQL: LSN as offset, plus the timeline
+        cols.insert(6, "timeline")
+    data = [[("" if r.get(c) is None else str(r[c])) + (" (partitioned)" if c == "node" and
              r.get("partitioned") else "") for c in cols] for r in rows]
     widths = [max(len(c), *(len(d[i]) for d in data)) if data else len(c)
               for i, c in enumerate(cols)]

@@ -18,8 +18,7 @@ import psutil
 import requests
 
 import autopilot
-from autopilot.lab import netns
-from autopilot.lab import redis as redis_service
+from autopilot.lab import netns, services
 from autopilot.lab.state import PROFILES, LabError, LabState, Node, State
 
 
@@ -93,15 +92,17 @@ class LabProcesses(LabState):
         workshop shows; None picks a free one, for labs running side by side)."""
         if self.running:
             raise LabError(f"a lab is already up in {self.dir} (run `lab down` first)")
-        if service != "redis":
-            raise LabError(f"unknown lab service {service!r} (available: redis)")
+        try:
+            svc = services.get(service)
+        except KeyError as exc:
+            raise LabError(str(exc.args[0])) from None
         if profile not in PROFILES:
             raise LabError(f"unknown profile {profile!r} (available: {', '.join(PROFILES)})")
         if netns_mode is None:
             netns_mode = netns.is_root()
         if netns_mode and not netns.is_root():
             raise LabError("network namespaces need root; run as root or pass --loopback")
-        missing = netns.missing_tools(netns_mode)
+        missing = svc.missing_tools(netns_mode)
         if missing:
             pkgs = " ".join(sorted({p for _, p in missing}))
             raise LabError(f"missing tools: {', '.join(t for t, _ in missing)}; "
@@ -171,10 +172,11 @@ class LabProcesses(LabState):
         (ndir / "data").mkdir(parents=True, exist_ok=True)
         if self.state.mode == "netns":
             self.net.create_node_ns(n)
-            node = Node(n=n, ip=self.net.node_ip(n), port=6379, dir=str(ndir),
+            node = Node(n=n, ip=self.net.node_ip(n), port=self.service.port, dir=str(ndir),
                         ns=self.net.ns_name(n))
         else:
-            node = Node(n=n, ip="127.0.0.1", port=6379 + n, dir=str(ndir))
+            node = Node(n=n, ip="127.0.0.1", port=self.service.port + n, dir=str(ndir))
+        self.service.prepare_dir(ndir)
         self.state.nodes[str(n)] = node
         self.save()
         self.start(n)
@@ -204,7 +206,7 @@ class LabProcesses(LabState):
         env = self._base_env()
         env.update(PROFILES[s.profile])
         env["CONSUL"] = self.catalog_address
-        env.update(redis_service.node_env(s, node))
+        env.update(self.service.node_env(s, node))
         env.update({
             "AUTOPILOT_CONTROL_SOCKET": str(Path(node.dir) / "autopilot.sock"),
             "AP_TELEMETRY_PORT": "9090" if s.mode == "netns" else str(9090 + node.n),
@@ -215,7 +217,8 @@ class LabProcesses(LabState):
     @staticmethod
     def _base_env() -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("CONSUL_", "CONTAINERPILOT", "AUTOPILOT", "REDIS_", "AP_"))}
+               if not k.startswith(("CONSUL_", "CONTAINERPILOT", "AUTOPILOT", "REDIS_", "AP_",
+                                    "PG_"))}
         pkg_root = str(Path(autopilot.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in [pkg_root, env.get("PYTHONPATH", "")] if p)
@@ -223,7 +226,7 @@ class LabProcesses(LabState):
         return env
 
     def command(self, node: Node) -> list[str]:
-        run = [sys.executable, "-m", "autopilot", "run", str(redis_service.CONFIG)]
+        run = [sys.executable, "-m", "autopilot", "run", str(self.service.config)]
         # every node has a hostname of its own: the service ID is <job>-<hostname>
         if self.state.mode != "netns":  # without root, through a user namespace
             prefix = ["unshare", "--uts"] if netns.is_root() else \
@@ -276,19 +279,25 @@ class LabProcesses(LabState):
                 return p
         return None
 
+    @property
+    def service(self) -> services.Service:
+        return services.get(self.state.service)
+
     def redis_pid(self, node: Node) -> int | None:
-        found = redis_service.find_in(self.tree(node))
-        if found is not None:
+        """The data server's PID (redis-server, the postmaster), whatever the service."""
+        svc = self.service
+        found = svc.find_in(self.tree(node))
+        if found is not None or svc.pidfile is None:
             return found
         try:
-            pid = int(redis_service.pidfile(node).read_text().strip())
+            pid = int(svc.pidfile(node).read_text().strip())
         except (OSError, ValueError):
             return None
         # a pidfile written inside a PID namespace holds that namespace's number: only
         # trust it outside PID namespaces, and only if it is a redis-server
         if self.state.pidns:
             return None
-        return pid if redis_service.is_redis(alive(pid)) else None
+        return pid if svc.is_server(alive(pid)) else None
 
     def _kill_tree(self, node: Node) -> None:
         procs = self.tree(node)

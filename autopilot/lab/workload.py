@@ -1,7 +1,8 @@
 """A client that keeps writing and reading through faults, a timeline, and invariant checks.
 
 Used by the chaos tests and the failover benchmark. The writer sends `SET w:<seq> <seq>`
-(plus `WAIT 1 <ms>` in no-loss mode) to whichever node accepts it, trying every member
+(plus `WAIT 1 <ms>` in no-loss mode; for PostgreSQL an autocommit `INSERT`, see
+`Driver`) to whichever node accepts it, trying every member
 in turn after an error, so it measures when *some* node accepts writes again independently
 of how fast the catalog propagates. A prober tries a write on every node each round: two
 nodes accepting in the same round, or acks interleaving A-B-A-B, break I1. Every ack, error
@@ -24,6 +25,40 @@ class Member:
     name: str
     host: str
     port: int
+
+
+class Driver:
+    """How the workload talks to one kind of service: Redis here, PostgreSQL in
+    lab/pgload.py. A connection is reused until an error; `errors` are the failures that
+    mean "this node does not take the write now"."""
+
+    errors: tuple[type[BaseException], ...] = (OSError, RedisError, ValueError)
+
+    def __init__(self, wait_ms: int = 0) -> None:
+        self.wait_ms = wait_ms
+
+    def connect(self, m: Member, timeout: float) -> Any:
+        return Redis(m.host, m.port, timeout=timeout)
+
+    def write(self, conn: Any, seq: int, timeout: float) -> bool:
+        """Write `seq`; True when acknowledged (in no-loss mode: confirmed by a replica)."""
+        conn.call("SET", f"w:{seq}", seq)
+        if not self.wait_ms:
+            return True
+        n = conn.call("WAIT", 1, self.wait_ms, timeout=timeout + self.wait_ms / 1000)
+        return isinstance(n, int) and n >= 1
+
+    def read(self, conn: Any, seq: int) -> str | None:
+        got = conn.call("GET", f"w:{seq}")
+        return None if got is None else str(got)
+
+    def probe(self, conn: Any, name: str, wait_ms: int = 0) -> bool:
+        """Try a write; True when it counts as accepted (with `wait_ms`: WAIT-confirmed)."""
+        conn.call("SET", f"probe:{name}", time.time())
+        return not wait_ms or conn.call("WAIT", 1, wait_ms, timeout=0.2 + wait_ms / 1000) != 0
+
+    def missing(self, m: Member, seqs: list[int]) -> list[int]:
+        return missing_keys(m, seqs)
 
 
 class Timeline:
@@ -80,12 +115,14 @@ class Workload:
     def __init__(self, members: Iterable[Member], timeline: Timeline, *, wait_ms: int = 0,
                  interval: float = 0.005, probe_interval: float = 0.05,
                  max_seconds: float = 120.0, max_ops: int = 200_000,
-                 op_timeout: float = 0.5, probe_wait_ms: int = 0) -> None:
+                 op_timeout: float = 0.5, probe_wait_ms: int = 0,
+                 driver: Driver | None = None) -> None:
         self.members = list(members)
         #: no-loss mode's meaning of "accepts a write" for the prober (I1): SET then
         #: WAIT 1 <ms> confirms it on a replica (a resumed, detached zombie may still take
         #: a plain SET for a few ms, but can have nothing acknowledged)
         self.probe_wait_ms = probe_wait_ms
+        self.driver = driver or Driver(wait_ms)
         self.timeline = timeline
         self.wait_ms = wait_ms
         self.interval = interval
@@ -126,7 +163,8 @@ class Workload:
 
     # ------------------------------------------------------------ writer and reader
     def _writer(self) -> None:
-        conns = {m.name: Redis(m.host, m.port, timeout=self.op_timeout) for m in self.members}
+        drv = self.driver
+        conns = {m.name: drv.connect(m, self.op_timeout) for m in self.members}
         order = [m.name for m in self.members]
         idx = 0
         seq = 0
@@ -137,12 +175,7 @@ class Workload:
                 name = order[idx % len(order)]
                 seq += 1
                 try:
-                    conns[name].call("SET", f"w:{seq}", seq)
-                    confirmed = True
-                    if self.wait_ms:
-                        n = conns[name].call("WAIT", 1, self.wait_ms,
-                                             timeout=self.op_timeout + self.wait_ms / 1000)
-                        confirmed = isinstance(n, int) and n >= 1
+                    confirmed = drv.write(conns[name], seq, self.op_timeout)
                     now = time.monotonic()
                     if confirmed:
                         with self._lock:
@@ -157,7 +190,7 @@ class Workload:
                     if seq % 20 == 0:
                         self._read_back(conns[name], name, seq)
                     self._stop.wait(self.interval)
-                except (OSError, RedisError, ValueError) as exc:
+                except drv.errors as exc:
                     self.results.failures += 1
                     if failing_since is None:
                         failing_since = time.monotonic()
@@ -169,10 +202,10 @@ class Workload:
             for c in conns.values():
                 c.close()
 
-    def _read_back(self, conn: Redis, name: str, seq: int) -> None:
+    def _read_back(self, conn: Any, name: str, seq: int) -> None:
         try:
-            got = conn.call("GET", f"w:{seq}")
-        except (OSError, RedisError, ValueError):
+            got = self.driver.read(conn, seq)
+        except self.driver.errors:
             return
         if got != str(seq):
             self.results.read_mismatches.append(f"{name} w:{seq} -> {got!r}")
@@ -180,7 +213,8 @@ class Workload:
 
     # ------------------------------------------------------------ prober (I1)
     def _prober(self) -> None:
-        conns = {m.name: Redis(m.host, m.port, timeout=0.2) for m in self.members}
+        drv = self.driver
+        conns = {m.name: drv.connect(m, 0.2) for m in self.members}
         deadline = time.monotonic() + self.max_seconds
         last: list[str] = []
         try:
@@ -188,14 +222,11 @@ class Workload:
                 accepted = []
                 for m in self.members:
                     try:
-                        conns[m.name].call("SET", f"probe:{m.name}", time.time())
-                        if self.probe_wait_ms and conns[m.name].call(
-                                "WAIT", 1, self.probe_wait_ms,
-                                timeout=0.2 + self.probe_wait_ms / 1000) == 0:
+                        if not drv.probe(conns[m.name], m.name, self.probe_wait_ms):
                             continue  # not acknowledged: not accepted in no-loss terms
                         accepted.append(m.name)
                         self.results.probe_acks.append((time.monotonic(), m.name))
-                    except (OSError, RedisError, ValueError):
+                    except drv.errors:
                         pass
                 now = time.monotonic()
                 if len(accepted) > 1:
@@ -285,13 +316,13 @@ def check_invariants(workload: Workload, final_members: list[Member], *,
     figures: dict[str, Any] = {"acked": len(seqs), "failed": res.failures,
                                "unconfirmed": res.unconfirmed}
     if final_members:
-        lost = missing_keys(final_members[0], seqs)
+        lost = workload.driver.missing(final_members[0], seqs)
         figures["lost"] = len(lost)
         if lost and no_loss:
             violations.append(f"I2: {len(lost)} acknowledged writes lost on the primary "
                               f"{final_members[0].name}: {lost[:10]}")
         for m in final_members[1:]:
-            gone = set(missing_keys(m, seqs)) - set(lost)
+            gone = set(workload.driver.missing(m, seqs)) - set(lost)
             if gone:
                 violations.append(f"I3: replica {m.name} lacks {len(gone)} writes the "
                                   f"primary holds: {sorted(gone)[:10]}")

@@ -8,9 +8,10 @@ token CONSUL_HTTP_TOKEN.
                                    nothing (exit 3) while nobody holds the lock
   catalog.py cluster KEY INITKEY   INIT(1|0) then the `leader` line (or "- - 0 -"): one call
                                    for a node that has no data yet
-  catalog.py members SERVICE JOB   NAME ADDRESS PORT STATUS TAGS, one line per instance
-                                   (NAME: the service ID minus "JOB-", "-" -> "_": the
-                                   node's application_name and replication slot)
+  catalog.py members SERVICE JOB   NAME ADDRESS PORT STATUS TAGS NODATA, one line per
+                                   instance (NAME: the service ID minus "JOB-", "-" -> "_":
+                                   the node's application_name and replication slot; NODATA
+                                   1 when its check says it has no data yet)
   catalog.py get KEY               the raw value (exit 3 when the key does not exist)
   catalog.py put KEY [--cas N]     store stdin; exit 4 when a check-and-set fails
 """
@@ -75,10 +76,12 @@ def main(argv: list[str]) -> int:
         order = {"passing": 0, "warning": 1, "critical": 2}
         for e in json.loads(call(f"/v1/health/service/{argv[2]}")):
             svc = e["Service"]
-            checks = [c["Status"] for c in e.get("Checks", []) if c.get("ServiceID")]
-            worst = max(checks or ["passing"], key=lambda s: order.get(s, 3))
+            own = [c for c in e.get("Checks", []) if c.get("ServiceID")]
+            worst = max([c["Status"] for c in own] or ["passing"], key=lambda s: order.get(s, 3))
+            nodata = any(str(c.get("Output", "")).startswith(("no data yet", "no cluster yet"))
+                         for c in own)
             print(node_name(svc["ID"], argv[3]), svc.get("Address") or e["Node"]["Address"],
-                  svc["Port"], worst, ",".join(svc.get("Tags") or []) or "-")
+                  svc["Port"], worst, ",".join(svc.get("Tags") or []) or "-", int(nodata))
         return 0
     if verb == "get" and len(argv) == 3:
         entry = kv_entry(argv[2])

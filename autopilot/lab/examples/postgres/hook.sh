@@ -328,6 +328,9 @@ rejoin() {  # rejoin HOST PORT: pg_rewind onto the leader, or a fresh clone if t
             -c hba_file="$DIR/pg_hba.conf" template1 </dev/null >"$DIR/single.log" 2>&1 ||
             log "single-user recovery failed: $(tail -n 1 "$DIR/single.log")"
     fi
+    # pg_rewind reads the source's timeline from its control file, which a promoted server
+    # updates only at its first checkpoint: until then it would say "no rewind required"
+    qr "$1" "$2" "checkpoint" >/dev/null
     if [ ! -f "$PGDATA/PG_VERSION" ]; then
         :
     elif as_pg "$BIN/pg_rewind" -D "$PGDATA" --source-server="$(conninfo "$1" "$2")" \
@@ -477,8 +480,9 @@ peer_ahead() {
     # hold commits nobody else has
     mine=$(my_lsn)
     set -- $(sync_members)
-    catalog members "$SERVICE" "$JOB" 2>/dev/null | while read -r n host port _; do
+    catalog members "$SERVICE" "$JOB" 2>/dev/null | while read -r n host port _ _ nodata; do
         [ "$n" = "$NAME" ] && continue
+        [ "${nodata:-0}" = 1 ] && continue  # never had data (still cloning): holds no commit
         in_set=0
         for s in "$@"; do [ "$s" = "$n" ] || [ "$s" = "*" ] && in_set=1; done
         [ $in_set = 1 ] || continue

@@ -11,7 +11,7 @@ import pytest
 from autopilot import events as ev
 from autopilot.discovery import ServiceRegistration
 from autopilot.events import Event
-from tests.integration.test_discovery_helpers import HOST, agent_check, job, make_ctx, until
+from tests.integration.discovery_helpers import HOST, agent_check, job, make_ctx, until
 
 SID = f"web-{HOST}"
 

@@ -17,6 +17,7 @@ from autopilot.lab.cluster import EXAMPLES, Lab
 from autopilot.lab.resp import Redis, RedisError
 from autopilot.lab.workload import Member, hold_back_replication
 from tests.chaos.harness import Scenario
+from tests.helpers import holds
 
 pytestmark = pytest.mark.chaos
 
@@ -215,7 +216,9 @@ def test_s13_brief_check_failure_causes_no_failover(lab_factory) -> None:
             r.call("CONFIG", "SET", "maxclients", before)
 
     sc.fault(f"{old} refuses new clients for 0.3 s", refuse_new_clients)
-    time.sleep(4)  # longer than the check TTL: a failover would have happened by now
+    # longer than the check TTL: a failover would have happened by now
+    holds(lambda: leader_epoch(lab) == epoch, 4, interval=0.2,
+          message="the epoch (a short check failure caused an election)")
     assert leader_epoch(lab) == epoch, "a short check failure caused an election"
     sc.finish()
     assert lab.primaries() == [old]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import CatalogProcess, wait_for
+from tests.helpers import CatalogProcess, holds, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
                                 reason="needs root and unshare (own hostname per supervisor)")
@@ -206,7 +206,9 @@ def test_check_stall_shorter_than_ttl_then_frozen_leader_demotes_on_resume(catal
     stall.touch()
     time.sleep(HEALTH_TTL - 1.5)
     stall.unlink()
-    time.sleep(LOCK_DELAY + 1.5)  # long enough for a (wrong) failover to show
+    # long enough for a (wrong) failover to show
+    holds(lambda: promoted(sups) == [lead] and not lead.lines("demote"), LOCK_DELAY + 1.5,
+          interval=0.1, message="the leader stays promoted, nobody demotes")
     assert promoted(sups) == [lead] and not lead.lines("demote")
     assert tags(catalog)[f"db-{lead.node}"] == ["primary"]
 

@@ -59,7 +59,8 @@ def load_config(path: str) -> Config:
     from autopilot.config import load
 
     config = load(path)
-    log.debug("loaded config: %s", _ConfigJSON(config))  # rendered only at DEBUG
+    if structlog.is_configured():  # a reload; at start run_supervisor logs it once configured
+        log.debug("loaded config: %s", _ConfigJSON(config))  # rendered only at DEBUG
     return config
 
 
@@ -509,6 +510,7 @@ def run_supervisor(config_path: str, reload_all: bool = False) -> int:
         print(f"autopilot: cannot read config: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
     logs.configure(config.logging)
+    log.debug("loaded config: %s", _ConfigJSON(config))  # ContainerPilot's line, DEBUG only
     sup = Supervisor(config, config_path, reload_all=reload_all)
     code = run_loop(sup.run)
     if any(t.is_alive() and not t.daemon for t in threading.enumerate()

@@ -237,3 +237,13 @@ def test_version_flag(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "autopilot.containerpilot", "-version"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and r.stdout.startswith("Version: ") and "GitHash: " in r.stdout
+
+
+def test_loaded_config_only_at_debug(tmp_path: Path, catalog: CatalogProcess,
+                                     cps: list[CP]) -> None:
+    cp = CP(tmp_path, {"consul": catalog.address, "logging": {"level": "INFO"},
+                       "jobs": [{"name": "app", "exec": "sleep 60"}]})
+    cps.append(cp.start())
+    assert cp.client("-reload").returncode == 0
+    wait_for(lambda: "reloading" in cp.text(), 10, message="the reload")
+    assert "loaded config" not in cp.text()

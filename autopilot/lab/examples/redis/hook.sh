@@ -40,10 +40,12 @@ I_role=""
 cli() { redis-cli -h "$HOST" -p "$PORT" "$@"; }
 
 log() {
-    # one line per hook action on stderr (autopilot logs it) and, for the lab, in a file
-    msg="$(date +%s.%N) ${AUTOPILOT_ROLE:-none} $*"
-    echo "redis-hook: $msg" >&2
-    if [ -n "${REDIS_HOOK_LOG:-}" ]; then echo "$msg" >>"$REDIS_HOOK_LOG"; fi
+    # one line per hook action on stderr (autopilot logs it with its time) and, for the lab,
+    # with a timestamp in a file (the `date` process only then)
+    echo "redis-hook: ${AUTOPILOT_ROLE:-none} $*" >&2
+    if [ -n "${REDIS_HOOK_LOG:-}" ]; then
+        echo "$(date +%s.%N) ${AUTOPILOT_ROLE:-none} $*" >>"$REDIS_HOOK_LOG"
+    fi
 }
 
 parse() {
@@ -119,7 +121,6 @@ ppid_now() {  # PPID_NOW: our parent now, read without starting a process
 # background by `run` every ~5 s, so a promotion does not wait for a Python start-up and an
 # HTTP request (often most of a hand-over's write gap on a loaded machine).
 PEERS="$DIR/peers"
-PEERS_MAX_AGE=${REDIS_PEERS_MAX_AGE:-15}
 
 refresh_peers() {
     timeout 2 "${REDIS_PYTHON:-python3}" "$HOME_DIR/peers.py" "${REDIS_SERVICE:-redis}" \
@@ -302,9 +303,8 @@ survey_peers() {
     mine=${I_offset:-0}
     case "$mine" in '' | *[!0-9]*) mine=0 ;; esac
     followers=""
-    if [ -z "$(find "$PEERS" -newermt "$PEERS_MAX_AGE seconds ago" 2>/dev/null)" ]; then
-        refresh_peers  # no fresh list from `run`: ask the catalog now
-    fi
+    # `run` refreshes the list every ~5 s; without one (run just started), ask the catalog
+    [ -s "$PEERS" ] || refresh_peers
     [ -f "$PEERS" ] || return 0
     tmp="$DIR/survey.$$"
     n=0

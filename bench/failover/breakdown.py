@@ -10,7 +10,9 @@ acknowledged a write. Between the two, in order:
   election    -> the winner acquires the lock (detach and position hooks, candidacy posts,
               the lock-delay after an invalidated session)
   promote     -> the winner's promote hook has run (`running hook hook=promote` to the next
-              hook it starts, `identity`, or to `elected` without one): writes open here
+              hook it starts, `identity`, or to `elected` without one), or the first write
+              acknowledged by the winner if that came first (the hook opens writes, then
+              re-points the replicas)
   client      -> the first acknowledged write on the new primary (re-discovery by the
               client, and in no-loss mode a replica attached to confirm WAIT 1)
   announce    promote done -> `elected` (identity hook, lock value marked promoted): not on
@@ -72,6 +74,9 @@ def breakdown(logs: dict[str, Path], fault_wall: float, new_primary: str | None,
         else None
     if promote_end is None or (elected is not None and promote_end > elected):
         promote_end = elected
+    if promote_end is not None and first_ack_wall is not None and acquired is not None \
+            and acquired <= first_ack_wall < promote_end:
+        promote_end = first_ack_wall  # writes opened before the hook ended (it re-points)
 
     def span(a: float | None, b: float | None) -> float | None:
         return None if a is None or b is None else round(b - a, 3)

@@ -43,3 +43,9 @@ def test_phases_of_a_failover(tmp_path: Path) -> None:
     partial = breakdown(logs, t0, "node-2", t0 + 1.5)
     assert partial["detection"] == pytest.approx(1.2, abs=2e-3)
     assert partial["election"] is None and partial["promote"] is None
+    # writes opened before the promote hook ended (async: it re-points replicas afterwards)
+    (tmp_path / "node-2.log").write_text("".join(
+        f"{stamp(t)} {msg}\n" for t, msg in lines["node-2"]))
+    early = breakdown(logs, t0, "node-2", t0 + 1.38)
+    assert early["promote"] == pytest.approx(0.03, abs=2e-3)
+    assert early["client"] == pytest.approx(0.0, abs=1e-6)

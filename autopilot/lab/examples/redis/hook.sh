@@ -183,7 +183,7 @@ run() {
 }
 
 # The last transition a hook applied, as "ROLE EPOCH" in $DIR/autopilot-role (ROLE: none,
-# primary, demoting, replica; EPOCH: the election's epoch). Hooks and health checks are
+# primary, replica, detached; EPOCH: the election's epoch). Hooks and health checks are
 # separate processes started with the environment of their moment, so one started just
 # before a promotion still says AUTOPILOT_ROLE=replica: it must not act on that. Every
 # state-changing hook holds $DIR/hook.lock and compares epochs first.
@@ -247,9 +247,10 @@ EOF
             # a promotion not applied yet, or this check predates a newer transition
             echo "transition in progress (epoch $EPOCH, applied $S_role $S_epoch)"; exit 0
         fi
+        if [ "$I_role" = slave ] && [ "$I_priority" = 0 ]; then S_role=replica; fi  # demote
         case "$S_role" in
         primary) ;;
-        demoting | replica | detached)
+        replica | detached)
             # this check started before the step-down it now sees: failing it would only
             # invalidate the session (and impose a lock-delay) instead of a clean release
             echo "stepping down (epoch $EPOCH)"; exit 0 ;;
@@ -299,14 +300,12 @@ survey_peers() {
     # INFO replication of every peer in the list, all at once (a dead one costs its timeout
     # once). Sets followers (candidates: replicas that are not a deposed primary, as
     # "host:port:offset" words) and mine (our own offset).
-    my_info
-    mine=${I_offset:-0}
-    case "$mine" in '' | *[!0-9]*) mine=0 ;; esac
     followers=""
+    tmp="$DIR/survey.$$"
+    cli info replication >"$tmp.me" 2>/dev/null &  # ours, in parallel with theirs
     # `run` refreshes the list every ~5 s; without one (run just started), ask the catalog
     [ -s "$PEERS" ] || refresh_peers
-    [ -f "$PEERS" ] || return 0
-    tmp="$DIR/survey.$$"
+    [ -f "$PEERS" ] || : >"$PEERS"
     n=0
     while read -r host port; do
         [ -n "$port" ] || continue
@@ -316,6 +315,9 @@ survey_peers() {
         n=$((n + 1))
     done <"$PEERS"
     wait
+    parse <"$tmp.me"
+    mine=${I_offset:-0}
+    case "$mine" in '' | *[!0-9]*) mine=0 ;; esac
     j=0
     while [ "$j" -lt "$n" ]; do
         parse <"$tmp.$j"
@@ -429,10 +431,9 @@ position) position ;;
 detach) lock && detach ;;
 promote) lock && promote ;;
 demote)
-    # fencing first: it is always safe. "demoting" tells a health check that started before
-    # the step-down (it still says AUTOPILOT_ROLE=primary) not to fail the session meanwhile.
-    read_state
-    set_state demoting "$S_epoch"
+    # fencing first: it is always safe. replica-priority 0, set in the same round trip,
+    # marks the deposed primary: a health check that started before the step-down (it still
+    # says AUTOPILOT_ROLE=primary) sees it and does not fail the session meanwhile.
     fence_extra='CONFIG SET replica-priority 0'
     fence
     lock && demote

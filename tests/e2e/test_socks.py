@@ -150,10 +150,15 @@ def test_carts_survive_killing_the_redis_primary(stack: Stack) -> None:
     assert shopper.carts, f"nothing acknowledged; errors: {shopper.errors[-5:]}"
     ok_after = [t for t, _ in shopper.errors if t > t_kill]
     stack.record("socks_redis_kill_errors", float(len(ok_after)))
+    def cart(customer: str) -> tuple[dict[str, int]] | None:
+        """The cart, once carts answers (a 503 while Redis settles is not a loss)."""
+        r = requests.get(f"{stack.shop}/api/cart/{customer}", headers=JSON, timeout=10)
+        return (r.json()["cart"],) if r.status_code == 200 else None
+
     lost = {}
     for customer, want in shopper.carts.items():
-        got = requests.get(f"{stack.shop}/api/cart/{customer}", headers=JSON,
-                           timeout=10).json()["cart"]
+        (got,) = wait_for(lambda c=customer: cart(c), timeout=60, interval=0.5,
+                          message=f"the cart of {customer}")
         if any(got.get(k, 0) < v for k, v in want.items()):
             lost[customer] = (want, got)
     assert lost == {}, f"acknowledged cart additions lost: {list(lost.items())[:3]}"

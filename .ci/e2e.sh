@@ -97,7 +97,9 @@ step_end
 
 step_start "build images"
 # the polyglot shop (profile "socks") builds too: its e2e test (tests/e2e/test_socks.py) needs it
-COMPOSE_PROFILES=socks docker-compose -p apbuild build -q
+compose_files=docker-compose.yml
+[ -f docker-compose.postgres.yml ] && compose_files=$compose_files:docker-compose.postgres.yml
+COMPOSE_FILE=$compose_files COMPOSE_PROFILES=socks docker-compose -p apbuild build -q
 step_end
 
 step_start "pytest tests/e2e -m e2e"

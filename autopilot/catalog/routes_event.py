@@ -48,4 +48,6 @@ async def event_list(request: web.Request) -> web.Response:
     events = [e for e in _events(request) if not name or e["Name"] == name]
     # Consul's index here is derived from the last event's ID, not a raft index
     index = int(uuid.UUID(events[-1]["ID"]).int & 0x7FFFFFFFFFFF) if events else 1
-    return reply(request, events, index)
+    resp = reply(request, events)
+    resp.headers["X-Consul-Index"] = str(index)  # an agent-local list: no leader meta
+    return resp

@@ -406,9 +406,49 @@ ACL: list[Step] = [
     {"name": "health-state-anonymous", "path": "/v1/health/state/any"},
 ]
 
+EXTRAS: list[Step] = [
+    {"name": "members-wan", "path": "/v1/agent/members?wan=1",
+     "compare": {"pick": ["0.Name", "0.Status"], "shape": ["0.Tags"]}},
+    {"name": "raft-configuration", "path": "/v1/operator/raft/configuration",
+     "compare": {"pick": ["Index", "Servers.0.Node", "Servers.0.Leader", "Servers.0.Voter",
+                          "Servers.0.ProtocolVersion"]}},
+    {"name": "coordinate-datacenters", "path": "/v1/coordinate/datacenters"},
+    {"name": "coordinate-nodes", "path": "/v1/coordinate/nodes"},
+    {"name": "event-fire", "method": "PUT", "path": "/v1/event/fire/deploy", "raw": "v2",
+     "compare": {"pick": ["Name", "Payload", "NodeFilter", "Version", "LTime"]}},
+    {"name": "event-list", "path": "/v1/event/list?name=deploy",
+     "compare": {"pick": ["0.Name", "0.Payload", "0.Version"]}},
+    {"name": "event-list-other", "path": "/v1/event/list?name=other", "compare": "status"},
+    {"name": "register-web1", "method": "PUT", "path": "/v1/agent/service/register",
+     "body": WEB},
+    {"name": "service-hash", "path": "/v1/agent/service/web1",
+     "save": {"h": "header.X-Consul-ContentHash"}},
+    {"name": "service-hash-wakes-on-change", "path": "/v1/agent/service/web1?hash={h}&wait=10s",
+     "blocking": {"after": 0.5, "trigger": [
+         {"name": "re-register", "method": "PUT", "path": "/v1/agent/service/register",
+          "body": {**WEB, "Tags": ["v1", "green"]}}]}},
+    {"name": "kv-put", "method": "PUT", "path": "/v1/kv/x/a", "raw": "1",
+},
+    {"name": "kv-get", "path": "/v1/kv/x/a", "save": {"mi": "body.0.ModifyIndex"}},
+    {"name": "kv-delete-cas-stale", "method": "DELETE", "path": "/v1/kv/x/a?cas=1"},
+    {"name": "kv-delete-cas-ok", "method": "DELETE", "path": "/v1/kv/x/a?cas={mi}"},
+    {"name": "kv-delete-cas-missing", "method": "DELETE", "path": "/v1/kv/x/a?cas=5"},
+    {"name": "catalog-register-check", "method": "PUT", "path": "/v1/catalog/register",
+     "body": {"Node": "ext9", "Address": "10.9.9.9",
+              "Check": {"CheckID": "ping", "Name": "ping", "Status": "warning"}}},
+    {"name": "health-node-ext9", "path": "/v1/health/node/ext9"},
+    {"name": "catalog-deregister-check", "method": "PUT", "path": "/v1/catalog/deregister",
+     "body": {"Node": "ext9", "CheckID": "ping"}},
+    {"name": "health-node-ext9-after", "path": "/v1/health/node/ext9"},
+    {"name": "health-node-self", "path": "/v1/health/node/ref-node"},
+    {"name": "session-node-missing", "path": "/v1/session/node/ghost"},
+    {"name": "kv-keys-separator-root", "path": "/v1/kv/?keys&separator=/"},
+]
+
 #: scenario name -> (steps, needs an ACL-enabled agent)
 SCENARIOS: dict[str, tuple[list[Step], bool]] = {
     "agent": (AGENT, False), "catalog": (CATALOG, False), "kv": (KV, False),
     "sessions": (SESSIONS, False), "blocking": (BLOCKING, False), "txn": (TXN, False),
     "errors": (ERRORS, False), "session_ttl": (SESSION_TTL, False), "acl": (ACL, True),
+    "extras": (EXTRAS, False),
 }

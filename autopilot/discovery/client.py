@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import ssl
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -29,6 +30,8 @@ import structlog
 
 from autopilot.config.model import ConsulConfig
 from autopilot.discovery.connection import build_client, resolve
+from autopilot.discovery.http import Params, Response
+from autopilot.discovery.transport import Transport
 
 T = TypeVar("T")
 log = structlog.get_logger("autopilot.discovery")
@@ -111,7 +114,9 @@ class DaemonPool(Executor):
 
 def is_unreachable(exc: BaseException) -> bool:
     """True for errors that mean "no answer from Consul" rather than "Consul said no"."""
-    return isinstance(exc, (TimeoutError, requests.ConnectionError, requests.Timeout))
+    return isinstance(exc, (TimeoutError, ConnectionError, asyncio.IncompleteReadError,
+                            ssl.SSLError, OSError, requests.ConnectionError,
+                            requests.Timeout))
 
 
 class ConsulClient:
@@ -128,6 +133,9 @@ class ConsulClient:
         self._reconnect_listeners: list[Callable[[], None]] = []
         self._lost_listeners: list[Callable[[], None]] = []
         self._wiped_listeners: list[Callable[[], None]] = []
+        #: requests on the event loop (http.request): keep-alive connections, no threads
+        self._transport: Transport | None = None
+        self._transport_loop: asyncio.AbstractEventLoop | None = None
         #: the live blocking queries (discovery.poll.BlockingQuery), for reset_queries()
         self._queries: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -230,7 +238,29 @@ class ConsulClient:
         self._note(True)
         return result
 
+    async def request(self, method: str, path: str, *, params: Params = (), body: Any = None,
+                      timeout: float = 5.0) -> Response:
+        """One HTTP request on the loop (see `discovery.transport`); reachability noted as
+        for ``run``. Use `discovery.http.request`."""
+        loop = asyncio.get_running_loop()
+        if self._transport is None or self._transport_loop is not loop:
+            if self._transport is not None:
+                self._transport.close()
+            self._transport, self._transport_loop = Transport(self.cfg), loop
+        try:
+            resp = await self._transport.request(method, path, params=params, body=body,
+                                                 timeout=timeout)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._note(not is_unreachable(exc), exc)
+            raise
+        self._note(True)
+        return resp
+
     def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._long_pool.shutdown(wait=False, cancel_futures=True)
 

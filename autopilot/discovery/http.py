@@ -1,15 +1,14 @@
 """The one request helper: how every part of autopilot (registration, watches, templates,
 the election) sends an HTTP request to Consul.
 
-``send`` is the only function that touches the wire. It runs in a worker thread of
-`ConsulClient` on that thread's py-consul client (its ``requests`` session, TLS settings
-and ACL token), with a per-call timeout, and hands back the status, the ``X-Consul-Index``
-and the body: the caller decides what a status code means. ``request`` is its asyncio face.
+Both return the status, the ``X-Consul-Index`` and the body: the caller decides what a
+status code means. ``send`` runs in a worker thread of `ConsulClient` on that thread's
+py-consul client (its ``requests`` session, TLS settings and ACL token).
 
-The seam for a transport without threads (issue 12: one keep-alive connection, no thread
-per call): replace ``request``'s body with an asyncio-streams client; every caller already
-goes through it. Templates also call ``send`` from their render thread (Jinja2 is
-synchronous), so that path keeps a synchronous transport.
+``request`` runs on the event loop over `transport.Transport` (asyncio streams, keep-alive
+connections, no thread per call). ``send`` is the synchronous path for code that already
+runs in a worker thread: a template's render (Jinja2 is synchronous) and the election's
+``lock.py`` calls.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ class ConsulRefused(Exception):
         self.code = code
 
 
-def _data(body: Any) -> bytes:
+def encode_body(body: Any) -> bytes:
     if body is None:
         return b""
     if isinstance(body, bytes):
@@ -61,7 +60,7 @@ def send(c: consul.Consul, method: str, path: str, *, params: Params = (), body:
     """One request on this thread's py-consul client. requests' own exceptions pass
     through: `ConsulClient` counts them as "unreachable"."""
     http = c.http
-    resp = http.session.request(method, http.uri(path, list(params)), data=_data(body),
+    resp = http.session.request(method, http.uri(path, list(params)), data=encode_body(body),
                                 headers=c.prepare_headers(), verify=http.verify,
                                 cert=http.cert, timeout=timeout)
     return Response(resp.status_code, int(resp.headers.get("X-Consul-Index", "0") or 0),
@@ -70,10 +69,9 @@ def send(c: consul.Consul, method: str, path: str, *, params: Params = (), body:
 
 async def request(client: ConsulClient, method: str, path: str, *, params: Params = (),
                   body: Any = None, timeout: float = 5.0) -> Response:
-    """``send`` without holding up the event loop; TimeoutError after ``timeout``."""
-    return await client.run(
-        lambda c: send(c, method, path, params=params, body=body, timeout=timeout),
-        timeout=timeout)
+    """One request on the event loop (`transport.Transport`: asyncio streams, keep-alive,
+    no thread); TimeoutError after ``timeout``."""
+    return await client.request(method, path, params=params, body=body, timeout=timeout)
 
 
 def blocking(index: int, wait: str | None) -> list[tuple[str, Any]]:

@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING
 
 from autopilot.aio import Backoff
-from autopilot.discovery.http import ConsulRefused, Params, Response, blocking, send
+from autopilot.discovery.http import ConsulRefused, Params, Response, blocking
 from autopilot.durations import to_go
 
 if TYPE_CHECKING:
@@ -129,6 +129,4 @@ class BlockingQuery:
         raise Abandoned("consul unreachable; long poll abandoned")
 
     async def _request(self, params: Params, timeout: float) -> Response:
-        return await self.client.run(
-            lambda c: send(c, "GET", self.path, params=params, timeout=timeout),
-            timeout=timeout)
+        return await self.client.request("GET", self.path, params=params, timeout=timeout)

@@ -296,3 +296,56 @@ def test_a_member_whose_position_hook_refuses_is_not_a_candidate(catalog: Catalo
                 await m.stop()
 
     run(scenario)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("max_lag", [100, 0])
+def test_maximum_lag_keeps_a_lagging_member_out_while_the_best_lives(
+        catalog: CatalogProcess, tmp_path: Path, max_lag: int):
+    """The best candidate (position 5000) is held back: it waits up to 4 s for the post of a
+    passing peer that never posts (a registered instance without an election). The lagging
+    member (position 100, candidacyTimeout 0.5 s) would run after 2 x 0.5 s; with
+    maximumLagOnFailover 100 it must not, as long as the best's post is live."""
+    async def scenario() -> None:
+        for node in ("n0", "n1", "n2"):
+            (tmp_path / f"pos-{node}").write_text("0\n")
+        ghost = Member(catalog, "ghost", tmp_path, port=7799)  # registered, never starts
+        ghost.register()
+        members = [Member(catalog, node, tmp_path, port=7790 + i, position=pos_hook(tmp_path, node),
+                          candidacy_timeout=timeout, maximum_lag_on_failover=max_lag)
+                   for i, (node, timeout) in enumerate((("n0", 0.5), ("n1", 0.5),
+                                                        ("n2", 4.0)))]
+        try:
+            for m in members:
+                m.register()
+                await m.start()
+            members[0].healthy()  # n0 leads first (the others join once it leads)
+            await until(lambda: members[0].election.primary, 10, "n0 to lead")
+            for m in members[1:]:
+                m.healthy()
+            await until(lambda: all(m.ctx.facts["db"].get("role") == "replica"
+                                    for m in members[1:]), 5, "two replicas")
+            lead, low, high = members
+            (tmp_path / "pos-n1").write_text("100\n")
+            (tmp_path / "pos-n2").write_text("5000\n")
+            t0 = time.time()
+            lead.unhealthy()
+            await until(lambda: low.election.primary or high.election.primary, 10,
+                        "a new primary")
+            took = time.time() - t0
+            if max_lag:
+                assert high.election.primary and not times(low, "promote", t0), \
+                    "the lagging member ran while the best candidate lived"
+                assert took >= 3.0, f"the best did not wait for the silent peer ({took:.2f}s)"
+            else:
+                # no limit: the lagging member runs once the best is late (bounded wait)
+                assert low.election.primary and took < 3.0, took
+            print(f"FIGURE maximumLagOnFailover={max_lag}: "
+                  f"{'high' if high.election.primary else 'low'} promoted after {took:.2f}s")
+        finally:
+            for m in members:
+                await m.stop()
+            if ghost.ctx.consul is not None:
+                ghost.ctx.consul.close()
+
+    run(scenario)

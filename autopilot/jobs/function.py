@@ -200,6 +200,11 @@ class FunctionJob(Job):
             await self._slots.acquire()
             try:
                 conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # EMFILE, ENOBUFS…: the socket stays, try again shortly
+                self._slots.release()
+                self._log.warning("accept failed", error=str(exc))
+                await asyncio.sleep(0.1)
+                continue
             except BaseException:
                 self._slots.release()
                 raise

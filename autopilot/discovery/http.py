@@ -16,12 +16,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import consul
-
-    from autopilot.discovery.client import ConsulClient
 
 Params = Sequence[tuple[str, Any]]
 
@@ -67,7 +65,15 @@ def send(c: consul.Consul, method: str, path: str, *, params: Params = (), body:
                     resp.text, dict(resp.headers))
 
 
-async def request(client: ConsulClient, method: str, path: str, *, params: Params = (),
+class Requester(Protocol):
+    """What ``request`` sends through: `client.ConsulClient` (reachability bookkeeping over
+    `transport.Transport`)."""
+
+    async def request(self, method: str, path: str, *, params: Params = (), body: Any = None,
+                      timeout: float = 5.0) -> Response: ...
+
+
+async def request(client: Requester, method: str, path: str, *, params: Params = (),
                   body: Any = None, timeout: float = 5.0) -> Response:
     """One request on the event loop (`transport.Transport`: asyncio streams, keep-alive,
     no thread); TimeoutError after ``timeout``."""

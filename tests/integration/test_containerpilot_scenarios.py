@@ -5,8 +5,8 @@ Consul, the log file read the way its ``run.sh`` scripts grep ``docker logs``.
 Covered here: test_envvars, test_config_reload (one reload, then a burst), test_logging
 (``loaded config:``), test_tasks (6 runs for ``restarts: "5"``, ``<job> timeout``),
 test_no_command, test_sighup, test_sigterm, test_telemetry (a sensor's ``-putmetric``, the
-``containerpilot`` service in Consul) and test_version_flag. The others are covered
-elsewhere or listed in docs/containerpilot.md: test_coprocess (tests/unit job tests),
+``containerpilot`` service in Consul), test_coprocess and test_version_flag. The others are
+covered elsewhere or listed in docs/containerpilot.md:
 test_discovery_consul (tests/integration/test_discovery*.py with consul-template replaced by
 autopilot's templates), test_reap_zombies (tests/integration/test_pid1.py), test_reopen
 (tests/unit logging tests).
@@ -247,3 +247,29 @@ def test_loaded_config_only_at_debug(tmp_path: Path, catalog: CatalogProcess,
     assert cp.client("-reload").returncode == 0
     wait_for(lambda: "reloading" in cp.text(), 10, message="the reload")
     assert "loaded config" not in cp.text()
+
+
+def test_coprocess_restart_limit_and_reload(tmp_path: Path, catalog: CatalogProcess,
+                                            cps: list[CP]) -> None:
+    """restarts: 1 -> the first kill restarts it, the second leaves it dead; a reload with
+    new args resets the limit and runs the new command."""
+    cfg = {"consul": catalog.address, "jobs": [
+        {"name": "coprocess", "exec": ["sleep", "61"], "restarts": 1},
+        {"name": "keepalive", "exec": "sleep 120"}]}
+    cp = CP(tmp_path, cfg)
+    cps.append(cp.start())
+    first = wait_for(lambda: _pids(cp)["coprocess"], 10, message="coprocess")
+    os.kill(first, signal.SIGKILL)
+    second = wait_for(lambda: (p := _pids(cp)["coprocess"]) and p != first and p, 10,
+                      message="the restart")
+    os.kill(second, signal.SIGKILL)
+    wait_for(lambda: _pids(cp)["coprocess"] is None, 10, message="coprocess dead")
+    holds(lambda: _pids(cp)["coprocess"] is None, 1.0)
+    cfg["jobs"][0]["exec"] = ["sleep", "62"]
+    cp.path.write_text(json.dumps({**cfg, "control": {"socket": cp.sock},
+                                   "logging": {"level": "DEBUG"}}))
+    assert cp.client("-reload").returncode == 0
+    third = wait_for(lambda: _pids(cp)["coprocess"], 15, message="running again")
+    assert Path(f"/proc/{third}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", b"62"]
+    os.kill(third, signal.SIGKILL)  # the limit was reset: one restart again
+    wait_for(lambda: (p := _pids(cp)["coprocess"]) and p != third, 10, message="restart")

@@ -12,6 +12,8 @@ token CONSUL_HTTP_TOKEN.
                                    instance (NAME: the service ID minus "JOB-", "-" -> "_":
                                    the node's application_name and replication slot; NODATA
                                    1 when its check says it has no data yet)
+  catalog.py view SERVICE JOB KEY  KEY's value on one line ("-" if none), then `members`:
+                                   what a promote hook needs, in one call
   catalog.py get KEY               the raw value (exit 3 when the key does not exist)
   catalog.py put KEY [--cas N]     store stdin; exit 4 when a check-and-set fails
 """
@@ -72,6 +74,11 @@ def main(argv: list[str]) -> int:
         print(init, value.get("address", "-"), value.get("port", "-"),
               1 if value.get("promoted") else 0, value.get("service_id", "-"))
         return 0
+    if verb == "view" and len(argv) == 5:
+        entry = kv_entry(argv[4])
+        value = base64.b64decode(entry.get("Value") or b"").decode() if entry else ""
+        print(value.replace("\n", " ") or "-")
+        return main(argv[:1] + ["members", argv[2], argv[3]])
     if verb == "members" and len(argv) == 4:
         order = {"passing": 0, "warning": 1, "critical": 2}
         for e in json.loads(call(f"/v1/health/service/{argv[2]}")):

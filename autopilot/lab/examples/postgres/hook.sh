@@ -230,11 +230,11 @@ health() {
         if [ -f "$DIR/cluster-exists" ]; then echo "no data yet: cloning"; exit 1; fi
         echo "no cluster yet: candidate for bootstrap"; exit 0
     fi
+    # a promote hook at work: the server may restart or leave recovery under our feet, and
+    # the role in our environment changes only once it succeeded
+    if promoting; then echo "promotion in progress"; exit 0; fi
     rec=$(in_recovery)
-    case "$rec" in t | f) ;; *)
-        if promoting; then echo "promotion in progress"; exit 0; fi
-        echo "not answering: $rec"; exit 1 ;;
-    esac
+    case "$rec" in t | f) ;; *) echo "not answering: $rec"; exit 1 ;; esac
     srole=$(state_role)
     sepoch=$(state_epoch)
     case "${AUTOPILOT_ROLE:-}" in
@@ -286,8 +286,8 @@ demote() {
         log "demoted: stopped the primary, starting again as a standby"
     fi
     set_state replica "$(state_epoch)"
-    wait_up 20
-    if [ -n "${AUTOPILOT_LEADER_ADDRESS:-}" ] && ! leader_is_me; then follow_leader; fi
+    # no waiting for the restarted standby: a hand-over releases the lock only after this
+    # hook, and leaderChanged (follow) re-points it once a new primary is known
 }
 
 # ---------------------------------------------------------------- follow, rewind, detach
@@ -424,10 +424,19 @@ follow() {
 }
 
 # ---------------------------------------------------------------- promote, sync set
-others() {  # names of the other members in the catalog
-    catalog members "$SERVICE" "$JOB" 2>/dev/null | while read -r n _; do
+others() {  # names of the other members in the catalog (from VIEW when set)
+    members_view | while read -r n _; do
         [ "$n" != "$NAME" ] && echo "$n"
     done
+}
+
+VIEW=""  # promote: `catalog.py view` once (sync record, then the members)
+load_view() { VIEW=$(catalog view "$SERVICE" "$JOB" "$SYNC_KEY" 2>/dev/null); }
+members_view() {
+    if [ -n "$VIEW" ]; then echo "$VIEW" | sed 1d; else catalog members "$SERVICE" "$JOB" 2>/dev/null; fi
+}
+sync_record() {
+    if [ -n "$VIEW" ]; then echo "$VIEW" | sed -n '1{/^-$/d;p}'; else catalog get "$SYNC_KEY" 2>/dev/null; fi
 }
 
 names_list() {  # names_list NAME...: "a","b" for synchronous_standby_names
@@ -459,7 +468,7 @@ sync_leader() { echo "$1" | sed -n 's/.*"leader":"\([^"]*\)".*/\1/p'; }
 eligible() {  # may this node be promoted? (prints why not)
     if [ -n "${PG_NOFAILOVER:-}" ]; then echo "tagged nofailover"; return 1; fi
     [ "$SYNC" = 1 ] || return 0
-    published=$(catalog get "$SYNC_KEY" 2>/dev/null)
+    published=$(sync_record)
     set -- $(sync_members "$published")
     [ $# -eq 0 ] && return 0  # nothing published yet: a new cluster
     [ "$(sync_leader "$published")" = "$NAME" ] && return 0
@@ -479,8 +488,8 @@ peer_ahead() {
     # one to promote is the synchronous standby that got furthest; one we cannot ask might
     # hold commits nobody else has
     mine=$(my_lsn)
-    set -- $(sync_members)
-    catalog members "$SERVICE" "$JOB" 2>/dev/null | while read -r n host port _ _ nodata; do
+    set -- $(sync_members "$(sync_record)")
+    members_view | while read -r n host port _ _ nodata; do
         [ "$n" = "$NAME" ] && continue
         [ "${nodata:-0}" = 1 ] && continue  # never had data (still cloning): holds no commit
         in_set=0
@@ -528,6 +537,7 @@ promote() {
     trap 'rm -f "$DIR/promoting"' EXIT
     [ -f "$PGDATA/PG_VERSION" ] || bootstrap
     wait_up 20 || { log "not promoting: the server does not answer"; exit 1; }
+    [ "$SYNC" = 1 ] && load_view
     why=$(eligible) || { log "not promoting: $why"; exit 1; }
     if [ "$SYNC" = 1 ] && [ "$(in_recovery)" = t ]; then
         ahead=$(peer_ahead)

@@ -1,8 +1,9 @@
 """The template component: render, keep one blocking query per dependency, re-render
 (debounced) when one of them changes, write atomically, run the reload command.
 
-The render itself runs in a worker thread (Jinja2 and the catalog reads are synchronous);
-it reads values the watches already hold, and fetches only what it has not seen before.
+The render itself runs in a worker thread (Jinja2 is synchronous); it reads values the
+watches already hold, and fetches only what it has not seen before, through the shared
+transport on the loop (`discovery.http`).
 """
 
 from __future__ import annotations
@@ -136,22 +137,32 @@ class Template:
         """Render in a worker thread; ``fetched`` receives what had to be read afresh."""
         known = dict(self.values)
 
-        def work(client: Any) -> tuple[str, set[Dep]]:
+        consul = self.ctx.consul
+        loop = asyncio.get_running_loop()
+
+        def read(dep: Dep) -> tuple[int, Any]:
+            """From the render thread: the request runs on the loop (the shared transport,
+            no py-consul client per thread) while this thread waits for its answer."""
+            assert consul is not None
+            path, params = dep.query()
+            resp = asyncio.run_coroutine_threadsafe(
+                consul.request("GET", path, params=params, timeout=FETCH_TIMEOUT),
+                loop).result(FETCH_TIMEOUT + 1)
+            return resp.index, dep.parse(resp)
+
+        def work() -> tuple[str, set[Dep]]:
             def fetch(dep: Dep) -> Any:
                 if dep in known:
                     return known[dep]
                 if dep not in fetched:
-                    if client is None:
+                    if consul is None:
                         raise FetchError("no catalog configured (consul is off)")
-                    fetched[dep] = dep.fetch(client, timeout=FETCH_TIMEOUT)
+                    fetched[dep] = read(dep)
                 return fetched[dep][1]
 
             return render(self._env, self.cfg.source, fetch, node=self._node)
 
-        if self.ctx.consul is None:
-            text, used = await asyncio.wait_for(asyncio.to_thread(work, None), RENDER_TIMEOUT)
-        else:
-            text, used = await self.ctx.consul.run(work, timeout=RENDER_TIMEOUT)
+        text, used = await asyncio.wait_for(asyncio.to_thread(work), RENDER_TIMEOUT)
         return text, used
 
     def _failed(self, message: str) -> None:

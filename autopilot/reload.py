@@ -11,7 +11,7 @@ and telemetry survive it).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from autopilot.component import Component
     from autopilot.context import Context
+    from autopilot.discovery.client import ConsulClient
     from autopilot.jobs.job import Job
 
 log = structlog.get_logger("autopilot.supervisor")
@@ -97,7 +98,7 @@ class Reloading:
         await asyncio.gather(*(j.stop() for j in gone))
         for comp in reversed(to_stop):
             await self._stop_component(comp)
-        if consul_changed and old_consul is not None and hasattr(old_consul, "close"):
+        if consul_changed and old_consul is not None:
             old_consul.close()
         self._adopt(result)
         for comp in to_start:
@@ -117,11 +118,11 @@ class Reloading:
         self._schedule_check()
 
     @staticmethod
-    def _consul_changed(new: Config, current: Any) -> bool:
+    def _consul_changed(new: Config, current: ConsulClient | None) -> bool:
         """Compare what we would connect to (config plus CONSUL_* env, which putenv may have
         changed), not just the config block."""
         if new.consul is None or current is None:
             return (new.consul is None) != (current is None)
         from autopilot.discovery.connection import resolve
 
-        return resolve(new.consul) != getattr(current, "cfg", None)
+        return resolve(new.consul) != current.cfg

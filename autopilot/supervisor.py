@@ -422,7 +422,7 @@ class Supervisor(Reloading):
 
     def _close_consul(self) -> None:
         consul = self.ctx.consul
-        if consul is not None and hasattr(consul, "close"):
+        if consul is not None:
             try:
                 consul.close()
             except Exception:  # noqa: BLE001

@@ -184,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="3 trials, 1 at Sentinel defaults")
     ap.add_argument("--only", default="kill,term,loss,cpu")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--service", choices=["redis", "postgres"], default="redis",
+                    help="postgres: autopilot-run PostgreSQL against Patroni + etcd "
+                    "(bench/failover/pg.py)")
+    ap.add_argument("--patroni-default-trials", type=int, default=3,
+                    help="Patroni at its defaults takes ~25 s a trial")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("the autopilot side runs in the lab's namespaces: run as root", file=sys.stderr)
@@ -191,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.trials, args.sentinel_default_trials = 3, 1
         args.cpu_trials, args.cpu_seconds = 1, 10.0
+    if args.service == "postgres":
+        from bench.failover import pg
+
+        return pg.main(args, list(argv if argv is not None else sys.argv[1:]))
     only = set(args.only.split(","))
     n = args.trials
     burners = 2 * (os.cpu_count() or 2) + 2

@@ -193,7 +193,10 @@ def client(seconds: float, wait_ms: int, directory: Path) -> None:
         ended = time.monotonic()
     seqs = [a.seq for a in res.acks]
     final = next((m for m in members if m.name == wl.current), None)
-    lost = len(driver.missing(final, seqs)) if final and seqs else 0
+    try:
+        lost: int | str = len(driver.missing(final, seqs)) if final and seqs else 0
+    except Exception as exc:  # noqa: BLE001 - the last writer is gone (stopped, killed): say so
+        lost = f"unknown ({type(exc).__name__}: cannot read them back)"
     click.echo(f"done: {len(seqs)} writes acknowledged, {res.failures} failed attempts, "
                f"{lost} acknowledged writes missing on {wl.current}")
     # the figure the workshop compares: how long no write was acknowledged (from the start

@@ -417,9 +417,10 @@ class Election:
                 return
             if not await self._create_session():
                 return
+        free = self.holder is None or not self.holder.held  # (the watch may have read since)
         if free and now >= self._acquire_retry:
-            if self.candidacy and not await self._candidacy():
-                return
+            if self.candidacy and (not self.watch_ok or not await self._candidacy()):
+                return  # (no candidacy before the first read of the key: it may be held)
             await self._try_acquire()
         elif self._held_by_former_self() and now >= self._acquire_retry:
             await self._adopt()
@@ -434,6 +435,8 @@ class Election:
             await self._detach()
         if h is None or not h.held or h.session in self.own_sessions:
             return
+        if h.session in self._abandoned:
+            return  # our previous incarnation's session, being destroyed: nobody to follow
         if self._held_by_former_self():
             self._former_primary = True  # adopt it (below) or, if it lapses, fence first
             return

@@ -311,23 +311,21 @@ def test_maximum_lag_keeps_a_lagging_member_out_while_the_best_lives(
             (tmp_path / f"pos-{node}").write_text("0\n")
         ghost = Member(catalog, "ghost", tmp_path, port=7799)  # registered, never starts
         ghost.register()
-        members = [Member(catalog, node, tmp_path, port=7790 + i, position=pos_hook(tmp_path, node),
-                          candidacy_timeout=timeout, maximum_lag_on_failover=max_lag)
-                   for i, (node, timeout) in enumerate((("n0", 0.5), ("n1", 0.5),
-                                                        ("n2", 4.0)))]
+        members = [Member(catalog, node, tmp_path, port=7790 + i,
+                          position=pos_hook(tmp_path, node), candidacy_timeout=0.5,
+                          maximum_lag_on_failover=max_lag)
+                   for i, node in enumerate(("n0", "n1", "n2"))]
         try:
             for m in members:
                 m.register()
                 await m.start()
-            members[0].healthy()  # n0 leads first (the others join once it leads)
-            await until(lambda: members[0].election.primary, 10, "n0 to lead")
-            for m in members[1:]:
+            for m in members:
                 m.healthy()
-            await until(lambda: all(m.ctx.facts["db"].get("role") == "replica"
-                                    for m in members[1:]), 5, "two replicas")
-            lead, low, high = members
-            (tmp_path / "pos-n1").write_text("100\n")
-            (tmp_path / "pos-n2").write_text("5000\n")
+            (lead,) = await until(lambda: leaders(members), 20, "a first leader")
+            await until(lambda: sum(m.ctx.facts["db"].get("role") == "replica"
+                                    for m in members) == 2, 10, "two replicas")
+            low, high = rig_positions(tmp_path, members, lead)
+            high.election.ecfg.candidacy_timeout = 4.0  # the best waits for the silent peer
             t0 = time.time()
             lead.unhealthy()
             await until(lambda: low.election.primary or high.election.primary, 10,

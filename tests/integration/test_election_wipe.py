@@ -33,7 +33,7 @@ CONFIG = """\
       name: "db",
       exec: ["sh", "-c", "echo $$ > {tmp}/{node}.pid; exec sleep 3600"],
       port: {port},
-      health: {{exec: ["true"], interval: 1, ttl: 4, timeout: "5s"}},
+      health: {{exec: ["true"], interval: 1, ttl: {ttl}, timeout: "5s"}},
       election: {{
         lockDelay: "1s",
         stateDir: "{tmp}/state-{node}",
@@ -55,10 +55,10 @@ CONFIG = """\
 
 class Node(Supervisor):
     def __init__(self, cat: CatalogProcess, tmp: Path, node: str, port: int, env: dict,
-                 position: int, extra: str = "") -> None:
+                 position: int, extra: str = "", ttl: int = 4) -> None:
         super().__init__(cat, tmp, node, port, env)
         self.cfg.write_text(CONFIG.format(catalog=cat.address, tmp=tmp, node=node, port=port,
-                                          extra=extra))
+                                          extra=extra, ttl=ttl))
         (tmp / f"{node}.position").write_text(f"{position}\n")
 
 

@@ -18,20 +18,22 @@ from __future__ import annotations
 import asyncio
 import queue
 import ssl
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import consul
-import requests
 import structlog
 
 from autopilot.config.model import ConsulConfig
 from autopilot.discovery.connection import build_client, resolve
 from autopilot.discovery.http import Params, Response
 from autopilot.discovery.transport import Transport
+
+if TYPE_CHECKING:
+    import consul
 
 T = TypeVar("T")
 log = structlog.get_logger("autopilot.discovery")
@@ -114,9 +116,13 @@ class DaemonPool(Executor):
 
 def is_unreachable(exc: BaseException) -> bool:
     """True for errors that mean "no answer from Consul" rather than "Consul said no"."""
-    return isinstance(exc, (TimeoutError, ConnectionError, asyncio.IncompleteReadError,
-                            ssl.SSLError, OSError, requests.ConnectionError,
-                            requests.Timeout))
+    if isinstance(exc, (TimeoutError, ConnectionError, asyncio.IncompleteReadError,
+                        ssl.SSLError, OSError)):
+        return True
+    # requests is loaded only with the py-consul path (``run``); its errors count there
+    requests = sys.modules.get("requests")
+    return requests is not None and isinstance(exc, (requests.ConnectionError,
+                                                     requests.Timeout))
 
 
 class ConsulClient:

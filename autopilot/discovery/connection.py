@@ -23,13 +23,12 @@ import copy
 import os
 import urllib.parse
 from collections.abc import Mapping
-from typing import Any
-
-import consul
-import consul.std
-import requests.adapters
+from typing import TYPE_CHECKING, Any
 
 from autopilot.config.model import ConfigError, ConsulConfig
+
+if TYPE_CHECKING:
+    import consul
 
 DEFAULT_ADDRESS = "127.0.0.1:8500"
 #: how long py-consul lets requests wait on connect/read for a non-blocking call; a blocking
@@ -116,26 +115,47 @@ def resolve(cfg: ConsulConfig, environ: Mapping[str, str] | None = None) -> Cons
     return out
 
 
-class ServerNameAdapter(requests.adapters.HTTPAdapter):
-    """Checks the server's certificate against ``server_name`` instead of the URL's host.
+_adapter: type | None = None
 
-    requests has no per-request SNI/hostname option; urllib3 does (``server_hostname`` for SNI,
-    ``assert_hostname`` for the certificate match), so we add both to the pool's key. This is
-    how ``CONSUL_TLS_SERVER_NAME`` works when Consul is reached by IP.
-    """
 
-    def __init__(self, server_name: str, **kwargs: Any) -> None:
-        self.server_name = server_name
-        super().__init__(**kwargs)
+def server_name_adapter() -> type:
+    """``ServerNameAdapter``, defined on first use: requests is loaded only by the py-consul
+    path (a template's render, the election's lock calls), not by every supervisor with
+    discovery on (registrations and watches use ``discovery.transport``)."""
+    global _adapter
+    if _adapter is None:
+        import requests.adapters
 
-    def build_connection_pool_key_attributes(self, request, verify, cert=None):  # type: ignore[override]
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
-            request, verify, cert)
-        if host_params.get("scheme") == "https":
-            pool_kwargs["server_hostname"] = self.server_name
-            if verify:
-                pool_kwargs["assert_hostname"] = self.server_name
-        return host_params, pool_kwargs
+        class ServerNameAdapter(requests.adapters.HTTPAdapter):
+            """Checks the server's certificate against ``server_name`` instead of the URL's host.
+
+            requests has no per-request SNI/hostname option; urllib3 does (``server_hostname``
+            for SNI, ``assert_hostname`` for the certificate match), so we add both to the
+            pool's key. This is how ``CONSUL_TLS_SERVER_NAME`` works when Consul is reached by
+            IP.
+            """
+
+            def __init__(self, server_name: str, **kwargs: Any) -> None:
+                self.server_name = server_name
+                super().__init__(**kwargs)
+
+            def build_connection_pool_key_attributes(self, request, verify, cert=None):  # type: ignore[override]
+                host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+                    request, verify, cert)
+                if host_params.get("scheme") == "https":
+                    pool_kwargs["server_hostname"] = self.server_name
+                    if verify:
+                        pool_kwargs["assert_hostname"] = self.server_name
+                return host_params, pool_kwargs
+
+        _adapter = ServerNameAdapter
+    return _adapter
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ServerNameAdapter":
+        return server_name_adapter()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def requests_tls(cfg: ConsulConfig) -> tuple[bool | str, str | tuple[str, str] | None]:
@@ -154,6 +174,8 @@ def requests_tls(cfg: ConsulConfig) -> tuple[bool | str, str | tuple[str, str] |
 
 def build_client(cfg: ConsulConfig, connect_timeout: float = CONNECT_TIMEOUT) -> consul.Consul:
     """A synchronous py-consul client for already-resolved settings (see ``resolve``)."""
+    import consul.std
+
     scheme, host, port = split_address(cfg.address, cfg.scheme)
     scheme = cfg.scheme or scheme
     verify, cert = requests_tls(cfg)
@@ -163,5 +185,5 @@ def build_client(cfg: ConsulConfig, connect_timeout: float = CONNECT_TIMEOUT) ->
                                verify=verify, cert=cert, connections_timeout=connect_timeout)
     client.token = cfg.token  # py-consul prefers CONSUL_HTTP_TOKEN; `resolve` already decided
     if cfg.tls.servername and scheme == "https":
-        client.http.session.mount("https://", ServerNameAdapter(cfg.tls.servername))
+        client.http.session.mount("https://", server_name_adapter()(cfg.tls.servername))
     return client

@@ -239,7 +239,7 @@ class Agent:
         if svc is None and d.get("ServiceID"):
             svc = self.registry.services.get((self.node, d["ServiceID"]))
             if svc is None:
-                raise AgentError(400, f"ServiceID \"{d['ServiceID']}\" does not exist")
+                raise AgentError(500, f"ServiceID \"{d['ServiceID']}\" does not exist")
         name = d.get("Name") or (f"Service '{svc.name}' check" if svc else cid)
         definition: dict[str, Any] = {
             "Interval": format_duration(interval), "Timeout": format_duration(timeout),

@@ -175,6 +175,11 @@ async def catalog_register(request: web.Request) -> web.Response:
         checks.append(Check(node=node, id=cid, name=d.get("Name") or cid, status=status,
                             notes=d.get("Notes") or "", output=d.get("Output") or "",
                             service_id=d.get("ServiceID") or ""))
+    for chk in checks:  # Consul refuses the whole registration, node included
+        if chk.service_id and chk.service_id != (svc.id if svc else None) \
+                and (node, chk.service_id) not in st.registry.services:
+            raise ConsulError(500, f'failed inserting check: Missing service registration '
+                                   f'on node "{node}"')
     if not body.get("SkipNodeUpdate") or node not in st.registry.nodes:
         st.registry.ensure_node(node, address, node_id=body.get("ID") or "",
                                 datacenter=st.settings.datacenter,

@@ -141,7 +141,10 @@ async def txn(request: web.Request) -> web.Response:
     st = state_of(request)
     body = await body_json(request)
     if not isinstance(body, list):
-        raise ConsulError(400, "Failed to parse body: expected a JSON array of operations")
+        got = {dict: "object", str: "string", bool: "bool", int: "number",
+               float: "number"}.get(type(body), "value")
+        raise ConsulError(400, f"Failed to parse body: json: cannot unmarshal {got} into Go "
+                               "value of type api.TxnOps")
     try:
         results, errors = run_txn(st, body)
     except OverflowError as exc:

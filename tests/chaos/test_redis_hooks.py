@@ -225,3 +225,39 @@ def test_a_node_restarted_with_its_aof_keeps_its_data_detached(tmp_path: Path,
     assert b.info()["master_link_status"] == "down"
     with b.r() as r:
         assert r.call("DBSIZE") == 100
+
+
+@pytest.mark.timeout(60)
+def test_checks_and_hooks_that_predate_a_transition_do_not_undo_it(tmp_path: Path,
+                                                                   nodes: list[Node]) -> None:
+    a, b = Node(tmp_path, "a").start(), Node(tmp_path, "b").start()
+    nodes += [a, b]
+    primary_env = {"AUTOPILOT_ROLE": "primary", "AUTOPILOT_LEADER_EPOCH": "1"}
+    promote(a)
+    assert a.hook("health", **primary_env).returncode == 0
+    # a check started before the step-down still says primary: it must not fail the
+    # session (a lock-delay instead of a clean release), the demote marked the node
+    a.hook("demote", AUTOPILOT_ROLE="replica")
+    res = a.hook("health", **primary_env)
+    assert res.returncode == 0 and "stepping down" in res.stdout, res.stdout
+    # ...but a primary whose redis-server restarted under it fails its check at once
+    a.kill()
+    a.start()
+    res = a.hook("health", **primary_env)
+    assert res.returncode == 1, (res.stdout, (a.dir / "data" / "autopilot-role").read_text(),
+                                 a.info())
+
+    # a follower detached when the lock left leader `a` (epoch 1): a follow hook or check
+    # carrying that old leader must not re-attach it to the deposed primary
+    old_leader = {"AUTOPILOT_ROLE": "replica", "AUTOPILOT_LEADER_ADDRESS": "127.0.0.1",
+                  "AUTOPILOT_LEADER_PORT": str(a.port), "AUTOPILOT_LEADER_EPOCH": "1"}
+    assert b.hook("follow", **old_leader).returncode == 0
+    wait_for(lambda: b.info()["master_port"] == str(a.port), 5, "b to follow a")
+    assert b.hook("detach", AUTOPILOT_ROLE="replica").returncode == 0
+    assert b.info()["master_port"] == "0"
+    b.hook("follow", **old_leader)
+    b.hook("health", **old_leader)
+    assert b.info()["master_port"] == "0", "a stale hook re-attached the detached follower"
+    # the next leader (a higher epoch) is followed
+    assert b.hook("follow", **{**old_leader, "AUTOPILOT_LEADER_EPOCH": "2"}).returncode == 0
+    assert b.info()["master_port"] == str(a.port)

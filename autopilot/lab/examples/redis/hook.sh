@@ -134,6 +134,12 @@ run() {
     ppid_now
     parent=$PPID_NOW
     pid=""
+    # whatever this node was before, the redis-server below is fenced and no transition has
+    # been applied to it: "none" (written before it answers anyone). A primary whose redis
+    # restarted thus fails its check (same epoch, role none), and the next decision of the
+    # election (promote, or follow a leader of any epoch) is applied.
+    read_state
+    set_state none "$S_epoch"
     if [ -f "$pidfile" ]; then
         old=$(cat "$pidfile")
         if alive "$old" && tr '\0' ' ' <"/proc/$old/cmdline" 2>/dev/null | grep -q redis-server; then
@@ -156,12 +162,6 @@ run() {
         pid=$!
         echo "$pid" >"$pidfile"
     fi
-    # whatever this node was before, this redis-server is fenced now and no transition has
-    # been applied to it: "none". A primary whose redis restarted thus fails its check
-    # (same epoch, role none), and the next decision of the election (promote, or follow a
-    # leader of any epoch) is applied.
-    read_state
-    set_state none "$S_epoch"
     trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
     ticks=20
     while alive "$pid"; do

@@ -110,6 +110,7 @@ def test_a_short_consul_election_does_not_depose_a_healthy_primary(catalog: Cata
     run(scenario)
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(60)
 def test_past_its_tolerance_a_primary_steps_down_and_frees_the_lock_when_consul_is_back(
         catalog: CatalogProcess, tmp_path: Path):

@@ -298,6 +298,7 @@ def test_a_member_whose_position_hook_refuses_is_not_a_candidate(catalog: Catalo
     run(scenario)
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("max_lag", [100, 0])
 def test_maximum_lag_keeps_a_lagging_member_out_while_the_best_lives(

@@ -95,6 +95,7 @@ def follows(n: Node, leader: str, epoch: int, since: float) -> bool:
                and int(r[3]) == epoch for r in n.lines())
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(120)
 def test_catalog_wipe_keeps_the_primary_and_the_epoch_grows(tmp_path: Path, env_clean: dict):
     cat = CatalogProcess(tmp_path).start()

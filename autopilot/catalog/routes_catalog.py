@@ -28,6 +28,19 @@ def _tags(request: web.Request) -> list[str]:
     return request.query.getall("tag", [])
 
 
+def _node_meta(request: web.Request) -> dict[str, str]:
+    """``?node-meta=key:value`` (repeatable): only nodes whose Meta has all of them."""
+    out = {}
+    for item in request.query.getall("node-meta", []):
+        key, _, value = item.partition(":")
+        out[key] = value
+    return out
+
+
+def _meta_ok(meta: dict[str, str] | None, wanted: dict[str, str]) -> bool:
+    return all((meta or {}).get(k) == v for k, v in wanted.items())
+
+
 @routes.get("/v1/health/service/{name}")
 async def health_service(request: web.Request) -> web.Response:
     check_dc(request)
@@ -37,6 +50,8 @@ async def health_service(request: web.Request) -> web.Response:
     idx = await block(request, lambda: st.registry.service_index(name),
                       topic_is(f"svc:{name}", "table:services", "table:nodes"))
     entries = st.registry.health_entries(name, _tags(request), flag(request, "passing"))
+    if wanted := _node_meta(request):
+        entries = [e for e in entries if _meta_ok((e["Node"] or {}).get("Meta"), wanted)]
     return catalog_reply(request, filtered(flt, entries), idx)
 
 
@@ -97,6 +112,14 @@ async def catalog_services(request: web.Request) -> web.Response:
                              "X-Consul-LastContact": "0"})
         return resp
     idx = await block(request, lambda: st.store.table("services"), topic_is("table:services"))
+    if wanted := _node_meta(request):  # only services on matching nodes, as Consul
+        names: dict[str, list[str]] = {}
+        for svc in st.registry.services.values():
+            node = st.registry.nodes.get(svc.node)
+            if node is not None and _meta_ok(node.meta, wanted):
+                tags = names.setdefault(svc.name, [])
+                tags += [t for t in svc.tags if t not in tags]
+        return catalog_reply(request, names, idx)
     return catalog_reply(request, st.registry.service_names(), idx)
 
 
@@ -109,8 +132,10 @@ async def catalog_service(request: web.Request) -> web.Response:
     idx = await block(request, lambda: st.registry.service_index(name),
                       topic_is(f"svc:{name}", "table:services", "table:nodes"))
     tags = _tags(request)
-    out = [st.registry.catalog_entry(s) for s in st.registry.instances(name)
-           if all(t in s.tags for t in tags)]
+    wanted = _node_meta(request)
+    out = [e for e in (st.registry.catalog_entry(s) for s in st.registry.instances(name)
+                       if all(t in s.tags for t in tags))
+           if _meta_ok(e["NodeMeta"], wanted)]
     return catalog_reply(request, filtered(flt, out), idx)
 
 
@@ -120,7 +145,9 @@ async def catalog_nodes(request: web.Request) -> web.Response:
     flt = request_filter(request)
     st = state_of(request)
     idx = await block(request, lambda: st.store.table("nodes"), topic_is("table:nodes"))
-    out = [n.to_json() for n in sorted(st.registry.nodes.values(), key=lambda n: n.name)]
+    wanted = _node_meta(request)
+    out = [n.to_json() for n in sorted(st.registry.nodes.values(), key=lambda n: n.name)
+           if _meta_ok(n.meta, wanted)]
     return catalog_reply(request, filtered(flt, out), idx)
 
 

@@ -107,6 +107,8 @@ async def _as_anonymous(request: web.Request, handler: Handler) -> web.StreamRes
 @web.middleware
 async def consul_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     st = request.app[STATE_KEY]
+    if request.method == "HEAD":  # Consul's handlers allow HEAD nowhere
+        return _text(405, "method HEAD not allowed")
     try:
         faults.check(request)  # test-only, off unless AUTOPILOT_CATALOG_FAULTS=1
         anonymous = _anonymous(request, st.settings.token)

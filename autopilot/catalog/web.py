@@ -151,7 +151,8 @@ def request_filter(request: web.Request) -> Callable[[Any], bool] | None:
     try:
         return compile_filter(text)
     except FilterError as exc:
-        raise ConsulError(400, f"Failed to create boolean expression evaluator: {exc}") from None
+        # Consul 1.10 answers a malformed filter with 500 (the RPC's error)
+        raise ConsulError(500, f"Failed to create boolean expression evaluator: {exc}") from None
 
 
 def filtered(pred: Callable[[Any], bool] | None, data: Any) -> Any:

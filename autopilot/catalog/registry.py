@@ -3,7 +3,8 @@
 Pure data plus index bookkeeping; timers (TTL expiry, reaping) live in ``agent.py``. Topics
 touched: ``table:nodes|services|checks``, ``svc:<service name>`` for anything that changes a
 service's health/catalog entries, ``node:<name>`` for a node or its services,
-``nodechecks:<name>`` for a node's checks.
+``nodechecks:<name>`` for a node's checks, ``svcchecks:<service name>`` for a service's own
+checks.
 """
 
 from __future__ import annotations
@@ -178,6 +179,11 @@ class Registry:
         self.svc_index[name] = idx
         return idx
 
+    def _touch_service_checks(self, name: str) -> None:
+        """Wake health/checks/:name readers: one of that service's own checks changed (a node
+        check does not, as in Consul)."""
+        self.store.touch(f"svcchecks:{name}")
+
     def _touch_node(self, node: str, table: str) -> int:
         """A change to a node or its services (what catalog/node/:node shows)."""
         idx = self.store.touch(table, f"node:{node}")
@@ -259,8 +265,10 @@ class Registry:
             self._unname(old)
         self.load_service(svc)
         self._touch_service(svc.name)
+        self._touch_service_checks(svc.name)
         if old and old.name != svc.name:
             self._touch_service(old.name)
+            self._touch_service_checks(old.name)
         for chk in self.by_owner.get((svc.node, svc.id), {}).values():
             chk.service_name, chk.service_tags = svc.name, list(svc.tags)
         return svc
@@ -272,6 +280,7 @@ class Registry:
         self._unname(svc)
         self._touch_node(node, "table:services")
         self._touch_service(svc.name)
+        self._touch_service_checks(svc.name)
         for cid in list(self.by_owner.get((node, sid), {})):
             self.remove_check(node, cid)
         return True
@@ -345,6 +354,7 @@ class Registry:
             svc = self.services.get((chk.node, chk.service_id))
             if svc:
                 self._touch_service(svc.name)
+                self._touch_service_checks(svc.name)
         else:
             self._touch_node_services(chk.node)
 

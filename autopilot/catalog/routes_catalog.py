@@ -61,8 +61,10 @@ async def health_checks(request: web.Request) -> web.Response:
     flt = request_filter(request)
     st = state_of(request)
     name = request.match_info["name"]
-    idx = await block(request, lambda: st.registry.service_index(name),
-                      topic_is(f"svc:{name}", "table:services", "table:nodes"))
+    # Consul reports the checks table's index here but wakes a blocked query only for this
+    # service's own checks: a node check moves the index without waking anyone
+    idx = await block(request, lambda: st.store.table("checks"),
+                      topic_is(f"svcchecks:{name}"))
     out = []
     for svc in st.registry.instances(name):
         out += [c.to_json() for c in st.registry.service_checks(svc.node, svc.id)]

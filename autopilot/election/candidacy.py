@@ -60,17 +60,24 @@ class Decision:
     best: str | None = None
 
 
+PATIENCE = 3  # × timeout: how long a round waits for a peer it must not lose (see decide)
+
+
 def decide(me: str, posts: list[Post], expected: set[str], round_epoch: int,
-           elapsed: float, timeout: float, max_lag: int) -> Decision:
+           elapsed: float, timeout: float, max_lag: int,
+           patient: frozenset[str] | set[str] = frozenset()) -> Decision:
     """Should member ``me`` (whose own post is among ``posts``) try to acquire now?
 
     - Posts count for this round when ``epoch_seen >= round_epoch`` (older ones were
       written while an earlier leader was known).
     - The best live eligible post runs once every peer in ``expected`` (the live peers
-      this member knows of) has posted this round, or ``timeout`` after the round began.
-    - Any other member waits while the best one is live, for ``2 × timeout``; after that it
-      may run, unless it is behind the best by more than ``max_lag`` (0: no limit), in
-      which case it waits as long as the best is live.
+      this member knows of) has posted this round, or ``timeout`` after the round began;
+      ``PATIENCE × timeout`` while a peer in ``patient`` is missing (the leader everybody
+      followed, absent from a wiped catalog: it is likely the most up to date, and it has
+      to register again, fence and post before it can run).
+    - Any other member waits while the best one is live, for that wait plus ``timeout``;
+      after that it may run, unless it is behind the best by more than ``max_lag`` (0: no
+      limit), in which case it waits as long as the best is live.
     """
     current = {p.service_id: p for p in posts if p.epoch_seen >= round_epoch}
     mine = current.get(me)
@@ -80,20 +87,21 @@ def decide(me: str, posts: list[Post], expected: set[str], round_epoch: int,
     if not runners:
         runners = [mine]
     best = runners[0]
+    missing = sorted(expected - set(current) - {me})
+    limit = timeout * (PATIENCE if set(missing) & set(patient) else 1)
     if best.service_id == me:
-        missing = sorted(expected - set(current) - {me})
         if not missing:
             return Decision(True, "best candidate, every peer posted", me)
-        if elapsed >= timeout:
+        if elapsed >= limit:
             return Decision(True, f"best candidate; no post from {', '.join(missing)} "
-                                  f"after {timeout:g}s", me)
+                                  f"after {limit:g}s", me)
         return Decision(False, f"waiting for posts from {', '.join(missing)}", me)
     behind = best.position - mine.position if mine.position != UNKNOWN or \
         best.position == UNKNOWN else None
     if max_lag and (behind is None or behind > max_lag):
         return Decision(False, f"{best.service_id} is live and ahead by more than "
                                f"maximumLagOnFailover", best.service_id)
-    if elapsed < 2 * timeout:
+    if elapsed < limit + timeout:
         return Decision(False, f"{best.service_id} is ahead", best.service_id)
     return Decision(True, f"{best.service_id} did not take the lock in time",
                     best.service_id)

@@ -562,13 +562,17 @@ class Election:
             if p.live:
                 self.epochs.note(p.epoch_seen)
         expected = {sid for sid, st in health.items() if st == "passing"}
+        patient: set[str] = set()
         prev = self._last_leader
-        if prev and health.get(prev) != "critical":
-            expected.add(prev)  # absent after a catalog wipe: it may be re-registering
+        if prev and prev != self.service_id and health.get(prev) != "critical":
+            # the leader we followed and whose check did not fail: after a wipe it must
+            # register again, fence and get a session before it can post; wait longer
+            expected.add(prev)
+            patient.add(prev)
         decision = candidacy.decide(self.service_id, posts, expected, rnd.epoch,
                                     time.monotonic() - rnd.start,
                                     self.ecfg.candidacy_timeout,
-                                    self.ecfg.maximum_lag_on_failover)
+                                    self.ecfg.maximum_lag_on_failover, patient)
         if decision.why != rnd.why:
             rnd.why = decision.why
             log.info("candidacy", job=self.job, run=decision.acquire, why=decision.why)

@@ -106,7 +106,10 @@ def test_catalog_wipe_keeps_the_primary_and_the_epoch_grows(tmp_path: Path, env_
             n.start()
         first = wait_for(lambda: holder(cat) if (holder(cat) or {}).get("promoted") else None,
                          20, message="a first primary")
-        # a hand-over raises the epoch to 2 (the catalog's LockIndex follows it so far)
+        # a hand-over raises the epoch to 2 (the catalog's LockIndex follows it so far),
+        # once every member runs (a session each)
+        wait_for(lambda: len(requests.get(cat.url + "/v1/session/list", timeout=2).json())
+                 == 3, 20, message="three sessions")
         old = next(n for n in nodes if n.node == first["node"])
         old.signal(signal.SIGTERM)
         assert old.proc is not None
@@ -114,6 +117,10 @@ def test_catalog_wipe_keeps_the_primary_and_the_epoch_grows(tmp_path: Path, env_
         second = wait_for(lambda: holder(cat) if (holder(cat) or {}).get("promoted")
                           and holder(cat)["node"] != first["node"] else None,
                           10, message="a second primary")
+        successor = next(n for n in nodes if n.node == second["node"])
+        gap = successor.times("promote")[-1] - old.times("demote")[-1]
+        print(f"FIGURE SIGTERM hand-over with detach+position hooks: demote -> promote "
+              f"{gap * 1000:.0f} ms")
         old.start()
         epoch = second["epoch"]
         assert epoch >= 2

@@ -70,6 +70,19 @@ def test_the_most_up_to_date_candidate_runs_first() -> None:
     assert decide("b", [post("a", UNKNOWN), post("b", 0)], {"a", "b"}, 5, 0, 2, 0).acquire
 
 
+def test_the_leader_absent_from_a_wiped_catalog_is_waited_for_longer() -> None:
+    posts = [post("a", 100), post("b", 90)]
+    # "c" led and is absent from the catalog: 3 x timeout for it, not 1 x
+    assert not decide("a", posts, {"a", "b", "c"}, 5, 2.5, 2.0, 0, {"c"}).acquire
+    assert decide("a", posts, {"a", "b", "c"}, 5, 6.0, 2.0, 0, {"c"}).acquire
+    # and the others do not run before the best may
+    assert not decide("b", posts, {"a", "b", "c"}, 5, 7.9, 2.0, 0, {"c"}).acquire
+    assert decide("b", posts, {"a", "b", "c"}, 5, 8.0, 2.0, 0, {"c"}).acquire
+    # once it posted, nobody waits any longer
+    assert decide("c", [*posts, post("c", 1000)], {"a", "b", "c"}, 5, 0.1, 2.0, 0,
+                  {"c"}).acquire
+
+
 def test_others_wait_and_the_lag_limit_holds_while_the_best_lives() -> None:
     posts = [post("a", 100), post("b", 300)]
     assert not decide("a", posts, {"a", "b"}, 5, 3.9, 2.0, 0).acquire

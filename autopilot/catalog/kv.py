@@ -87,7 +87,9 @@ class KV:
         if ent is None:
             ent = self.entries[key] = KVEntry(key=key, value=value, create_index=idx)
             self.tombstones.pop(key, None)
-        ent.value, ent.flags, ent.modify_index = value, flags, idx
+        # Consul's plain (and cas) write takes LockIndex from the request, i.e. 0, and keeps
+        # the Session: only acquire/release carry the lock count on
+        ent.value, ent.flags, ent.modify_index, ent.lock_index = value, flags, idx, 0
         return True
 
     def delete(self, key: str, recurse: bool = False, cas: int | None = None) -> bool:

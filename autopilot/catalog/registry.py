@@ -391,10 +391,14 @@ class Registry:
             listener(node, cid)
 
     def node_checks(self, node: str) -> list[Check]:
-        return list(self.by_owner.get((node, ""), {}).values())
+        """The node's own checks, by CheckID (Consul's state store order)."""
+        return sorted(self.by_owner.get((node, ""), {}).values(), key=lambda c: c.id)
 
     def service_checks(self, node: str, sid: str) -> list[Check]:
-        return list(self.by_owner.get((node, sid), {}).values()) if sid else []
+        """A service instance's checks, by CheckID."""
+        if not sid:
+            return []
+        return sorted(self.by_owner.get((node, sid), {}).values(), key=lambda c: c.id)
 
     # ---- read shapes -----------------------------------------------------------------------
     def health_entries(self, name: str, tags: list[str], passing: bool) -> list[dict[str, Any]]:

@@ -32,7 +32,9 @@ class Session:
     node: str
     name: str = ""
     checks: list[str] = field(default_factory=list)
-    node_checks: list[str] = field(default_factory=list)
+    #: None when the body said ``"NodeChecks": null`` (Consul then binds no node check and
+    #: shows null)
+    node_checks: list[str] | None = field(default_factory=list)
     service_checks: list[dict[str, str]] = field(default_factory=list)
     lock_delay_ns: int = DEFAULT_LOCK_DELAY
     behavior: str = "release"
@@ -41,14 +43,15 @@ class Session:
     modify_index: int = 0
 
     def bound_checks(self) -> list[str]:
-        return list(dict.fromkeys(self.checks + self.node_checks
+        return list(dict.fromkeys(self.checks + (self.node_checks or [])
                                   + [sc["ID"] for sc in self.service_checks]))
 
     def to_json(self) -> dict[str, Any]:
         return {"ID": self.id, "Name": self.name, "Node": self.node,
                 "LockDelay": self.lock_delay_ns, "Behavior": self.behavior, "TTL": self.ttl,
                 # Consul 1.10 folds the legacy Checks into NodeChecks and has no Checks key
-                "NodeChecks": list(dict.fromkeys(self.node_checks + self.checks)),
+                "NodeChecks": (None if self.node_checks is None and not self.checks
+                               else list(dict.fromkeys((self.node_checks or []) + self.checks))),
                 "ServiceChecks": [dict(sc) for sc in self.service_checks] or None,
                 "CreateIndex": self.create_index,
                 "ModifyIndex": self.modify_index}
@@ -77,7 +80,8 @@ class Sessions:
         sess = Session(id=str(uuid.uuid4()), node=body.get("Node") or self.node,
                        name=body.get("Name") or "")
         if "NodeChecks" in body:
-            sess.node_checks = list(body["NodeChecks"] or [])
+            raw = body["NodeChecks"]
+            sess.node_checks = None if raw is None else list(raw)
         elif "Checks" in body:
             sess.node_checks = []
         else:

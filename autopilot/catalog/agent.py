@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ipaddress
 import random
+import re
 import time
 import uuid
 from typing import Any
@@ -65,6 +66,24 @@ def clip_output(text: str) -> str:
 
 
 _CANON = {"address": "Address", "port": "Port"}
+_META_KEY = re.compile(r"^[a-zA-Z0-9_-]+$")
+
+
+def _meta_problem(meta: dict[str, str]) -> str | None:
+    """Consul's metadata rules (validateMetadata): at most 64 pairs, keys of letters,
+    digits, ``_`` and ``-`` up to 128 characters, no ``consul-`` prefix, values up to 512."""
+    if len(meta) > 64:
+        return "Node metadata cannot contain more than 64 key/value pairs"
+    for key, value in meta.items():
+        why = ("Key cannot be blank" if key == "" else
+               "Key contains invalid characters" if not _META_KEY.match(key) else
+               "Key is too long (limit: 128 characters)" if len(key) > 128 else
+               "Key prefix 'consul-' is reserved for internal use"
+               if key.startswith("consul-") else
+               "Value is too long (limit: 512 characters)" if len(value) > 512 else None)
+        if why:
+            return f"Couldn't load metadata pair ('{key}', '{value}'): {why}"
+    return None
 
 
 def _default_tagged(given: dict[str, Any] | None, address: str,
@@ -149,6 +168,9 @@ class Agent:
             raise AgentError(400, "Missing service name")
         sid = body.get("ID") or name
         port = body.get("Port") or 0
+        problem = _meta_problem(body.get("Meta") or {})
+        if problem:
+            raise AgentError(400, f"Invalid Service Meta: {problem}")
         address = body.get("Address") or ""
         svc = Service(node=self.node, id=sid, name=name, tags=list(body.get("Tags") or []),
                       address=address, port=port,
@@ -228,6 +250,8 @@ class Agent:
         kind = ("http" if d.get("HTTP") else "tcp" if d.get("TCP") else
                 "script" if d.get("Args") or d.get("ScriptArgs") else
                 "alias" if d.get("AliasService") or d.get("AliasNode") else "ttl")
+        if interval > 0 and ttl > 0:
+            raise AgentError(400, "Invalid check: Interval and TTL cannot both be specified")
         if kind == "ttl" and ttl <= 0:
             raise AgentError(400, "Invalid check: TTL must be > 0 for TTL checks")
         if kind in ("http", "tcp", "script") and interval <= 0:

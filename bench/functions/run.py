@@ -9,7 +9,8 @@ examples/functions/hello.py):
 
 - *handler's own start*: the bench itself activates the handler the systemd way (fork, the
   socket at fd 3, LISTEN_PID, exec) with a request already waiting in the socket's backlog;
-  time from the fork to the complete answer. Nothing of autopilot is involved.
+  time from the fork to the complete answer. Nothing of autopilot is involved. Its trials
+  alternate with autopilot's cold trials, so load drift weighs on both alike.
 - *autopilot cold*: the same request sent to a function job at zero instances (autopilot's
   socket, its bash shim, its relay); added cold start = autopilot cold - handler's own start.
 - *warm*: a request to a running handler, directly and through autopilot (the relay's cost).
@@ -196,8 +197,13 @@ class Autopilot:
 def autopilot_trials(tmp: Path, trials: int, burst: int, rounds: int) -> dict[str, Any]:
     ap = Autopilot(tmp, idle="150ms", cap=burst)
     try:
-        cold, warm = [], []
+        cold, warm, d_cold, d_warm = [], [], [], []
         for _ in range(trials):
+            # interleaved with the handler's own start, so a change of the machine's load
+            # during the run weighs on both sides alike
+            c, w = direct_cold(1)
+            d_cold += c
+            d_warm += w
             ap.wait_zero()
             t0 = time.perf_counter()
             request(ap.port)
@@ -226,7 +232,8 @@ def autopilot_trials(tmp: Path, trials: int, burst: int, rounds: int) -> dict[st
                    if line.startswith("autopilot_function_") and " " in line}
     finally:
         ap.stop()
-    return {"cold": cold, "warm": warm, "burst": burst_lat, "burst_ok": ok,
+    return {"cold": cold, "warm": warm, "direct_cold": d_cold, "direct_warm": d_warm,
+            "burst": burst_lat, "burst_ok": ok,
             "burst_failed": failures, "metrics": metrics}
 
 
@@ -332,9 +339,9 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=RESULTS)
     args = ap.parse_args()
 
-    d_cold, d_warm = direct_cold(args.trials)
     with tempfile.TemporaryDirectory(prefix="fnbench-") as tmp:
         auto = autopilot_trials(Path(tmp), args.trials, args.burst, args.rounds)
+    d_cold, d_warm = auto["direct_cold"], auto["direct_warm"]
     wd = watchdog_trials(args.trials, args.burst)
 
     fig = {

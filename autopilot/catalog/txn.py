@@ -46,8 +46,19 @@ def _value(op: dict[str, Any]) -> bytes:
     try:
         return base64.b64decode(raw, validate=True)
     except (binascii.Error, TypeError, ValueError):
-        raise TxnBadRequest(f"Failed to parse body: illegal base64 data in Value of "
-                            f"{op.get('Key')!r}") from None
+        raise TxnBadRequest(f"Failed to parse body: illegal base64 data at input byte "
+                            f"{_bad_base64_at(raw)}") from None
+
+
+def _bad_base64_at(raw: Any) -> int:
+    """Where Go's base64 decoder gives up: the first byte outside the alphabet, else the
+    end of the last complete quantum (a length that is not a multiple of 4)."""
+    text = str(raw)
+    alphabet = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+    for i, ch in enumerate(text.rstrip("=")):
+        if ch not in alphabet:
+            return i
+    return len(text) - len(text) % 4
 
 
 def _entry(state: State, key: str, with_value: bool) -> dict[str, Any]:
@@ -86,7 +97,8 @@ def _apply(state: State, op: dict[str, Any]) -> list[dict[str, Any]]:
         if ent is None:
             raise TxnAbort(f'key "{key}" doesn\'t exist')
         if ent.modify_index != int(index or 0):
-            raise TxnAbort(f"current modify index {ent.modify_index} != {int(index or 0)}")
+            raise TxnAbort(f'failed index check for key "{key}", current modify index '
+                           f"{ent.modify_index} != {int(index or 0)}")
         return [{"KV": _entry(state, key, False)}]
     elif verb == "check-session":
         if ent is None:

@@ -346,6 +346,25 @@ TXN: list[Step] = [
         {"KV": {"Verb": "lock", "Key": "t/l",
                 "Session": "00000000-0000-0000-0000-000000000000"}}]},
     {"name": "txn-empty", "method": "PUT", "path": "/v1/txn", "body": []},
+    {"name": "session", "method": "PUT", "path": "/v1/session/create",
+     "body": {"LockDelay": "0s"}, "save": {"s": "body.ID"}},
+    {"name": "txn-lock", "method": "PUT", "path": "/v1/txn", "body": [
+        {"KV": {"Verb": "lock", "Key": "t/l", "Value": "eA==", "Session": "{s}"}},
+        {"KV": {"Verb": "check-session", "Key": "t/l", "Session": "{s}"}}]},
+    {"name": "txn-unlock-wrong-session", "method": "PUT", "path": "/v1/txn", "body": [
+        {"KV": {"Verb": "unlock", "Key": "t/l",
+                "Session": "00000000-0000-0000-0000-000000000000"}}]},
+    {"name": "txn-unlock", "method": "PUT", "path": "/v1/txn", "body": [
+        {"KV": {"Verb": "unlock", "Key": "t/l", "Session": "{s}"}}]},
+    {"name": "txn-delete-cas-stale", "method": "PUT", "path": "/v1/txn", "body": [
+        {"KV": {"Verb": "delete-cas", "Key": "t/l", "Index": 1}}]},
+    {"name": "txn-get-tree-empty", "method": "PUT", "path": "/v1/txn", "body": [
+        {"KV": {"Verb": "get-tree", "Key": "nothing/"}}]},
+    {"name": "txn-bad-base64", "method": "PUT", "path": "/v1/txn", "body": [
+        {"KV": {"Verb": "set", "Key": "b", "Value": "!!"}}]},
+    {"name": "txn-write-then-read", "method": "PUT", "path": "/v1/txn", "body": [
+        {"KV": {"Verb": "set", "Key": "m", "Value": "eA=="}},
+        {"KV": {"Verb": "get", "Key": "m"}}]},
     {"name": "kv-after", "path": "/v1/kv/t?recurse"},
 ]
 

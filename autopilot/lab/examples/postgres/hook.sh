@@ -188,6 +188,8 @@ run() {
         if [ -z "$PM" ]; then
             await_data
             start_postmaster
+            # SIGTERM may have come while no postmaster ran (a hook's restart): stop this one
+            if [ "$stopping" = 1 ]; then kill -INT "$PM" 2>/dev/null; fi
         fi
         while alive "$PM" && [ "$(my_ppid)" = "$PARENT" ]; do sleep 0.2; done
         if [ "$(my_ppid)" != "$PARENT" ]; then
@@ -203,6 +205,7 @@ run() {
             # a hook stopped the server on purpose (demote, rewind, re-clone): start it again,
             # as a standby, once the hook is done with the data directory
             while [ -f "$DIR/hold" ] && [ "$(my_ppid)" = "$PARENT" ]; do sleep 0.05; done
+            [ "$stopping" = 1 ] && exit 0  # shutting down: no restart
             PM=""
             continue
         fi

@@ -288,7 +288,10 @@ def main(args: Any, argv: list[str]) -> int:
                        ("cpu", args.cpu_trials,
                         lambda s: trial_cpu(s, args.cpu_seconds, burners))]),
     ]
+    wanted = [w.strip() for w in getattr(args, "pg_sides", "autopilot,patroni").split(",")]
     for side, groups in plan:
+        if not any(side.label.startswith(w) for w in wanted):
+            continue
         try:
             for label, count, fn in groups:
                 if label.split(" ")[0] in only and count:

@@ -189,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                     "(bench/failover/pg.py)")
     ap.add_argument("--patroni-default-trials", type=int, default=3,
                     help="Patroni at its defaults takes ~25 s a trial")
+    ap.add_argument("--pg-sides", default="autopilot,patroni",
+                    help="--service postgres: the sides to run, by label prefix "
+                    "(e.g. 'patroni', 'autopilot default')")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("the autopilot side runs in the lab's namespaces: run as root", file=sys.stderr)

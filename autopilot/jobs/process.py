@@ -259,7 +259,9 @@ class Process:
         return self.pid
 
     def _on_exit(self, fut: asyncio.Future[int]) -> None:
-        if fut.cancelled():
+        # runs as the future's callback or, when a waiter resumes first, from _settled():
+        # the waiter may see the future done before its callbacks have run
+        if fut.cancelled() or self.waitstatus is not None:
             return
         self.waitstatus = fut.result()
         self.returncode = exit_code(self.waitstatus)
@@ -390,6 +392,12 @@ class Process:
                 await asyncio.shield(self._exit)
         else:
             await asyncio.shield(self._exit)
+        return self._settled()
+
+    def _settled(self) -> int:
+        """The exit code once the exit future is done, whether or not its callback ran."""
+        assert self._exit is not None and self._exit.done()
+        self._on_exit(self._exit)
         assert self.returncode is not None
         return self.returncode
 
@@ -421,7 +429,7 @@ class Process:
             await asyncio.sleep(0.05)
         if self.group_alive():
             self.signal_group(signal.SIGKILL)
-        return self.returncode
+        return self._settled() if self._exit.done() else self.returncode
 
     def kill(self) -> None:
         self.signal_group(signal.SIGKILL)

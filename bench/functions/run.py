@@ -5,7 +5,7 @@ Not a test. Run: ``python -m bench.functions [--trials 15] [--burst 16]`` (about
 Prints tables and writes bench/results/functions.json. See bench/functions/README.md.
 
 Measured (real processes and sockets on loopback, the same handler everywhere,
-examples/functions/hello.py):
+autopilot/lab/examples/functions/hello.py):
 
 - *handler's own start*: the bench itself activates the handler the systemd way (fork, the
   socket at fd 3, LISTEN_PID, exec) with a request already waiting in the socket's backlog;
@@ -48,7 +48,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 RESULTS = ROOT / "bench" / "results" / "functions.json"
-HANDLER = str(ROOT / "examples" / "functions" / "hello.py")
+HANDLER = str(ROOT / "autopilot" / "lab" / "examples" / "functions" / "hello.py")
 REQUEST = b"GET /?name=bench HTTP/1.0\r\nHost: bench\r\nConnection: close\r\n\r\n"
 KNATIVE_WINDOW = 60.0
 TARGET_ADDED_MS = 50.0

@@ -1,5 +1,5 @@
 """Function jobs end to end (docs/functions.md): a real autopilot, the real example handler
-(examples/functions/hello.py), real sockets, the real embedded catalog.
+(autopilot/lab/examples/functions/hello.py), real sockets, the real embedded catalog.
 
 What must hold: the function is registered and answers with no handler running; the first
 connection starts exactly one handler, which gets its socket the systemd way; the handler
@@ -23,7 +23,7 @@ from tests.helpers import ROOT, CatalogProcess, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
-HANDLER = str(ROOT / "examples" / "functions" / "hello.py")
+HANDLER = str(ROOT / "autopilot" / "lab" / "examples" / "functions" / "hello.py")
 
 
 def config(port: int, tel: int, *, idle: str = "1s", cap: int = 16,

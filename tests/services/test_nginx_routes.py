@@ -16,7 +16,7 @@ from tests.e2e.test_image_templates import NGINX_DIR, Nginx, needs_nginx, regist
 from tests.helpers import ROOT, CatalogProcess, autopilot_cmd, free_port, wait_for
 
 pytestmark = [pytest.mark.timeout(120), needs_nginx]
-HANDLER = str(ROOT / "examples" / "functions" / "hello.py")
+HANDLER = str(ROOT / "autopilot" / "lab" / "examples" / "functions" / "hello.py")
 
 
 def render(catalog: CatalogProcess, functions: str) -> str:

@@ -11,7 +11,7 @@ token CONSUL_HTTP_TOKEN.
   catalog.py members SERVICE JOB   NAME ADDRESS PORT STATUS TAGS NODATA, one line per
                                    instance (NAME: the service ID minus "JOB-", "-" -> "_":
                                    the node's application_name and replication slot; NODATA
-                                   1 when its check says it has no data yet)
+                                   1 when its check fails saying it has no data yet)
   catalog.py view SERVICE JOB KEY  KEY's value on one line ("-" if none), then `members`:
                                    what a promote hook needs, in one call
   catalog.py get KEY               the raw value (exit 3 when the key does not exist)
@@ -85,8 +85,11 @@ def main(argv: list[str]) -> int:
             svc = e["Service"]
             own = [c for c in e.get("Checks", []) if c.get("ServiceID")]
             worst = max([c["Status"] for c in own] or ["passing"], key=lambda s: order.get(s, 3))
-            nodata = any(str(c.get("Output", "")).startswith(("no data yet", "no cluster yet"))
-                         for c in own)
+            # only a failing "no data yet" check counts: the catalog (like Consul) defers an
+            # output-only change of a passing check, so a passing check's output can be
+            # minutes old (the bootstrap node's "no cluster yet" outlives its initdb)
+            nodata = any(c.get("Status") == "critical"
+                         and str(c.get("Output", "")).startswith("no data yet") for c in own)
             print(node_name(svc["ID"], argv[3]), svc.get("Address") or e["Node"]["Address"],
                   svc["Port"], worst, ",".join(svc.get("Tags") or []) or "-", int(nodata))
         return 0

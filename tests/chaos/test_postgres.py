@@ -153,7 +153,9 @@ def test_pg_sigterm_hands_over_without_loss(lab_factory) -> None:
     old = sc.primary()
     sc.wait(lambda: sc.workload.wait_acks(50, 0.1), 20, "writes before the fault")
     sc.killed.add(old)
-    t = sc.fault(f"SIGTERM {old}", lab.stop, old)
+    # the node's supervisor may take its whole stopTimeout (30 s in the example config:
+    # demote hook, then the job's own 20 s) on a loaded machine; the lab's default wait is 20 s
+    t = sc.fault(f"SIGTERM {old}", lab.stop, old, 45.0)
     sc.wait(lambda: sc.workload.failover(t, old)["failover_s"], 20,
             "a new primary accepting writes")
     fo = sc.workload.failover(t, old)

@@ -48,9 +48,11 @@ def post_value(node: str, service_id: str, position: int | None, epoch_seen: int
             "epoch_seen": epoch_seen, "at": round(time.time(), 3), "eligible": eligible}
 
 
-def rank(p: Post) -> tuple[int, str]:
-    """Sort key: the highest position first, then the lowest service ID."""
-    return (-p.position, p.service_id)
+def rank(p: Post, prefer: str | None = None) -> tuple[int, int, str]:
+    """Sort key: the highest position first; on a tie ``prefer`` (the leader the member
+    followed last: moving the primary for no gain in data is a needless failover, e.g.
+    after a catalog wipe where every member holds the same data), then the lowest ID."""
+    return (-p.position, 0 if p.service_id == prefer else 1, p.service_id)
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,8 @@ PATIENCE = 3  # × timeout: how long a round waits for a peer it must not lose (
 
 def decide(me: str, posts: list[Post], expected: set[str], round_epoch: int,
            elapsed: float, timeout: float, max_lag: int,
-           patient: frozenset[str] | set[str] = frozenset()) -> Decision:
+           patient: frozenset[str] | set[str] = frozenset(),
+           prefer: str | None = None) -> Decision:
     """Should member ``me`` (whose own post is among ``posts``) try to acquire now?
 
     - Posts count for this round when ``epoch_seen >= round_epoch`` (older ones were
@@ -78,12 +81,15 @@ def decide(me: str, posts: list[Post], expected: set[str], round_epoch: int,
     - Any other member waits while the best one is live, for that wait plus ``timeout``;
       after that it may run, unless it is behind the best by more than ``max_lag`` (0: no
       limit), in which case it waits as long as the best is live.
+    - ``prefer`` breaks ties of position (see ``rank``); members that disagree on it can
+      both run, and the lock then decides, as without candidacy.
     """
     current = {p.service_id: p for p in posts if p.epoch_seen >= round_epoch}
     mine = current.get(me)
     if mine is None or not mine.eligible:
         return Decision(False, "not a candidate this round")
-    runners = sorted((p for p in current.values() if p.eligible and p.live), key=rank)
+    runners = sorted((p for p in current.values() if p.eligible and p.live),
+                     key=lambda p: rank(p, prefer))
     if not runners:
         runners = [mine]
     best = runners[0]

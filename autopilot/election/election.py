@@ -572,7 +572,8 @@ class Election:
         decision = candidacy.decide(self.service_id, posts, expected, rnd.epoch,
                                     time.monotonic() - rnd.start,
                                     self.ecfg.candidacy_timeout,
-                                    self.ecfg.maximum_lag_on_failover, patient)
+                                    self.ecfg.maximum_lag_on_failover, patient,
+                                    prefer=prev)
         if decision.why != rnd.why:
             rnd.why = decision.why
             log.info("candidacy", job=self.job, run=decision.acquire, why=decision.why)

@@ -70,6 +70,21 @@ def test_the_most_up_to_date_candidate_runs_first() -> None:
     assert decide("b", [post("a", UNKNOWN), post("b", 0)], {"a", "b"}, 5, 0, 2, 0).acquire
 
 
+def test_a_tie_goes_to_the_leader_followed_last() -> None:
+    """After a catalog wipe every member may hold the same data: the primary stays where it
+    was instead of moving to the lowest service ID (a needless failover)."""
+    tie = [post("a", 7), post("b", 7), post("c", 7)]
+    assert decide("b", tie, {"a", "b", "c"}, 5, 0, 2, 0, prefer="b").acquire
+    assert not decide("a", tie, {"a", "b", "c"}, 5, 0, 2, 0, prefer="b").acquire
+    # more data still wins over the preference
+    ahead = [post("a", 8), post("b", 7)]
+    assert decide("a", ahead, {"a", "b"}, 5, 0, 2, 0, prefer="b").acquire
+    assert not decide("b", ahead, {"a", "b"}, 5, 0, 2, 0, prefer="b").acquire
+    # a preferred leader that abstains or is gone does not hold the others up
+    assert decide("a", [post("a", 7), post("b", 7, eligible=False)], {"a", "b"}, 5, 0, 2, 0,
+                  prefer="b").acquire
+
+
 def test_the_leader_absent_from_a_wiped_catalog_is_waited_for_longer() -> None:
     posts = [post("a", 100), post("b", 90)]
     # "c" led and is absent from the catalog: 3 x timeout for it, not 1 x

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from autopilot.config.model import HealthConfig
-from tests.helpers import CatalogProcess
+from tests.helpers import CatalogProcess, stays
 from tests.integration.test_election import (
     Member,
     hook_lines,
@@ -93,7 +93,9 @@ def test_a_short_consul_election_does_not_depose_a_healthy_primary(catalog: Cata
             (lead,) = leaders(members)
             session = lead.election.session
             t0 = no_leader(catalog, 4.0)
-            await asyncio.sleep(4.0 + 2.5)  # the window, then renewals flowing again
+            # the window, then renewals flowing again: the primary holds throughout
+            await stays(lambda: lead.election.primary and not lead.codes("demoted"),
+                        4.0 + 2.5, "the primary stays through a short Consul election")
             assert lead.election.primary and not lead.codes("demoted"), \
                 "the primary stepped down during a short Consul election"
             assert lead.election.session == session

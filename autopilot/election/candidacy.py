@@ -4,7 +4,7 @@ Each member posts ``{node, service_id, position, epoch_seen, at, eligible}`` und
 ``<lock key>/candidates/<service id>``, acquired with its own session (the post stops
 being *live* when the member's session ends: its check failed or it went away). This module
 holds only the decision, a pure function of what the member read, so it can be tested
-without a catalog; election.py does the reading and writing.
+without a catalog; rounds.py does the reading and writing.
 """
 
 from __future__ import annotations
@@ -14,6 +14,20 @@ from dataclasses import dataclass
 from typing import Any
 
 UNKNOWN = -1  # position of a member whose hook printed nothing: lowest
+
+
+@dataclass
+class Round:
+    """One candidacy round: from the moment this member sees the lock free until a holder
+    appears."""
+
+    start: float
+    epoch: int  # the highest epoch known when it began: posts older than it do not count
+    posted_at: float | None = None
+    session: str | None = None  # the session our post was acquired with
+    eligible: bool = False
+    position: int | None = None
+    why: str = ""  # the last decision, logged when it changes
 
 
 @dataclass(frozen=True)

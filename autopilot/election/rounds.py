@@ -1,0 +1,125 @@
+"""The candidacy round: while the lock is free, post our position and read the others'.
+
+The decision itself is candidacy.decide (a pure function); this part does the reading and
+writing around it, so the most up-to-date member tries to acquire first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from autopilot.election import candidacy, lock
+from autopilot.election.base import CALL_TIMEOUT, ElectionState, last_line, log
+from autopilot.election.candidacy import Round
+
+
+class Candidate(ElectionState):
+    """Part of :class:`Election`: the candidacy round."""
+
+    async def _position(self) -> int | None | bool:
+        """The position hook's answer: an int, None (eligible, unknown) or False (not a
+        candidate this round)."""
+        if not self.ecfg.position:
+            return None
+        result = await self._hook("position", self.ecfg.position, "replica", None)
+        if not result.ok:
+            log.info("position hook refused: not a candidate this round", job=self.job,
+                     rc=result.rc, timed_out=result.timed_out)
+            return False
+        text = last_line(result.output)
+        if not text:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            log.error("position hook printed no integer: not a candidate this round",
+                      job=self.job, output=text[:200])
+            return False
+
+    async def _post(self, position: int | None, *, eligible: bool, epoch: int) -> bool:
+        sid = self.session
+        if not sid:
+            return False
+        value = candidacy.post_value(self.ctx.hostname, self.service_id, position, epoch,
+                                     eligible)
+        try:
+            ok = await self._call(lambda c: lock.put(c, self.post_key, value, session=sid,
+                                                     timeout=CALL_TIMEOUT),
+                                  timeout=CALL_TIMEOUT + 0.5)
+        except lock.SessionGone:
+            self._lose(sid, "session invalidated (candidacy post)")
+            return False
+        except Exception as exc:  # noqa: BLE001 - retried by the next step
+            log.warning("candidacy post failed", job=self.job, error=str(exc) or repr(exc))
+            return False
+        self._posted = self._posted or bool(ok)
+        return bool(ok)
+
+    async def _clear_post(self) -> None:
+        if not self._posted:
+            return
+        self._posted = False
+        with contextlib.suppress(Exception):
+            await self._call(lambda c: lock.delete(c, self.post_key, timeout=CALL_TIMEOUT),
+                             timeout=CALL_TIMEOUT + 0.5)
+
+    async def _candidacy(self) -> bool:
+        """The lock is free: post our position, read the others', and say whether we may
+        try to acquire now (see candidacy.decide). False: the step ends, a later one
+        (``_poll_at``) looks again."""
+        now = time.monotonic()
+        rnd = self._round
+        if rnd is None:
+            rnd = self._round = Round(start=now, epoch=self.epochs.seen)
+        if rnd.posted_at is None or rnd.session != self.session or (
+                not rnd.eligible and now - rnd.posted_at >= 1.0):
+            pos = await self._position()
+            eligible = pos is not False
+            position = pos if isinstance(pos, int) and not isinstance(pos, bool) else None
+            if not await self._post(position, eligible=eligible, epoch=rnd.epoch):
+                self._poll_at = time.monotonic() + 0.2
+                return False
+            rnd.posted_at, rnd.eligible, rnd.position = time.monotonic(), eligible, position
+            rnd.session = self.session
+            log.info("candidacy posted", job=self.job, position=position, eligible=eligible,
+                     epoch_seen=rnd.epoch)
+        if not rnd.eligible:
+            self._poll_at = rnd.posted_at + 1.0
+            return False
+        try:
+            entries, health = await asyncio.gather(
+                self._call(lambda c: lock.read_prefix(c, self.posts_prefix,
+                                                      timeout=CALL_TIMEOUT),
+                           timeout=CALL_TIMEOUT + 0.5),
+                self._call(lambda c: lock.service_health(c, self.job, timeout=CALL_TIMEOUT),
+                           timeout=CALL_TIMEOUT + 0.5))
+        except Exception as exc:  # noqa: BLE001 - look again shortly
+            log.warning("candidacy read failed", job=self.job, error=str(exc) or repr(exc))
+            self._poll_at = time.monotonic() + 0.2
+            return False
+        posts = [p for p in (candidacy.Post.parse(e) for e in entries) if p is not None]
+        for p in posts:
+            if p.live:
+                self.epochs.note(p.epoch_seen)
+        expected = {sid for sid, st in health.items() if st == "passing"}
+        patient: set[str] = set()
+        prev = self._last_leader
+        if prev and prev != self.service_id and health.get(prev) != "critical":
+            # the leader we followed and whose check did not fail: after a wipe it must
+            # register again, fence and get a session before it can post; wait longer
+            expected.add(prev)
+            patient.add(prev)
+        decision = candidacy.decide(self.service_id, posts, expected, rnd.epoch,
+                                    time.monotonic() - rnd.start,
+                                    self.ecfg.candidacy_timeout,
+                                    self.ecfg.maximum_lag_on_failover, patient,
+                                    prefer=prev)
+        if decision.why != rnd.why:
+            rnd.why = decision.why
+            log.info("candidacy", job=self.job, run=decision.acquire, why=decision.why)
+        if not decision.acquire:
+            self._poll_at = time.monotonic() + 0.05
+            return False
+        return True

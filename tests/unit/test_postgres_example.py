@@ -27,7 +27,9 @@ def load(**env: str):
 def test_async_config_wires_every_election_hook() -> None:
     cfg = load()
     jobs = {j.name: j for j in cfg.jobs}
-    assert set(jobs) == {"postgres", "postgres-follow"}  # no sync upkeep in async mode
+    # no sync upkeep in async mode; the slot upkeep in both
+    assert set(jobs) == {"postgres", "postgres-follow", "postgres-slots"}
+    assert jobs["postgres-slots"].exec == ["sh", "/pg/hook.sh", "slots"]
     e = jobs["postgres"].election
     for verb in ("promote", "demote", "identity", "position", "detach"):
         assert getattr(e, verb) == ["sh", "/pg/hook.sh", verb]

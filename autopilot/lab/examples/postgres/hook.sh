@@ -13,6 +13,8 @@
 #   position  how far this node's WAL goes, as an integer; exit 1 when not eligible
 #   sync      (periodic, sync mode) the primary keeps synchronous_standby_names and the
 #             published sync set in step with the replicas that stream
+#   slots     (periodic) the primary drops the replication slots of members gone for
+#             longer than PG_SLOT_GRACE
 #
 # Fencing: a node never starts as a primary. `run` always starts the postmaster with
 # standby.signal; only `promote` ends recovery. `demote` first sets synchronous_standby_names
@@ -124,6 +126,10 @@ start_postmaster() {
     chmod 700 "$PGDATA"
     set -- -D "$PGDATA" -c config_file="$HOME_DIR/postgresql.conf" \
         -c hba_file="$DIR/pg_hba.conf" -c port="$PORT" -c listen_addresses="${PG_LISTEN:-*}"
+    # the most WAL a slot may hold back (postgresql.conf: 1GB): a slot past it is invalidated
+    if [ -n "${PG_MAX_SLOT_WAL_KEEP_SIZE:-}" ]; then
+        set -- "$@" -c max_slot_wal_keep_size="$PG_MAX_SLOT_WAL_KEEP_SIZE"
+    fi
     # not through the as_pg function: $! must be the postmaster itself (setpriv execs it)
     if [ "$(id -u)" = 0 ]; then
         setpriv --reuid="$RUN_AS" --regid="$RUN_AS" --init-groups -- \
@@ -599,6 +605,48 @@ sync_maintain() {
     log "synchronous standbys: $streaming"
 }
 
+# ---------------------------------------------------------------- slots of departed members
+slots() {
+    # The primary drops the replication slot of a member gone for good: absent from the
+    # catalog (a stopped supervisor deregisters) or there with a critical check (a killed
+    # one), continuously for PG_SLOT_GRACE seconds. A member merely restarting is back
+    # within the grace and keeps its slot, so it resumes streaming where it stopped. The
+    # clock starts again whenever the member shows up, its slot is in use or has moved
+    # (the member came back between two looks and received WAL), or this node is promoted
+    # again: a marker records the epoch, the time and the slot's restart_lsn.
+    [ "${AUTOPILOT_ROLE:-}" = primary ] || exit 0
+    [ "$(state_role)" = primary ] && [ "$(state_epoch)" = "$EPOCH" ] || exit 0
+    [ "$(in_recovery)" = f ] || exit 0
+    members=$(catalog members "$SERVICE" "$JOB") || exit 0  # no catalog: decide nothing
+    list=$(q "select slot_name || ' ' || active || ' ' || coalesce(restart_lsn::text, '-')
+              from pg_replication_slots where slot_type = 'physical' order by 1") || exit 0
+    grace=${PG_SLOT_GRACE:-1800}
+    now=$(date +%s)
+    marks="$DIR/slot-gone"
+    mkdir -p "$marks"
+    echo "$list" | while read -r slot active lsn; do
+        [ -n "$slot" ] || continue
+        present=$(echo "$members" | awk -v n="$slot" '$1 == n && $4 != "critical" { print 1 }')
+        if [ "$active" = t ] || [ -n "$present" ]; then rm -f "$marks/$slot"; continue; fi
+        set -- $(cat "$marks/$slot" 2>/dev/null)
+        if [ "${1:-}" != "$EPOCH" ] || [ "${3:-}" != "$lsn" ]; then
+            echo "$EPOCH $now $lsn" >"$marks/$slot"
+            log "replication slot $slot: its member is gone; dropped after ${grace}s"
+            continue
+        fi
+        if [ $((now - $2)) -ge "$grace" ]; then
+            q "select pg_drop_replication_slot(slot_name) from pg_replication_slots
+               where slot_name = '$slot' and not active" >/dev/null &&
+                log "dropped replication slot $slot: its member was gone for $((now - $2))s"
+            rm -f "$marks/$slot"
+        fi
+    done
+    # markers of slots that no longer exist
+    for f in $(ls "$marks"); do
+        echo "$list" | grep -q "^$f " || rm -f "$marks/$f"
+    done
+}
+
 position() {
     why=$(eligible) || { echo "$why" >&2; exit 1; }
     if [ ! -f "$PGDATA/PG_VERSION" ]; then
@@ -624,6 +672,7 @@ demote) fence; locked demote-locked ;;  # fencing first: always safe (a standby 
 follow) locked follow-locked ;;
 detach) locked detach-locked ;;
 sync) locked -n sync-locked ;;
+slots) [ "${AUTOPILOT_ROLE:-}" = primary ] && locked -n slots-locked; exit 0 ;;  # busy: next time
 identity) identity ;;
 position) position ;;
 promote-locked) promote ;;
@@ -631,6 +680,7 @@ demote-locked) demote ;;
 follow-locked) follow ;;
 detach-locked) detach ;;
 sync-locked) sync_maintain ;;
+slots-locked) slots ;;
 converge) converge ;;
-*) echo "usage: $0 run|health|promote|demote|follow|detach|identity|position|sync" >&2; exit 2 ;;
+*) echo "usage: $0 run|health|promote|demote|follow|detach|identity|position|sync|slots" >&2; exit 2 ;;
 esac

@@ -17,7 +17,7 @@ from autopilot.config.coerce import Invalid, to_exec
 from autopilot.config.model import UNLIMITED
 from autopilot.durations import parse_duration
 from autopilot.gotemplate import render
-from autopilot.jobs.job import pid_env_name
+from autopilot.jobs.runs import pid_env_name
 
 pytestmark = pytest.mark.timeout(30)
 STATIC = 'interfaces: ["static:10.0.0.9"]'

@@ -3,7 +3,8 @@
 ``autopilot run CONFIG`` (the container's entrypoint) goes straight to the supervisor, without
 loading click and the other verbs: it is the one verb whose start-up time and memory every
 container pays. Anything else (or anything unusual about ``run``'s arguments) goes through
-the click CLI in ``autopilot/cli.py``.
+the click CLI in ``autopilot/cli.py``. ``run`` keeps ``ssl`` out until a TLS connection
+needs it (`autopilot.lazyssl`): asyncio would otherwise load it, 4 MB, for every container.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def run_config(args: list[str]) -> str | None:
 def entry() -> None:
     path = run_config(sys.argv[1:])
     if path is not None:
+        from autopilot import lazyssl
+
+        lazyssl.defer()  # before asyncio loads
         from autopilot.supervisor import run_supervisor
 
         sys.exit(run_supervisor(path))

@@ -16,8 +16,6 @@ may collect such a child first, and ``Popen`` then reports status 0. Use
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import os
 import signal
 import warnings
@@ -32,9 +30,17 @@ PR_SET_CHILD_SUBREAPER = 36
 
 
 def set_subreaper() -> bool:
-    """Make orphans of our children reparent to us even when we are not PID 1 (Linux)."""
+    """Make orphans of our children reparent to us even when we are not PID 1 (Linux).
+
+    ctypes is loaded only here (PID 1 needs nothing: orphans come to it anyway), and
+    ``prctl`` is looked up in the process itself, which has libc loaded: no
+    ``ctypes.util.find_library``, which runs ``ldconfig -p`` in a child process."""
+    if os.getpid() == 1:
+        return True
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import ssl
 import sys
 import threading
 import weakref
@@ -27,8 +26,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
+from autopilot import lazyssl
 from autopilot.config.model import ConsulConfig
-from autopilot.discovery.connection import build_client, resolve
+from autopilot.discovery.connection import build_client, resolve, split_address
 from autopilot.discovery.http import Params, Response
 from autopilot.discovery.transport import Transport
 
@@ -116,9 +116,8 @@ class DaemonPool(Executor):
 
 def is_unreachable(exc: BaseException) -> bool:
     """True for errors that mean "no answer from Consul" rather than "Consul said no"."""
-    if isinstance(exc, (TimeoutError, ConnectionError, asyncio.IncompleteReadError,
-                        ssl.SSLError, OSError)):
-        return True
+    if isinstance(exc, (TimeoutError, asyncio.IncompleteReadError, OSError)):
+        return True  # ConnectionError and ssl.SSLError are OSErrors
     # requests is loaded only with the py-consul path (``run``); its errors count there
     requests = sys.modules.get("requests")
     return requests is not None and isinstance(exc, (requests.ConnectionError,
@@ -282,4 +281,8 @@ def connect(cfg: ConsulConfig | None,
     """
     if cfg is None:
         return None
-    return ConsulClient(resolve(cfg, environ))
+    resolved = resolve(cfg, environ)
+    if (resolved.scheme or split_address(resolved.address)[0]) == "https":
+        # before anything loads urllib3 (templates, py-consul), which binds ssl at import
+        lazyssl.require()
+    return ConsulClient(resolved)

@@ -174,10 +174,14 @@ def requests_tls(cfg: ConsulConfig) -> tuple[bool | str, str | tuple[str, str] |
 
 def build_client(cfg: ConsulConfig, connect_timeout: float = CONNECT_TIMEOUT) -> consul.Consul:
     """A synchronous py-consul client for already-resolved settings (see ``resolve``)."""
-    import consul.std
-
     scheme, host, port = split_address(cfg.address, cfg.scheme)
     scheme = cfg.scheme or scheme
+    if scheme == "https":
+        from autopilot import lazyssl
+
+        lazyssl.require()  # before urllib3 loads: it binds ssl at import
+    import consul.std
+
     verify, cert = requests_tls(cfg)
     if ":" in host:  # IPv6: py-consul pastes the host into the URL as given
         host = f"[{host}]"

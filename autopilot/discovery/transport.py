@@ -8,17 +8,19 @@ by the agent before any answer is sent again once on a fresh connection.
 
 TLS follows the same settings as the py-consul client (`connection.requests_tls`): the CA
 file or directory, verification on unless turned off, a client certificate (one PEM or a
-certificate and a key), and the server name the certificate is checked against.
+certificate and a key), and the server name the certificate is checked against. ``ssl`` is
+imported only for an https agent (`autopilot.lazyssl`): about 4 MB a plain-http supervisor
+does not carry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import urllib.parse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from autopilot import lazyssl
 from autopilot.config.model import ConsulConfig
 from autopilot.discovery.connection import split_address
 from autopilot.discovery.http import Params, Response, encode_body
@@ -26,8 +28,12 @@ from autopilot.discovery.http import Params, Response, encode_body
 MAX_IDLE = 4  # kept connections; more in flight at once are closed after their answer
 MAX_HEADER = 64 * 1024
 
+if TYPE_CHECKING:
+    import ssl
+
 
 def tls_context(cfg: ConsulConfig) -> ssl.SSLContext:
+    ssl = lazyssl.require()
     tls = cfg.tls
     ctx = ssl.create_default_context(cafile=tls.cafile or None, capath=tls.capath or None)
     if not tls.verify:

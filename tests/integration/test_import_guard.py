@@ -5,7 +5,8 @@ a small wrapper that, once the first job runs and a health check has passed, wri
 supervisor's ``sys.modules`` to a file and asks for a normal shutdown. The case fails when a
 module the config does not need was imported: a web framework at all, Jinja2 without
 templates, py-consul/requests without templates or an election (registrations and watches
-speak HTTP on asyncio streams), prometheus_client or click ever.
+speak HTTP on asyncio streams), prometheus_client or click ever, ``ssl`` unless Consul is
+reached over https (asyncio would load it otherwise: `autopilot.lazyssl`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ pytestmark = pytest.mark.timeout(90)
 NEVER = {"aiohttp", "prometheus_client", "click", "yarl", "multidict"}
 DISCOVERY = {"consul", "requests", "urllib3"}
 TEMPLATES = {"jinja2"}
+#: only for a TLS connection (Consul over https)
+TLS = {"ssl", "_ssl"}
 
 WRAPPER = textwrap.dedent("""
     import os, runpy, signal, sys, threading, time
@@ -38,7 +41,8 @@ WRAPPER = textwrap.dedent("""
             time.sleep(0.05)
         time.sleep(1.5)  # a few health checks, heartbeats and watch polls
         with open(out + ".tmp", "w") as fh:
-            fh.write("\\n".join(sorted(sys.modules)))
+            # an entry set to None is an import blocked on purpose (autopilot.lazyssl)
+            fh.write("\\n".join(sorted(k for k, v in sys.modules.items() if v is not None)))
         os.rename(out + ".tmp", out)
         os.kill(os.getpid(), signal.SIGTERM)
     threading.Thread(target=dump, daemon=True).start()
@@ -88,14 +92,16 @@ JOB = ('{name: "app", exec: ["sh", "-c", "touch @MARKER@; exec sleep 60"],'
 def test_one_job(shortdir: Path, env_clean: dict[str, str]) -> None:
     mods = modules_of(shortdir, f'control: {{socket: "@DIR@/s"}}, jobs: [{JOB}]', env_clean)
     assert "autopilot" in mods and "structlog" in mods  # the wrapper saw a real supervisor
-    assert not mods & (NEVER | DISCOVERY | TEMPLATES), sorted(mods & (NEVER | DISCOVERY | TEMPLATES))
+    unwanted = NEVER | DISCOVERY | TEMPLATES | TLS
+    assert not mods & unwanted, sorted(mods & unwanted)
 
 
 def test_telemetry_without_discovery(shortdir: Path, env_clean: dict[str, str]) -> None:
     port = free_port()
     mods = modules_of(shortdir, f'control: {{socket: "@DIR@/s"}}, jobs: [{JOB}], telemetry: '
                       f'{{port: {port}, interfaces: ["static:127.0.0.1"]}}', env_clean)
-    assert not mods & (NEVER | DISCOVERY | TEMPLATES), sorted(mods & (NEVER | DISCOVERY | TEMPLATES))
+    unwanted = NEVER | DISCOVERY | TEMPLATES | TLS
+    assert not mods & unwanted, sorted(mods & unwanted)
 
 
 def test_discovery_and_telemetry(catalog: object, shortdir: Path,
@@ -108,7 +114,8 @@ def test_discovery_and_telemetry(catalog: object, shortdir: Path,
     mods = {m.split(".")[0] for m in full}
     assert "autopilot.discovery.transport" in full  # discovery on: its transport runs
     # registrations and watches speak HTTP on asyncio streams: no py-consul, no requests
-    assert not mods & (NEVER | TEMPLATES | DISCOVERY), sorted(mods & (NEVER | TEMPLATES | DISCOVERY))
+    unwanted = NEVER | TEMPLATES | DISCOVERY | TLS
+    assert not mods & unwanted, sorted(mods & unwanted)
 
 
 def test_templates_load_jinja2(catalog: object, shortdir: Path,
@@ -119,4 +126,41 @@ def test_templates_load_jinja2(catalog: object, shortdir: Path,
                       f'jobs: [{JOB}]', env_clean)
     assert "jinja2" in mods
     assert not mods & NEVER, sorted(mods & NEVER)
+
+
+def test_https_consul_loads_ssl_and_registers(catalog: object, shortdir: Path,
+                                              env_clean: dict[str, str]) -> None:
+    """Consul over https: ``ssl`` is loaded after asyncio kept it out, and asyncio's TLS
+    works with it (the job starts only once its service is passing in the catalog, which
+    the supervisor registered through the TLS front)."""
+    trustme = pytest.importorskip("trustme")
+    import ssl
+
+    from tests.integration.discovery_helpers import Forwarder
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(shortdir / "ca.pem"))
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    front = Forwarder(server_ctx, catalog.port).start()  # type: ignore[attr-defined]
+    plain = catalog.address  # type: ignore[attr-defined]
+    (shortdir / "registered.py").write_text(textwrap.dedent(f"""
+        import json, time, urllib.request
+        url = "http://{plain}/v1/health/service/app?passing"
+        while True:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if json.load(r):
+                    break
+            time.sleep(0.1)
+    """))
+    job = ('{name: "app", port: 8080, interfaces: ["static:127.0.0.1"], exec: ["sh", "-c", '
+           f'"{sys.executable} @DIR@/registered.py && touch @MARKER@ && exec sleep 60"], '
+           'health: {exec: ["true"], interval: "200ms", ttl: 5}}')
+    try:
+        mods = modules_of(shortdir, f'consul: {{address: "https://{front.address}", tls: '
+                          f'{{cafile: "@DIR@/ca.pem"}}}}, jobs: [{job}]', env_clean)
+    finally:
+        front.stop()
+    assert TLS <= mods, sorted(mods)
+    assert not mods & (NEVER | TEMPLATES | DISCOVERY), sorted(mods & (NEVER | TEMPLATES | DISCOVERY))
 

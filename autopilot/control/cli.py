@@ -36,14 +36,10 @@ def socket_from_config(path: str) -> str | None:
 
 
 def _read_raw(path: str) -> Any:
-    """Render + JSON5 through the config loader (``load_raw``), else a local fallback."""
-    try:
-        from autopilot.config import load_raw
-    except ImportError:
-        import json5
+    """Render + JSON5 through the config loader (``load_raw``), imported only when a client
+    verb must read a config to find the socket."""
+    from autopilot.config import load_raw
 
-        with open(path, encoding="utf-8") as fh:
-            return json5.loads(fh.read())
     return load_raw(path, dict(os.environ))
 
 

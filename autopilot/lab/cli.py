@@ -62,11 +62,21 @@ def lab() -> None:
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait until one primary and N-1 replicas are in place.")
 @click.option("--timeout", default=60.0, show_default=True)
+@click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE",
+              help="An extra environment variable for every node (repeatable), e.g. "
+              "PG_AUTH_METHOD=scram-sha-256.")
 @dir_option
 def up(service: str, nodes: int, profile: str, no_loss: bool, loopback: bool, no_pidns: bool,
-       catalog_port: int, net: int, wait: bool, timeout: float, directory: Path) -> None:
+       catalog_port: int, net: int, wait: bool, timeout: float, env_pairs: tuple[str, ...],
+       directory: Path) -> None:
     """Start the catalog and NODES autopilot-run SERVICE nodes (SERVICE: redis or
     postgres; PostgreSQL runs as the `postgres` user, --no-loss is its sync mode)."""
+    env: dict[str, str] = {}
+    for pair in env_pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--env")
+        env[name] = value
     lab_ = _lab(directory, need_running=False)
     use_netns = netns.is_root() and not loopback
     st = lab_.state
@@ -86,7 +96,8 @@ def up(service: str, nodes: int, profile: str, no_loss: bool, loopback: bool, no
                    "(partition/heal unavailable)", err=True)
     try:
         lab_.up(nodes=nodes, service=service, netns_mode=use_netns, pidns=not no_pidns,
-                profile=profile, no_loss=no_loss, catalog_port=catalog_port, net=net)
+                profile=profile, no_loss=no_loss, catalog_port=catalog_port, net=net,
+                env=env)
         click.echo(f"lab up in {lab_.dir}: catalog {lab_.catalog_address}, {nodes} nodes "
                    f"({lab_.state.mode}{', pid namespaces' if lab_.state.pidns else ''})")
         if wait:

@@ -1,14 +1,21 @@
-"""A tiny synchronous PostgreSQL client (protocol 3, simple queries, trust authentication).
+"""A tiny synchronous PostgreSQL client (protocol 3, simple queries; trust or SCRAM-SHA-256
+authentication).
 
 The lab's status table, the chaos workload and the failover benchmark talk to the lab's
 PostgreSQL nodes with this, like resp.py for Redis, so `autopilot lab` needs no driver. One
 socket, one statement at a time, a deadline on every call. Each statement runs in autocommit:
 a reply to an INSERT means the commit was acknowledged (in sync mode: by a standby too).
-Only trust authentication (the lab's pg_hba.conf); anything else is a PgError.
+The password is the `password` argument, else the environment's PGPASSWORD (like libpq),
+so a lab started with PG_AUTH_METHOD=scram-sha-256 is observed and tested the same way.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import os
+import secrets
 import socket
 import struct
 
@@ -23,9 +30,10 @@ class PgError(Exception):
 
 class Postgres:
     def __init__(self, host: str, port: int, timeout: float = 1.0, user: str = "postgres",
-                 database: str = "postgres") -> None:
+                 database: str = "postgres", password: str | None = None) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self.user, self.database = user, database
+        self.password = password if password is not None else os.environ.get("PGPASSWORD")
         self._sock: socket.socket | None = None
         self._buf = b""
 
@@ -92,13 +100,65 @@ class Postgres:
         while True:
             kind, payload = self._message()
             if kind == b"R":
-                (code,) = struct.unpack("!I", payload[:4])
-                if code != 0:
-                    raise PgError(f"authentication method {code} is not supported (trust only)")
+                self._authenticate(payload)
             elif kind == b"E":
                 raise self._error(payload)
             elif kind == b"Z":
                 return
+
+    # ------------------------------------------------------------ authentication
+    def _send(self, kind: bytes, body: bytes) -> None:
+        assert self._sock is not None
+        self._sock.sendall(kind + struct.pack("!I", len(body) + 4) + body)
+
+    def _authenticate(self, payload: bytes) -> None:
+        """One Authentication* message: 0 ok, 10 SASL (SCRAM-SHA-256); others refused."""
+        (code,) = struct.unpack("!I", payload[:4])
+        if code == 0:
+            return
+        if code != 10:
+            raise PgError(f"authentication method {code} is not supported "
+                          "(trust and scram-sha-256 only)")
+        if b"SCRAM-SHA-256" not in payload[4:].split(b"\x00"):
+            raise PgError(f"no supported SASL mechanism in {payload[4:]!r}")
+        if not self.password:
+            raise PgError("the server asks for a password and none is set (PGPASSWORD)",
+                          "28P01")
+        self._scram(self.password)
+
+    def _scram(self, password: str) -> None:
+        """SCRAM-SHA-256 (RFC 5802/7677) without channel binding, as PostgreSQL speaks it:
+        the user name in the exchange is empty (the startup packet names the user)."""
+        nonce = base64.b64encode(secrets.token_bytes(18)).decode()
+        first_bare = f"n=,r={nonce}"
+        first = ("n,," + first_bare).encode()
+        self._send(b"p", b"SCRAM-SHA-256\x00" + struct.pack("!I", len(first)) + first)
+        server_first = self._sasl_reply(11)
+        attrs = dict(part.split("=", 1) for part in server_first.split(","))
+        if not attrs.get("r", "").startswith(nonce):
+            raise PgError("SCRAM: the server's nonce does not extend ours")
+        salted = hashlib.pbkdf2_hmac("sha256", password.encode(),
+                                     base64.b64decode(attrs["s"]), int(attrs["i"]))
+        client_key = hmac.digest(salted, b"Client Key", "sha256")
+        final_bare = f"c=biws,r={attrs['r']}"  # biws: base64 of the GS2 header "n,,"
+        auth_message = f"{first_bare},{server_first},{final_bare}".encode()
+        signature = hmac.digest(hashlib.sha256(client_key).digest(), auth_message, "sha256")
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+        self._send(b"p", f"{final_bare},p={base64.b64encode(proof).decode()}".encode())
+        server_final = self._sasl_reply(12)
+        expected = hmac.digest(hmac.digest(salted, b"Server Key", "sha256"), auth_message,
+                               "sha256")
+        if not hmac.compare_digest(server_final, "v=" + base64.b64encode(expected).decode()):
+            raise PgError("SCRAM: the server's signature does not match (not our server?)")
+
+    def _sasl_reply(self, want: int) -> str:
+        kind, payload = self._message()
+        if kind == b"E":
+            raise self._error(payload)
+        (code,) = struct.unpack("!I", payload[:4])
+        if kind != b"R" or code != want:
+            raise PgError(f"SCRAM: unexpected message {kind!r} {code}")
+        return payload[4:].decode()
 
     def query(self, sql: str, timeout: float | None = None) -> list[tuple[str | None, ...]]:
         """Run `sql` (one statement); the rows as tuples of text (None for NULL)."""

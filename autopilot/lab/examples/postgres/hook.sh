@@ -43,10 +43,12 @@ MY_IP=${AUTOPILOT_POSTGRES_IP:-${PG_ADVERTISE_IP:-}}
 
 RUN_AS=${PG_RUN_AS:-postgres}
 as_pg() {  # PostgreSQL refuses root: its programs run as $RUN_AS when we are root
+    # without PGPASSWORD: they read the passfile named in their conninfo (pg_basebackup -R
+    # would otherwise write the password into the clone's postgresql.auto.conf)
     if [ "$(id -u)" = 0 ]; then
-        setpriv --reuid="$RUN_AS" --regid="$RUN_AS" --init-groups -- "$@"
+        setpriv --reuid="$RUN_AS" --regid="$RUN_AS" --init-groups -- env -u PGPASSWORD "$@"
     else
-        "$@"
+        env -u PGPASSWORD "$@"
     fi
 }
 
@@ -80,16 +82,30 @@ wait_up() {  # wait_up SECONDS: until the server answers
 alive() { kill -0 "$1" 2>/dev/null; }
 my_ppid() { set -- $(cat /proc/$$/stat 2>/dev/null); echo "${4:-0}"; }
 
+PASSFILE="$DIR/pgpass"
 conninfo() {  # conninfo HOST PORT: how this node reaches a primary
     ci="host=$1 port=$2 user=$PGUSER application_name=$NAME connect_timeout=2"
     ci="$ci keepalives_idle=2 keepalives_interval=1 keepalives_count=2"
-    if [ -n "${PGPASSWORD:-}" ]; then ci="$ci password=$PGPASSWORD"; fi
+    # the password from a passfile (write_passfile), not in primary_conninfo: it stays out
+    # of postgresql.auto.conf, which pg_basebackup -R and pg_rewind copy from node to node
+    if [ -n "${PGPASSWORD:-}" ]; then ci="$ci passfile=$PASSFILE"; fi
     echo "$ci"
+}
+
+write_passfile() {
+    # for the server's walreceiver, pg_basebackup and pg_rewind (they run as $RUN_AS);
+    # the hooks' own psql calls read PGPASSWORD. libpq ignores a passfile other users can
+    # read; ":" and "\" in the password are escaped as its format wants
+    [ -n "${PGPASSWORD:-}" ] || { rm -f "$PASSFILE"; return 0; }
+    (umask 077 && printf '*:*:*:%s:%s\n' "$PGUSER" \
+        "$(printf '%s' "$PGPASSWORD" | sed 's/[\\:]/\\&/g')" >"$PASSFILE.tmp")
+    [ "$(id -u)" = 0 ] && chown "$RUN_AS:" "$PASSFILE.tmp"
+    mv "$PASSFILE.tmp" "$PASSFILE"
 }
 
 write_hba() {
     # every node trusts the same sources; PG_AUTH_METHOD=scram-sha-256 with PGPASSWORD
-    # set (the image's default) asks for the password instead
+    # set asks for the password instead (clients and replication alike, loopback too)
     method=${PG_AUTH_METHOD:-trust}
     cidr=${PG_HBA_CIDR:-0.0.0.0/0}
     printf 'local all all trust\nhost all all 127.0.0.1/32 %s\nhost all all %s %s\nhost replication all 127.0.0.1/32 %s\nhost replication all %s %s\n' \
@@ -133,9 +149,9 @@ start_postmaster() {
     # not through the as_pg function: $! must be the postmaster itself (setpriv execs it)
     if [ "$(id -u)" = 0 ]; then
         setpriv --reuid="$RUN_AS" --regid="$RUN_AS" --init-groups -- \
-            "$BIN/postgres" "$@" ${PG_EXTRA_ARGS:-} &
+            env -u PGPASSWORD "$BIN/postgres" "$@" ${PG_EXTRA_ARGS:-} &
     else
-        "$BIN/postgres" "$@" ${PG_EXTRA_ARGS:-} &
+        env -u PGPASSWORD "$BIN/postgres" "$@" ${PG_EXTRA_ARGS:-} &
     fi
     PM=$!
 }
@@ -177,6 +193,7 @@ run() {
     chmod 700 "$DIR"
     [ "$(id -u)" = 0 ] && chown "$RUN_AS:" "$DIR"
     write_hba
+    write_passfile
     PARENT=$(my_ppid)
     PM=""
     if [ -f "$PGDATA/postmaster.pid" ]; then
@@ -521,8 +538,18 @@ bootstrap() {
         log "not promoting: the cluster exists but this node has no data yet"; exit 1
     fi
     rm -rf "$PGDATA.tmp"
+    # with a password, the superuser gets it from initdb itself (SCRAM, PostgreSQL 15's
+    # default): pg_hba.conf asks for it on every TCP connection from the first start on
+    pwfile=""
+    if [ -n "${PGPASSWORD:-}" ]; then
+        pwfile="$DIR/initdb.pw"
+        (umask 077 && printf '%s\n' "$PGPASSWORD" >"$pwfile")
+        [ "$(id -u)" = 0 ] && chown "$RUN_AS:" "$pwfile"
+    fi
     as_pg "$BIN/initdb" -D "$PGDATA.tmp" --data-checksums -U "$PGUSER" --auth=trust -E UTF8 ${PG_INITDB_ARGS:-} \
-        --locale=C.UTF-8 >"$DIR/initdb.log" 2>&1 || { log "initdb failed"; exit 1; }
+        ${pwfile:+--pwfile="$pwfile"} --locale=C.UTF-8 >"$DIR/initdb.log" 2>&1 ||
+        { rm -f "$pwfile"; log "initdb failed"; exit 1; }
+    rm -f "$pwfile"
     sysid=$("$BIN/pg_controldata" "$PGDATA.tmp" | sed -n 's/^Database system identifier: *//p')
     if ! echo "$sysid" | catalog put "$INIT_KEY" --cas 0; then
         log "not promoting: another node initialized the cluster"; rm -rf "$PGDATA.tmp"; exit 1
@@ -530,11 +557,6 @@ bootstrap() {
     mv "$PGDATA.tmp" "$PGDATA"
     log "initdb --data-checksums: system identifier $sysid"
     wait_up 30 || { log "the new cluster did not start"; exit 1; }
-    if [ -n "${PGPASSWORD:-}" ]; then
-        q "alter system set password_encryption = 'scram-sha-256'" >/dev/null
-        q "select pg_reload_conf()" >/dev/null
-        q "alter role $PGUSER password '$(echo "$PGPASSWORD" | sed "s/'/''/g")'" >/dev/null
-    fi
 }
 
 promoting() {  # a promote hook is at work (started less than a minute ago)

@@ -120,7 +120,7 @@ _adapter: type | None = None
 
 def server_name_adapter() -> type:
     """``ServerNameAdapter``, defined on first use: requests is loaded only by the py-consul
-    path (a template's render, the election's lock calls), not by every supervisor with
+    path (a template's render), not by every supervisor with
     discovery on (registrations and watches use ``discovery.transport``)."""
     global _adapter
     if _adapter is None:

@@ -7,8 +7,8 @@ py-consul client (its ``requests`` session, TLS settings and ACL token).
 
 ``request`` runs on the event loop over `transport.Transport` (asyncio streams, keep-alive
 connections, no thread per call). ``send`` is the synchronous path for code that already
-runs in a worker thread: the election's ``lock.py`` calls and the one-shot ``autopilot
-template`` command.
+runs in a worker thread: the one-shot ``autopilot template`` command (the election's
+``lock.py`` calls are coroutines over ``request``).
 """
 
 from __future__ import annotations

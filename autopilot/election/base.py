@@ -167,5 +167,5 @@ class ElectionState:
                               name=f"{name}.{self.job}")
 
     async def _call(self, fn, timeout: float):
-        assert self.ctx.consul is not None
-        return await self.ctx.consul.run(fn, timeout=timeout)
+        """``fn(consul)`` (a `lock` coroutine) on the event loop, at most ``timeout``."""
+        return await lock.call(self.ctx.consul, fn, timeout=timeout)

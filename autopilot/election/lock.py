@@ -1,22 +1,26 @@
-"""Consul sessions and KV locks, as plain synchronous calls run in a worker thread.
+"""Consul sessions and KV locks, as coroutines on the event loop.
 
-py-consul's ``session.create`` cannot send ``NodeChecks``/``ServiceChecks``, and its
-default 30 s request timeout is far longer than a lease; so these calls go through the
-client's own ``requests`` session with a per-call timeout. Every function takes the
-py-consul client ``c`` that ``ctx.consul.run`` hands to its worker thread.
+Every call is one HTTP request through the discovery transport (`discovery.http.request`:
+asyncio streams, keep-alive connections, no worker thread, no py-consul or requests), with
+a per-call timeout far shorter than py-consul's 30 s default: a lease is counted in
+seconds. Every function takes the supervisor's `ConsulClient` ``c`` (reachability is noted
+there, as for registrations and watches); `call` is how the election runs one with an
+overall deadline: ``await call(ctx.consul, lambda c: acquire(c, ...), timeout=2.0)``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-import consul
-
-from autopilot.discovery.http import send
+from autopilot.discovery.http import Requester, request
 from autopilot.durations import to_go
+
+T = TypeVar("T")
 
 
 class SessionGone(Exception):
@@ -70,14 +74,23 @@ class Holder:
         return (self.session, self.epoch, self.lock_index) if self.session else None
 
 
-def _request(c: consul.Consul, method: str, path: str, *, params: list | None = None,
-             body: Any = None, timeout: float = 5.0) -> tuple[int, dict, str]:
+async def call(c: Requester | None, fn: Callable[[Requester], Awaitable[T]], *,
+               timeout: float) -> T:
+    """``await fn(c)``, given up with TimeoutError after ``timeout`` (the request inside
+    has its own, shorter one)."""
+    assert c is not None, "the election needs consul"
+    async with asyncio.timeout(timeout):
+        return await fn(c)
+
+
+async def _request(c: Requester, method: str, path: str, *, params: list | None = None,
+                   body: Any = None, timeout: float = 5.0) -> tuple[int, dict, str]:
     """The shared request helper (discovery/http.py), as (status, headers, body)."""
-    resp = send(c, method, path, params=params or (), body=body, timeout=timeout)
+    resp = await request(c, method, path, params=params or (), body=body, timeout=timeout)
     return resp.code, dict(resp.headers), resp.body
 
 
-def create_session(c: consul.Consul, *, name: str, check_id: str, ttl: float,
+async def create_session(c: Requester, *, name: str, check_id: str, ttl: float,
                    lock_delay: float, timeout: float) -> str:
     """A session bound to the service's own check only (not to the node's serfHealth)."""
     body = {
@@ -88,14 +101,14 @@ def create_session(c: consul.Consul, *, name: str, check_id: str, ttl: float,
         "TTL": f"{max(10, int(round(ttl)))}s",
         "LockDelay": to_go(lock_delay),
     }
-    code, _, text = _request(c, "PUT", "/v1/session/create", body=body, timeout=timeout)
+    code, _, text = await _request(c, "PUT", "/v1/session/create", body=body, timeout=timeout)
     if code != 200:
         _raise_for("session create", code, text)
     return json.loads(text)["ID"]
 
 
-def renew_session(c: consul.Consul, session: str, *, timeout: float) -> None:
-    code, _, text = _request(c, "PUT", f"/v1/session/renew/{session}", timeout=timeout)
+async def renew_session(c: Requester, session: str, *, timeout: float) -> None:
+    code, _, text = await _request(c, "PUT", f"/v1/session/renew/{session}", timeout=timeout)
     if code == 404:
         raise SessionGone(session)
     if code != 200:
@@ -105,8 +118,8 @@ def renew_session(c: consul.Consul, session: str, *, timeout: float) -> None:
         raise SessionGone(session)
 
 
-def session_info(c: consul.Consul, session: str, *, timeout: float) -> dict | None:
-    code, _, text = _request(c, "GET", f"/v1/session/info/{session}", timeout=timeout)
+async def session_info(c: Requester, session: str, *, timeout: float) -> dict | None:
+    code, _, text = await _request(c, "GET", f"/v1/session/info/{session}", timeout=timeout)
     if code == 404:
         return None
     if code != 200:
@@ -115,8 +128,8 @@ def session_info(c: consul.Consul, session: str, *, timeout: float) -> dict | No
     return data[0] if data else None
 
 
-def session_exists(c: consul.Consul, session: str, *, timeout: float) -> bool:
-    return session_info(c, session, timeout=timeout) is not None
+async def session_exists(c: Requester, session: str, *, timeout: float) -> bool:
+    return await session_info(c, session, timeout=timeout) is not None
 
 
 def bound_to(info: dict, check_id: str) -> bool:
@@ -125,15 +138,15 @@ def bound_to(info: dict, check_id: str) -> bool:
     return service_checks == [check_id] and not info.get("NodeChecks")
 
 
-def destroy_session(c: consul.Consul, session: str, *, timeout: float) -> None:
+async def destroy_session(c: Requester, session: str, *, timeout: float) -> None:
     """Raises unless the catalog confirmed (200; an unknown session is destroyed too)."""
-    code, _, text = _request(c, "PUT", f"/v1/session/destroy/{session}", timeout=timeout)
+    code, _, text = await _request(c, "PUT", f"/v1/session/destroy/{session}", timeout=timeout)
     if code != 200:
         _raise_for("session destroy", code, text)
 
 
-def acquire(c: consul.Consul, key: str, session: str, value: dict, *, timeout: float) -> bool:
-    code, _, text = _request(c, "PUT", f"/v1/kv/{key}", params=[("acquire", session)],
+async def acquire(c: Requester, key: str, session: str, value: dict, *, timeout: float) -> bool:
+    code, _, text = await _request(c, "PUT", f"/v1/kv/{key}", params=[("acquire", session)],
                              body=json.dumps(value, sort_keys=True).encode(), timeout=timeout)
     if code == 200:
         return text.strip() == "true"
@@ -143,10 +156,10 @@ def acquire(c: consul.Consul, key: str, session: str, value: dict, *, timeout: f
     return False
 
 
-def release(c: consul.Consul, key: str, session: str, *, timeout: float) -> bool:
+async def release(c: Requester, key: str, session: str, *, timeout: float) -> bool:
     """True: released; False: the key was not held by ``session`` (nothing to release).
     Raises when the catalog could not answer (e.g. no cluster leader): retry."""
-    code, _, text = _request(c, "PUT", f"/v1/kv/{key}", params=[("release", session)],
+    code, _, text = await _request(c, "PUT", f"/v1/kv/{key}", params=[("release", session)],
                              timeout=timeout)
     if code == 200:
         return text.strip() == "true"
@@ -156,12 +169,12 @@ def release(c: consul.Consul, key: str, session: str, *, timeout: float) -> bool
     return False
 
 
-def put(c: consul.Consul, key: str, value: dict, *, timeout: float,
+async def put(c: Requester, key: str, value: dict, *, timeout: float,
         session: str | None = None) -> bool:
     """Write a JSON value; with ``session``, acquire the key with it (the key is freed
     when the session ends)."""
     params = [("acquire", session)] if session else None
-    code, _, text = _request(c, "PUT", f"/v1/kv/{key}", params=params,
+    code, _, text = await _request(c, "PUT", f"/v1/kv/{key}", params=params,
                              body=json.dumps(value, sort_keys=True).encode(), timeout=timeout)
     if code == 200:
         return text.strip() == "true"
@@ -171,15 +184,15 @@ def put(c: consul.Consul, key: str, value: dict, *, timeout: float,
     return False
 
 
-def delete(c: consul.Consul, key: str, *, timeout: float) -> None:
-    code, _, text = _request(c, "DELETE", f"/v1/kv/{key}", timeout=timeout)
+async def delete(c: Requester, key: str, *, timeout: float) -> None:
+    code, _, text = await _request(c, "DELETE", f"/v1/kv/{key}", timeout=timeout)
     if code != 200:
         _raise_for(f"delete {key}", code, text)
 
 
-def read_prefix(c: consul.Consul, prefix: str, *, timeout: float) -> list[dict]:
+async def read_prefix(c: Requester, prefix: str, *, timeout: float) -> list[dict]:
     """Every entry under ``prefix``: [{Key, Session, value (decoded JSON dict)}]."""
-    code, _, text = _request(c, "GET", f"/v1/kv/{prefix}", params=[("recurse", "1")],
+    code, _, text = await _request(c, "GET", f"/v1/kv/{prefix}", params=[("recurse", "1")],
                              timeout=timeout)
     if code == 404:
         return []
@@ -193,9 +206,9 @@ def read_prefix(c: consul.Consul, prefix: str, *, timeout: float) -> list[dict]:
     return out
 
 
-def service_health(c: consul.Consul, service: str, *, timeout: float) -> dict[str, str]:
+async def service_health(c: Requester, service: str, *, timeout: float) -> dict[str, str]:
     """service ID -> aggregated status (passing, warning, critical) of every instance."""
-    code, _, text = _request(c, "GET", f"/v1/health/service/{service}", timeout=timeout)
+    code, _, text = await _request(c, "GET", f"/v1/health/service/{service}", timeout=timeout)
     if code != 200:
         _raise_for(f"health of {service}", code, text)
     out: dict[str, str] = {}
@@ -228,13 +241,13 @@ def parse_entry(entry: dict | None) -> Holder | None:
                   modify_index=int(entry.get("ModifyIndex", 0)), info=info)
 
 
-def read_key(c: consul.Consul, key: str, *, index: int = 0, wait: str | None = None,
+async def read_key(c: Requester, key: str, *, index: int = 0, wait: str | None = None,
              timeout: float) -> tuple[int, Holder | None]:
     """Read (or with ``index``, block on) the election key; returns (X-Consul-Index, holder)."""
     params: list = []
     if index:
         params += [("index", index)] + ([("wait", wait)] if wait else [])
-    code, headers, text = _request(c, "GET", f"/v1/kv/{key}", params=params, timeout=timeout)
+    code, headers, text = await _request(c, "GET", f"/v1/kv/{key}", params=params, timeout=timeout)
     idx = int(headers.get("X-Consul-Index", "0") or 0)
     if code == 404:
         return idx, None
@@ -244,16 +257,16 @@ def read_key(c: consul.Consul, key: str, *, index: int = 0, wait: str | None = N
     return idx, parse_entry(entries[0] if entries else None)
 
 
-def agent_answers(c: consul.Consul, *, timeout: float) -> bool:
+async def agent_answers(c: Requester, *, timeout: float) -> bool:
     """True when the agent answers a local request (any HTTP status): it is alive and
     reachable, whatever its servers are doing."""
-    _request(c, "GET", "/v1/agent/self", timeout=timeout)
+    await _request(c, "GET", "/v1/agent/self", timeout=timeout)
     return True
 
 
-def agent_service(c: consul.Consul, service_id: str, *, timeout: float) -> dict | None:
+async def agent_service(c: Requester, service_id: str, *, timeout: float) -> dict | None:
     """The service as this agent registered it (for our own Address/Port)."""
-    code, _, text = _request(c, "GET", f"/v1/agent/service/{service_id}", timeout=timeout)
+    code, _, text = await _request(c, "GET", f"/v1/agent/service/{service_id}", timeout=timeout)
     if code != 200:
         return None
     return json.loads(text)

@@ -5,8 +5,9 @@ a small wrapper that, once the first job runs and a health check has passed, wri
 supervisor's ``sys.modules`` to a file and asks for a normal shutdown. The case fails when a
 module the config does not need was imported: a web framework at all, Jinja2 without
 templates, py-consul/requests without templates or an election (registrations and watches
-speak HTTP on asyncio streams), prometheus_client or click ever, ``ssl`` unless Consul is
-reached over https (asyncio would load it otherwise: `autopilot.lazyssl`).
+speak HTTP on asyncio streams, and so do the election's lock and session calls),
+prometheus_client or click ever, ``ssl`` unless Consul is reached over https (asyncio would
+load it otherwise: `autopilot.lazyssl`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ WRAPPER = textwrap.dedent("""
         with open(out + ".tmp", "w") as fh:
             # an entry set to None is an import blocked on purpose (autopilot.lazyssl)
             fh.write("\\n".join(sorted(k for k, v in sys.modules.items() if v is not None)))
+        with open(out + ".threads", "w") as fh:
+            fh.write("\\n".join(t.name for t in threading.enumerate()))
         os.rename(out + ".tmp", out)
         os.kill(os.getpid(), signal.SIGTERM)
     threading.Thread(target=dump, daemon=True).start()
@@ -58,6 +61,11 @@ def shortdir() -> Iterator[Path]:
     for p in Path(d).iterdir():
         p.unlink()
     os.rmdir(d)
+
+
+def threads_of(tmp: Path) -> list[str]:
+    """The names of the threads the last `modules_of` run had (the wrapper's own included)."""
+    return (tmp / "modules.threads").read_text().split("\n")
 
 
 def modules_of(tmp: Path, body: str, env_clean: dict[str, str], full: bool = False) -> set[str]:
@@ -164,3 +172,20 @@ def test_https_consul_loads_ssl_and_registers(catalog: object, shortdir: Path,
     assert TLS <= mods, sorted(mods)
     assert not mods & (NEVER | TEMPLATES | DISCOVERY), sorted(mods & (NEVER | TEMPLATES | DISCOVERY))
 
+
+
+def test_election_without_py_consul_or_threads(catalog: object, shortdir: Path,
+                                               env_clean: dict[str, str]) -> None:
+    """An election's sessions and lock go through the asyncio transport: the job is
+    promoted (its promote hook starts it), and neither py-consul nor a worker thread was
+    needed for it."""
+    job = ('{name: "app", port: 8080, interfaces: ["static:127.0.0.1"], '
+           'exec: ["sleep", "60"], health: {exec: ["true"], interval: "200ms", ttl: 5}, '
+           'election: {lockDelay: "0s", promote: ["touch", "@MARKER@"]}}')
+    mods = modules_of(shortdir, f'consul: "{catalog.address}", control: {{socket: "@DIR@/s"}},'  # type: ignore[attr-defined]
+                      f' jobs: [{job}]', env_clean, full=True)
+    assert "autopilot.election.lock" in mods  # the election ran (and promoted us)
+    top = {m.split(".")[0] for m in mods}
+    unwanted = NEVER | TEMPLATES | DISCOVERY | TLS
+    assert not top & unwanted, sorted(top & unwanted)
+    assert [t for t in threads_of(shortdir) if t.startswith("consul")] == []

@@ -3,6 +3,7 @@
 use_pg_rewind, use_slots, data checksums, pg_hba trusting 127.0.0.1, remove the data
 directory on a failed rewind or diverged timelines; ttl/loop_wait/retry_timeout and
 synchronous_mode per side. Everything runs as the `postgres` user; ports are free ones.
+`PatroniSide` is the benchmark's view of it (the interface of bench/failover/harness.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -21,7 +23,10 @@ from pathlib import Path
 
 import psutil
 
+from autopilot.lab.pgload import PgDriver, create_schema, stall
+from autopilot.lab.pgwire import PgError, Postgres
 from autopilot.lab.workload import Member
+from bench.failover.sides import wait_pg_in_sync
 
 BIN = "/usr/lib/postgresql/15/bin"
 USER = "postgres"
@@ -123,15 +128,18 @@ class PatroniCluster:
                                          f"{name}.log")
 
     def stop(self) -> None:
-        for name in self.names:
-            self.kill(name)
-        for p in self.etcd:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(5)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Nothing left running, no directory left behind (also after a failed start)."""
+        try:
+            for name in self.names:
+                self.kill(name)
+            for p in self.etcd:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(5)
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     # ------------------------------------------------------------ inspection
     @property
@@ -214,7 +222,122 @@ class PatroniCluster:
         if p is not None:
             p.wait(5)
 
+    def patronictl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(["patronictl", "-c", str(self.dir / "pg1.yml"), *args],
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
     def switchover(self, leader: str, candidate: str) -> None:
-        subprocess.run(["patronictl", "-c", str(self.dir / f"{leader}.yml"), "switchover",
-                        "--leader", leader, "--candidate", candidate, "--force"],
-                       capture_output=True, timeout=60, check=False)
+        self.patronictl("switchover", "--leader", leader, "--candidate", candidate, "--force")
+
+    def reinit(self, name: str) -> None:
+        """What a Patroni operator does with a member that cannot rejoin (e.g. diverged on
+        the same timeline number): a fresh base backup from the leader."""
+        self.patronictl("reinit", "fo", name, "--force", "--wait", timeout=180)
+
+
+class PatroniSide:
+    """One Patroni setting, its cluster built once and reused across trials: a killed
+    member is started again (Patroni rewinds or re-clones it) before the next trial; one
+    that does not come back within `rejoin_timeout` is reinitialized with `patronictl
+    reinit`, and the trial records that it had to be."""
+
+    def __init__(self, ttl: int, loop_wait: int, retry: int, sync: bool,
+                 rejoin_timeout: float = 90) -> None:
+        self.label = f"patroni ttl {ttl}/loop {loop_wait}" + (" sync" if sync else " async")
+        self.args = (ttl, loop_wait, retry, sync)
+        self.loop_wait, self.durable = loop_wait, sync
+        self.rejoin_timeout = rejoin_timeout
+        self.cluster: PatroniCluster | None = None
+
+    def prepare(self) -> dict[str, list[str]]:
+        """Every member running, one leader, two replicas streaming and caught up; returns
+        {"reinit": [members]} when some had to be reinitialized for that."""
+        reinit: list[str] = []
+        if self.cluster is None:
+            self.cluster = PatroniCluster(*self.args)
+            self.cluster.start()
+        c = self.cluster
+        for name in c.names:
+            c.start_member(name)
+        try:
+            c.wait_healthy(self.rejoin_timeout)
+            create_schema(self.members)
+            wait_pg_in_sync(self, self.durable, 30)
+        except RuntimeError:
+            # a member that does not stream (Patroni may still report it with lag 0)
+            streaming = self._streaming()
+            for name in c.names:
+                if name != c.primary_name() and name not in streaming:
+                    reinit.append(name)
+                    c.reinit(name)
+            c.wait_healthy(240)
+            create_schema(self.members)
+            wait_pg_in_sync(self, self.durable, 60)
+        return {"reinit": reinit} if reinit else {}
+
+    def _streaming(self) -> set[str]:
+        """The members the leader streams to (Patroni names each walreceiver after its
+        member)."""
+        assert self.cluster
+        leader = self.cluster.primary_name()
+        if leader is None:
+            return set()
+        m = next(m for m in self.members if m.name == leader)
+        try:
+            with Postgres(m.host, m.port, timeout=2) as pg:
+                rows = pg.query("select application_name from pg_stat_replication "
+                                "where state = 'streaming'")
+        except (OSError, PgError):
+            return set()
+        return {str(r[0]) for r in rows}
+
+    @property
+    def members(self) -> list[Member]:
+        assert self.cluster
+        return self.cluster.members
+
+    def workload_options(self) -> dict:
+        return {"op_timeout": 1.0, "driver": PgDriver()}
+
+    def primary(self) -> str:
+        assert self.cluster
+        name = self.cluster.primary_name()
+        assert name
+        return name
+
+    def jitter(self) -> float:
+        return random.uniform(0, self.loop_wait)  # anchors: the kill at a random lease point
+
+    def kill(self, name: str) -> None:
+        assert self.cluster
+        self.cluster.kill(name)
+
+    def graceful(self, name: str) -> None:
+        """`patronictl switchover` to the sync standby (any other member in async mode)."""
+        assert self.cluster
+        view = self.cluster.cluster_view().get("members", [])
+        cand = next((m["name"] for m in view if m.get("role") == "sync_standby"), None) or \
+            next(m["name"] for m in view if m["name"] != name)
+        self.cluster.switchover(name, cand)
+
+    def hold_back(self, name: str, seconds: float) -> None:
+        assert self.cluster
+        stall(self.cluster.procs(name), "walsender")
+        time.sleep(seconds)
+
+    def stall(self, name: str) -> None:
+        assert self.cluster
+        stall(self.cluster.procs(name), "walreceiver")
+
+    def resume(self, name: str) -> None:
+        assert self.cluster
+        stall(self.cluster.procs(name), "walreceiver", resume=True)
+
+    def leader_epoch(self) -> int | None:
+        assert self.cluster
+        return self.cluster.leader_epoch()
+
+    def close(self) -> None:
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            cluster.stop()

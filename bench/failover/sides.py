@@ -1,82 +1,154 @@
-"""The two systems under test, behind one small interface the trials drive.
+"""The systems under test, behind the one interface bench/failover/harness.py drives.
 
-`AutopilotSide` runs the lab (network and PID namespaces) and reuses it across trials: a
-killed or stopped node is started again and rejoins as a replica before the next trial.
-`SentinelSide` builds a fresh Sentinel cluster per trial on loopback.
+`AutopilotSide` runs `autopilot lab` (network and PID namespaces, the embedded catalog) with
+Redis or PostgreSQL and reuses it across trials: a killed or stopped node is started again
+and rejoins as a replica before the next trial. `SentinelSide` builds a fresh Sentinel
+cluster per trial on loopback. Patroni's side is in bench/failover/patroni.py.
 """
 
 from __future__ import annotations
 
+import random
+import shutil
 import signal
-import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
-import psutil
-
-from autopilot.lab.cluster import Lab
-from autopilot.lab.workload import Member
+from autopilot.lab.cluster import PROFILES, Lab
+from autopilot.lab.pgload import PgDriver, create_schema, stall
+from autopilot.lab.pgwire import PgError, Postgres
+from autopilot.lab.workload import Member, hold_back_replication
 from bench.failover.sentinel import SentinelCluster
 
 
+def _seconds(text: str) -> float:
+    return float(text[:-2]) / 1000 if text.endswith("ms") else float(text.rstrip("s"))
+
+
+def pg_in_sync(primary: Member, replicas: int, sync: bool) -> bool:
+    """`replicas` streaming replicas have replayed everything the primary wrote (and, in
+    sync mode, one is a synchronous standby): the state a trial starts from."""
+    try:
+        with Postgres(primary.host, primary.port, timeout=2) as pg:
+            row = pg.query(
+                "select count(*) filter (where state = 'streaming' and "
+                "replay_lsn = pg_current_wal_lsn()), count(*) filter (where sync_state in "
+                "('sync', 'quorum')) from pg_stat_replication")[0]
+    except (OSError, PgError, IndexError):
+        return False
+    return int(row[0] or 0) >= replicas and (not sync or int(row[1] or 0) >= 1)
+
+
+def wait_pg_in_sync(side: Any, sync: bool, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            prim = next(m for m in side.members if m.name == side.primary())
+        except (AssertionError, StopIteration, OSError, RuntimeError):
+            prim = None
+        if prim is not None and pg_in_sync(prim, len(side.members) - 1, sync):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{side.label}: replicas not streaming and caught up within {timeout}s")
+
+
 class AutopilotSide:
-    def __init__(self, profile: str, no_loss: bool) -> None:
-        self.label = f"autopilot {profile}" + (" no-loss" if no_loss else "")
-        self.profile, self.no_loss = profile, no_loss
-        self.lab = Lab(Path(tempfile.mkdtemp(prefix="ap-bench-lab-")))
-        self.up = False
+    def __init__(self, profile: str, durable: bool, service: str = "redis") -> None:
+        mode = (" sync" if durable else " async") if service == "postgres" else \
+            (" no-loss" if durable else "")
+        self.label = f"autopilot {profile}{mode}"
+        self.profile, self.durable, self.service = profile, durable, service
+        self.no_loss = durable  # the Redis trials' name for it
+        self.lab: Lab | None = None
 
     def prepare(self) -> None:
         """Before a trial: every node running, one primary, all replicas in sync."""
-        if not self.up:
-            self.lab.up(nodes=3, profile=self.profile, no_loss=self.no_loss, net=None)
-            self.up = True
+        if self.lab is None:
+            self.lab = Lab(Path(tempfile.mkdtemp(prefix=f"ap-bench-{self.service}-")))
+            self.lab.up(nodes=3, service=self.service, profile=self.profile,
+                        no_loss=self.durable, net=None)
         for node in self.lab.state.nodes.values():
             if not self.lab.tree(node):
                 self.lab.start(node.n)
-        self.lab.wait_converged(60)
+        if self.service == "postgres":
+            self.lab.wait_converged(240)
+            create_schema(self.members)
+            wait_pg_in_sync(self, self.durable, 60)
+        else:
+            self.lab.wait_converged(60)
 
     @property
     def members(self) -> list[Member]:
+        assert self.lab
         return [Member(n.name, n.ip, n.port) for n in self.lab.state.nodes.values()]
 
+    def workload_options(self) -> dict[str, Any]:
+        return {"op_timeout": 1.0, "driver": PgDriver()} if self.service == "postgres" else {}
+
     def primary(self) -> str:
+        assert self.lab
         prim = self.lab.primaries()
         assert len(prim) == 1, prim
         return prim[0]
 
+    def jitter(self) -> float:
+        """The fault at a random point of the health-check cycle (anchors.md: U(0, loop))."""
+        return random.uniform(0, _seconds(PROFILES[self.profile]["AP_HEALTH_INTERVAL"]))
+
     def kill(self, name: str) -> None:
+        assert self.lab
         self.lab.kill(name)
 
-    def term(self, name: str) -> None:
-        self.lab.stop(name)
+    def graceful(self, name: str) -> None:
+        assert self.lab
+        self.lab.stop(name, timeout=45)
 
-    def redis_procs(self, names: list[str]) -> list[psutil.Process]:
-        out = []
-        for name in names:
-            pid = self.lab.redis_pid(self.lab.node(name))
-            if pid:
-                out.append(psutil.Process(pid))
-        return out
+    def _tree(self, name: str) -> list:
+        assert self.lab
+        return self.lab.tree(self.lab.node(name))
+
+    def hold_back(self, name: str, seconds: float) -> None:
+        """New writes on the primary alone: Redis loses PSYNC and its replica links;
+        PostgreSQL's walsenders are SIGSTOPped."""
+        if self.service == "postgres":
+            stall(self._tree(name), "walsender")
+            time.sleep(seconds)
+        else:
+            hold_back_replication(next(m for m in self.members if m.name == name), seconds)
+
+    def stall(self, name: str) -> None:
+        stall(self._tree(name), "walreceiver")
+
+    def resume(self, name: str) -> None:
+        stall(self._tree(name), "walreceiver", resume=True)
 
     def logs(self) -> dict[str, Path]:
         """Each node's autopilot log (the failover breakdown reads the election's steps)."""
+        assert self.lab
         return {n.name: Path(n.dir) / "autopilot.log" for n in self.lab.state.nodes.values()}
 
     def leader_epoch(self) -> int | None:
+        assert self.lab
         leader = self.lab.leader()
         return leader.get("epoch") if leader else None
 
-    def finish(self) -> None:
-        if self.up:
-            self.lab.down()
-            self.up = False
+    def close(self) -> None:
+        """Nothing left running, no directory left behind (idempotent)."""
+        lab, self.lab = self.lab, None
+        if lab is not None:
+            try:
+                lab.down()
+            finally:
+                shutil.rmtree(lab.dir, ignore_errors=True)
 
 
 class SentinelSide:
     def __init__(self, down_after_ms: int, no_loss: bool) -> None:
         self.label = f"sentinel down-after {down_after_ms} ms" + (" no-loss" if no_loss else "")
         self.down_after_ms, self.no_loss = down_after_ms, no_loss
+        self.durable = no_loss
         self.cluster: SentinelCluster | None = None
 
     def prepare(self) -> None:
@@ -89,45 +161,36 @@ class SentinelSide:
         assert self.cluster
         return self.cluster.members
 
+    def workload_options(self) -> dict[str, Any]:
+        return {}
+
     def primary(self) -> str:
         assert self.cluster
         name = self.cluster.primary_name()
         assert name
         return name
 
+    def jitter(self) -> float:
+        return 0.0  # a fresh cluster per trial: no cycle to be in phase with
+
     def kill(self, name: str) -> None:
         assert self.cluster
         self.cluster.signal(name, signal.SIGKILL)
 
-    def term(self, name: str) -> None:
+    def graceful(self, name: str) -> None:
+        """Sentinel has no hand-over: a SIGTERM of the primary (`docker stop`)."""
         assert self.cluster
         self.cluster.signal(name, signal.SIGTERM)
 
-    def redis_procs(self, names: list[str]) -> list[psutil.Process]:
-        assert self.cluster
-        return [psutil.Process(self.cluster.redis_pid(n)) for n in names]
+    def hold_back(self, name: str, seconds: float) -> None:
+        hold_back_replication(next(m for m in self.members if m.name == name), seconds)
 
     def leader_epoch(self) -> int | None:
         assert self.cluster
         name = self.cluster.primary_name()
         return self.cluster.ports[[m.name for m in self.members].index(name)] if name else None
 
-    def finish(self) -> None:
+    def close(self) -> None:
         if self.cluster is not None:
             self.cluster.stop()
             self.cluster = None
-
-
-def cpu_burners(n: int, seconds: float) -> list[psutil.Popen]:
-    """`n` busy loops that end on their own after `seconds` (bounded even if we crash)."""
-    code = f"import time\nend=time.time()+{seconds}\nwhile time.time()<end: pass\n"
-    return [psutil.Popen([sys.executable, "-c", code]) for _ in range(n)]
-
-
-def stop_burners(procs: list[psutil.Popen]) -> None:
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(procs, timeout=5)

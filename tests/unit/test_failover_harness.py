@@ -1,0 +1,76 @@
+"""bench/failover's harness: every side is closed whatever ends the run (a failed trial, an
+exception, SIGTERM), trials record the load average, and the table shows the spread."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import pytest
+
+from bench.failover import harness
+
+pytestmark = pytest.mark.timeout(20)
+
+
+class Side:
+    """The smallest side the plan runner drives: counts what was done to it."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_a_failing_trial_is_recorded_and_the_side_closed() -> None:
+    side = Side("a")
+
+    def trial(s: Any) -> dict[str, Any]:
+        raise RuntimeError("no primary")
+
+    results: dict[str, Any] = {}
+    harness.run_plan([(side, [("kill", 2, trial)])], {"kill"}, results)
+    data = results["kill"]["a"]
+    assert data["errors"] == 2
+    assert all("no primary" in t["error"] and t["load1"] >= 0 for t in data["trials"])
+    assert side.closed >= 1
+
+
+def test_every_side_is_closed_when_sigterm_ends_the_run() -> None:
+    first, second = Side("first"), Side("second")
+
+    def trial(s: Any) -> dict[str, Any]:
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler turns it into KeyboardInterrupt
+        raise AssertionError("not reached")
+
+    results: dict[str, Any] = {}
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        harness.run_plan([(first, [("kill", 1, trial)]), (second, [("kill", 1, trial)])],
+                         {"kill"}, results)
+    assert first.closed >= 1 and second.closed >= 1
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+
+
+def test_groups_not_asked_for_do_not_run() -> None:
+    side = Side("a")
+    ran = []
+    harness.run_plan([(side, [("cpu", 3, lambda s: ran.append(1) or {})])], {"kill"}, {})
+    assert ran == [] and side.closed >= 1
+
+
+def test_table_shows_median_spread_and_load() -> None:
+    results: dict[str, Any] = {}
+    values = iter([1.0, 3.0, 2.0])
+    harness.run_plan([(Side("x"), [("kill", 3, lambda s: {
+        "failover_s": next(values), "write_gap_s": 1.0, "lost": 0, "load1": 4.5})])],
+        {"kill"}, results)
+    summary = results["kill"]["x"]["summary"]
+    assert summary["failover_s"] == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3,
+                                     "missing": 0}
+    text = harness.table(results)
+    assert "failover 2.00 s (1.00-3.00, n=3)" in text
+    assert "4.5-4.5" in text

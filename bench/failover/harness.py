@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,9 @@ def trial_cpu(side: Any, seconds: float, burners: int) -> dict[str, Any]:
     """Spurious failovers: `burners` busy loops for `seconds` while the client writes every
     20 ms; the leader's epoch (autopilot's lock epoch, Patroni's timeline, Sentinel's
     primary) is read every 0.5 s and every change counted. `writer_switches` counts the
-    client moving to another node (a leader change the epoch poll could miss)."""
+    client moving to another node (a leader change the epoch poll could miss);
+    `longest_write_gap_s` is the longest time without an acknowledged write (a primary
+    that stalls or fences itself without a failover)."""
     notes = side.prepare() or {}
     tl = Timeline()
     wl = Workload(side.members, tl, interval=0.02, max_seconds=seconds + 60,
@@ -176,7 +179,10 @@ def trial_cpu(side: Any, seconds: float, burners: int) -> dict[str, Any]:
     finally:
         wl.stop()
     switches = sum(1 for _, k, _ in tl.events if k == "writes-ok") - 1
+    ts = [a.t for a in wl.results.acks]
+    gap = max((b - a for a, b in pairwise(ts)), default=None)
     return {"spurious_failovers": changes, "writer_switches": max(switches, 0),
+            "longest_write_gap_s": gap,
             "epoch_first": first, "epoch_last": last, "acked": len(wl.results.acks),
             "failed_writes": wl.results.failures, "load1": max(loads, default=None), **notes}
 
@@ -286,7 +292,8 @@ SPEC = {"kill": [("failover_s", "s", "failover"), ("write_gap_s", "s", "write ga
         "term": [("write_gap_s", "s", "write gap"), ("lost", "n", "lost acked")],
         "loss": [("lost", "n", "lost acked"), ("failover_s", "s", "failover")],
         "cpu": [("spurious_failovers", "n", "spurious failovers"),
-                ("writer_switches", "n", "writer switches")]}
+                ("writer_switches", "n", "writer switches"),
+                ("longest_write_gap_s", "s", "longest write gap")]}
 
 
 def table(results: dict[str, Any]) -> str:

@@ -149,6 +149,7 @@ def test_wakes_promptly_on_related_write(api, name, kind):
         f"{kind}: woke after {[round(x * 1000, 1) for x in latencies]} ms")
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("kind", KINDS)
 def test_not_answered_by_unrelated_writes(api, name, kind):
     case = _case(kind, api, name)
@@ -199,6 +200,7 @@ def test_py_consul_blocking_health_watch(api, cc, name):
     assert int(new_index) > int(index) and entries == []
 
 
+@pytest.mark.timing
 def test_heartbeat_without_change_does_not_wake(api, name):
     """A TTL pass that changes nothing does not move the index (Consul's agent skips it)."""
     api.register(name, Check={"TTL": "300s", "Status": "passing"})
@@ -227,6 +229,7 @@ def test_abandoned_blocking_queries_are_dropped(shared, api, name):
     wait_for(lambda: _blocked(api) <= before, timeout=5, message="waiters dropped")
 
 
+@pytest.mark.timing
 def test_lock_watcher_wakes_when_holder_session_is_invalidated(api, name):
     """What election relies on: a replica blocked on the lock key hears the release at once
     when the holder's check fails."""
@@ -262,6 +265,7 @@ def test_agent_service_hash_blocking(api, name):
     assert b.done_at - t_write < 1.0
 
 
+@pytest.mark.timing
 def test_identical_reregistration_does_not_wake(api, name):
     body = {"Name": name, "ID": name, "Port": 80, "Tags": ["a"],
             "Check": {"TTL": "300s", "Status": "passing"}}

@@ -79,6 +79,7 @@ def test_tls_flags_are_checked(tmp_path: Path, pki: dict[str, str]) -> None:
     assert r.returncode == 2 and "--tls-cert and --tls-key go together" in r.stderr
 
 
+@pytest.mark.timing
 def test_output_only_update_reaches_the_catalog_after_the_interval(catalog_factory) -> None:
     cat: CatalogProcess = catalog_factory("--check-update-interval", "1s")
     api = requests.Session()

@@ -165,8 +165,10 @@ def test_s9_catalog_down_then_back(lab_factory) -> None:
     pids = {n.name: lab.supervisor(n).pid for n in lab.state.nodes.values()}
     sc.wait(lambda: sc.workload.wait_acks(50, 0.1), 10, "writes before the fault")
     sc.fault("SIGKILL the catalog", lab.kill, "catalog")
-    time.sleep(4)  # the outage; the client keeps writing and probing throughout
-    # no promotion without the catalog: nobody but the old primary may take writes
+    # the outage (4 s); the client keeps writing and probing throughout. No promotion
+    # without the catalog: nobody but the old primary may take writes
+    holds(lambda: {a.node for a in list(sc.workload.results.acks)} <= {old}, 4, interval=0.1,
+          message="only the old primary takes writes")
     writers = {a.node for a in sc.workload.results.acks}
     assert writers <= {old}, writers
     sc.fault("start the catalog", lab.start, "catalog")

@@ -118,14 +118,14 @@ def test_reload_and_maintenance(launch: Any, workdir: Path) -> None:
     app_pid = wait_for(lambda: ap.job("app")["pid"], message="app running")
     worker_pid = wait_for(lambda: ap.job("worker")["pid"], message="worker running")
     # a broken config is refused with the loader's message; everything keeps running
-    good = ap.config.read_text()
-    ap.config.write_text(good.replace('name: "worker"', 'name: "worker", bogus: 1'))
+    good = ap.config_path.read_text()
+    ap.config_path.write_text(good.replace('name: "worker"', 'name: "worker", bogus: 1'))
     out = subprocess.run(autopilot_cmd("reload", "--socket", ap.socket), cwd=ROOT, env=ap.env,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 1 and "bogus" in out.stderr, out.stderr
     assert ap.job("worker")["pid"] == worker_pid
     # a changed job restarts, an unchanged one keeps its pid
-    ap.config.write_text(good.replace("sleep 0.05", "sleep 0.06"))
+    ap.config_path.write_text(good.replace("sleep 0.05", "sleep 0.06"))
     out = ap.ctl("reload")
     assert out.returncode == 0, out.stderr
     wait_for(lambda: ap.job("worker")["pid"] not in (None, worker_pid), message="new worker")
@@ -138,7 +138,7 @@ def test_reload_and_maintenance(launch: Any, workdir: Path) -> None:
     assert ap.client().status()["maintenance"] is False
     # a reload that changes control.socket answers on the old socket, then serves the new
     old = ap.socket
-    ap.config.write_text(ap.config.read_text().replace("cp.sock", "moved.sock"))
+    ap.config_path.write_text(ap.config_path.read_text().replace("cp.sock", "moved.sock"))
     ap.client().reload()
     assert not os.path.exists(old)
     moved = ControlClient(str(workdir / "moved.sock"))
@@ -220,7 +220,7 @@ def test_stale_socket_replaced_live_socket_refused(launch: Any, workdir: Path) -
     second.start(wait=False)
     code = second.proc.wait(20)
     assert code != 0
-    assert "in use by another running process" in second.logtail()
+    assert "in use by another running process" in (second.log + second.stderr)
     assert first.client().ping()["ok"]  # the first autopilot keeps its socket
     assert first.stop() == 0
 
@@ -250,11 +250,11 @@ def test_sensor_job_posts_metrics(launch: Any) -> None:
         return 0.0
 
     # each run adds 2; a run has one interval (2 s) to start python and post
-    ap.wait(lambda: ticks() >= 2, timeout=30, message="the sensor's counter to reach 2")
+    ap.wait_until(lambda: ticks() >= 2, timeout=30, message="the sensor's counter to reach 2")
     assert ticks() % 2 == 0
     # the sensor posts before it exits: its ExitSuccess is counted a moment later
-    text = ap.wait(lambda: (t := requests.get(url, timeout=5).text)
-                   and 'containerpilot_events{code="ExitSuccess",source="sensor"}' in t and t,
-                   timeout=20, message="the sensor's ExitSuccess to be counted")
+    text = ap.wait_until(lambda: (t := requests.get(url, timeout=5).text)
+                         and 'containerpilot_events{code="ExitSuccess",source="sensor"}' in t
+                         and t, timeout=20, message="the sensor's ExitSuccess to be counted")
     assert 'containerpilot_control_http_requests{code="200",path="/v3/metric"}' in text
 

@@ -46,8 +46,8 @@ def test_registers_on_first_healthy_then_heartbeats_and_fails_explicitly(catalog
             # the IP is resolved and handed to children before anything is registered
             assert ctx.child_env["CONTAINERPILOT_WEB_IP"] == "127.0.0.1"
             assert ctx.child_env["AUTOPILOT_WEB_IP"] == "127.0.0.1"
-            await asyncio.sleep(0)
-            assert SID not in await asyncio.to_thread(agent_services, catalog.url)
+            await stays(lambda: SID not in agent_services(catalog.url), 0.3,
+                        "nothing registered before the first healthy", in_thread=True)
 
             t0 = time.monotonic()
             ctx.bus.publish(Event(ev.HEALTHY, "web", detail="all good"))
@@ -306,7 +306,8 @@ def test_consul_hanging_never_holds_up_events(monkeypatch):
             assert reg.wanted == ("passing", "199")
             assert time.monotonic() - t0 < 1.0
             await until(lambda: not ctx.consul.reachable, 5, message="timeout noticed")
-            await asyncio.sleep(1.0)
+            await stays(lambda: [e["event"] for e in logs].count("consul unreachable") == 1,
+                        1.0, "the outage logged once")
             await reg.stop()
         assert [e["event"] for e in logs].count("consul unreachable") == 1
         ctx.consul.close()

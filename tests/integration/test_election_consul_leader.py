@@ -13,14 +13,13 @@ import pytest
 import requests
 
 from autopilot.config.model import HealthConfig
-from tests.helpers import CatalogProcess, stays
-from tests.integration.test_election import (
+from tests.helpers import CatalogProcess, stays, until
+from tests.integration.election_members import (
     Member,
     hook_lines,
     key_holder,
     leaders,
     run,
-    until,
 )
 
 HEALTH = HealthConfig(interval=1.0, ttl=4.0)  # lease 3 s - 0.6 s margin: 2.4 s after a renew

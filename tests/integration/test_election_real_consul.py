@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from tests.helpers import free_port, wait_for
-from tests.integration.test_election_wipe import Node
+from tests.integration.election_supervisors import Node
 
 CONSUL = "/opt/consul/bin/consul"
 pytestmark = [
@@ -82,6 +82,7 @@ def lock(server: Server) -> dict | None:
     return {**json.loads(base64.b64decode(e["Value"])), "Session": e["Session"]}
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("tolerance", ["default", "0s"])
 def test_real_consul_leader_kill(tmp_path: Path, env_clean: dict, tolerance: str):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import CatalogProcess, wait_for
-from tests.integration.test_election_wipe import Node, holder, timeline
+from tests.integration.election_supervisors import Node, holder, timeline
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
                                 reason="needs root and unshare (own hostname per supervisor)")

@@ -11,16 +11,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from autopilot.aio import cancel_all
-from tests.helpers import CatalogProcess
-from tests.integration.test_election import (
+from tests.helpers import CatalogProcess, until
+from tests.integration.election_members import (
     Member,
     hook_lines,
     key_holder,
     leaders,
     lock_value,
     run,
-    until,
 )
 
 
@@ -38,17 +36,6 @@ def ident_hook(tmp: Path, node: str) -> list[str]:
 
 def sessions(cat: CatalogProcess) -> set[str]:
     return {s["ID"] for s in requests.get(cat.url + "/v1/session/list", timeout=5).json() or []}
-
-
-def kill_election(m: Member) -> None:
-    """What a SIGKILL of the supervisor leaves: nothing released, nothing destroyed."""
-    m.election.closed = True
-
-
-async def sigkill(m: Member) -> None:
-    kill_election(m)
-    await cancel_all([*m.election._tasks, m.election._keeper, m.election._main_task,
-                      m.election._cleaner])
 
 
 async def restart_scenario(catalog: CatalogProcess, tmp: Path, *, same_data: bool) -> None:
@@ -73,7 +60,7 @@ async def restart_scenario(catalog: CatalogProcess, tmp: Path, *, same_data: boo
         assert lock_value(held)["identity"] == f"{lead.node}-incarnation-1"
         epoch = lock_value(held)["epoch"]
         old_session = lead.election.session
-        await sigkill(lead)
+        lead.crash()
         if not same_data:  # the service restarted empty: a new incarnation
             (tmp / f"ident-{lead.node}").write_text(f"{lead.node}-incarnation-2\n")
         restarted = Member(catalog, lead.node, tmp, port=lead.job.port,
@@ -146,7 +133,7 @@ def test_failing_identity_hook_means_no_adoption(catalog: CatalogProcess, tmp_pa
             lead.healthy()
             await until(lambda: lead.election.primary, 10, "a leader")
             old = lead.election.session
-            await sigkill(lead)
+            lead.crash()
             (tmp_path / "ident-n0").unlink()  # the hook now fails
             restarted = Member(catalog, "n0", tmp_path, port=7650,
                                identity=ident_hook(tmp_path, "n0"))

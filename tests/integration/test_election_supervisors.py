@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,44 +14,10 @@ import pytest
 import requests
 
 from tests.helpers import CatalogProcess, holds, wait_for
+from tests.integration.election_supervisors import HEALTH_TTL, LOCK_DELAY, Supervisor
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
                                 reason="needs root and unshare (own hostname per supervisor)")
-
-HEALTH_TTL = 4  # the service check's TTL: a dead supervisor's check is critical after this
-LOCK_DELAY = 1.0
-
-CONFIG = """\
-{{
-  consul: "{catalog}",
-  logging: {{level: "INFO"}},
-  stopTimeout: 5,
-  control: {{socket: "{tmp}/{node}.sock"}},
-  jobs: [
-    {{
-      name: "db",
-      exec: ["sh", "-c", "echo $$ > {tmp}/{node}.pid; exec sleep 3600"],
-      port: {port},
-      health: {{
-        exec: ["sh", "-c", "while [ -f {tmp}/{node}.stall ]; do sleep 0.05; done"],
-        interval: 1, ttl: {ttl}, timeout: "20s",
-      }},
-      election: {{
-        lockDelay: "{lock_delay}s",
-        stateDir: "{tmp}/state",
-        promote: ["sh", "-c", "echo promote $(date +%s.%N) $AUTOPILOT_ROLE $AUTOPILOT_LEADER_EPOCH >> {tmp}/{node}.hooks"],
-        demote: ["sh", "-c", "echo demote $(date +%s.%N) $AUTOPILOT_ROLE >> {tmp}/{node}.hooks"],
-      }},
-    }},
-    {{
-      name: "on-elected",
-      exec: ["sh", "-c", "echo elected-job $(date +%s.%N) $AUTOPILOT_ROLE $AUTOPILOT_LEADER_NODE >> {tmp}/{node}.hooks"],
-      when: {{source: "db", each: "elected"}},
-    }},
-  ],
-}}
-"""
-
 
 @pytest.fixture
 def catalog(tmp_path: Path):
@@ -61,54 +25,6 @@ def catalog(tmp_path: Path):
     cat = CatalogProcess(tmp_path).start()
     yield cat
     cat.kill()
-
-
-class Supervisor:
-    def __init__(self, cat: CatalogProcess, tmp: Path, node: str, port: int, env: dict) -> None:
-        self.cat, self.tmp, self.node, self.port = cat, tmp, node, port
-        self.cfg = tmp / f"{node}.json5"
-        self.cfg.write_text(CONFIG.format(catalog=cat.address, tmp=tmp, node=node, port=port,
-                                          ttl=HEALTH_TTL, lock_delay=LOCK_DELAY))
-        self.hooks = tmp / f"{node}.hooks"
-        self.log = tmp / f"{node}.log"
-        self.env = env
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        cmd = ["unshare", "--uts", "sh", "-c",
-               f'hostname {self.node} && exec "$0" -m autopilot run "$1"',
-               sys.executable, str(self.cfg)]
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log.open("ab"),
-                                     stderr=subprocess.STDOUT, cwd=str(Path(__file__).parents[2]))
-
-    def lines(self, kind: str | None = None) -> list[list[str]]:
-        if not self.hooks.exists():
-            return []
-        rows = [ln.split() for ln in self.hooks.read_text().splitlines() if ln.strip()]
-        return [r for r in rows if kind is None or r[0] == kind]
-
-    def times(self, kind: str) -> list[float]:
-        return [float(r[1]) for r in self.lines(kind)]
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
-
-    def cleanup(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with_cont = [signal.SIGCONT, signal.SIGKILL]
-            for sig in with_cont:
-                try:
-                    os.kill(self.proc.pid, sig)
-                except ProcessLookupError:
-                    pass
-            self.proc.wait(5)
-        pidfile = self.tmp / f"{self.node}.pid"
-        if pidfile.exists():  # the job's process outlives a SIGKILLed supervisor
-            try:
-                os.killpg(int(pidfile.read_text()), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
 
 
 def timeline(sups: list[Supervisor]) -> str:
@@ -155,7 +71,9 @@ def test_start_together_one_leader_then_handover_then_sigkill(catalog, trio):
     # S1: exactly one primary; the catalog shows one primary and two replica tags
     wait_for(lambda: sorted(map(tuple, tags(catalog).values())) ==
              [("primary",), ("replica",), ("replica",)], timeout=20, message="role tags")
-    time.sleep(0.5)  # a second promotion would show up now
+    # a second promotion would show up now
+    holds(lambda: len(promoted(sups)) == 1 and len(promoted(sups)[0].lines("promote")) == 1,
+          0.5, message="one promotion, once")
     (lead,) = promoted(sups)
     assert len(lead.lines("promote")) == 1
     wait_for(lambda: lead.lines("elected-job"), timeout=5, message="the job hooked on elected")

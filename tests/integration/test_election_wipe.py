@@ -17,78 +17,10 @@ import pytest
 import requests
 
 from tests.helpers import CatalogProcess, wait_for
-from tests.integration.test_election_supervisors import Supervisor
+from tests.integration.election_supervisors import Node, holder, timeline
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
                                 reason="needs root and unshare (own hostname per supervisor)")
-
-CONFIG = """\
-{{
-  consul: "{catalog}",
-  logging: {{level: "INFO"}},
-  stopTimeout: 5,
-  control: {{socket: "{tmp}/{node}.sock"}},
-  jobs: [
-    {{
-      name: "db",
-      exec: ["sh", "-c", "echo $$ > {tmp}/{node}.pid; exec sleep 3600"],
-      port: {port},
-      health: {{exec: ["true"], interval: 1, ttl: {ttl}, timeout: "5s"}},
-      election: {{
-        lockDelay: "1s",
-        stateDir: "{tmp}/state-{node}",
-        promote: ["sh", "-c", "echo promote $(date +%s.%N) $AUTOPILOT_ROLE $AUTOPILOT_LEADER_EPOCH >> {tmp}/{node}.hooks"],
-        demote: ["sh", "-c", "echo demote $(date +%s.%N) $AUTOPILOT_ROLE >> {tmp}/{node}.hooks"],
-        detach: ["sh", "-c", "echo detach $(date +%s.%N) $AUTOPILOT_ROLE >> {tmp}/{node}.hooks"],
-        position: ["cat", "{tmp}/{node}.position"],{extra}
-      }},
-    }},
-    {{
-      name: "follow",
-      exec: ["sh", "-c", "echo follow $(date +%s.%N) x$AUTOPILOT_LEADER_NODE $AUTOPILOT_LEADER_EPOCH >> {tmp}/{node}.hooks"],
-      when: {{source: "db", each: "leaderChanged"}},
-    }},
-  ],
-}}
-"""
-
-
-class Node(Supervisor):
-    def __init__(self, cat: CatalogProcess, tmp: Path, node: str, port: int, env: dict,
-                 position: int, extra: str = "", ttl: int = 4) -> None:
-        super().__init__(cat, tmp, node, port, env)
-        self.cfg.write_text(CONFIG.format(catalog=cat.address, tmp=tmp, node=node, port=port,
-                                          extra=extra, ttl=ttl))
-        (tmp / f"{node}.position").write_text(f"{position}\n")
-
-
-def holder(cat: CatalogProcess) -> dict | None:
-    try:
-        r = requests.get(cat.url + "/v1/kv/service/db/leader", timeout=2)
-    except requests.RequestException:
-        return None
-    if r.status_code != 200:
-        return None
-    entry = r.json()[0]
-    if not entry.get("Session"):
-        return None
-    import base64
-    import json
-    return {**json.loads(base64.b64decode(entry["Value"])), "LockIndex": entry["LockIndex"]}
-
-
-def timeline(nodes: list[Node], since: float) -> str:
-    rows = []
-    for n in nodes:
-        rows += [(float(r[1]), f"{n.node}: {' '.join(r)}") for r in n.lines()
-                 if float(r[1]) >= since - 30]
-        if n.log.exists():
-            for ln in n.log.read_text().splitlines()[-60:]:
-                if any(k in ln for k in ("elect", "stepping", "candidacy", "detach", "session",
-                                         "index", "lost", "lock")):
-                    rows.append((0.0, f"{n.node} log: {ln[:200]}"))
-    return "\n".join(r for _, r in sorted(rows))
-
 
 def follows(n: Node, leader: str, epoch: int, since: float) -> bool:
     return any(r[0] == "follow" and float(r[1]) >= since and r[2] == f"x{leader}"

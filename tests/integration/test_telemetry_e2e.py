@@ -41,7 +41,7 @@ def start(launch: Any, ready: str = "") -> tuple[Any, str]:  # noqa: F811
     port = free_port()
     ap = launch(CONFIG.replace("@PORT@", str(port)).replace("@READY@", ready))
     url = f"http://127.0.0.1:{port}"
-    ap.wait(lambda: requests.get(url + "/health", timeout=2).ok, message="telemetry")
+    ap.wait_until(lambda: requests.get(url + "/health", timeout=2).ok, message="telemetry")
     return ap, url
 
 
@@ -123,7 +123,8 @@ def test_metrics_and_status(launch: Any, workdir: Path) -> None:  # noqa: F811
     assert requests.post(url + "/metrics", timeout=5).status_code == 405
     assert code(url + "/nothing") == 404
     # a reload that leaves telemetry alone keeps the values
-    ap.config.write_text(ap.config.read_text().replace('"300"], port', '"301"], port'))
+    cfg = ap.config_path.read_text()
+    ap.config_path.write_text(cfg.replace('"300"], port', '"301"], port'))
     ap.client().reload()
     assert "\nserved 5.0\n" in requests.get(url + "/metrics", timeout=5).text
 
@@ -201,12 +202,12 @@ def test_ready_follows_role(catalog: Any, launch: Any, workdir: Path) -> None:  
     }}
     """)
     url = f"http://127.0.0.1:{port}/ready"
-    ap.wait(lambda: code(url) == 200, timeout=20, message="db elected primary: ready")
+    ap.wait_until(lambda: code(url) == 200, timeout=20, message="db elected primary: ready")
     assert requests.get(url, timeout=5).json()["holders"] == ["db"]
     assert ap.job("db")["role"] == "primary"
     (workdir / "healthy").unlink()
-    ap.wait(lambda: code(url) == 503, timeout=20, message="not ready after stepping down")
+    ap.wait_until(lambda: code(url) == 503, timeout=20, message="not ready after stepping down")
     assert "does not hold role 'primary'" in requests.get(url, timeout=5).json()["reason"]
     assert code(url.replace("/ready", "/health")) == 200
     (workdir / "healthy").touch()
-    ap.wait(lambda: code(url) == 200, timeout=20, message="re-elected: ready again")
+    ap.wait_until(lambda: code(url) == 200, timeout=20, message="re-elected: ready again")

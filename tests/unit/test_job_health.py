@@ -140,13 +140,13 @@ def test_stop_escalates_to_sigkill_at_stop_timeout(tmp_path: Path) -> None:
 def test_stop_signal_is_configurable(tmp_path: Path) -> None:
     got = tmp_path / "got"
     job = JobConfig(name="app", stop_signal="SIGUSR1", stop_timeout=3,
-                    exec=sh(f"trap 'echo usr1 > {got}; exit 0' USR1; "
+                    exec=sh(f"trap 'echo usr1 > {got}; exit 0' USR1; touch {tmp_path}/trapped; "
                             "while true; do sleep 0.05; done"))
 
     async def main() -> None:
         async with Harness([job]) as h:
             await until(lambda: h.job("app").pid, 3)
-            await asyncio.sleep(0.2)  # let sh install its trap
+            await until(lambda: (tmp_path / "trapped").exists(), 3, "sh to install its trap")
             t0 = time.monotonic()
             assert await h.stop() == 0
             assert time.monotonic() - t0 < 2
@@ -266,8 +266,8 @@ def test_periodic_job_manual_stop_and_start() -> None:
             await stays(lambda: h.job("tick").runs == n, 0.5, "stopped: the timer skips its runs")
             await h.sup.job_action("tick", "start")
             await h.wait_event("exitSuccess", "tick", count=h.count("exitSuccess", "tick") + 2)
-            await asyncio.sleep(0.3)
             # one run per tick again, not a restart loop
+            await stays(lambda: h.job("tick").runs <= n + 1 + 5, 0.3, "one run per tick")
             assert h.job("tick").runs <= n + 1 + 5
     run(main)
 

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from autopilot.config import load
-from tests.e2e.test_image_templates import register
+from tests.e2e.nginx_helpers import register
 from tests.helpers import ROOT, CatalogProcess, autopilot_cmd
 
 pytestmark = pytest.mark.timeout(60)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.test_image_templates import NGINX_DIR, Nginx, needs_nginx, register
+from tests.e2e.nginx_helpers import NGINX_DIR, Nginx, needs_nginx, register
 from tests.helpers import ROOT, CatalogProcess, autopilot_cmd, free_port, wait_for
 
 pytestmark = [pytest.mark.timeout(120), needs_nginx]

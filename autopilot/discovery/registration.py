@@ -168,7 +168,11 @@ class ServiceRegistration:
     def _want_status(self, status: str, output: str) -> bool:
         """Record a check result; True when Consul must hear of it now: a change of status
         at once, otherwise a TTL heartbeat only when waiting for the next result would
-        leave more than half the TTL without one (not after every check)."""
+        leave more than half the TTL without one (not after every check) -- except for a
+        job with an ``election``: its heartbeats go out after every passing check, because
+        the leader's local lease and the failover's detection are both counted from them
+        (the check may lapse ``ttl`` minus the gap between two heartbeats after a renew, so
+        the lease is ``ttl - interval``; see election.lease_length and docs/stateful.md)."""
         changed = status != self._status
         if changed and self.registered:
             log.info("service check status", service=self.service_id, status=status)
@@ -177,7 +181,8 @@ class ServiceRegistration:
         period = self.heartbeat or (self.cfg.health.interval if self.cfg.health else 0) or 0
         first_output = output != "" and self._sent_status is not None \
             and self._sent_status[1] == ""  # Consul shows the registration's empty output
-        if changed or first_output or time.monotonic() - self._last_beat + period > self.ttl / 2:
+        if changed or first_output or self.cfg.election is not None \
+                or time.monotonic() - self._last_beat + period > self.ttl / 2:
             self._owed = True
         return self._owed
 

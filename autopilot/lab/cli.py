@@ -48,7 +48,8 @@ def lab() -> None:
 @click.argument("service", default="redis")
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
 @click.option("--profile", type=click.Choice(sorted(PROFILES)), default="fast",
-              show_default=True, help="Timing: fast = 200 ms checks, 1.25 s TTL, 50 ms lock-delay; "
+              show_default=True, help="Timing: fast = 200 ms checks, 0.8 s TTL (PostgreSQL 1.25 s), "
+              "50 ms lock-delay; "
               "default = 1 s checks, 3 s TTL, 1 s lock-delay.")
 @click.option("--no-loss", is_flag=True, help="Redis: min-replicas-to-write 1 (clients use "
               "WAIT 1); PostgreSQL: sync mode (synchronous_standby_names = 'ANY 1 (...)').")

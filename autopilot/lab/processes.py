@@ -19,7 +19,7 @@ import requests
 
 import autopilot
 from autopilot.lab import netns, services
-from autopilot.lab.state import PROFILES, LabError, LabState, Node, State
+from autopilot.lab.state import PROFILES, LabError, LabState, Node, State, profile_env
 
 
 def start_ticks(pid: int) -> float | None:
@@ -204,7 +204,7 @@ class LabProcesses(LabState):
     def node_env(self, node: Node) -> dict[str, str]:
         s = self.state
         env = self._base_env()
-        env.update(PROFILES[s.profile])
+        env.update(profile_env(s.service, s.profile))
         env["CONSUL"] = self.catalog_address
         env.update(self.service.node_env(s, node))
         env.update({

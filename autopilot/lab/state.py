@@ -16,14 +16,28 @@ from autopilot.lab import netns
 
 #: timing profiles: health interval, health TTL, lock-delay (session TTL is 10 s, Consul's min)
 PROFILES: dict[str, dict[str, str]] = {
-    # the leader's local lease (autopilot.election.lease_length and lease.default_margin) is
-    # (check TTL - interval) minus a margin of a quarter of that: 1.05 s - 0.2625 s = 0.79 s
-    # here, renewed every (TTL - interval) / 3 = 0.35 s; failover ~ TTL + lock-delay + promote
+    # PostgreSQL (and any service without an override below): the leader's local lease
+    # (autopilot.election lease_length, lease.default_margin) is (check TTL - interval) minus
+    # a margin of a quarter of that: 1.05 s - 0.2625 s = 0.79 s, renewed every 0.35 s
     "fast": {"AP_HEALTH_INTERVAL": "200ms", "AP_HEALTH_TTL": "1250ms", "AP_HEALTH_TIMEOUT": "1s",
              "AP_LOCK_DELAY": "50ms", "AP_SESSION_TTL": "10s"},
     "default": {"AP_HEALTH_INTERVAL": "1s", "AP_HEALTH_TTL": "3s", "AP_HEALTH_TIMEOUT": "1s",
                 "AP_LOCK_DELAY": "1s", "AP_SESSION_TTL": "10s"},
 }
+
+#: a service's own changes to a profile. Redis fast: a SIGKILLed primary is detected when its
+#: check's TTL lapses, 0.6-0.8 s after the kill (an elected job heartbeats after every check,
+#: every 200 ms); the lease is 0.6 s - 0.15 s = 0.45 s, renewed every 0.2 s. The trade: a
+#: primary whose supervisor stalls for ~0.25 s, or whose check takes over 0.6 s, steps down
+#: (docs/stateful.md, "Failover timing"). PostgreSQL's psql checks are too slow for that.
+SERVICE_PROFILES: dict[str, dict[str, dict[str, str]]] = {
+    "redis": {"fast": {"AP_HEALTH_TTL": "800ms"}},
+}
+
+
+def profile_env(service: str, profile: str) -> dict[str, str]:
+    """The AP_* timing knobs of ``profile`` for ``service``."""
+    return {**PROFILES[profile], **SERVICE_PROFILES.get(service, {}).get(profile, {})}
 
 
 class LabError(RuntimeError):

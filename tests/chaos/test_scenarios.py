@@ -2,7 +2,7 @@
 
 Each test runs a client that writes and reads throughout and checks I1-I5 at the end (see
 harness.py); any violation fails with the timeline. Timing: the lab's `fast` profile
-(health every 200 ms, check TTL 1.25 s, lock-delay 50 ms, session TTL 10 s)."""
+(health every 200 ms, check TTL 0.8 s, lock-delay 50 ms, session TTL 10 s)."""
 
 from __future__ import annotations
 

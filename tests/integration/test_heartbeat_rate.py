@@ -61,3 +61,48 @@ def test_heartbeats_follow_the_ttl_and_status_changes_go_out_at_once(catalog) ->
             ctx.consul.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.timing
+@pytest.mark.timeout(60)
+def test_a_job_with_an_election_beats_after_every_check(catalog) -> None:
+    """The leader's local lease is ``ttl - interval`` and a failover's detection is the check's
+    TTL minus the gap between heartbeats: both count on one heartbeat per passing check, so a
+    job with an election is not thinned to one every ttl/2 (with a 2 s TTL and checks every
+    0.2 s it would beat every ~1 s, and its check could lapse 1 s after a renew, not 1.8 s)."""
+    from autopilot.config.model import ElectionConfig
+
+    async def scenario() -> None:
+        ctx = make_ctx(catalog.address,
+                       jobs=[job(interval=0.2, ttl=2, election=ElectionConfig())])
+        reg = ServiceRegistration(ctx, ctx.config.jobs[0])
+        sent: list[float] = []
+        update = reg._update
+
+        async def counted(status: str, output: str) -> None:
+            await update(status, output)
+            sent.append(time.monotonic())
+
+        reg._update = counted  # type: ignore[method-assign]  # counts the real calls
+        await reg.start()
+        try:
+            ctx.bus.publish(Event(ev.HEALTHY, "web", detail="0"))
+            await until(lambda: (c := agent_check(catalog.url, f"service:{SID}"))
+                        and c["Status"] == "passing", 5, message="registration")
+            await asyncio.sleep(0.1)
+            sent.clear()
+            checks = 0
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 2.0:  # a passing check every 0.2 s for 2 s
+                await asyncio.sleep(0.2)
+                ctx.bus.publish(Event(ev.HEALTHY, "web", detail=str(checks)))
+                checks += 1
+            await until(lambda: len(sent) >= checks - 1, 2, message="a beat per check")
+            beats = [t0, *sent]
+            # one per check: never a gap of two check intervals (0.4 s) plus scheduling
+            assert max(b - a for a, b in zip(beats, beats[1:], strict=False)) < 0.4 + 0.25
+        finally:
+            await reg.stop()
+            ctx.consul.close()
+
+    asyncio.run(scenario())

@@ -43,9 +43,11 @@ def lease_length(session_ttl: float, job: JobConfig) -> float:
     The catalog invalidates the session when its TTL lapses, but also as soon as the
     service check it is bound to turns critical: a check TTL shorter than the session TTL
     would let the lock go first. Passes reach the catalog every health interval while the
-    check passes, so the check cannot lapse earlier than ``ttl - interval`` after a moment
-    we reached the catalog (a check that stops passing while we can still reach the catalog
-    invalidates the session under our eyes: the key watch sees it at once)."""
+    check passes (the registration heartbeats an elected job after every passing check,
+    not every ttl/2: discovery/registration.py), so the check cannot lapse earlier than
+    ``ttl - interval`` after a moment we reached the catalog (a check that stops passing
+    while we can still reach the catalog invalidates the session under our eyes: the key
+    watch sees it at once)."""
     length = session_ttl
     health = job.health
     if health is not None and health.ttl > 0:
@@ -123,6 +125,10 @@ class ElectionState:
         self._cleaner: asyncio.Task | None = None
         self._no_leader_since = 0.0
         self._poll_at = 0.0  # the candidacy looks again at the posts then
+        #: the position the detach hook reported (``position=N``): the next candidacy post
+        #: uses it instead of running the position hook (one process start less)
+        self._detach_position: int | None = None
+        self._posts_watch: asyncio.Task | None = None  # wakes a waiting round (rounds.py)
         self._tasks: list[asyncio.Task] = []
         self._main_task: asyncio.Task | None = None
         self._keeper: asyncio.Task | None = None

@@ -10,9 +10,13 @@ import asyncio
 import contextlib
 import time
 
+from autopilot.aio import Backoff
 from autopilot.election import candidacy, lock
 from autopilot.election.base import CALL_TIMEOUT, ElectionState, last_line, log
 from autopilot.election.candidacy import Round
+
+POLL = 0.1  # a waiting round reads the posts and the peers' health this often, at least
+POSTS_WAIT = 2.0  # the posts watch's blocking query: short, a round lasts a second or so
 
 
 class Candidate(ElectionState):
@@ -75,7 +79,12 @@ class Candidate(ElectionState):
             rnd = self._round = Round(start=now, epoch=self.epochs.seen)
         if rnd.posted_at is None or rnd.session != self.session or (
                 not rnd.eligible and now - rnd.posted_at >= 1.0):
-            pos = await self._position()
+            pos: int | None | bool
+            if rnd.posted_at is None and self._detach_position is not None:
+                # reported by the detach hook that opened this round (watch.py)
+                pos, self._detach_position = self._detach_position, None
+            else:
+                pos = await self._position()
             eligible = pos is not False
             position = pos if isinstance(pos, int) and not isinstance(pos, bool) else None
             if not await self._post(position, eligible=eligible, epoch=rnd.epoch):
@@ -120,6 +129,44 @@ class Candidate(ElectionState):
             rnd.why = decision.why
             log.info("candidacy", job=self.job, run=decision.acquire, why=decision.why)
         if not decision.acquire:
-            self._poll_at = time.monotonic() + 0.05
+            # a post (or a post's session ending) wakes us at once (_watch_posts); the poll
+            # is for what the posts do not show: a silent peer's check turning critical,
+            # and the deadlines of candidacy.decide
+            self._poll_at = time.monotonic() + POLL
+            watch = self._posts_watch
+            if watch is None or watch.done() or watch.get_name() != self._watch_name(rnd):
+                if watch is not None and not watch.done():
+                    watch.cancel()  # an earlier round's, still parked in its query
+                self._posts_watch = asyncio.create_task(self._watch_posts(rnd),
+                                                        name=self._watch_name(rnd))
+                self._tasks.append(self._posts_watch)
             return False
         return True
+
+    def _watch_name(self, rnd: Round) -> str:
+        return f"election-posts-{self.job}-{id(rnd)}"
+
+    async def _watch_posts(self, rnd: Round) -> None:
+        """While round ``rnd`` lasts, wake the decision loop whenever the posts change: a
+        blocking query on the posts' prefix, so the best candidate runs as soon as the last
+        live peer has posted (a 50 ms poll cost up to 50 ms of every failover)."""
+        from autopilot.discovery.poll import BlockingQuery
+
+        assert self.ctx.consul is not None
+        query = BlockingQuery(self.ctx.consul, f"/v1/kv/{self.posts_prefix}",
+                              [("recurse", "1")], wait=POSTS_WAIT, timeout=CALL_TIMEOUT,
+                              retry=Backoff(0.1, 0.5))
+        try:
+            # the first answer is a plain read: it may already hold a post that arrived
+            # after the step's own read, so it wakes the loop too
+            while self._round is rnd and not self.closed:
+                try:
+                    await query.poll()
+                except Exception:  # noqa: BLE001 - the poller backs off; the loop still polls
+                    continue
+                if self._round is rnd:
+                    self._wake.set()
+        finally:
+            query.close()
+            with contextlib.suppress(ValueError):
+                self._tasks.remove(asyncio.current_task())  # type: ignore[arg-type]

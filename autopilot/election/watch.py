@@ -12,7 +12,18 @@ import time
 from autopilot import events as ev
 from autopilot.aio import Backoff
 from autopilot.election import lock
-from autopilot.election.base import CALL_TIMEOUT, WATCH_WAIT, ElectionState, log
+from autopilot.election.base import CALL_TIMEOUT, WATCH_WAIT, ElectionState, last_line, log
+
+
+def reported_position(output: str) -> int | None:
+    """The position a detach hook reported: its last non-empty line is ``position=N``
+    (N a non-negative integer), else None (the position hook then runs)."""
+    line = last_line(output)
+    if line.startswith("position="):
+        value = line[len("position="):].strip()
+        if value.isdigit():
+            return int(value)
+    return None
 
 
 class Watching(ElectionState):
@@ -30,6 +41,7 @@ class Watching(ElectionState):
                 elif event.code in (ev.UNHEALTHY, ev.STOPPING, ev.STOPPED, ev.EXIT_FAILED,
                                     ev.EXIT_SUCCESS):
                     self.healthy = False
+                    self._detach_position = None  # the service may come back with other data
                 else:
                     continue
                 self._wake.set()
@@ -112,6 +124,7 @@ class Watching(ElectionState):
             return
         self.announced = ident
         self._last_leader = h.info.get("service_id") or None
+        self._detach_position = None  # it was for a round that this leader ended
         leader = self._leader_dict(h)
         self._publish_role("replica", leader)
         if self._former_primary:
@@ -134,7 +147,12 @@ class Watching(ElectionState):
                  leader=self._last_leader)
         assert self.ecfg.detach
         result = await self._hook("detach", self.ecfg.detach, "replica", None)
+        self._detach_position = None
         if not result.ok:
             log.error("detach hook failed", job=self.job, rc=result.rc,
                       timed_out=result.timed_out)
+        elif self.ecfg.position:
+            # `position=N` as its last line: the position the member's data reached when it
+            # stopped replicating, so the round need not start the position hook as well
+            self._detach_position = reported_position(result.output)
         self.ctx.bus.publish(ev.Event(ev.LEADER_CHANGED, self.job, detail="detached"))

@@ -174,6 +174,11 @@ def test_position_and_detach(tmp_path: Path, nodes: list[Node]) -> None:
     det = b.hook("detach", AUTOPILOT_ROLE="replica")
     assert det.returncode == 0, det.stderr
     pos = int(b.hook("position").stdout)
+    # detach reports the same position itself, as its last line (the election then need
+    # not start the position hook), and nothing when `position` would refuse
+    assert det.stdout.strip().splitlines()[-1] == f"position={pos}", det.stdout
+    again = b.hook("detach", AUTOPILOT_ROLE="replica", REDIS_NOFAILOVER="1")
+    assert again.returncode == 0 and "position=" not in again.stdout, again.stdout
     with a.r() as r:
         r.call("SET", "after-detach", 1)
         assert r.call("WAIT", 1, 300) == 0  # nobody acknowledges a write on the old primary

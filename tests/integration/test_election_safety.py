@@ -335,3 +335,108 @@ def test_maximum_lag_keeps_a_lagging_member_out_while_the_best_lives(
                 ghost.ctx.consul.close()
 
     run(scenario)
+
+
+def reporting_detach(tmp: Path, node: str) -> list[str]:
+    """A detach hook that logs its run and reports the position (``position=N``, the last
+    line) from the file ``dpos-<node>``; without the file it reports nothing."""
+    log = tmp / f"hooks-{node}.log"
+    return ["sh", "-c", f'echo "detach $(date +%s.%N) $AUTOPILOT_ROLE x" >> {log}; '
+                        f'echo "some output first"; '
+                        f'[ -f {tmp}/dpos-{node} ] && echo "position=$(cat {tmp}/dpos-{node})"'
+                        f'; true']
+
+
+def logging_position(tmp: Path, node: str) -> list[str]:
+    """The position hook of ``pos_hook``, logging each run."""
+    log = tmp / f"hooks-{node}.log"
+    return ["sh", "-c", f'echo "position $(date +%s.%N)" >> {log}; cat {tmp}/pos-{node}']
+
+
+@pytest.mark.timeout(60)
+def test_a_position_reported_by_detach_spares_the_position_hook(catalog: CatalogProcess,
+                                                                tmp_path: Path):
+    """A detach hook whose last line is ``position=N`` gives the round its position: the
+    position hook is not started for that post (one process start less on every failover).
+    The position hooks are rigged the other way round, so a post that used them would let
+    the wrong member win."""
+    async def scenario() -> None:
+        members = []
+        for i, node in enumerate(("n0", "n1", "n2")):
+            (tmp_path / f"pos-{node}").write_text("0\n")
+            members.append(Member(catalog, node, tmp_path, port=7820 + i,
+                                  position=logging_position(tmp_path, node),
+                                  detach=reporting_detach(tmp_path, node)))
+        try:
+            for m in members:
+                m.register()
+                await m.start()
+            for m in members:
+                m.healthy()
+            (lead,) = await until(lambda: leaders(members), 10, "a leader")
+            await until(lambda: sum(m.ctx.facts["db"].get("role") == "replica"
+                                    for m in members) == 2, 5, "two replicas")
+            low, high = sorted((m for m in members if m is not lead), key=lambda m: m.sid)
+            (tmp_path / f"dpos-{low.node}").write_text("100\n")
+            (tmp_path / f"dpos-{high.node}").write_text("5000\n")
+            (tmp_path / f"pos-{low.node}").write_text("9000\n")  # would win: must not count
+            (tmp_path / f"pos-{high.node}").write_text("1\n")
+            wall0 = time.time()
+            lead.unhealthy()
+            await until(lambda: high.election.primary or low.election.primary, 8,
+                        "a new primary")
+            assert high.election.primary and not low.election.primary, "the hook's position won"
+            for m in (low, high):
+                assert times(m, "detach", wall0), f"{m.node} did not detach"
+                assert not times(m, "position", wall0), f"{m.node} ran its position hook"
+        finally:
+            for m in members:
+                await m.stop()
+
+    run(scenario)
+
+
+@pytest.mark.timeout(60)
+def test_the_best_candidate_runs_when_the_last_post_arrives_not_at_the_next_poll(
+        catalog: CatalogProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The best candidate waits for its live peers' posts; a blocking query on the posts
+    wakes it when the last one arrives. With the fallback poll made 6 s long, only that
+    wake-up can promote it in time: the slow peer posts ~1.5 s after the failure."""
+    from autopilot.election import rounds
+
+    monkeypatch.setattr(rounds, "POLL", 6.0)
+
+    async def scenario() -> None:
+        members = []
+        for i, node in enumerate(("n0", "n1", "n2")):
+            (tmp_path / f"pos-{node}").write_text("0\n")
+            members.append(Member(catalog, node, tmp_path, port=7840 + i, lock_delay=0.05,
+                                  position=pos_hook(tmp_path, node),
+                                  detach=detach_hook(tmp_path / f"hooks-{node}.log")))
+        try:
+            for m in members:
+                m.register()
+                await m.start()
+            for m in members:
+                m.healthy()
+            (lead,) = await until(lambda: leaders(members), 10, "a leader")
+            await until(lambda: sum(m.ctx.facts["db"].get("role") == "replica"
+                                    for m in members) == 2, 5, "two replicas")
+            low, high = rig_positions(tmp_path, members, lead)
+            # the lower one's detach takes 1.5 s: the best must wait for its post
+            low.election.ecfg.detach = ["sh", "-c", "sleep 1.5"]
+            t0 = time.monotonic()
+            lead.unhealthy()
+            await until(lambda: high.election.primary or low.election.primary, 12,
+                        "a new primary")
+            took = time.monotonic() - t0
+            assert high.election.primary
+            # the slow post arrives at ~1.5 s; the next fallback poll would be at >= 6 s
+            assert took < 4.5, f"promoted only at the poll: {took:.2f}s"
+            print(f"FIGURE best candidate promoted {took:.2f}s after the failure "
+                  f"(the last post at ~1.5 s)")
+        finally:
+            for m in members:
+                await m.stop()
+
+    run(scenario)

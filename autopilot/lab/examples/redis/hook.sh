@@ -400,11 +400,22 @@ detach() {
     # promoted, so it cannot get a write acknowledged (WAIT 1) by us any more
     read_state
     [ "$S_role" = primary ] && exit 0  # promoted after this hook started: stale
-    fence
+    # fence (as fence() does) and read where our data stops, in one round trip: detached,
+    # the offset no longer moves, so it is the position the candidacy round needs and the
+    # election need not start the position hook too (`position=N`, the last line)
+    out=$(printf 'CONFIG SET min-replicas-to-write %s\nREPLICAOF %s\nINFO replication\nINFO persistence\n' \
+        "$FENCE" "$NOWHERE" | cli 2>/dev/null) || true
+    parse <<EOF
+$out
+EOF
     # epoch + 1: a check or follow hook started while the deposed leader led (its epoch)
     # must not re-attach us to it; the next leader's epoch is higher
     set_state detached $((S_epoch + 1))
     log "detached"
+    # the same rules as `position`: nothing when it would refuse (the hook then runs)
+    [ "${REDIS_NOFAILOVER:-0}" = 1 ] || [ "$I_loading" = 1 ] && return 0
+    case "$I_offset" in '' | *[!0-9]*) return 0 ;; esac
+    echo "position=$I_offset"
 }
 
 demote() {

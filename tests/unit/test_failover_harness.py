@@ -74,3 +74,22 @@ def test_table_shows_median_spread_and_load() -> None:
     text = harness.table(results)
     assert "failover 2.00 s (1.00-3.00, n=3)" in text
     assert "4.5-4.5" in text
+
+
+def test_markdown_puts_peers_side_by_side_with_the_load() -> None:
+    from bench.failover.markdown import render
+
+    def side(median: float, load: float) -> dict[str, Any]:
+        return {"errors": 0, "summary": {
+            "failover_s": {"median": median, "min": median, "max": median, "n": 10,
+                           "missing": 0},
+            "load1": {"median": load, "min": load, "max": load, "n": 10, "missing": 0}}}
+
+    text = render({"kill": {"patroni ttl 5/loop 1 sync": side(4.9, 3.0),
+                            "autopilot default async": side(3.5, 4.0),
+                            "autopilot fast sync": side(2.0, 5.0)}})
+    header = text.splitlines()[0]
+    assert header.index("autopilot fast sync") < header.index("patroni ttl 5/loop 1 sync") \
+        < header.index("autopilot default async")
+    assert "| kill | failover | 2.00 s (2.00–2.00) | 4.90 s (4.90–4.90) | 3.50 s" in text
+    assert "| kill | load average (1 min) | 5.0–5.0 | 3.0–3.0 | 4.0–4.0 |" in text

@@ -115,6 +115,8 @@ class Forwarder:
     """A TCP front for the catalog that pipes bytes through; with ``server_ctx`` it is an
     HTTPS front (TLS terminated here). ``freeze()`` makes it go silent without closing
     anything (a network partition that drops packets); ``thaw()`` lets the bytes flow again.
+    ``requests`` lists every HTTP request that went through, as ``(monotonic time, method,
+    path, body)`` in arrival order: what the client sent, seen from the outside.
 
     Runs its own loop in a thread."""
 
@@ -127,6 +129,7 @@ class Forwarder:
         self._thread = threading.Thread(target=self._main, daemon=True)
         self._server: asyncio.AbstractServer | None = None
         self._gate: asyncio.Event | None = None
+        self.requests: list[tuple[float, str, str, bytes]] = []
 
     @property
     def address(self) -> str:
@@ -160,17 +163,40 @@ class Forwarder:
             writer.close()
             return
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
+                       seen: Callable[[bytes], None] | None = None) -> None:
             with contextlib.suppress(Exception):
                 while data := await src.read(65536):
                     assert self._gate is not None
                     await self._gate.wait()
+                    if seen is not None:
+                        seen(data)
                     dst.write(data)
                     await dst.drain()
             with contextlib.suppress(Exception):
                 dst.close()
 
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+        await asyncio.gather(pipe(reader, up_w, self._requests_reader()), pipe(up_r, writer))
+
+    def _requests_reader(self) -> Callable[[bytes], None]:
+        """Splits one connection's client bytes into HTTP/1.1 requests (Content-Length
+        bodies: what our clients send) and records each in ``requests``."""
+        buf = bytearray()
+
+        def seen(data: bytes) -> None:
+            buf.extend(data)
+            while (end := buf.find(b"\r\n\r\n")) >= 0:
+                head = bytes(buf[:end]).decode("latin-1").split("\r\n")
+                length = next((int(h.split(":", 1)[1]) for h in head[1:]
+                               if h.lower().startswith("content-length:")), 0)
+                if len(buf) < end + 4 + length:
+                    return
+                method, path = head[0].split(" ")[:2]
+                body = bytes(buf[end + 4:end + 4 + length])
+                del buf[:end + 4 + length]
+                self.requests.append((time.monotonic(), method, path, body))
+
+        return seen
 
     def stop(self) -> None:
         def close() -> None:

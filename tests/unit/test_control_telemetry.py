@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from autopilot import telemetry
 from autopilot.config.model import (
     Config,
     ConfigError,
@@ -21,7 +22,7 @@ from autopilot.config.model import (
 from autopilot.context import Context
 from autopilot.events import Event, EventBus
 from autopilot.telemetry import Telemetry, readiness, rename_counters
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_for
 from tests.unit.control_standins import LoopThread, StandInJob, StandInSupervisor
 
 pytestmark = pytest.mark.timeout(30)
@@ -105,7 +106,8 @@ def test_status_endpoint(running: tuple[LoopThread, StandInSupervisor, str]) -> 
     assert requests.post(url + "/status", timeout=5).status_code == 405
 
 
-def test_health_and_ready_endpoints(running: tuple[LoopThread, StandInSupervisor, str]) -> None:
+def test_health_and_ready_endpoints(running: tuple[LoopThread, StandInSupervisor, str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
     lt, sup, url = running
     r = requests.get(url + "/health", timeout=5)
     assert r.status_code == 200 and r.json()["status"] == "ok"
@@ -115,16 +117,26 @@ def test_health_and_ready_endpoints(running: tuple[LoopThread, StandInSupervisor
     assert r.status_code == 503 and "web (unhealthy)" in r.json()["reason"]
     sup.jobs["web"].status = "healthy"
     assert requests.get(url + "/ready", timeout=5).status_code == 200
-    sup.telemetry._beat -= 60  # type: ignore[union-attr]  # the loop missed its beats
+    # the loop misses its beats: the next beat comes a minute late, and 0.5 s is the limit
+    monkeypatch.setattr(telemetry, "HEARTBEAT", 60.0)
+    monkeypatch.setattr(telemetry, "STALE_AFTER", 0.5)
+    wait_for(lambda: requests.get(url + "/health", timeout=5).status_code == 503, timeout=5,
+             message="/health to notice the missed beats")
     r = requests.get(url + "/health", timeout=5)
     assert r.status_code == 503 and "heartbeat" in r.json()["reason"]
 
 
 def test_heartbeat_keeps_health_fresh(running: tuple[LoopThread, StandInSupervisor, str]) -> None:
-    _, sup, url = running
-    first = sup.telemetry._beat  # type: ignore[union-attr]
-    from tests.helpers import wait_for
-    wait_for(lambda: sup.telemetry._beat > first, timeout=5, message="a heartbeat")  # type: ignore[union-attr]
+    """/health's heartbeat_age grows between beats and drops back at each beat."""
+    _, _, url = running
+    last = [requests.get(url + "/health", timeout=5).json()["heartbeat_age"]]
+
+    def beat_seen() -> bool:
+        age = requests.get(url + "/health", timeout=5).json()["heartbeat_age"]
+        dropped, last[0] = age < last[0], age
+        return dropped
+
+    wait_for(beat_seen, timeout=5, message="a heartbeat")
 
 
 def test_ready_rules() -> None:

@@ -22,14 +22,28 @@ async def finish(proc: Process) -> int:
     return await proc.wait(10)
 
 
-def test_output_status_group_stdin_and_signals() -> None:
+@pytest.fixture
+def spawned(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The argv of every child started through ``process.posix_spawn`` (the light path)."""
+    calls: list[list[str]] = []
+    real = process_mod.posix_spawn
+
+    def spy(argv: list[str], *args: object, **kwargs: object) -> int:
+        calls.append(list(argv))
+        return real(argv, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(process_mod, "posix_spawn", spy)
+    return calls
+
+
+def test_output_status_group_stdin_and_signals(spawned: list[list[str]]) -> None:
     script = ('echo out; echo err >&2; cat; ps -o pgid= -p $$ | tr -d " "; echo pid=$$; '
               'grep SigIgn /proc/self/status; exit 3')
 
     async def main() -> None:
         proc = Process(["sh", "-c", script], env=child_env(), light=True)
         assert await finish(proc) == 3
-        assert proc._popen is None  # the posix_spawn path was taken
+        assert spawned == [["sh", "-c", script]]  # the posix_spawn path was taken
         lines = proc.output_tail.splitlines()
         assert lines[:2] == ["out", "err"]  # stdout and stderr, in order; cat saw EOF
         assert lines[2] == lines[3].removeprefix("pid=")  # its own process group
@@ -56,11 +70,11 @@ def test_path_lookup_in_the_child_environment(tmp_path: Path) -> None:
     run(main)
 
 
-def test_popen_kept_when_needed(tmp_path: Path) -> None:
+def test_popen_kept_when_needed(tmp_path: Path, spawned: list[list[str]]) -> None:
     async def main() -> None:
         proc = Process(["pwd"], env=child_env(), cwd=str(tmp_path), light=True)
         assert await finish(proc) == 0 and proc.output_tail == str(tmp_path)
-        assert proc._popen is not None  # posix_spawn has no cwd in Python 3.11
+        assert spawned == []  # Popen: posix_spawn has no cwd in Python 3.11
     run(main)
 
 
@@ -73,4 +87,4 @@ def test_environment_snapshot_follows_changes(monkeypatch: pytest.MonkeyPatch) -
     env = child_env()
     assert "AP_SPAWN_TEST" not in env
     env["X"] = "mutating a copy"
-    assert "X" not in child_env() and process_mod._environ()["PATH"] == os.environ["PATH"]
+    assert "X" not in child_env() and child_env()["PATH"] == os.environ["PATH"]

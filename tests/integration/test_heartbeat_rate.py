@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -24,6 +25,14 @@ from tests.integration.discovery_helpers import (
 SID = f"web-{HOST}"
 
 
+@pytest.fixture
+def wire(catalog) -> Iterator[Forwarder]:
+    """A front for the catalog that sees every request the registration sends."""
+    fwd = Forwarder(None, catalog.port).start()
+    yield fwd
+    fwd.stop()
+
+
 def check_updates(fwd: Forwarder, since: int) -> list[tuple[float, str]]:
     """The check updates that went through ``fwd`` from its request number ``since`` on, as
     (when, status): what the registration sent, counted on the wire."""
@@ -33,9 +42,8 @@ def check_updates(fwd: Forwarder, since: int) -> list[tuple[float, str]]:
 
 @pytest.mark.timing
 @pytest.mark.timeout(60)
-def test_heartbeats_follow_the_ttl_and_status_changes_go_out_at_once(catalog) -> None:
-    # the check updates are counted on the wire, between the registration and the catalog
-    fwd = Forwarder(None, catalog.port).start()
+def test_heartbeats_follow_the_ttl_and_status_changes_go_out_at_once(catalog, wire) -> None:
+    fwd = wire  # the check updates are counted on the wire
     seen_from = [0]
 
     def sent() -> list[tuple[float, str]]:
@@ -74,22 +82,19 @@ def test_heartbeats_follow_the_ttl_and_status_changes_go_out_at_once(catalog) ->
             await reg.stop()
             ctx.consul.close()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        fwd.stop()
+    asyncio.run(scenario())
 
 
 @pytest.mark.timing
 @pytest.mark.timeout(60)
-def test_a_job_with_an_election_beats_after_every_check(catalog) -> None:
+def test_a_job_with_an_election_beats_after_every_check(catalog, wire) -> None:
     """The leader's local lease is ``ttl - interval`` and a failover's detection is the check's
     TTL minus the gap between heartbeats: both count on one heartbeat per passing check, so a
     job with an election is not thinned to one every ttl/2 (with a 2 s TTL and checks every
     0.2 s it would beat every ~1 s, and its check could lapse 1 s after a renew, not 1.8 s)."""
     from autopilot.config.model import ElectionConfig
 
-    fwd = Forwarder(None, catalog.port).start()  # counts the check updates on the wire
+    fwd = wire  # the check updates are counted on the wire
     seen_from = [0]
 
     def sent() -> list[float]:
@@ -120,7 +125,4 @@ def test_a_job_with_an_election_beats_after_every_check(catalog) -> None:
             await reg.stop()
             ctx.consul.close()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        fwd.stop()
+    asyncio.run(scenario())

@@ -45,7 +45,9 @@ select pg_is_in_recovery(),
        coalesce((select string_agg(application_name || '=' || sync_state || ':' ||
                         pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn)::bigint, ',' order by 1)
                  from pg_stat_replication where not pg_is_in_recovery()), ''),
-       (select received_tli from pg_stat_wal_receiver)
+       (select received_tli from pg_stat_wal_receiver),
+       (select coalesce(max(('x' || substr(name, 1, 8))::bit(32)::int), 0) from pg_ls_waldir()
+        where name like '%.history')
 """
 FENCED_NAME = "autopilot_fenced"  # synchronous_standby_names of a fenced primary (hook.sh)
 
@@ -128,12 +130,16 @@ def role(ip: str, port: int, timeout: float = 0.5) -> dict[str, Any]:
     except (OSError, PgError, ValueError) as exc:
         return {"role": "down", "offset": None, "detail": type(exc).__name__,
                 "timeline": None, "sync": ""}
-    rec, tli, lsn, ssn, wal, standbys, rtli = rows[0]
+    rec, tli, lsn, ssn, wal, standbys, rtli, newest = rows[0]
     if rec == "f":
         fenced = ssn == FENCED_NAME
         return {"role": "fenced" if fenced else "primary", "offset": int(lsn or 0),
                 "timeline": int(tli or 0), "sync": ssn,
                 "detail": f"standbys {standbys or 'none'}"}
+    # "up" only when streaming on the newest timeline it knows of: a replica whose WAL went
+    # past the new primary's fork point streams the old timeline again and again, in a loop
+    # (its status flickers to 'streaming'), and never follows
+    up = (wal or "").startswith("streaming") and int(rtli or 0) >= int(newest or 0)
     return {"role": "replica", "offset": int(lsn or 0), "timeline": int(rtli or tli or 0),
-            "sync": "", "detail": f"of {wal.split(' ', 1)[1] if ' ' in wal else '-'} "
-                                  f"link {'up' if wal.startswith('streaming') else 'down'}"}
+            "sync": "", "detail": f"of {wal.split(' ', 1)[1] if ' ' in (wal or '') else '-'} "
+                                  f"link {'up' if up else 'down'}"}

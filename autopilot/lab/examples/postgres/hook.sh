@@ -387,7 +387,29 @@ rejoin() {  # rejoin HOST PORT: pg_rewind onto the leader, or a fresh clone if t
     wait_up 30
 }
 
-streaming() { [ "$(q 'select status from pg_stat_wal_receiver')" = streaming ]; }
+# Streaming for real: the walreceiver streams AND on the newest timeline this node knows of.
+# A replica whose WAL went past the point where the leader's timeline forked off (it was
+# ahead of the winner) fetches the new timeline's history, refuses to switch to it ("new
+# timeline N forked off current database system timeline M before current recovery
+# point"), then streams the old timeline up to the fork again, in a loop: its status
+# flickers to 'streaming' while it never follows. Its received_tli stays below the newest
+# history file's timeline, which tells the two apart.
+STREAMING_SQL="coalesce((select status = 'streaming' and received_tli >= (
+    select coalesce(max(('x' || substr(name, 1, 8))::bit(32)::int), 0) from pg_ls_waldir()
+    where name like '%.history') from pg_stat_wal_receiver), false)"
+streaming() { [ "$(q "select $STREAMING_SQL")" = t ]; }
+
+# The health check converges too (`converge`), but under the check's timeout (1 s): a
+# rewind, a re-clone or a restart killed half-way leaves the server stopped (the run loop
+# waits for `hold` to go) or the data directory half rewound. So in a check the long work
+# is handed to a process of its own, out of the check's process group, with its own limit;
+# it takes the hook lock once the check has let it go and converges again from the start.
+in_check() { [ -n "${PG_IN_CHECK:-}" ]; }
+in_background() {
+    log "handing the rejoin to a background converge (the check's timeout is short)"
+    setsid -f env -u PG_IN_CHECK timeout "${PG_REJOIN_TIMEOUT:-600}" sh "$0" converge-bg \
+        </dev/null >/dev/null 2>&1
+}
 
 follow_leader() {  # under the lock: replicate from AUTOPILOT_LEADER_*, rewinding if needed
     addr=${AUTOPILOT_LEADER_ADDRESS:-}
@@ -396,22 +418,24 @@ follow_leader() {  # under the lock: replicate from AUTOPILOT_LEADER_*, rewindin
     leader_is_me && return 0
     up || wait_up 20 || return 1
     want=$(conninfo "$addr" "$lport")
+    # (a boolean concatenated to text reads 'true'/'false', not 't'/'f')
     now=$(q "select pg_is_in_recovery() || '|' || (select setting from pg_settings
-              where name = 'primary_conninfo') || '|' ||
-              coalesce((select status from pg_stat_wal_receiver), '')")
-    if [ "$now" = "t|$want|streaming" ] && [ ! -f "$DIR/rewind-needed" ]; then
+              where name = 'primary_conninfo') || '|' || $STREAMING_SQL")
+    if [ "$now" = "true|$want|true" ] && [ ! -f "$DIR/rewind-needed" ]; then
         rm -f "$DIR/not-streaming-since"
         return 0
     fi
     if [ "$(in_recovery)" = f ]; then
         # still a primary (a supervisor that restarted and lost): fence, restart as standby
         fence
+        in_check && { in_background; return 0; }
         stop_postmaster
         : >"$DIR/rewind-needed"
         release_hold
         wait_up 20 || return 1
     fi
     if [ -f "$DIR/rewind-needed" ]; then
+        in_check && { in_background; return 0; }
         rejoin "$addr" "$lport"
     fi
     ensure_slot "$addr" "$lport"
@@ -425,6 +449,7 @@ follow_leader() {  # under the lock: replicate from AUTOPILOT_LEADER_*, rewindin
         [ -f "$DIR/not-streaming-since" ] || echo "$now" >"$DIR/not-streaming-since"
         since=$(cat "$DIR/not-streaming-since")
         if [ $((now - since)) -ge "${PG_REWIND_AFTER:-5}" ] && leader_answers "$addr" "$lport"; then
+            in_check && { in_background; return 0; }
             log "not streaming from $addr:$lport for $((now - since))s: rewinding"
             rejoin "$addr" "$lport"
             ensure_slot "$addr" "$lport"
@@ -703,6 +728,8 @@ follow-locked) follow ;;
 detach-locked) detach ;;
 sync-locked) sync_maintain ;;
 slots-locked) slots ;;
-converge) converge ;;
+converge) PG_IN_CHECK=1; converge ;;  # from the health check, under the hook lock
+converge-bg) locked converge-long ;;  # in_background: the long work, under the hook lock
+converge-long) converge ;;
 *) echo "usage: $0 run|health|promote|demote|follow|detach|identity|position|sync|slots" >&2; exit 2 ;;
 esac

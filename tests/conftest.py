@@ -22,9 +22,10 @@ if "AUTOPILOT_STATE_DIR" not in os.environ:
 
 @pytest.fixture
 def catalog(tmp_path: Path) -> Iterator[CatalogProcess]:
+    """The real catalog; killed at the end (its SIGTERM path waits for open long polls)."""
     cat = CatalogProcess(tmp_path).start()
     yield cat
-    cat.stop()
+    cat.kill()
 
 
 @pytest.fixture

@@ -28,14 +28,6 @@ from tests.integration.election_members import (
 )
 
 
-@pytest.fixture
-def catalog(tmp_path: Path):
-    """The real catalog; killed at the end (its SIGTERM path waits for open long polls)."""
-    cat = CatalogProcess(tmp_path).start()
-    yield cat
-    cat.kill()
-
-
 @pytest.mark.timeout(40)
 def test_three_members_elect_exactly_one(catalog: CatalogProcess, tmp_path: Path):
     async def scenario() -> None:

@@ -22,13 +22,6 @@ from tests.integration.election_members import (
 )
 
 
-@pytest.fixture
-def catalog(tmp_path: Path):
-    cat = CatalogProcess(tmp_path).start()
-    yield cat
-    cat.kill()
-
-
 def ident_hook(tmp: Path, node: str) -> list[str]:
     """Prints the node's current "data incarnation" (a file the test rewrites)."""
     return ["sh", "-c", f"cat {tmp}/ident-{node}"]

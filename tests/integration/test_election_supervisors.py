@@ -19,14 +19,6 @@ from tests.integration.election_supervisors import HEALTH_TTL, LOCK_DELAY, Super
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
                                 reason="needs root and unshare (own hostname per supervisor)")
 
-@pytest.fixture
-def catalog(tmp_path: Path):
-    """The real catalog; killed at the end (its SIGTERM path waits for open long polls)."""
-    cat = CatalogProcess(tmp_path).start()
-    yield cat
-    cat.kill()
-
-
 def timeline(sups: list[Supervisor]) -> str:
     """The election-related log lines of every node, for a failure message."""
     keep = ("elected", "stepping", "released", "hook", "leader changed", "signal", "session",

@@ -29,14 +29,6 @@ upstream app {
 """
 
 
-@pytest.fixture
-def catalog(tmp_path: Path):
-    """The real catalog; killed at the end (its SIGTERM path waits for open long polls)."""
-    cat = CatalogProcess(tmp_path).start()
-    yield cat
-    cat.kill()
-
-
 def register(cat: CatalogProcess, sid: str, port: int, status: str = "passing") -> None:
     requests.put(cat.url + "/v1/agent/service/register", timeout=5, json={
         "ID": sid, "Name": "app", "Port": port, "Address": "127.0.0.1",

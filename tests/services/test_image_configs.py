@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -19,13 +18,6 @@ from tests.helpers import ROOT, CatalogProcess, autopilot_cmd
 
 pytestmark = pytest.mark.timeout(60)
 IMAGES = ROOT / "images"
-
-
-@pytest.fixture
-def catalog(tmp_path: Path) -> Any:
-    c = CatalogProcess(tmp_path).start()
-    yield c
-    c.stop()
 
 
 def render(catalog: CatalogProcess, template: Path) -> str:

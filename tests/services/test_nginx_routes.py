@@ -27,13 +27,6 @@ def render(catalog: CatalogProcess, functions: str) -> str:
     return out.stdout
 
 
-@pytest.fixture
-def catalog(tmp_path: Path) -> Any:
-    c = CatalogProcess(tmp_path).start()
-    yield c
-    c.stop()
-
-
 def test_function_route_through_nginx_scales_from_zero(
         catalog: CatalogProcess, tmp_path: Path, autopilot: Any) -> None:
     nginx = Nginx(tmp_path)

@@ -613,7 +613,14 @@ promote() {
         -c "alter system set primary_conninfo = ''" -c 'select pg_reload_conf()' \
         -c 'select case when pg_is_in_recovery() then pg_promote(true, 30) else true end' 2>&1 |
         tail -n 1)
-    [ "$out" = t ] && [ "$(in_recovery)" = f ] || { log "pg_promote failed: $out"; exit 1; }
+    if [ "$out" != t ] || [ "$(in_recovery)" != f ]; then
+        # pg_promote gave up waiting but its request (the file `promote`) stays: a startup
+        # process that was only slow would end recovery later, without the lock. Withdraw
+        # it; if recovery ended meanwhile, the demote that follows this failure fences.
+        rm -f "$PGDATA/promote"
+        log "pg_promote failed: $out (promote request withdrawn)"
+        exit 1
+    fi
     set_state primary "$EPOCH"
     # from now on this data may hold WAL no other node has: check the history (pg_rewind)
     # before this node follows anyone again, even after a crash

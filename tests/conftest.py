@@ -1,4 +1,5 @@
-"""Shared fixtures; the helpers themselves live in tests/helpers.py."""
+"""Shared fixtures; the helpers themselves live in tests/helpers.py and
+tests/autopilot_process.py."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.autopilot_process import AutopilotProcess
 from tests.helpers import CatalogProcess
 
 # elections persist their highest epoch (docs/stateful.md): keep it out of /var/lib/autopilot,
@@ -50,3 +53,33 @@ def env_clean() -> dict[str, str]:
            or k == "AUTOPILOT_STATE_DIR"}
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture
+def autopilot(tmp_path: Path, env_clean: dict[str, str]
+              ) -> Iterator[Callable[..., AutopilotProcess]]:
+    """Factory for a real ``python -m autopilot run CONFIG`` subprocess:
+    ``autopilot(config, start=True, env=None, prefix=None, name="autopilot")``::
+
+        def test_x(autopilot):
+            ap = autopilot({"jobs": [{"name": "app", "exec": ["sleep", "30"]}]})
+            ap.wait_log(r"event code=startup")
+            ap.terminate()
+            assert ap.wait() == 0
+
+    A dict config is written as JSON with a control socket in the test's tmp dir and DEBUG
+    logging (every bus event is logged as ``event code=<code> source=<source>``); a string
+    is written as is. Every process is killed (as a group) at teardown."""
+    started: list[AutopilotProcess] = []
+
+    def make(config: str | dict[str, Any], *, start: bool = True,
+             env: dict[str, str] | None = None, prefix: list[str] | None = None,
+             name: str = "autopilot") -> AutopilotProcess:
+        ap = AutopilotProcess(tmp_path, config, env={**env_clean, **(env or {})},
+                              prefix=prefix, name=name)
+        started.append(ap)
+        return ap.start() if start else ap
+
+    yield make
+    for ap in started:
+        ap.kill()

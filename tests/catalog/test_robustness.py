@@ -11,7 +11,7 @@ import consul
 import pytest
 import requests
 
-from tests.catalog.conftest import Api
+from tests.catalog.api import Api
 from tests.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.timeout(60)

@@ -1,19 +1,7 @@
-"""Fixtures for running a real ``python -m autopilot run CONFIG`` subprocess: ``autopilot``
-(below) and, for the control and telemetry tests, ``workdir`` and ``launch``
-(all three run `tests.integration.autopilot_process.AutopilotProcess`).
-
-Usage::
-
-    def test_x(autopilot):
-        ap = autopilot({"jobs": [{"name": "app", "exec": ["sleep", "30"]}]})
-        ap.wait_log(r"event code=startup")
-        ap.terminate()
-        assert ap.wait() == 0
-
-A dict config is written as JSON with a control socket in the test's tmp dir and DEBUG
-logging (every bus event is logged as ``event code=<code> source=<source>``); a string is
-written as is. Every process is killed (as a group) at teardown.
-"""
+"""Fixtures for the control and telemetry tests: ``workdir`` (a short private directory: a
+unix socket path is limited to 107 bytes) and ``launch`` (an autopilot run there,
+`tests.autopilot_process.AutopilotProcess`). The ``autopilot`` fixture is in
+tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -22,30 +10,10 @@ import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.integration.autopilot_process import AutopilotProcess
-
-
-@pytest.fixture
-def autopilot(tmp_path: Path, env_clean: dict[str, str]
-              ) -> Iterator[Callable[..., AutopilotProcess]]:
-    """Factory: ``autopilot(config, start=True, env=None, prefix=None, name="autopilot")``."""
-    started: list[AutopilotProcess] = []
-
-    def make(config: str | dict[str, Any], *, start: bool = True,
-             env: dict[str, str] | None = None, prefix: list[str] | None = None,
-             name: str = "autopilot") -> AutopilotProcess:
-        ap = AutopilotProcess(tmp_path, config, env={**env_clean, **(env or {})},
-                              prefix=prefix, name=name)
-        started.append(ap)
-        return ap.start() if start else ap
-
-    yield make
-    for ap in started:
-        ap.kill()
+from tests.autopilot_process import AutopilotProcess
 
 
 @pytest.fixture

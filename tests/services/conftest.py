@@ -21,7 +21,6 @@ import pytest
 import requests
 
 from tests.helpers import ROOT, free_port, wait_for
-from tests.integration.conftest import autopilot  # noqa: F401  (fixture)
 
 IMAGES = ROOT / "images"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

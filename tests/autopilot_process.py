@@ -1,6 +1,7 @@
-"""`python -m autopilot run CONFIG` as a subprocess under test (fixtures ``autopilot`` and
-``launch`` in conftest.py): its config file, log and stderr, control socket and client, and
-exit status. Every process is killed (as a group) or stopped at teardown by its fixture."""
+"""`python -m autopilot run CONFIG` as a subprocess under test (fixtures ``autopilot`` in
+tests/conftest.py and ``launch`` in tests/integration/conftest.py): its config file, log
+and stderr, control socket and client, and exit status. Every process is killed (as a
+group) or stopped at teardown by its fixture."""
 
 from __future__ import annotations
 

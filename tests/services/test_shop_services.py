@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.helpers import wait_for
-from tests.services.conftest import (
+from tests.services.shop_processes import (
     start_carts,
     start_catalogue,
     start_frontend,

@@ -21,7 +21,7 @@ from autopilot.config.model import Config, ConsulConfig, ElectionConfig, HealthC
 from autopilot.context import Context
 from autopilot.discovery.client import ConsulClient
 from autopilot.election import Election, components
-from tests.helpers import CatalogProcess
+from tests.helpers import CatalogProcess, free_port
 
 
 def hook(log: Path, name: str, extra: str = "") -> list[str]:
@@ -102,12 +102,14 @@ class Member:
         """What a SIGKILL of the supervisor leaves: nothing released, destroyed or renewed.
 
         The election is marked closed (its loops end at their next wake-up without another
-        decision) and the node's catalog client is closed, as the process's connections
-        would be: a renew still due fails instead of reaching the catalog. The session and
-        the lock stay as they were until their TTL or a restarted member acts on them."""
+        decision) and the node loses the catalog, as a dead process would: its client is
+        closed and replaced by one whose address refuses every connection, so a renew or a
+        release still due fails instead of reaching the catalog. The session and the lock
+        stay as they were until their TTL or a restarted member acts on them."""
         self.election.closed = True
         assert self.ctx.consul is not None
         self.ctx.consul.close()
+        self.ctx.consul = ConsulClient(ConsulConfig(address=f"127.0.0.1:{free_port()}"))
 
 
 def lock_value(entry: dict) -> dict:

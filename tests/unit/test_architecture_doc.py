@@ -18,8 +18,8 @@ TOP = ("autopilot/", "tests/", "docs/", "bench/", "images/")
 
 
 def is_path(token: str) -> bool:
-    if " " in token or token.startswith("/"):
-        return False  # a request line or an HTTP path
+    if " " in token or token.startswith("/") or "*" in token:
+        return False  # a request line, an HTTP path, a pattern
     return token.endswith((".py", ".md", "/")) or token.startswith(TOP)
 
 

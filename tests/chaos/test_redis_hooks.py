@@ -266,3 +266,46 @@ def test_checks_and_hooks_that_predate_a_transition_do_not_undo_it(tmp_path: Pat
     # the next leader (a higher epoch) is followed
     assert b.hook("follow", **{**old_leader, "AUTOPILOT_LEADER_EPOCH": "2"}).returncode == 0
     assert b.info()["master_port"] == str(a.port)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("no_loss", [False, True])
+def test_promote_refuses_while_a_surveyed_replica_is_ahead(tmp_path: Path, nodes: list[Node],
+                                                           no_loss: bool) -> None:
+    """The promote hook's own check (for a peer whose candidacy the election did not see):
+    it surveys the peers listed in `$REDIS_DIR/peers` and refuses, leaving the node a
+    fenced replica, while one is further ahead than the slack (no-loss: a replication
+    PING's 14 bytes; async: REDIS_MAX_LAG). Its survey files do not outlive the hook."""
+    mode = {"REDIS_NO_LOSS": "1" if no_loss else "0", "REDIS_MAX_LAG": "100"}
+    a, b, c = (Node(tmp_path, n, **mode).start() for n in ("a", "b", "c"))
+    nodes += [a, b, c]
+    promote(a)
+    f = b.hook("follow", AUTOPILOT_ROLE="replica", AUTOPILOT_LEADER_ADDRESS="127.0.0.1",
+               AUTOPILOT_LEADER_PORT=str(a.port), AUTOPILOT_LEADER_EPOCH="1")
+    assert f.returncode == 0, f.stderr
+    wait_for(lambda: b.info().get("master_link_status") == "up", 10, "b to replicate a")
+
+    def written(i: int) -> bool:  # no-loss: a counts b as a good replica after its first ack
+        try:
+            with a.r() as r:
+                return r.call("SET", f"k{i}", "x" * 20) == "OK"
+        except RedisError:
+            return False
+
+    for i in range(20):
+        wait_for(lambda i=i: written(i), 10, f"write {i} on a")
+    wait_for(lambda: int(b.hook("position").stdout) == int(a.hook("position").stdout),
+             10, "b to catch up")
+    assert b.hook("detach", AUTOPILOT_ROLE="replica").returncode == 0
+    (c.dir / "data" / "peers").write_text(f"127.0.0.1 {b.port}\n127.0.0.1 {c.port}\n")
+    env = {"AUTOPILOT_ROLE": "primary", "AUTOPILOT_LEADER_EPOCH": "2",
+           "AUTOPILOT_REDIS_IP": "127.0.0.1"}
+    res = c.hook("promote", **env)
+    assert res.returncode != 0 and "not promoting" in res.stderr, (res.stdout, res.stderr)
+    assert c.info()["role"] == "slave", "promoted although a replica was ahead"
+    assert not list((c.dir / "data").glob("survey.*")), "survey files left behind"
+    # the replica that is ahead may be promoted (c, behind, is no obstacle)
+    (b.dir / "data" / "peers").write_text(f"127.0.0.1 {c.port}\n")
+    ok = b.hook("promote", **env)
+    assert ok.returncode == 0, (ok.stdout, ok.stderr)
+    assert b.info()["role"] == "master"

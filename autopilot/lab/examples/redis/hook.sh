@@ -302,6 +302,7 @@ survey_peers() {
     # "host:port:offset" words) and mine (our own offset).
     followers=""
     tmp="$DIR/survey.$$"
+    trap 'rm -f "$tmp".*' EXIT  # at the hook's end: an `rm` less before writes open
     cli info replication >"$tmp.me" 2>/dev/null &  # ours, in parallel with theirs
     # `run` refreshes the list every ~5 s; without one (run just started), ask the catalog
     [ -s "$PEERS" ] || refresh_peers
@@ -328,13 +329,14 @@ survey_peers() {
         case "$I_offset" in '' | *[!0-9]*) continue ;; esac
         followers="$followers $name:$I_offset"
     done
-    rm -f "$tmp".*
 }
 
-ahead_of_us() {  # ahead_of_us SLACK: the first surveyed peer further than mine + SLACK
+ahead_of_us() {  # ahead_of_us SLACK: AHEAD = the first surveyed peer further than mine + SLACK
+    # (a variable, not $(...) output: no subshell on the way to opening writes)
+    AHEAD=""
     for f in $followers; do
         if [ "${f##*:}" -gt $((mine + $1)) ]; then
-            echo "${f%:*} (offset ${f##*:} > $mine + $1)"
+            AHEAD="${f%:*} (offset ${f##*:} > $mine + $1)"
             return
         fi
     done
@@ -364,8 +366,8 @@ promote() {
     if [ "${REDIS_PROMOTE_MOST_RECENT:-1}" = 1 ]; then
         if [ "$OPEN" = 1 ]; then slack=$PING_BYTES; else slack=${REDIS_MAX_LAG:-1048576}; fi
         if [ "$slack" -gt 0 ]; then
-            ahead=$(ahead_of_us "$slack")
-            if [ -n "$ahead" ]; then log "not promoting: $ahead is ahead"; exit 1; fi
+            ahead_of_us "$slack"
+            if [ -n "$AHEAD" ]; then log "not promoting: $AHEAD is ahead"; exit 1; fi
         fi
     fi
     # one redis-cli for every command: the write gap of a hand-over is mostly hooks

@@ -2,7 +2,14 @@
 PSS, USS), idle CPU and start latency; plus autopilot's import-time profile.
 
 Not a test. Run: ``python bench/supervisor_bench.py [--window 30] [--starts 10]
-[--before DIR]`` (tini, dumb-init and supervisor are Debian packages).
+[--python PATH ...] [--before DIR]`` (tini, dumb-init and supervisor are Debian packages).
+
+``--python`` (repeatable) names the interpreters autopilot's rows run on, side by side in
+the same run (default: the one running the bench). The images run Debian's
+``/usr/bin/python3`` in a virtual environment (images/*/Dockerfile); to measure that one,
+make such an environment (``/usr/bin/python3 -m venv /opt/ap && /opt/ap/bin/pip install .``)
+and pass ``--python /opt/ap/bin/python3 --python python3``. Every interpreter must import
+autopilot's dependencies; autopilot itself comes from the tree being measured.
 
 Rows (all running at the same time during the idle window):
 
@@ -16,8 +23,9 @@ Rows (all running at the same time during the idle window):
   (the issue's first measurement).
 - ``supervisord``: 5 ``sleep`` programs (it has no health checks); ``tini`` and
   ``dumb-init``: one ``sleep`` child (they run one process).
-- ``python3``/``python3 + asyncio``: an idle interpreter, for the floor any Python
-  supervisor starts from on this machine.
+- ``python3``/``python3 + asyncio``/``python3 + asyncio - ssl``: an idle interpreter (and
+  one that imported asyncio, with and without ``ssl``), for the floor any Python supervisor
+  starts from on this machine; one set per interpreter.
 - With ``--before DIR`` (a checkout of an older autopilot, e.g. ``git archive 6c2b840``),
   its ``1 job`` and ``5 jobs full`` rows are measured in the same run (``PYTHONPATH=DIR``).
 
@@ -107,22 +115,51 @@ def free_port() -> int:
 
 
 class Setup:
-    """What the rows share: the catalog address, the trees autopilot runs from."""
+    """What the rows share: the catalog address, the trees autopilot runs from, the
+    interpreters (tag -> executable; the first also runs the ``before`` rows)."""
 
-    def __init__(self, consul: str | None, now: Path, before: Path | None) -> None:
+    def __init__(self, consul: str | None, now: Path, before: Path | None,
+                 pythons: dict[str, str]) -> None:
         self.consul = consul
         self.now = now
         self.before = before
+        self.pythons = pythons
+        self.first = next(iter(pythons.values()))
+
+    def split(self, row: str) -> tuple[str, str]:
+        """``"autopilot 1 job @ 3.11.2 /usr"`` -> (``"autopilot 1 job"``, its executable)."""
+        name, _, tag = row.partition(" @ ")
+        return name, self.pythons[tag] if tag else self.first
 
 
-def installed_copy(tree: Path, dest: Path) -> Path:
-    """The ``autopilot`` package of ``tree`` copied to ``dest`` with its bytecode compiled,
-    as a wheel install leaves it (a source checkout under PYTHONDONTWRITEBYTECODE compiles
-    every module at each start, which is not what an image does)."""
+def interpreter_tag(executable: str) -> str:
+    """``3.11.2 /usr``: the version and the installation (``sys.base_prefix``: a virtual
+    environment shows the interpreter it was made from)."""
+    out = subprocess.run([executable, "-c", "import sys, platform; "
+                          "print(platform.python_version(), sys.base_prefix)"],
+                         capture_output=True, text=True, timeout=30, check=True)
+    return out.stdout.strip()
+
+
+def check_interpreter(executable: str) -> None:
+    probe = subprocess.run([executable, "-c", "import structlog, psutil"],
+                           capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        raise SystemExit(f"{executable} cannot import autopilot's dependencies "
+                         f"({probe.stderr.strip().splitlines()[-1]}); make a virtual "
+                         "environment as the images do (see --help)")
+
+
+def installed_copy(tree: Path, dest: Path, pythons: list[str]) -> Path:
+    """The ``autopilot`` package of ``tree`` copied to ``dest`` with its bytecode compiled
+    by every interpreter, as a wheel install leaves it (a source checkout under
+    PYTHONDONTWRITEBYTECODE compiles every module at each start, which is not what an image
+    does)."""
     shutil.copytree(tree / "autopilot", dest / "autopilot",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(dest / "autopilot")],
-                   check=True, capture_output=True, timeout=300)
+    for python in dict.fromkeys(pythons):
+        subprocess.run([python, "-m", "compileall", "-q", str(dest / "autopilot")],
+                       check=True, capture_output=True, timeout=300)
     return dest
 
 
@@ -131,12 +168,14 @@ def command(row: str, tmp: Path, marker: Path | None, setup: Setup
     """argv and environment for one row."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "AUTOPILOT"))}
     env.pop("PYTHONPATH", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # the copies are compiled; nothing is written
+    row, python = setup.split(row)
     if row.startswith(("autopilot", "before")):
         kind = row.rsplit(" ", 1)[-1] if not row.endswith("job") else "one"
         prefix = "b" if row.startswith("before") else "a" + str(abs(hash(row)) % 97)
         cfg = autopilot_config(tmp, kind, marker, prefix, setup.consul, free_port())
         env["PYTHONPATH"] = str(setup.before if row.startswith("before") else setup.now)
-        return [sys.executable, "-m", "autopilot", "run", str(cfg)], env
+        return [python, "-m", "autopilot", "run", str(cfg)], env
     if row == "supervisord":
         return [shutil.which("supervisord") or "/usr/bin/supervisord", "-n", "-c",
                 str(supervisord_config(tmp, marker))], env
@@ -145,9 +184,12 @@ def command(row: str, tmp: Path, marker: Path | None, setup: Setup
         return ([shutil.which("tini") or "tini", "-s", "--", *argv] if row == "tini"
                 else [shutil.which("dumb-init") or "dumb-init", *argv]), env
     if row == "python3":
-        return [sys.executable, "-c", "import time; time.sleep(3600)"], env
+        return [python, "-c", "import time; time.sleep(3600)"], env
     if row == "python3 + asyncio":
-        return [sys.executable, "-c", "import asyncio, time; time.sleep(3600)"], env
+        return [python, "-c", "import asyncio, time; time.sleep(3600)"], env
+    if row == "python3 + asyncio - ssl":
+        return [python, "-c", "import sys; sys.modules['ssl'] = None; "
+                "import asyncio, time; time.sleep(3600)"], env
     raise ValueError(row)
 
 
@@ -222,7 +264,8 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
 
 # -- measurements -------------------------------------------------------------------------------
 def expected_sleeps(row: str) -> int:
-    if row in ("python3", "python3 + asyncio"):
+    row = row.partition(" @ ")[0]
+    if row.startswith("python3"):
         return 0
     if row in ("tini", "dumb-init") or row.endswith("1 job"):
         return 1
@@ -295,7 +338,7 @@ def start_latency(row: str, runs: int, setup: Setup) -> list[float]:
 IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)$")
 
 
-def import_profile(setup: Setup, row: str = "autopilot 5 jobs full") -> dict[str, Any]:
+def import_profile(setup: Setup, row: str) -> dict[str, Any]:
     """``python -X importtime`` of a real start of ``row``, until its first job runs."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-imp-"))
     marker = tmp / "started"
@@ -319,6 +362,9 @@ def import_profile(setup: Setup, row: str = "autopilot 5 jobs full") -> dict[str
                                 "depth": len(m.group(3)) // 2})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    names = {m["module"] for m in modules}
+    if "_ssl" not in names:  # an import blocked on purpose (autopilot.lazyssl) still shows
+        modules = [m for m in modules if m["module"] != "ssl"]
     top: dict[str, int] = {}
     for m in modules:
         pkg = m["module"].split(".")[0]
@@ -330,7 +376,7 @@ def import_profile(setup: Setup, row: str = "autopilot 5 jobs full") -> dict[str
             "third_party": sorted({m["module"].split(".")[0] for m in modules}
                                   & {"aiohttp", "jinja2", "consul", "requests", "urllib3",
                                      "prometheus_client", "click", "structlog", "psutil",
-                                     "json5", "yarl", "multidict"}),
+                                     "json5", "yarl", "multidict", "ssl"}),
             "modules": modules}
 
 
@@ -362,11 +408,23 @@ def version(argv: list[str]) -> str:
         return "?"
 
 
+#: issue 12's targets, per interpreter: (row, column, limit, what)
+TARGETS = [("autopilot 1 job", "rss_mb", 15.0, "RSS <= 15 MB, 1 job"),
+           ("autopilot 5 jobs full", "rss_mb", 20.0, "RSS <= 20 MB, full config"),
+           ("autopilot 5 jobs full", "cpu_pct", 0.1, "CPU <= 0.1 %, 5 checks/s + discovery"),
+           ("autopilot 1 job", "cpu_pct", 0.0, "CPU 0.0 %, no checks"),
+           ("autopilot 1 job", "start_ms_median", 150.0, "start <= 150 ms median")]
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__)
     ap.add_argument("--window", type=float, default=30.0)
     ap.add_argument("--settle", type=float, default=5.0)
     ap.add_argument("--starts", type=int, default=10)
+    ap.add_argument("--python", action="append", default=[],
+                    help="an interpreter for autopilot's rows (repeatable; default: this one)")
     ap.add_argument("--before", type=Path, default=None,
                     help="an older autopilot source tree to measure in the same run")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -375,36 +433,53 @@ def main() -> None:
                          "bytecode copy)")
     args = ap.parse_args()
 
-    rows = ["autopilot 1 job", "autopilot 5 jobs full", "autopilot 5 jobs checks"]
+    executables = [shutil.which(p) or p for p in (args.python or [sys.executable])]
+    for python in executables:
+        check_interpreter(python)
+    pythons = {interpreter_tag(p): p for p in executables}
+    tags = list(pythons)
+    rows: list[str] = []
+    for tag in tags:
+        rows += [f"{r} @ {tag}" for r in ("autopilot 1 job", "autopilot 5 jobs full",
+                                          "autopilot 5 jobs checks")]
     if args.before:
-        rows += ["before 1 job", "before 5 jobs full"]
-    rows += ["supervisord", "tini", "dumb-init", "python3", "python3 + asyncio"]
+        rows += [f"before 1 job @ {tags[0]}", f"before 5 jobs full @ {tags[0]}"]
+    rows += ["supervisord", "tini", "dumb-init"]
+    for tag in tags:
+        rows += [f"{r} @ {tag}" for r in ("python3", "python3 + asyncio",
+                                          "python3 + asyncio - ssl")]
     start_rows = [r for r in rows if not r.startswith("python3")]
 
     load0 = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="bench-trees-"))
     now, before = ROOT, args.before.resolve() if args.before else None
     if not args.source:
-        now = installed_copy(ROOT, work / "now")
-        before = installed_copy(before, work / "before") if before else None
+        now = installed_copy(ROOT, work / "now", executables)
+        before = installed_copy(before, work / "before", executables) if before else None
     catalog, address = start_catalog()
-    setup = Setup(address, now, before)
+    setup = Setup(address, now, before, pythons)
+    loads: dict[str, list[float]] = {"before": [round(x, 2) for x in load0]}
     try:
         res = idle(rows, setup, args.window, args.settle)
+        loads["after_idle"] = [round(x, 2) for x in os.getloadavg()]
         for r in start_rows:
             lat = start_latency(r, args.starts, setup)
             res[r]["start_ms_median"] = round(statistics.median(lat), 1)
             res[r]["start_ms_samples"] = [round(x, 1) for x in lat]
-        profile = import_profile(setup)
+        profiles = {tag: import_profile(setup, f"autopilot 5 jobs full @ {tag}") for tag in tags}
     finally:
         stop(catalog)
         shutil.rmtree(work, ignore_errors=True)
+    loads["after"] = [round(x, 2) for x in os.getloadavg()]
+    targets = {tag: [{"target": what, "row": row, "value": res[f"{row} @ {tag}"].get(col),
+                      "met": res[f"{row} @ {tag}"].get(col, float("inf")) <= limit}
+                     for row, col, limit, what in TARGETS] for tag in tags}
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "executable": sys.executable, "kernel": platform.release(),
-                    "loadavg_before": [round(x, 2) for x in load0],
-                    "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
+                    "bench_python": sys.executable, "interpreters": pythons,
+                    "loadavg_before": loads["before"], "loadavg_after_idle_window":
+                    loads["after_idle"], "loadavg_after": loads["after"]},
         "setup": {"jobs": JOBS, "job": "sleep 3600", "check": "`true` every 1 s, ttl 5 s",
                   "window_s": args.window, "settle_s": args.settle, "starts": args.starts,
                   "before": str(args.before) if args.before else None,
@@ -413,7 +488,8 @@ def main() -> None:
                                "tini": version(["tini", "--version"]),
                                "dumb-init": version(["dumb-init", "--version"])}},
         "rows": res,
-        "import_profile": profile,
+        "targets": targets,
+        "import_profile": profiles,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
@@ -427,10 +503,15 @@ def main() -> None:
     widths = [max(len(t[i]) for t in table) for i in range(len(table[0]))]
     for t in table:
         print("  ".join(c.ljust(w) for c, w in zip(t, widths, strict=True)))
-    print(f"import profile ({profile['row']}): {profile['modules_imported']} modules, "
-          f"{profile['total_ms']} ms; third-party: {', '.join(profile['third_party'])}")
-    print(f"load average before/after: {result['machine']['loadavg_before']} / "
-          f"{result['machine']['loadavg_after']}; written to {args.out}")
+    for tag in tags:
+        print(f"targets @ {tag} ({pythons[tag]}): " + "; ".join(
+            f"{t['target']}: {t['value']} {'met' if t['met'] else 'NOT met'}"
+            for t in targets[tag]))
+        p = profiles[tag]
+        print(f"  import profile ({p['row']}): {p['modules_imported']} modules, "
+              f"{p['total_ms']} ms; third-party: {', '.join(p['third_party'])}")
+    print(f"load average before / after the idle window / after: {loads['before']} / "
+          f"{loads['after_idle']} / {loads['after']}; written to {args.out}")
 
 
 if __name__ == "__main__":

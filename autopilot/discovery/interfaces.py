@@ -9,7 +9,8 @@ Specs, tried in order (the first spec that matches anything wins):
 - ``static:1.2.3.4`` — that address, no lookup
 
 Interfaces are walked sorted by name and each interface's addresses sorted by their bytes, so
-the answer does not depend on the kernel's ordering.
+the answer does not depend on the kernel's ordering. The addresses come from rtnetlink
+(`netlink.addresses`, what getifaddrs returns); psutil is loaded only if netlink is refused.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import psutil
+from autopilot.discovery import netlink
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 DEFAULT_SPECS = ("eth0:inet", "inet")
@@ -83,19 +84,24 @@ def _ip_sort_key(ip: IPAddress) -> tuple[int, bytes]:
 
 
 def host_addresses() -> dict[str, list[IPAddress]]:
-    """Every interface's IPv4/IPv6 addresses, from psutil, sorted by bytes."""
+    """Every interface's IPv4/IPv6 addresses, sorted by bytes."""
+    try:
+        found = netlink.addresses()
+    except OSError:  # netlink refused (a seccomp profile, say): getifaddrs through psutil
+        import psutil
+
+        found = [(iface, a.family, a.address) for iface, addrs in psutil.net_if_addrs().items()
+                 for a in addrs]
     out: dict[str, list[IPAddress]] = {}
-    for iface, addrs in psutil.net_if_addrs().items():
-        ips: list[IPAddress] = []
-        for a in addrs:
-            if a.family not in (socket.AF_INET, socket.AF_INET6):
-                continue
-            try:
-                ips.append(ipaddress.ip_address(a.address.split("%", 1)[0]))
-            except ValueError:
-                continue
-        out[iface] = sorted(ips, key=_ip_sort_key)
-    return out
+    for iface, family, address in found:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            continue
+        out.setdefault(iface, []).append(ip)
+    return {iface: sorted(ips, key=_ip_sort_key) for iface, ips in out.items()}
 
 
 def resolve_ip(specs: Sequence[str] | str | None,

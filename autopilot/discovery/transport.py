@@ -25,7 +25,9 @@ from autopilot.config.model import ConsulConfig
 from autopilot.discovery.connection import split_address
 from autopilot.discovery.http import Params, Response, encode_body
 
-MAX_IDLE = 4  # kept connections; more in flight at once are closed after their answer
+#: kept connections; more in flight at once are closed after their answer. Five services
+#: whose checks run in step heartbeat together: 4 made two new connections every round
+MAX_IDLE = 8
 MAX_HEADER = 64 * 1024
 
 if TYPE_CHECKING:

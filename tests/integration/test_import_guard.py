@@ -33,6 +33,8 @@ DISCOVERY = {"consul", "requests", "urllib3"}
 TEMPLATES = {"jinja2"}
 #: only for a TLS connection (Consul over https)
 TLS = {"ssl", "_ssl"}
+#: interface addresses come from rtnetlink (autopilot/discovery/netlink.py)
+PSUTIL = {"psutil"}
 
 WRAPPER = textwrap.dedent("""
     import os, runpy, signal, sys, threading, time
@@ -100,7 +102,7 @@ JOB = ('{name: "app", exec: ["sh", "-c", "touch @MARKER@; exec sleep 60"],'
 def test_one_job(shortdir: Path, env_clean: dict[str, str]) -> None:
     mods = modules_of(shortdir, f'control: {{socket: "@DIR@/s"}}, jobs: [{JOB}]', env_clean)
     assert "autopilot" in mods and "structlog" in mods  # the wrapper saw a real supervisor
-    unwanted = NEVER | DISCOVERY | TEMPLATES | TLS
+    unwanted = NEVER | DISCOVERY | TEMPLATES | TLS | PSUTIL
     assert not mods & unwanted, sorted(mods & unwanted)
 
 
@@ -108,21 +110,22 @@ def test_telemetry_without_discovery(shortdir: Path, env_clean: dict[str, str]) 
     port = free_port()
     mods = modules_of(shortdir, f'control: {{socket: "@DIR@/s"}}, jobs: [{JOB}], telemetry: '
                       f'{{port: {port}, interfaces: ["static:127.0.0.1"]}}', env_clean)
-    unwanted = NEVER | DISCOVERY | TEMPLATES | TLS
+    unwanted = NEVER | DISCOVERY | TEMPLATES | TLS | PSUTIL
     assert not mods & unwanted, sorted(mods & unwanted)
 
 
 def test_discovery_and_telemetry(catalog: object, shortdir: Path,
                                  env_clean: dict[str, str]) -> None:
     port = free_port()
-    job = JOB.replace('name: "app",', 'name: "app", port: 8080, interfaces: ["static:127.0.0.1"],')
+    # an interface by name: its address is looked up (rtnetlink, not psutil)
+    job = JOB.replace('name: "app",', 'name: "app", port: 8080, interfaces: ["lo"],')
     full = modules_of(shortdir, f'consul: "{catalog.address}", control: {{socket: "@DIR@/s"}},'  # type: ignore[attr-defined]
                       f' jobs: [{job}], watches: [{{name: "app", interval: 1}}], telemetry: '
                       f'{{port: {port}, interfaces: ["static:127.0.0.1"]}}', env_clean, full=True)
     mods = {m.split(".")[0] for m in full}
     assert "autopilot.discovery.transport" in full  # discovery on: its transport runs
     # registrations and watches speak HTTP on asyncio streams: no py-consul, no requests
-    unwanted = NEVER | TEMPLATES | DISCOVERY | TLS
+    unwanted = NEVER | TEMPLATES | DISCOVERY | TLS | PSUTIL
     assert not mods & unwanted, sorted(mods & unwanted)
 
 
@@ -186,6 +189,6 @@ def test_election_without_py_consul_or_threads(catalog: object, shortdir: Path,
                       f' jobs: [{job}]', env_clean, full=True)
     assert "autopilot.election.lock" in mods  # the election ran (and promoted us)
     top = {m.split(".")[0] for m in mods}
-    unwanted = NEVER | TEMPLATES | DISCOVERY | TLS
+    unwanted = NEVER | TEMPLATES | DISCOVERY | TLS | PSUTIL
     assert not top & unwanted, sorted(top & unwanted)
     assert [t for t in threads_of(shortdir) if t.startswith("consul")] == []

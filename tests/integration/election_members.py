@@ -37,6 +37,8 @@ def hook_lines(log: Path) -> list[list[str]]:
 class Member:
     """One node: its own Context/bus (hostname = node name) and its job's Election."""
 
+    crashed = False  # crash() was called: stop_all only closes its client
+
     def __init__(self, cat: CatalogProcess, node: str, tmp: Path, *, port: int,
                  check_ttl: str = "30s", address: str | None = None,
                  health: HealthConfig | None = None, **election: Any) -> None:
@@ -110,6 +112,20 @@ class Member:
         assert self.ctx.consul is not None
         self.ctx.consul.close()
         self.ctx.consul = ConsulClient(ConsulConfig(address=f"127.0.0.1:{free_port()}"))
+        self.crashed = True
+
+
+async def stop_all(*members: Member | None) -> None:
+    """The end of a scenario: stop every member given (None is skipped); one that crashed
+    only has its client closed (a dead supervisor hands nothing over)."""
+    for m in members:
+        if m is None:
+            continue
+        if m.crashed:
+            assert m.ctx.consul is not None
+            m.ctx.consul.close()
+        else:
+            await m.stop()
 
 
 def lock_value(entry: dict) -> dict:

@@ -25,6 +25,7 @@ from tests.integration.election_members import (
     leaders,
     lock_value,
     run,
+    stop_all,
 )
 
 
@@ -207,13 +208,7 @@ def test_restarted_supervisor_resumes_its_leadership(catalog: CatalogProcess, tm
                         restarted.election.renew_interval + 2, "a renewal")
             assert restarted.election.primary
         finally:
-            for m in members:
-                if m is not lead:
-                    await m.stop()
-            if restarted is not None:
-                await restarted.stop()
-            assert lead.ctx.consul is not None
-            lead.ctx.consul.close()
+            await stop_all(*members, restarted)
 
     run(scenario)
 
@@ -398,12 +393,6 @@ def test_restarted_former_primary_fences_when_another_member_wins(catalog: Catal
             demote = [float(ln[1]) for ln in hook_lines(restarted.hooks) if ln[0] == "demote"]
             assert len(demote) == 1 and not restarted.codes("elected")
         finally:
-            for m in members:
-                if m is not lead:
-                    await m.stop()
-            if restarted is not None:
-                await restarted.stop()
-            assert lead.ctx.consul is not None
-            lead.ctx.consul.close()
+            await stop_all(*members, restarted)
 
     run(scenario)

@@ -19,6 +19,7 @@ from tests.integration.election_members import (
     leaders,
     lock_value,
     run,
+    stop_all,
 )
 
 
@@ -92,13 +93,7 @@ async def restart_scenario(catalog: CatalogProcess, tmp: Path, *, same_data: boo
         print(f"FIGURE identity mismatch: old session destroyed {destroyed_after:.2f}s after "
               f"the restart; new leader {winner.node} at epoch {new_epoch}")
     finally:
-        for m in members:
-            if m is not lead:
-                await m.stop()
-        if restarted is not None:
-            await restarted.stop()
-        if lead is not None and lead.ctx.consul is not None:
-            lead.ctx.consul.close()
+        await stop_all(*members, restarted)
 
 
 @pytest.mark.timeout(40)
@@ -135,10 +130,7 @@ def test_failing_identity_hook_means_no_adoption(catalog: CatalogProcess, tmp_pa
             await until(lambda: old not in sessions(catalog), 3, "the old session to go")
             assert restarted.election.session != old
         finally:
-            if restarted is not None:
-                await restarted.stop()
-            if lead.ctx.consul is not None:
-                lead.ctx.consul.close()
+            await stop_all(lead, restarted)
 
     run(scenario)
 

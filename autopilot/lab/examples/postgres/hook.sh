@@ -53,9 +53,10 @@ as_pg() {  # PostgreSQL refuses root: its programs run as $RUN_AS when we are ro
 }
 
 log() {
+    # the file first: stderr is a pipe to the supervisor, gone when it was SIGKILLed
     msg="$(date +%s.%N) ${AUTOPILOT_ROLE:-none} $*"
-    echo "pg-hook: $msg" >&2
     if [ -n "${PG_HOOK_LOG:-}" ]; then echo "$msg" >>"$PG_HOOK_LOG"; fi
+    echo "pg-hook: $msg" >&2
 }
 
 q() {  # q SQL: one query on the local server, unaligned, tuples only
@@ -195,6 +196,9 @@ run() {
     write_hba
     write_passfile
     PARENT=$(my_ppid)
+    # a supervisor SIGKILLed leaves our stdout/stderr pipes without a reader: a write must
+    # fail, not kill the loop before it fences the postmaster it leaves behind
+    trap '' PIPE
     PM=""
     if [ -f "$PGDATA/postmaster.pid" ]; then
         old=$(head -n 1 "$PGDATA/postmaster.pid")

@@ -10,19 +10,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from autopilot.control.client import ControlClient, ControlError
-from tests.helpers import ROOT, wait_for
-
-
-def autopilot_run_cmd(config: str | Path) -> list[str]:
-    """``python -m autopilot run CONFIG``."""
-    return [sys.executable, "-m", "autopilot", "run", str(config)]
+from tests.helpers import ROOT, autopilot_cmd, wait_for
 
 
 class AutopilotProcess:
@@ -56,8 +50,8 @@ class AutopilotProcess:
     def start(self, wait: bool = False) -> AutopilotProcess:
         """Start it; ``wait``: until its control socket answers a ping."""
         self.proc = subprocess.Popen(
-            [*self.prefix, *autopilot_run_cmd(self.config_path)], cwd=ROOT, env=self.env,
-            stdout=self.log_path.open("ab"), stderr=self.err_path.open("ab"),
+            [*self.prefix, *autopilot_cmd("run", str(self.config_path))], cwd=ROOT,
+            env=self.env, stdout=self.log_path.open("ab"), stderr=self.err_path.open("ab"),
             stdin=subprocess.DEVNULL, start_new_session=True)
         if wait:
             self.wait_until(self.answers, timeout=15, message="autopilot to answer")
@@ -131,9 +125,8 @@ class AutopilotProcess:
 
     def ctl(self, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
         """``autopilot ctl --socket <this autopilot's socket> ARGS…`` (output as text)."""
-        return subprocess.run([sys.executable, "-m", "autopilot", "ctl", "--socket",
-                               self.socket, *args], cwd=ROOT, env=self.env, text=True,
-                              capture_output=True, timeout=timeout)
+        return subprocess.run(autopilot_cmd("ctl", "--socket", self.socket, *args), cwd=ROOT,
+                              env=self.env, text=True, capture_output=True, timeout=timeout)
 
     def wait_socket(self, timeout: float = 15.0) -> None:
         """Until the control socket answers a ping."""

@@ -100,6 +100,7 @@ class ElectionConfig:
     identity: list[str] | None = None  # prints the data incarnation; checked before adoption
     position: list[str] | None = None  # prints how far this node's data goes (candidacy)
     detach: list[str] | None = None  # a follower stops replicating from a deposed primary
+    successor: list[str] | None = None  # a primary handing over names who takes over
     maximum_lag_on_failover: int = 0  # bytes behind the best live candidate; 0: no limit
     candidacy_timeout: float = 2.0  # how long the best candidate waits for its peers' posts
     state_dir: str | None = None  # where the highest epoch seen is kept (None: the default)

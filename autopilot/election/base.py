@@ -162,12 +162,13 @@ class ElectionState:
         self.ctx.child_env.update(self._role_env(role, leader))
 
     async def _hook(self, name: str, argv: list[str] | None, role: str,
-                    leader: dict[str, Any] | None) -> HookResult:
+                    leader: dict[str, Any] | None,
+                    extra: dict[str, str] | None = None) -> HookResult:
         if not argv:
             return HookResult(0)
         base = {k: v for k, v in {**os.environ, **self.ctx.child_env}.items()
-                if k not in ENV_KEYS}
-        env = child_env(base, self.cfg.env, self._role_env(role, leader))
+                if k not in ENV_KEYS and k != "AUTOPILOT_STEP_DOWN_REASON"}
+        env = child_env(base, self.cfg.env, {**self._role_env(role, leader), **(extra or {})})
         log.info("running hook", job=self.job, hook=name)
         return await run_hook(list(argv), env, self.ecfg.hook_timeout,
                               name=f"{name}.{self.job}")

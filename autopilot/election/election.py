@@ -16,6 +16,7 @@ import time
 from autopilot.aio import cancel_all
 from autopilot.election.adopt import Adoption
 from autopilot.election.base import CALL_TIMEOUT, lease_length, log
+from autopilot.election.handover import HandOver
 from autopilot.election.leading import Leading
 from autopilot.election.rounds import Candidate
 from autopilot.election.sessions import Sessions
@@ -24,7 +25,7 @@ from autopilot.election.watch import Watching
 __all__ = ["Election", "lease_length"]
 
 
-class Election(Watching, Sessions, Candidate, Leading, Adoption):
+class Election(Watching, Sessions, Candidate, Leading, Adoption, HandOver):
     """Component: ``start()``, ``before_shutdown()`` (hand-over), ``stop()``.
 
     The state lives in :class:`ElectionState` (base.py); each part is a module of its own
@@ -151,6 +152,9 @@ class Election(Watching, Sessions, Candidate, Leading, Adoption):
                 return
         free = self.holder is None or not self.holder.held  # (the watch may have read since)
         if free and now >= self._acquire_retry:
+            named = self._handover_to()
+            if named is not None and await self._take_over(named):
+                return  # a hand-over named a successor: it acquires, the others wait
             if self.candidacy and (not self.watch_ok or not await self._candidacy()):
                 return  # (no candidacy before the first read of the key: it may be held)
             await self._try_acquire()

@@ -173,17 +173,23 @@ class Leading(ElectionState):
             self._publish_role("replica", None)
             self.announced = None
             self.ctx.bus.publish(ev.Event(ev.DEMOTED, self.job, detail=reason))
+        successor = None
         if was_primary or ran_promote:
-            result = await self._hook("demote", self.ecfg.demote, "replica", None)
+            result = await self._hook("demote", self.ecfg.demote, "replica", None,
+                                      {"AUTOPILOT_STEP_DOWN_REASON": reason})
             if not result.ok:
                 log.error("demote hook failed", job=self.job, rc=result.rc,
                           timed_out=result.timed_out)
+            elif was_primary and reason in ("shutdown", "stopping") and self.holding:
+                successor = await self._successor()  # hand-over.py: who takes over
         if self.holding and sid and not self.session_lost:
+            value = self._release_value(successor)
             try:
                 released = await self._call(
-                    lambda c: lock.release(c, self.lock_key, sid, timeout=1.5), timeout=2.0)
+                    lambda c: lock.release(c, self.lock_key, sid, timeout=1.5, value=value),
+                    timeout=2.0)
                 log.info("lock released" if released else "lock was no longer ours",
-                         job=self.job)
+                         job=self.job, successor=successor)
             except Exception as exc:  # noqa: BLE001 - retried until the catalog answers
                 log.warning("release failed", job=self.job, error=str(exc) or repr(exc))
                 self.holding = False

@@ -156,11 +156,15 @@ async def acquire(c: Requester, key: str, session: str, value: dict, *, timeout:
     return False
 
 
-async def release(c: Requester, key: str, session: str, *, timeout: float) -> bool:
+async def release(c: Requester, key: str, session: str, *, timeout: float,
+                  value: dict | None = None) -> bool:
     """True: released; False: the key was not held by ``session`` (nothing to release).
+    ``value``: the key's value from then on (a hand-over names the successor in it; without
+    one the value is emptied, as Consul does for a release without a body).
     Raises when the catalog could not answer (e.g. no cluster leader): retry."""
+    body = json.dumps(value, sort_keys=True).encode() if value is not None else None
     code, _, text = await _request(c, "PUT", f"/v1/kv/{key}", params=[("release", session)],
-                             timeout=timeout)
+                                   body=body, timeout=timeout)
     if code == 200:
         return text.strip() == "true"
     if code == 500 and "session" in text.lower():

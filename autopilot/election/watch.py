@@ -109,7 +109,8 @@ class Watching(ElectionState):
         if (self.ecfg.detach and self.announced is not None and not self.primary
                 and self.watch_ok and (h is None or not h.held or (
                     h.identity() != self.announced and not h.promoted))):
-            await self._detach()
+            if not self._skip_detach():
+                await self._detach()
         if h is None or not h.held or h.session in self.own_sessions:
             return
         if h.session in self._abandoned:

@@ -26,14 +26,16 @@ def errors(text: str) -> str:
 def test_data_safety_keys() -> None:
     e = election('{consul: "c", jobs: [{name: "db", election: {identity: "id.sh",'
                  ' position: ["pos.sh", "-x"], detach: "detach.sh", maximumLagOnFailover: 1048576,'
-                 ' candidacyTimeout: "1500ms", stateDir: "/data/autopilot",'
+                 ' successor: "next.sh", candidacyTimeout: "1500ms", stateDir: "/data/autopilot",'
                  ' noLeaderTolerance: "6s"}}]}')
     assert e.identity == ["id.sh"] and e.position == ["pos.sh", "-x"]
     assert e.detach == ["detach.sh"] and e.maximum_lag_on_failover == 1048576
+    assert e.successor == ["next.sh"]
     assert e.candidacy_timeout == 1.5 and e.state_dir == "/data/autopilot"
     assert e.no_leader_tolerance == 6.0
     d = election('{consul: "c", jobs: [{name: "db", election: true}]}')
     assert d.identity is None and d.position is None and d.detach is None
+    assert d.successor is None
     assert d.maximum_lag_on_failover == 0 and d.no_leader_tolerance is None
     errs = errors('{consul: "c", jobs: [{name: "db", election: {maximumLagOnFailover: -1,'
                   ' candidacyTimeout: "2m", noLeaderTolerance: "11s"}}]}')

@@ -31,7 +31,7 @@ def test_async_config_wires_every_election_hook() -> None:
     assert set(jobs) == {"postgres", "postgres-follow", "postgres-slots"}
     assert jobs["postgres-slots"].exec == ["sh", "/pg/hook.sh", "slots"]
     e = jobs["postgres"].election
-    for verb in ("promote", "demote", "identity", "position", "detach"):
+    for verb in ("promote", "demote", "identity", "position", "detach", "successor"):
         assert getattr(e, verb) == ["sh", "/pg/hook.sh", verb]
     assert e.maximum_lag_on_failover == 1048576  # Patroni's default
     assert jobs["postgres-follow"].when.source == ["postgres"]

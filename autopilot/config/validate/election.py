@@ -23,7 +23,7 @@ class ElectionSection(ValidatorBase):
             raw = {}
         f = self.fields(path, raw, ["key", "sessionTTL", "lockDelay", "renewInterval",
                                     "primaryTag", "replicaTag", "promote", "demote",
-                                    "hookTimeout", "identity", "position", "detach",
+                                    "hookTimeout", "identity", "position", "detach", "successor",
                                     "maximumLagOnFailover", "candidacyTimeout", "stateDir",
                                     "noLeaderTolerance"])
         if f is None:
@@ -54,6 +54,7 @@ class ElectionSection(ValidatorBase):
         cfg.identity = self.take(f, "identity", coerce.to_exec)
         cfg.position = self.take(f, "position", coerce.to_exec)
         cfg.detach = self.take(f, "detach", coerce.to_exec)
+        cfg.successor = self.take(f, "successor", coerce.to_exec)
         cfg.maximum_lag_on_failover = self.take(f, "maximumLagOnFailover", coerce.to_int, 0)
         if cfg.maximum_lag_on_failover is not None and cfg.maximum_lag_on_failover < 0:
             self.error(f["maximumLagOnFailover"][1], "must be >= 0 (bytes; 0: no limit)")

@@ -59,6 +59,10 @@ log() {
     echo "pg-hook: $msg" >&2
 }
 
+trace() {  # a step's time in the hook log only (where a failover's time goes)
+    if [ -n "${PG_HOOK_LOG:-}" ]; then echo "$(date +%s.%N) ${AUTOPILOT_ROLE:-none} trace $*" >>"$PG_HOOK_LOG"; fi
+}
+
 q() {  # q SQL: one query on the local server, unaligned, tuples only
     "$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 -c "$1" 2>&1
 }
@@ -84,8 +88,8 @@ alive() { kill -0 "$1" 2>/dev/null; }
 my_ppid() { set -- $(cat /proc/$$/stat 2>/dev/null); echo "${4:-0}"; }
 
 PASSFILE="$DIR/pgpass"
-conninfo() {  # conninfo HOST PORT: how this node reaches a primary
-    ci="host=$1 port=$2 user=$PGUSER application_name=$NAME connect_timeout=2"
+conninfo() {  # conninfo HOST PORT [NAME]: how node NAME (default: this one) reaches a primary
+    ci="host=$1 port=$2 user=$PGUSER application_name=${3:-$NAME} connect_timeout=2"
     ci="$ci keepalives_idle=2 keepalives_interval=1 keepalives_count=2"
     # the password from a passfile (write_passfile), not in primary_conninfo: it stays out
     # of postgresql.auto.conf, which pg_basebackup -R and pg_rewind copy from node to node
@@ -189,6 +193,20 @@ await_data() {
     done
 }
 
+interrupt_pm() {
+    # SIGINT: a fast shutdown. A child started with & has SIGINT ignored until the
+    # postmaster installs its handlers, which it does before it writes its pid file: a
+    # SIGINT sent earlier is lost (then a SIGTERM from the supervisor is a smart shutdown
+    # that waits for every client). So wait for that file first.
+    i=0
+    while alive "$PM" && [ "$(head -n 1 "$PGDATA/postmaster.pid" 2>/dev/null)" != "$PM" ] &&
+        [ $i -lt 100 ]; do
+        sleep 0.05
+        i=$((i + 1))
+    done
+    alive "$PM" && kill -INT "$PM" 2>/dev/null
+}
+
 run() {
     mkdir -p "$DIR"
     chmod 700 "$DIR"
@@ -210,13 +228,14 @@ run() {
     fi
     set_state none "$(state_epoch)"
     stopping=0
-    trap 'stopping=1; [ -n "$PM" ] && kill -INT "$PM" 2>/dev/null' TERM INT
+    rm -f "$DIR/hold" "$DIR/restart"  # left by a hand-over (the server stays stopped)
+    trap 'stopping=1; [ -n "$PM" ] && interrupt_pm' TERM INT
     while :; do
         if [ -z "$PM" ]; then
             await_data
             start_postmaster
             # SIGTERM may have come while no postmaster ran (a hook's restart): stop this one
-            if [ "$stopping" = 1 ]; then kill -INT "$PM" 2>/dev/null; fi
+            if [ "$stopping" = 1 ]; then interrupt_pm; fi
         fi
         while alive "$PM" && [ "$(my_ppid)" = "$PARENT" ]; do sleep 0.2; done
         if [ "$(my_ppid)" != "$PARENT" ]; then
@@ -231,7 +250,9 @@ run() {
             rm -f "$DIR/restart"
             # a hook stopped the server on purpose (demote, rewind, re-clone): start it again,
             # as a standby, once the hook is done with the data directory
-            while [ -f "$DIR/hold" ] && [ "$(my_ppid)" = "$PARENT" ]; do sleep 0.05; done
+            while [ -f "$DIR/hold" ] && [ "$stopping" = 0 ] && [ "$(my_ppid)" = "$PARENT" ]; do
+                sleep 0.05
+            done
             [ "$stopping" = 1 ] && exit 0  # shutting down: no restart
             PM=""
             continue
@@ -244,8 +265,21 @@ run() {
 stop_postmaster() {  # under the hook lock: the run loop starts it again once hold is gone
     touch "$DIR/hold" "$DIR/restart"
     as_pg touch "$PGDATA/standby.signal"
+    [ -f "$PGDATA/postmaster.pid" ] || return 0
+    # a fast shutdown, watched every 10 ms: pg_ctl -w looks every 100 ms, and on a hand-over
+    # that tenth of a second is write gap. The postmaster removes its pid file last.
+    pid=$(head -n 1 "$PGDATA/postmaster.pid" 2>/dev/null)
+    case "$pid" in '' | *[!0-9]*) pid="" ;; esac
+    if [ -n "$pid" ] && kill -INT "$pid" 2>/dev/null; then
+        i=0
+        limit=$((${PG_STOP_TIMEOUT:-20} * 100))
+        while [ -f "$PGDATA/postmaster.pid" ] && [ $i -lt $limit ]; do
+            sleep 0.01
+            i=$((i + 1))
+        done
+    fi
     if [ -f "$PGDATA/postmaster.pid" ]; then
-        as_pg "$BIN/pg_ctl" stop -D "$PGDATA" -m fast -w -t "${PG_STOP_TIMEOUT:-20}" >/dev/null 2>&1 ||
+        as_pg "$BIN/pg_ctl" stop -D "$PGDATA" -m fast -w -t 1 >/dev/null 2>&1 ||
             as_pg "$BIN/pg_ctl" stop -D "$PGDATA" -m immediate -w -t 10 >/dev/null 2>&1
     fi
 }
@@ -253,6 +287,11 @@ stop_postmaster() {  # under the hook lock: the run loop starts it again once ho
 release_hold() { rm -f "$DIR/hold"; }
 
 # ---------------------------------------------------------------- health
+# The check runs every 200 ms in the lab's fast profile and must finish well inside the
+# check TTL (1.25 s) even on a loaded machine: one psql reads everything it needs, and the
+# repair (converge: re-point, rewind) runs only when something is off, detached from the
+# check so that the check's timeout can never kill a pg_rewind half-way.
+
 health() {
     if [ ! -f "$PGDATA/PG_VERSION" ]; then
         # a node without data may run for election only while no cluster exists (the run
@@ -263,8 +302,15 @@ health() {
     # a promote hook at work: the server may restart or leave recovery under our feet, and
     # the role in our environment changes only once it succeeded
     if promoting; then echo "promotion in progress"; exit 0; fi
-    rec=$(in_recovery)
-    case "$rec" in t | f) ;; *) echo "not answering: $rec"; exit 1 ;; esac
+    if demoting; then echo "demotion in progress"; exit 0; fi
+    info=$(q "select case when pg_is_in_recovery() then 't' else 'f' end || '|' ||
+        case when $STREAMING_SQL then 'streaming' else 'not streaming' end || '|' ||
+        current_setting('primary_conninfo')")
+    rec=${info%%|*}
+    case "$rec" in t | f) ;; *) echo "not answering: $info"; exit 1 ;; esac
+    rest=${info#*|}
+    wal_status=${rest%%|*}
+    cur_conninfo=${rest#*|}
     srole=$(state_role)
     sepoch=$(state_epoch)
     case "${AUTOPILOT_ROLE:-}" in
@@ -277,18 +323,44 @@ health() {
         echo "primary"
         ;;
     replica)
-        if [ "$rec" = f ] || may_follow "$srole" "$sepoch"; then
-            locked -n converge >/dev/null 2>&1
+        if [ "$rec" = f ] && [ "$srole" = primary ] && ! may_follow "$srole" "$sepoch"; then
+            # promoted under this epoch: this check started before the role changed
+            echo "promoted (epoch $sepoch)"; exit 0
         fi
-        if [ "$(in_recovery)" = f ] && [ "$(state_role)" != primary ]; then
-            echo "replica but not in recovery"; exit 1
+        if [ "$rec" = f ]; then
+            # writable but not elected: refuse commits now, restart as a standby behind us
+            fence
+            repair
+            echo "replica but not in recovery (fenced; restarting as a standby)"; exit 1
         fi
-        echo "replica of ${AUTOPILOT_LEADER_ADDRESS:-?}:${AUTOPILOT_LEADER_PORT:-?}"
+        if may_follow "$srole" "$sepoch" && [ -n "${AUTOPILOT_LEADER_ADDRESS:-}" ] &&
+            ! leader_is_me && {
+                [ "$wal_status" != streaming ] || [ -f "$DIR/rewind-needed" ] ||
+                    [ "$cur_conninfo" != "$(conninfo "$AUTOPILOT_LEADER_ADDRESS" "${AUTOPILOT_LEADER_PORT:-}")" ]
+            }; then
+            repair
+        fi
+        echo "replica of ${AUTOPILOT_LEADER_ADDRESS:-?}:${AUTOPILOT_LEADER_PORT:-?}${wal_status:+ ($wal_status)}"
         ;;
     *)
         echo "up, no role yet (in recovery: $rec)"
         ;;
     esac
+}
+
+repair() {  # converge in a process of its own, once at a time, outliving this check
+    setsid -f env -u PG_IN_CHECK timeout "${PG_REJOIN_TIMEOUT:-600}" sh "$0" repair-detached \
+        </dev/null >/dev/null 2>&1
+}
+
+repair_detached() {
+    # a standby re-points only at a leader that answers as a primary: a check that started
+    # before the election cleared the leader (hand-over) must not point us back at the old one
+    if [ "$(in_recovery)" = t ] && [ -n "${AUTOPILOT_LEADER_ADDRESS:-}" ] && [ ! -f "$DIR/rewind-needed" ] &&
+        ! leader_answers "$AUTOPILOT_LEADER_ADDRESS" "${AUTOPILOT_LEADER_PORT:-}"; then
+        exit 0
+    fi
+    locked -n converge-long
 }
 
 may_follow() {  # may_follow ROLE EPOCH: may a replica-role hook of our epoch act now?
@@ -308,16 +380,88 @@ fence() {
         -c 'select pg_reload_conf()' >/dev/null 2>&1
 }
 
+fence_listing() {
+    # the fence, and in the same psql the standbys that stream from us, most advanced
+    # first (a hand-over's successor is one of them): one process on the write gap
+    "$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 2>/dev/null <<SQL
+alter system set synchronous_standby_names = '$FENCED_NAME';
+select pg_reload_conf();
+select 'candidate ' || application_name from pg_stat_replication where state = 'streaming'
+ order by flush_lsn desc nulls last, application_name;
+SQL
+}
+
 demote() {
-    if [ "$(in_recovery)" = f ]; then
+    # Under the hook lock, taken after the fence. A primary has no standby.signal (the run
+    # loop starts every server with one; only a promotion removes it).
+    rm -f "$DIR/successor"
+    if [ -f "$PGDATA/postmaster.pid" ] && [ ! -f "$PGDATA/standby.signal" ]; then
+        # a sync job that held the lock meanwhile may have set synchronous_standby_names
+        # (ALTER SYSTEM) after our fence: postgresql.auto.conf tells, fence again then
+        grep -q "^synchronous_standby_names = '$FENCED_NAME'" "$PGDATA/postgresql.auto.conf" \
+            2>/dev/null || fence
         stop_postmaster
         : >"$DIR/rewind-needed"  # this node wrote as a primary: check its history on rejoin
-        release_hold
-        log "demoted: stopped the primary, starting again as a standby"
+        if is_handover; then
+            # the supervisor is stopping: no restart as a standby (the hold stays until the
+            # run loop ends; its next start clears it), and the CPU goes to the successor
+            log "demoted: stopped the primary (hand-over)"
+            choose_successor "$(sed -n 's/^candidate //p' "$DIR/demote.candidates" 2>/dev/null)"
+        else
+            release_hold
+            log "demoted: stopped the primary, starting again as a standby"
+        fi
     fi
+    rm -f "$DIR/demote.members" "$DIR/demote.candidates"
     set_state replica "$(state_epoch)"
     # no waiting for the restarted standby: a hand-over releases the lock only after this
     # hook, and leaderChanged (follow) re-points it once a new primary is known
+}
+
+choose_successor() {  # choose_successor "NAME...": write $DIR/successor (address:port)
+    # A fast shutdown ends only once every connected standby flushed all of our WAL (the
+    # shutdown checkpoint included), so each standby that was streaming holds every commit
+    # we acknowledged: the first of them (most advanced before the stop) that may be
+    # promoted takes over at once, without a candidacy round. Its promote hook still checks
+    # its peers; the election falls back to a candidacy if it does not take the lock.
+    cands=$1
+    sync_set=" $(cat "$DIR/sync-names" 2>/dev/null) "
+    i=0  # the members list, asked for when the hook started (see `demote)` below)
+    while [ ! -f "$DIR/demote.members" ] && [ $i -lt 300 ]; do sleep 0.01; i=$((i + 1)); done
+    for cand in $cands; do
+        # sync mode: only a synchronous standby (the published set is a superset of it)
+        if [ "$SYNC" = 1 ]; then
+            case "$sync_set" in *" $cand "*) ;; *) continue ;; esac
+        fi
+        line=$(awk -v n="$cand" '$1 == n && $4 == "passing" && $5 !~ /(^|,)nofailover(,|$)/' \
+            "$DIR/demote.members" | head -n 1)
+        [ -n "$line" ] || continue
+        set -- $line
+        echo "$2:$3" >"$DIR/successor"
+        log "hand-over: successor $cand ($2:$3)"
+        return 0
+    done
+    log "hand-over: no successor to name (a candidacy decides)"
+}
+
+successor() {  # the election's successor hook: what the demote hook chose, if anything
+    cat "$DIR/successor" 2>/dev/null
+}
+
+pre_checkpoint() {
+    # a SIGTERM hand-over: a checkpoint while we still serve, so that the shutdown
+    # checkpoint (after the fence, on the write gap) has little left to write
+    [ -f "$PGDATA/PG_VERSION" ] || return 0
+    PGOPTIONS="-c statement_timeout=${PG_PRE_CHECKPOINT_TIMEOUT:-10}s" q checkpoint >/dev/null
+}
+
+is_handover() {  # this demote is a SIGTERM hand-over (the election says why it steps down)
+    case "${AUTOPILOT_STEP_DOWN_REASON:-}" in shutdown | stopping) return 0 ;; esac
+    return 1
+}
+
+demoting() {  # a demote hook at work (its process is alive)
+    pid=$(cat "$DIR/demoting" 2>/dev/null) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
 # ---------------------------------------------------------------- follow, rewind, detach
@@ -330,10 +474,20 @@ set_upstream() {  # set_upstream CONNINFO SLOT: primary_conninfo + reload, if it
 }
 
 detach() {
-    [ -f "$PGDATA/PG_VERSION" ] && up || exit 0
-    [ "$(in_recovery)" = t ] || exit 0
-    set_upstream "" ""
-    log "detached from the former primary"
+    # on the path of every failover: one psql (a server that does not answer streams from
+    # nobody; a primary has nothing to detach)
+    [ -f "$PGDATA/PG_VERSION" ] || exit 0
+    out=$("$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 2>&1 <<'SQL'
+select pg_is_in_recovery() and current_setting('primary_conninfo') <> '' as go \gset
+\if :go
+alter system set primary_conninfo = '';
+alter system set primary_slot_name = '';
+select pg_reload_conf();
+\echo detached
+\endif
+SQL
+)
+    case "$out" in *detached) log "detached from the former primary" ;; esac
 }
 
 ensure_slot() {  # on the leader HOST PORT, a physical slot named after us
@@ -473,7 +627,9 @@ converge() {  # under the lock: re-check, then follow the leader of our epoch
 
 follow() {
     [ "${AUTOPILOT_ROLE:-}" = replica ] || exit 0
-    if [ -z "${AUTOPILOT_LEADER_ADDRESS:-}" ]; then detach; exit 0; fi
+    # no leader: the election's detach hook has detached us already; detaching again here
+    # could undo a re-point by a new primary's promote hook (it points us at itself)
+    [ -n "${AUTOPILOT_LEADER_ADDRESS:-}" ] || exit 0
     leader_is_me && exit 0
     converge
 }
@@ -541,24 +697,38 @@ my_lsn() {
 peer_ahead() {
     # sync mode: a commit was acknowledged once ANY one synchronous standby had it, so the
     # one to promote is the synchronous standby that got furthest; one we cannot ask might
-    # hold commits nobody else has
+    # hold commits nobody else has. Every peer is asked at once (a dead one costs its
+    # connect timeout once, not once per peer).
     mine=$(my_lsn)
     set -- $(sync_members "$(sync_record)")
-    members_view | while read -r n host port _ _ nodata; do
+    tmp="$DIR/ahead.$$"
+    i=0
+    members_view >"$tmp.members"
+    while read -r n host port _ _ nodata; do
         [ "$n" = "$NAME" ] && continue
         [ "${nodata:-0}" = 1 ] && continue  # never had data (still cloning): holds no commit
         in_set=0
         for s in "$@"; do [ "$s" = "$n" ] || [ "$s" = "*" ] && in_set=1; done
         [ $in_set = 1 ] || continue
-        theirs=$(qr "$host" "$port" "select case when pg_is_in_recovery() then pg_wal_lsn_diff(
+        echo "$n $host $port" >"$tmp.$i.who"
+        qr "$host" "$port" "select case when pg_is_in_recovery() then pg_wal_lsn_diff(
             greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0')::bigint
-            else -1 end")
+            else -1 end" >"$tmp.$i" 2>&1 &
+        i=$((i + 1))
+    done <"$tmp.members"
+    wait
+    j=0
+    while [ $j -lt $i ]; do
+        read -r n host port <"$tmp.$j.who"
+        theirs=$(cat "$tmp.$j")
+        j=$((j + 1))
         case "$theirs" in
         -1) ;;  # a primary (the old one, fenced) is not a candidate
         '' | *[!0-9]*) echo "$n ($host:$port) does not answer"; break ;;
         *) if [ "$theirs" -gt "$mine" ]; then echo "$n is ahead ($theirs > $mine)"; break; fi ;;
         esac
     done
+    rm -f "$tmp".*
 }
 
 bootstrap() {
@@ -594,43 +764,117 @@ promoting() {  # a promote hook is at work (started less than a minute ago)
 
 promote() {
     date +%s >"$DIR/promoting"
-    trap 'rm -f "$DIR/promoting"' EXIT
+    trap 'rm -f "$DIR/promoting" "$DIR/promote.$$".*' EXIT
+    trace "promote: start"
     [ -f "$PGDATA/PG_VERSION" ] || bootstrap
-    wait_up 20 || { log "not promoting: the server does not answer"; exit 1; }
-    [ "$SYNC" = 1 ] && load_view
-    why=$(eligible) || { log "not promoting: $why"; exit 1; }
-    if [ "$SYNC" = 1 ] && [ "$(in_recovery)" = t ]; then
-        ahead=$(peer_ahead)
-        if [ -n "$ahead" ]; then log "not promoting: $ahead"; exit 1; fi
-    fi
+    # the members (to re-point, and in sync mode the sync set): one catalog call, started
+    # now, in parallel with our own checks
     if [ "$SYNC" = 1 ]; then
-        # require a synchronous standby before the first commit: every other member may ack
-        set -- $(others)
-        publish_sync "$@" || { log "not promoting: cannot publish the sync set"; exit 1; }
-        set_sync_names "$@"
+        load_view
+        echo "$VIEW" | sed 1d >"$DIR/promote.$$.members"
+    else
+        catalog members "$SERVICE" "$JOB" >"$DIR/promote.$$.members" 2>/dev/null &
+    fi
+    rec=$(in_recovery)
+    case "$rec" in t | f) ;; *) wait_up 20 || { log "not promoting: the server does not answer"; exit 1; }; rec=$(in_recovery) ;; esac
+    trace "promote: view read"
+    why=$(eligible) || { log "not promoting: $why"; exit 1; }
+    if [ "$SYNC" = 1 ]; then
+        others=$(while read -r n _; do [ "$n" != "$NAME" ] && echo "$n"; done <"$DIR/promote.$$.members")
+        # Every other member may acknowledge our commits: publish them before the first
+        # commit, in parallel with the peers' check. Published: the union of the current
+        # set and them, a superset of both, and a larger set only makes every promote
+        # check stricter (peer_ahead asks each member of it), so it is safe to publish even
+        # if we then refuse.
+        union=$(echo $(sync_members "$(sync_record)") $others | tr ' ' '\n' | sort -u)
+        { publish_sync $union; echo $? >"$DIR/promote.$$.published"; } &
+        if [ "$rec" = t ]; then
+            ahead=$(peer_ahead)
+            if [ -n "$ahead" ]; then wait; log "not promoting: $ahead"; exit 1; fi
+        fi
+        wait
+        [ "$(cat "$DIR/promote.$$.published" 2>/dev/null)" = 0 ] ||
+            { log "not promoting: cannot publish the sync set"; exit 1; }
+        set -- $others
+        if [ $# -eq 0 ]; then names="ANY 1 (*)"; else names="ANY 1 ($(names_list "$@"))"; fi
         echo "$*" >"$DIR/sync-names"
     else
-        q "alter system set synchronous_standby_names = ''" >/dev/null
+        wait  # the members list
+        others=$(while read -r n _; do [ "$n" != "$NAME" ] && echo "$n"; done <"$DIR/promote.$$.members")
+        names=""
     fi
-    # one psql: end recovery and wait for it (pg_promote checks every 100 ms)
-    out=$("$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 \
-        -c "alter system set primary_conninfo = ''" -c 'select pg_reload_conf()' \
-        -c 'select case when pg_is_in_recovery() then pg_promote(true, 30) else true end' 2>&1 |
-        tail -n 1)
-    if [ "$out" != t ] || [ "$(in_recovery)" != f ]; then
-        # pg_promote gave up waiting but its request (the file `promote`) stays: a startup
-        # process that was only slow would end recovery later, without the lock. Withdraw
-        # it; if recovery ended meanwhile, the demote that follows this failure fences.
+    trace "promote: peers checked, sync set published"
+    # a slot for every other member before it is pointed at us (they may stream from us
+    # while we are still a standby: cascading, which follows our promotion by itself)
+    slots=""
+    for n in $others; do
+        slots="$slots select pg_create_physical_replication_slot('$n', true) where not exists
+            (select 1 from pg_replication_slots where slot_name = '$n');"
+    done
+    out=$("$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 2>&1 <<SQL
+alter system set synchronous_standby_names = '$(echo "$names" | sed "s/'/''/g")';
+alter system set primary_conninfo = '';
+select pg_reload_conf();
+$slots
+SQL
+)
+    [ $? = 0 ] || { log "not promoting: $out"; exit 1; }
+    trace "promote: standby names set"
+    repoint_others
+    # end recovery and wait for it, polling every 10 ms (pg_promote's own wait polls every
+    # 100 ms: a tenth of a second of write gap on every hand-over)
+    out=$("$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 2>&1 <<'SQL'
+select pg_promote(false) where pg_is_in_recovery();
+do $$ begin
+  for i in 1..3000 loop exit when not pg_is_in_recovery(); perform pg_sleep(0.01); end loop;
+end $$;
+select pg_is_in_recovery();
+SQL
+)
+    trace "promote: promoted"
+    wait  # the re-points
+    case "$out" in
+    *f) ;;
+    *)
+        # pg_promote's request (the file `promote`) stays: a startup process that was only
+        # slow would end recovery later, without the lock. Withdraw it; if recovery ended
+        # meanwhile, the demote that follows this failure fences.
         rm -f "$PGDATA/promote"
-        log "pg_promote failed: $out (promote request withdrawn)"
+        log "pg_promote failed: $(echo $out) (promote request withdrawn)"
         exit 1
-    fi
+        ;;
+    esac
     set_state primary "$EPOCH"
     # from now on this data may hold WAL no other node has: check the history (pg_rewind)
     # before this node follows anyone again, even after a crash
     : >"$DIR/rewind-needed"
     rm -f "$DIR/not-streaming-since"
-    log "promoted (epoch $EPOCH, timeline $(q "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"))"
+    log "promoted (epoch $EPOCH, timeline $(q "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"); re-pointed:${repointed:- none})"
+}
+
+repoint_others() {
+    # The other replicas stream from us right away, in parallel, instead of after the
+    # election announced us and each one's follow job ran: in sync mode the first commit
+    # needs one of them, and that chain is most of a failover's write gap. Only servers in
+    # recovery are touched (a deposed primary restarting is left to its own rejoin); their
+    # follow job later finds the same primary_conninfo and does nothing.
+    repointed=""
+    [ -n "$MY_IP" ] || return 0
+    while read -r n host port status _; do
+        [ "$n" = "$NAME" ] && continue
+        [ "$status" = critical ] && continue  # dead or cloning: its own hooks will follow
+        ci=$(conninfo "$MY_IP" "$PORT" "$n" | sed "s/'/''/g")
+        PGCONNECT_TIMEOUT=1 "$BIN/psql" -X -Atq -h "$host" -p "$port" -v ON_ERROR_STOP=1 \
+            >/dev/null 2>&1 <<SQL &
+select pg_is_in_recovery() as rec \gset
+\if :rec
+alter system set primary_conninfo = '$ci';
+alter system set primary_slot_name = '$n';
+select pg_reload_conf();
+\endif
+SQL
+        repointed="$repointed $n"
+    done <"$DIR/promote.$$.members"
 }
 
 sync_maintain() {
@@ -706,14 +950,22 @@ slots() {
 }
 
 position() {
-    why=$(eligible) || { echo "$why" >&2; exit 1; }
     if [ ! -f "$PGDATA/PG_VERSION" ]; then
+        why=$(eligible) || { echo "$why" >&2; exit 1; }
         # no data: a candidate (the lowest) only while no cluster exists, to bootstrap one
         [ -f "$DIR/cluster-exists" ] && exit 1
         exit 0
     fi
-    up || exit 1
-    my_lsn
+    # on the path of every failover: our LSN (psql) while eligible asks the catalog
+    my_lsn >"$DIR/position.$$" 2>/dev/null &
+    why=$(eligible)
+    ok=$?
+    wait
+    lsn=$(cat "$DIR/position.$$")
+    rm -f "$DIR/position.$$"
+    [ $ok = 0 ] || { echo "$why" >&2; exit 1; }
+    case "$lsn" in '' | *[!0-9]*) echo "not answering" >&2; exit 1 ;; esac
+    echo "$lsn"
 }
 
 identity() {
@@ -726,7 +978,25 @@ case "${1:-}" in
 run) run ;;
 health) health ;;
 promote) locked promote-locked ;;
-demote) fence; locked demote-locked ;;  # fencing first: always safe (a standby ignores it)
+demote)
+    # fencing first: always safe (a standby ignores it). Meanwhile the check passes
+    # ("demotion in progress"): a check failing on the stopping server would invalidate the
+    # session, and the lock would then carry a lock-delay and no successor.
+    mkdir -p "$DIR"
+    echo $$ >"$DIR/demoting"
+    trap 'rm -f "$DIR/demoting"' EXIT
+    rm -f "$DIR/demote.members" "$DIR/demote.candidates"
+    if is_handover; then
+        # the members (addresses, tags, checks) for choose_successor, asked right away
+        { catalog members "$SERVICE" "$JOB" >"$DIR/demote.members.tmp" 2>/dev/null
+          mv "$DIR/demote.members.tmp" "$DIR/demote.members"; } &
+        pre_checkpoint
+    fi
+    fence_listing >"$DIR/demote.candidates"
+    # the hook lock on a descriptor of this shell: no second shell to start on the gap
+    (flock -w "${PG_LOCK_WAIT:-30}" 9 && demote) 9>"$DIR/hook.lock"
+    ;;
+successor) successor ;;
 follow) locked follow-locked ;;
 detach) locked detach-locked ;;
 sync) locked -n sync-locked ;;
@@ -742,5 +1012,6 @@ slots-locked) slots ;;
 converge) PG_IN_CHECK=1; converge ;;  # from the health check, under the hook lock
 converge-bg) locked converge-long ;;  # in_background: the long work, under the hook lock
 converge-long) converge ;;
+repair-detached) repair_detached ;;
 *) echo "usage: $0 run|health|promote|demote|follow|detach|identity|position|sync|slots" >&2; exit 2 ;;
 esac

@@ -1,0 +1,99 @@
+"""Hand-over to a named successor: a primary stopping on SIGTERM says who takes over.
+
+Without it a hand-over is a failover without detection: every follower detaches, runs its
+position hook and posts, and the best one acquires once all have posted (two or three hook
+runs and catalog round trips, most of a hand-over's write gap). A stopping primary often
+knows the answer already: once its `demote` hook stopped the service cleanly, the replicas
+that were streaming hold everything it wrote. With an election `successor` hook, it asks
+after `demote` (only on shutdown) and releases the lock with the successor named in the
+lock's value (``"successor"``). Then, for ``candidacyTimeout`` after the release:
+
+- the member named acquires at once, without detach, position hook or candidacy post (its
+  `promote` hook still makes its own checks);
+- the others neither detach (the old primary was demoted to its end: nothing streams from
+  it any more) nor run; they follow the successor once it is promoted, as usual.
+
+Nothing else changes: if the successor does not take the lock in that window (it died, its
+check failed, its promote hook refused), the others run a normal candidacy. Fencing is
+untouched: the value is written only by a release, after the demote hook, and acquiring
+still needs a free key and a live session.
+"""
+
+from __future__ import annotations
+
+import time
+
+from autopilot.election.base import ElectionState, last_line, log
+
+
+class HandOver(ElectionState):
+    """Part of :class:`Election`: naming a successor (leader) and honouring one (followers)."""
+
+    async def _successor(self) -> str | None:
+        """The successor hook's answer (a service ID, node name or address:port), or None."""
+        if not self.ecfg.successor:
+            return None
+        result = await self._hook("successor", self.ecfg.successor, "replica", None)
+        name = last_line(result.output) if result.ok else ""
+        if not name:
+            log.info("no successor named: the members run a candidacy", job=self.job,
+                     rc=result.rc, timed_out=result.timed_out)
+            return None
+        return name
+
+    def _release_value(self, successor: str | None) -> dict | None:
+        """The lock's value after our release: the last one we held, plus the successor."""
+        if not successor:
+            return None
+        h = self.holder
+        info = dict(h.info) if h is not None and h.session == self.session else {}
+        info.update({"successor": successor, "released_at": round(time.time(), 3)})
+        return info
+
+    def _handover_to(self) -> str | None:
+        """While the lock is free after a hand-over that named a successor (for at most
+        candidacyTimeout since we saw it released): that successor; else None."""
+        h = self.holder
+        if h is None or h.held:
+            return None
+        name = h.info.get("successor")
+        if not isinstance(name, str) or not name or not self._free_since:
+            return None
+        if time.monotonic() - self._free_since > max(self.ecfg.candidacy_timeout, 0.5):
+            return None
+        return name
+
+    def _named_me(self, name: str) -> bool:
+        facts = self.ctx.facts.get(self.job, {})
+        me = {self.service_id, self.ctx.hostname}
+        address, port = facts.get("address"), facts.get("port") or self.cfg.port
+        if address and port:
+            me.add(f"{address}:{port}")
+        return name in me
+
+    async def _take_over(self, name: str) -> bool:
+        """Followers while a successor is named. True: this step is done (we acquired as the
+        successor, or we wait for it); False: nothing named, carry on."""
+        if self._named_me(name):
+            log.info("named successor of a hand-over: acquiring without a candidacy",
+                     job=self.job)
+            await self._try_acquire()
+            return True
+        # wait for the successor; look again when the hand-over window ends
+        self._poll_at = self._free_since + max(self.ecfg.candidacy_timeout, 0.5) + 0.01
+        return True
+
+    def _skip_detach(self) -> bool:
+        """A hand-over named a successor: the old primary was demoted to its end (the value
+        is written only then), nothing streams from it; detaching now would only undo the
+        successor re-pointing us. Forget the old leader without running the detach hook."""
+        name = self._handover_to()
+        if name is None:
+            return False
+        self.announced = None
+        self._publish_role("replica", None)
+        # (the same words as a detach: bench/failover/breakdown.py starts the election there)
+        log.info("the lock left the leader we followed: handed over to a successor, "
+                 "not detaching", job=self.job, leader=self._last_leader, successor=name)
+        return True
+

@@ -1,0 +1,171 @@
+"""Hand-over to a named successor (docs/stateful.md#hand-over-to-a-named-successor): a
+primary stopping on SIGTERM runs its `successor` hook after `demote` and releases the lock
+naming who takes over; that member acquires without a candidacy round, the others neither
+detach nor run; if it does not take over in time, a normal candidacy follows. Driven
+in-process against the real catalog process, with real hook processes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.helpers import CatalogProcess
+from tests.integration.test_election import hook_lines, leaders, run, until
+from tests.integration.test_election_safety import (
+    positioned_cluster,
+    rig_positions,
+    times,
+)
+
+
+@pytest.fixture
+def catalog(tmp_path: Path):
+    cat = CatalogProcess(tmp_path).start()
+    yield cat
+    cat.kill()
+
+
+def successor_hook(tmp: Path) -> list[str]:
+    """Prints what the test wrote in `successor` (nothing: no successor named)."""
+    return ["sh", "-c", f"cat {tmp}/successor 2>/dev/null"]
+
+
+def demote_hook(log: Path) -> list[str]:
+    """Logs `demote <time> <role> <reason>`: the reason tells a hand-over from a fence."""
+    return ["sh", "-c", f'echo "demote $(date +%s.%N) $AUTOPILOT_ROLE '
+                        f'$AUTOPILOT_STEP_DOWN_REASON" >> {log}']
+
+
+def released_value(catalog: CatalogProcess) -> dict:
+    entry = requests.get(f"{catalog.url}/v1/kv/service/db/leader", timeout=2).json()[0]
+    return json.loads(base64.b64decode(entry["Value"]) or b"{}")
+
+
+async def handover_cluster(catalog: CatalogProcess, tmp: Path):
+    members = await positioned_cluster(
+        catalog, tmp, successor=successor_hook(tmp), candidacy_timeout=1.0)
+    for m in members:
+        m.election.ecfg.demote = demote_hook(m.hooks)
+    return members
+
+
+@pytest.mark.timing
+@pytest.mark.timeout(60)
+def test_the_named_successor_takes_over_without_a_candidacy(catalog: CatalogProcess,
+                                                             tmp_path: Path):
+    """The stopping primary names the member with the LOWER position (a candidacy would
+    pick the other one): the named one is promoted, nobody detaches or posts, the other
+    follows it, and the demote hook was told it is a hand-over."""
+    async def scenario() -> None:
+        members = await handover_cluster(catalog, tmp_path)
+        try:
+            (lead,) = leaders(members)
+            low, high = rig_positions(tmp_path, members, lead)
+            (tmp_path / "successor").write_text(f"{low.sid}\n")
+            wall0 = time.time()
+            await lead.election.before_shutdown()
+            await until(lambda: low.election.primary or high.election.primary, 5,
+                        "a new primary")
+            assert low.election.primary and not high.election.primary
+            demote = next(ln for ln in hook_lines(lead.hooks) if ln[0] == "demote")
+            assert demote[2:] == ["replica", "shutdown"], demote
+            promote = times(low, "promote", wall0)[0]
+            for m in (low, high):
+                assert not times(m, "detach", wall0), f"{m.node} detached"
+            posts = requests.get(f"{catalog.url}/v1/kv/service/db/leader/candidates/"
+                                 f"?recurse", timeout=2)
+            live = [e for e in (posts.json() if posts.status_code == 200 else [])
+                    if e.get("Session") and json.loads(base64.b64decode(
+                        e["Value"]) or b"{}").get("eligible", True)]
+            assert not live, f"an eligible candidacy was posted: {live}"
+            await until(lambda: high.ctx.child_env.get("AUTOPILOT_LEADER_NODE") == low.node,
+                        3, "the other replica to follow the successor")
+            gap = promote - float(demote[1])
+            print(f"FIGURE hand-over to a named successor: demote -> promote "
+                  f"{gap * 1000:.0f} ms")
+            assert gap < 0.3, f"hand-over took {gap:.3f}s"
+        finally:
+            for m in members:
+                await m.stop()
+
+    run(scenario)
+
+
+@pytest.mark.timeout(60)
+def test_a_successor_by_address_and_port(catalog: CatalogProcess, tmp_path: Path):
+    """The hook may name the member by the address:port it registered (what a database
+    sees of its standbys), or by its node name."""
+    async def scenario() -> None:
+        members = await handover_cluster(catalog, tmp_path)
+        try:
+            (lead,) = leaders(members)
+            low, high = rig_positions(tmp_path, members, lead)
+            low.ctx.facts.setdefault("db", {}).update(address="127.0.0.1", port=low.job.port)
+            (tmp_path / "successor").write_text(f"127.0.0.1:{low.job.port}\n")
+            await lead.election.before_shutdown()
+            await until(lambda: low.election.primary or high.election.primary, 5,
+                        "a new primary")
+            assert low.election.primary, "the member named by address:port did not win"
+            # and the released value carried it (then the successor re-acquired)
+            assert not high.election.primary
+        finally:
+            for m in members:
+                await m.stop()
+
+    run(scenario)
+
+
+@pytest.mark.timing
+@pytest.mark.timeout(60)
+def test_a_successor_that_does_not_take_over_leaves_it_to_a_candidacy(
+        catalog: CatalogProcess, tmp_path: Path):
+    """A successor that never acquires (here: a member that does not exist): after
+    candidacyTimeout the others run a normal candidacy and the most advanced one wins."""
+    async def scenario() -> None:
+        members = await handover_cluster(catalog, tmp_path)
+        try:
+            (lead,) = leaders(members)
+            low, high = rig_positions(tmp_path, members, lead)
+            (tmp_path / "successor").write_text("db-nobody\n")
+            wall0 = time.time()
+            await lead.election.before_shutdown()
+            assert released_value(catalog).get("successor") == "db-nobody"
+            await until(lambda: low.election.primary or high.election.primary, 6,
+                        "a new primary")
+            assert high.election.primary, "the most advanced member did not win"
+            took = times(high, "promote", wall0)[0] - wall0
+            print(f"FIGURE hand-over whose successor never came: promoted after {took:.2f}s "
+                  f"(candidacyTimeout 1s)")
+            assert 1.0 <= took < 3.5, took
+        finally:
+            for m in members:
+                await m.stop()
+
+    run(scenario)
+
+
+@pytest.mark.timeout(60)
+def test_no_successor_named_is_the_usual_candidacy(catalog: CatalogProcess, tmp_path: Path):
+    """A successor hook that prints nothing: the release carries no successor, the
+    followers detach and the most advanced one wins, as without the hook."""
+    async def scenario() -> None:
+        members = await handover_cluster(catalog, tmp_path)
+        try:
+            (lead,) = leaders(members)
+            low, high = rig_positions(tmp_path, members, lead)
+            wall0 = time.time()
+            await lead.election.before_shutdown()
+            await until(lambda: low.election.primary or high.election.primary, 5,
+                        "a new primary")
+            assert high.election.primary
+            assert all(times(m, "detach", wall0) for m in (low, high)), "no detach"
+        finally:
+            for m in members:
+                await m.stop()
+
+    run(scenario)

@@ -2,10 +2,10 @@
 namespace (its own hostname, so its own service ID), against the real catalog; hook
 invocations are recorded with wall-clock timestamps in one file per node.
 
-``Supervisor`` runs CONFIG (promote/demote hooks, an ``elected`` job); ``Node`` runs
-NODE_CONFIG (candidacy by position, detach, a ``leaderChanged`` job). Used by
-test_election_supervisors.py, test_election_wipe.py, test_election_restart.py and
-test_election_real_consul.py."""
+Both run ``config()``: ``Supervisor`` with promote/demote hooks, a check that a test can
+stall and an ``elected`` job; ``Node`` with candidacy by position, detach and a
+``leaderChanged`` job. Used by test_election_supervisors.py, test_election_wipe.py,
+test_election_restart.py and test_election_real_consul.py."""
 
 from __future__ import annotations
 
@@ -21,10 +21,14 @@ from tests.helpers import CatalogProcess
 
 HEALTH_TTL = 4  # the service check's TTL: a dead supervisor's check is critical after this
 LOCK_DELAY = 1.0
+ELECTED_FIELDS = "$AUTOPILOT_ROLE $AUTOPILOT_LEADER_EPOCH"  # what the promote hook records
 
-CONFIG = """\
-{{
-  consul: "{catalog}",
+def config(cat: CatalogProcess, tmp: Path, node: str, port: int, *, health: str,
+           election: str, job: str) -> str:
+    """A supervisor's config: the job ``db`` (its pid in <node>.pid) with the ``health`` and
+    ``election`` blocks' bodies given, and a second job ``job`` hooked on it."""
+    return f"""{{
+  consul: "{cat.address}",
   logging: {{level: "INFO"}},
   stopTimeout: 5,
   control: {{socket: "{tmp}/{node}.sock"}},
@@ -33,33 +37,34 @@ CONFIG = """\
       name: "db",
       exec: ["sh", "-c", "echo $$ > {tmp}/{node}.pid; exec sleep 3600"],
       port: {port},
-      health: {{
-        exec: ["sh", "-c", "while [ -f {tmp}/{node}.stall ]; do sleep 0.05; done"],
-        interval: 1, ttl: {ttl}, timeout: "20s",
-      }},
-      election: {{
-        lockDelay: "{lock_delay}s",
-        stateDir: "{tmp}/state",
-        promote: ["sh", "-c", "echo promote $(date +%s.%N) $AUTOPILOT_ROLE $AUTOPILOT_LEADER_EPOCH >> {tmp}/{node}.hooks"],
-        demote: ["sh", "-c", "echo demote $(date +%s.%N) $AUTOPILOT_ROLE >> {tmp}/{node}.hooks"],
-      }},
+      health: {{{health}}},
+      election: {{{election}}},
     }},
-    {{
-      name: "on-elected",
-      exec: ["sh", "-c", "echo elected-job $(date +%s.%N) $AUTOPILOT_ROLE $AUTOPILOT_LEADER_NODE >> {tmp}/{node}.hooks"],
-      when: {{source: "db", each: "elected"}},
-    }},
+    {job},
   ],
 }}
 """
+
+
+def record(tmp: Path, node: str, what: str, fields: str = "$AUTOPILOT_ROLE") -> str:
+    """A command that appends ``what``, the wall-clock time and ``fields`` (expanded by sh)
+    to <node>.hooks, as JSON5."""
+    return f'["sh", "-c", "echo {what} $(date +%s.%N) {fields} >> {tmp}/{node}.hooks"]'
 
 
 class Supervisor:
     def __init__(self, cat: CatalogProcess, tmp: Path, node: str, port: int, env: dict) -> None:
         self.cat, self.tmp, self.node, self.port = cat, tmp, node, port
         self.cfg = tmp / f"{node}.json5"
-        self.cfg.write_text(CONFIG.format(catalog=cat.address, tmp=tmp, node=node, port=port,
-                                          ttl=HEALTH_TTL, lock_delay=LOCK_DELAY))
+        self.cfg.write_text(config(
+            cat, tmp, node, port,
+            health=f'exec: ["sh", "-c", "while [ -f {tmp}/{node}.stall ]; do sleep 0.05; done"], '
+                   f'interval: 1, ttl: {HEALTH_TTL}, timeout: "20s"',
+            election=f'lockDelay: "{LOCK_DELAY}s", stateDir: "{tmp}/state", '
+                     f'promote: {record(tmp, node, "promote", ELECTED_FIELDS)}, '
+                     f'demote: {record(tmp, node, "demote")}',
+            job=f'{{name: "on-elected", when: {{source: "db", each: "elected"}}, exec: '
+                f'{record(tmp, node, "elected-job", "$AUTOPILOT_ROLE $AUTOPILOT_LEADER_NODE")}}}'))
         self.hooks = tmp / f"{node}.hooks"
         self.log = tmp / f"{node}.log"
         self.env = env
@@ -102,43 +107,20 @@ class Supervisor:
                 pass
 
 
-NODE_CONFIG = """\
-{{
-  consul: "{catalog}",
-  logging: {{level: "INFO"}},
-  stopTimeout: 5,
-  control: {{socket: "{tmp}/{node}.sock"}},
-  jobs: [
-    {{
-      name: "db",
-      exec: ["sh", "-c", "echo $$ > {tmp}/{node}.pid; exec sleep 3600"],
-      port: {port},
-      health: {{exec: ["true"], interval: 1, ttl: {ttl}, timeout: "5s"}},
-      election: {{
-        lockDelay: "1s",
-        stateDir: "{tmp}/state-{node}",
-        promote: ["sh", "-c", "echo promote $(date +%s.%N) $AUTOPILOT_ROLE $AUTOPILOT_LEADER_EPOCH >> {tmp}/{node}.hooks"],
-        demote: ["sh", "-c", "echo demote $(date +%s.%N) $AUTOPILOT_ROLE >> {tmp}/{node}.hooks"],
-        detach: ["sh", "-c", "echo detach $(date +%s.%N) $AUTOPILOT_ROLE >> {tmp}/{node}.hooks"],
-        position: ["cat", "{tmp}/{node}.position"],{extra}
-      }},
-    }},
-    {{
-      name: "follow",
-      exec: ["sh", "-c", "echo follow $(date +%s.%N) x$AUTOPILOT_LEADER_NODE $AUTOPILOT_LEADER_EPOCH >> {tmp}/{node}.hooks"],
-      when: {{source: "db", each: "leaderChanged"}},
-    }},
-  ],
-}}
-"""
-
-
 class Node(Supervisor):
     def __init__(self, cat: CatalogProcess, tmp: Path, node: str, port: int, env: dict,
                  position: int, extra: str = "", ttl: int = 4) -> None:
         super().__init__(cat, tmp, node, port, env)
-        self.cfg.write_text(NODE_CONFIG.format(catalog=cat.address, tmp=tmp, node=node, port=port,
-                                          extra=extra, ttl=ttl))
+        self.cfg.write_text(config(
+            cat, tmp, node, port,
+            health=f'exec: ["true"], interval: 1, ttl: {ttl}, timeout: "5s"',
+            election=f'lockDelay: "1s", stateDir: "{tmp}/state-{node}", '
+                     f'promote: {record(tmp, node, "promote", ELECTED_FIELDS)}, '
+                     f'demote: {record(tmp, node, "demote")}, '
+                     f'detach: {record(tmp, node, "detach")}, '
+                     f'position: ["cat", "{tmp}/{node}.position"],{extra}',
+            job=f'{{name: "follow", when: {{source: "db", each: "leaderChanged"}}, exec: '
+                f'{record(tmp, node, "follow", "x$AUTOPILOT_LEADER_NODE $AUTOPILOT_LEADER_EPOCH")}}}'))
         (tmp / f"{node}.position").write_text(f"{position}\n")
 
 

@@ -266,6 +266,9 @@ def dispatch(flags: Flags, environ: Mapping[str, str]) -> int:
     reload_mode = (environ.get(RELOAD_ENV) or "all").strip().lower()
     if reload_mode not in ("all", "diff"):
         raise BadValue(f'{RELOAD_ENV} must be "all" or "diff", got "{reload_mode}"')
+    from autopilot import lazyssl
+
+    lazyssl.defer()  # before asyncio loads: ssl only for Consul over https
     from autopilot.supervisor import run_supervisor
 
     return run_supervisor(config, reload_all=reload_mode == "all")

@@ -474,8 +474,15 @@ set_upstream() {  # set_upstream CONNINFO SLOT: primary_conninfo + reload, if it
 }
 
 detach() {
-    # on the path of every failover: one psql (a server that does not answer streams from
-    # nobody; a primary has nothing to detach)
+    # On the path of every failover: one psql (a server that does not answer streams from
+    # nobody; a primary has nothing to detach). It also reports our position (the
+    # election's `position=N`: the round then need not start the position hook, whose
+    # catalog read is a python3 process). Not for a node tagged nofailover (the position
+    # hook refuses for it). In sync mode the published sync set is not read here: a member
+    # outside it that ranks first is refused by its own promote hook, which reads it afresh
+    # (and the others then wait up to candidacyTimeout). So not for a server started in the
+    # last 10 s either: a node that just (re)joined is added to the set by the primary's
+    # sync job within PG_SYNC_INTERVAL, and until then only the position hook can tell.
     [ -f "$PGDATA/PG_VERSION" ] || exit 0
     out=$("$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 2>&1 <<'SQL'
 select pg_is_in_recovery() and current_setting('primary_conninfo') <> '' as go \gset
@@ -485,9 +492,15 @@ alter system set primary_slot_name = '';
 select pg_reload_conf();
 \echo detached
 \endif
+select 'position=' || pg_wal_lsn_diff(greatest(pg_last_wal_receive_lsn(),
+       pg_last_wal_replay_lsn()), '0/0')::bigint
+ where pg_is_in_recovery() and greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) is not null
+   and pg_postmaster_start_time() < now() - interval '10 seconds';
 SQL
 )
-    case "$out" in *detached) log "detached from the former primary" ;; esac
+    case "$out" in *detached*) log "detached from the former primary" ;; esac
+    pos=$(echo "$out" | sed -n 's/^position=\([0-9][0-9]*\)$/\1/p' | tail -n 1)
+    if [ -n "$pos" ] && [ -z "${PG_NOFAILOVER:-}" ]; then echo "position=$pos"; fi
 }
 
 ensure_slot() {  # on the leader HOST PORT, a physical slot named after us

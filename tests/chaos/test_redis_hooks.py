@@ -309,3 +309,43 @@ def test_promote_refuses_while_a_surveyed_replica_is_ahead(tmp_path: Path, nodes
     ok = b.hook("promote", **env)
     assert ok.returncode == 0, (ok.stdout, ok.stderr)
     assert b.info()["role"] == "master"
+
+
+@pytest.mark.timeout(60)
+def test_position_of_live_and_of_aof_restored_data(tmp_path: Path, nodes: list[Node]) -> None:
+    """Data in a live history: 2^40 + its offset. The health check records the history's
+    replid and offset next to the AOF; restarted from the AOF (offset 0, a new replid) the
+    node's position is that recorded offset: below any live history, above an empty node."""
+    live = 1 << 40
+    a, b = Node(tmp_path, "a", REDIS_APPENDONLY="1").start(), Node(tmp_path, "b").start()
+    nodes += [a, b]
+    assert a.hook("position").stdout.strip() == "0"  # nothing yet
+    promote(a)
+    # (a master's offset moves only once it has a replica: Redis creates its backlog then)
+    f = b.hook("follow", AUTOPILOT_ROLE="replica", AUTOPILOT_LEADER_ADDRESS="127.0.0.1",
+               AUTOPILOT_LEADER_PORT=str(a.port), AUTOPILOT_LEADER_EPOCH="1")
+    assert f.returncode == 0, f.stderr
+    wait_for(lambda: b.info().get("master_link_status") == "up", 10, "b to replicate a")
+    with a.r() as r:
+        for i in range(30):
+            r.call("SET", f"k{i}", i)
+    offset = int(a.info()["master_repl_offset"])
+    pos = int(a.hook("position").stdout)
+    assert live + offset <= pos <= live + int(a.info()["master_repl_offset"]), pos
+    check = a.hook("health", AUTOPILOT_ROLE="primary", AUTOPILOT_LEADER_EPOCH="1")
+    assert check.returncode == 0, check.stdout
+    replid, now = a.info()["master_replid"], int(a.info()["master_repl_offset"])
+    rec_replid, rec = (a.dir / "data" / "position").read_text().split()
+    # (replication PINGs move the offset by 14 bytes a second meanwhile)
+    assert rec_replid == replid and offset <= int(rec) <= now, (rec_replid, rec, offset, now)
+    offset = int(rec)
+    a.kill()
+    a.start()
+    wait_for(lambda: a.info().get("master_repl_offset") == "0", 10, "a restarted at offset 0")
+    with a.r() as r:
+        assert r.call("GET", "k29") == "29"  # its AOF's data
+    assert int(a.hook("position").stdout) == offset
+    det = a.hook("detach", AUTOPILOT_ROLE="replica")
+    assert det.stdout.strip().splitlines()[-1] == f"position={offset}", det.stdout
+    # without an AOF the data is gone: the record does not count
+    assert a.hook("position", REDIS_APPENDONLY="0").stdout.strip() == "0"

@@ -36,6 +36,15 @@ if [ "${REDIS_NO_LOSS:-0}" = 1 ]; then OPEN=1; else OPEN=0; fi
 # data command is that short, so a peer 14 bytes ahead holds no write we lack.
 PING_BYTES=14
 I_role=""
+# Positions (candidacy): how far this node's data goes. Data held in a live replication
+# history (offset > 0) ranks above data restored from an AOF, which ranks by the offset its
+# history had reached when a check last saw it live (redis starts an AOF-loaded node at a new
+# replid, offset 0: the file itself carries no offset). So a node restarted from its AOF never
+# beats a replica that kept following, while nodes that all restarted at once rank by the
+# data they restored, not by service ID. The health check keeps "replid offset" of the live
+# history in POSITION (only when it changed; a torn read counts as no record).
+POSITION="$DIR/position"
+LIVE=1099511627776  # 2^40 bytes: added to a live history's offset
 
 cli() { redis-cli -h "$HOST" -p "$PORT" "$@"; }
 
@@ -263,12 +272,14 @@ EOF
             # after the check's TTL, sooner than the session TTL. Step down first.
             echo "elected primary but the catalog at $CATALOG is unreachable"; exit 1
         fi
+        record_position
         echo "primary, offset $I_offset"
         ;;
     replica)
         # converge instead of failing: a replica of the wrong node is re-pointed, and a
         # replica of a dead primary stays healthy so that it can run for election
         link=$I_link
+        if [ "$I_role" = slave ] && [ "$link" = up ]; then record_position; fi
         if may_follow && lock -n; then converge; fi
         if [ "$I_host $I_port" = "$NOWHERE" ]; then link=detached; fi
         echo "replica of ${AUTOPILOT_LEADER_ADDRESS:-?}:${AUTOPILOT_LEADER_PORT:-?}, link $link"
@@ -379,6 +390,29 @@ promote() {
     log "promoted (min-replicas-to-write $OPEN, epoch $EPOCH; followers:${followers:- none})"
 }
 
+position_of() {  # from the I_* of INFO replication: P = this node's position, else fail
+    P=""
+    case "$I_offset" in '' | *[!0-9]*) return 1 ;; esac
+    if [ "$I_offset" -gt 0 ]; then P=$((LIVE + I_offset)); return 0; fi
+    P=0
+    # offset 0: nothing yet, or data restored from an AOF whose history a check recorded
+    [ "${REDIS_APPENDONLY:-0}" = 1 ] && [ -f "$POSITION" ] || return 0
+    r_replid="" r_offset=""
+    read -r r_replid r_offset <"$POSITION" 2>/dev/null || true
+    case "$r_offset" in '' | *[!0-9]*) return 0 ;; esac
+    [ "$r_replid" != "$I_replid" ] && [ "$r_offset" -lt "$LIVE" ] && P=$r_offset
+    return 0
+}
+
+record_position() {  # health: the live history's replid and offset, when they changed
+    case "$I_offset" in '' | *[!0-9]*) return 0 ;; esac
+    [ "$I_offset" -gt 0 ] && [ -n "$I_replid" ] || return 0
+    r_replid="" r_offset=""
+    [ -f "$POSITION" ] && { read -r r_replid r_offset <"$POSITION" 2>/dev/null || true; }
+    [ "$r_replid $r_offset" = "$I_replid $I_offset" ] && return 0
+    echo "$I_replid $I_offset" >"$POSITION"
+}
+
 identity() {
     # the data incarnation: a restarted redis-server has a new run_id (and, having loaded
     # an AOF or nothing, a new replid); a node that full-synced from another has a new replid
@@ -393,8 +427,8 @@ position() {
     [ "${REDIS_NOFAILOVER:-0}" = 1 ] && { echo "nofailover" >&2; exit 1; }
     my_info persistence || { echo "redis does not answer" >&2; exit 1; }
     [ "$I_loading" = 1 ] && { echo "loading" >&2; exit 1; }
-    case "$I_offset" in '' | *[!0-9]*) echo "no offset" >&2; exit 1 ;; esac
-    echo "$I_offset"
+    position_of || { echo "no offset" >&2; exit 1; }
+    echo "$P"
 }
 
 detach() {
@@ -416,8 +450,8 @@ EOF
     log "detached"
     # the same rules as `position`: nothing when it would refuse (the hook then runs)
     [ "${REDIS_NOFAILOVER:-0}" = 1 ] || [ "$I_loading" = 1 ] && return 0
-    case "$I_offset" in '' | *[!0-9]*) return 0 ;; esac
-    echo "position=$I_offset"
+    position_of || return 0
+    echo "position=$P"
 }
 
 demote() {

@@ -426,20 +426,29 @@ choose_successor() {  # choose_successor "NAME...": write $DIR/successor (addres
     # its peers; the election falls back to a candidacy if it does not take the lock.
     cands=$1
     sync_set=" $(cat "$DIR/sync-names" 2>/dev/null) "
-    i=0  # the members list, asked for when the hook started (see `demote)` below)
-    while [ ! -f "$DIR/demote.members" ] && [ $i -lt 300 ]; do sleep 0.01; i=$((i + 1)); done
-    for cand in $cands; do
-        # sync mode: only a synchronous standby (the published set is a superset of it)
-        if [ "$SYNC" = 1 ]; then
-            case "$sync_set" in *" $cand "*) ;; *) continue ;; esac
+    for from in cache catalog; do
+        if [ $from = cache ]; then
+            # the members as our promote hook read them: a python3 process less on the
+            # write gap (a standby that streams to us is alive: its check need not be read)
+            list="$DIR/members-cache"
+            [ -f "$list" ] || continue
+        else
+            list="$DIR/demote.members"
+            [ -f "$list" ] || catalog members "$SERVICE" "$JOB" >"$list" 2>/dev/null
         fi
-        line=$(awk -v n="$cand" '$1 == n && $4 == "passing" && $5 !~ /(^|,)nofailover(,|$)/' \
-            "$DIR/demote.members" | head -n 1)
-        [ -n "$line" ] || continue
-        set -- $line
-        echo "$2:$3" >"$DIR/successor"
-        log "hand-over: successor $cand ($2:$3)"
-        return 0
+        for cand in $cands; do
+            # sync mode: only a synchronous standby (the published set is a superset of it)
+            if [ "$SYNC" = 1 ]; then
+                case "$sync_set" in *" $cand "*) ;; *) continue ;; esac
+            fi
+            line=$(awk -v n="$cand" -v live=$from '$1 == n && (live == "cache" || $4 == "passing") &&
+                $5 !~ /(^|,)nofailover(,|$)/' "$list" | head -n 1)
+            [ -n "$line" ] || continue
+            set -- $line
+            echo "$2:$3" >"$DIR/successor"
+            log "hand-over: successor $cand ($2:$3, from the $from)"
+            return 0
+        done
     done
     log "hand-over: no successor to name (a candidacy decides)"
 }
@@ -816,6 +825,7 @@ promote() {
         others=$(while read -r n _; do [ "$n" != "$NAME" ] && echo "$n"; done <"$DIR/promote.$$.members")
         names=""
     fi
+    cp "$DIR/promote.$$.members" "$DIR/members-cache" 2>/dev/null
     trace "promote: peers checked, sync set published"
     # a slot for every other member before it is pointed at us (they may stream from us
     # while we are still a standby: cascading, which follows our promotion by itself)
@@ -1000,9 +1010,6 @@ demote)
     trap 'rm -f "$DIR/demoting"' EXIT
     rm -f "$DIR/demote.members" "$DIR/demote.candidates"
     if is_handover; then
-        # the members (addresses, tags, checks) for choose_successor, asked right away
-        { catalog members "$SERVICE" "$JOB" >"$DIR/demote.members.tmp" 2>/dev/null
-          mv "$DIR/demote.members.tmp" "$DIR/demote.members"; } &
         pre_checkpoint
     fi
     fence_listing >"$DIR/demote.candidates"

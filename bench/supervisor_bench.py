@@ -34,7 +34,8 @@ RSS counts every resident page, PSS shares each page among the processes mapping
 counts only the pages no other process maps (what the process costs on its own). CPU is
 ``utime+stime`` of the supervisor process over the window (and with its reaped children:
 the checks it spawns). Start latency: exec of the supervisor to its first job's process
-running (the job writes a timestamp as its first act), median of ``--starts`` fresh starts.
+running (the job writes a timestamp as its first act), median of ``--starts`` fresh starts,
+taken round-robin across the rows.
 
 Prints a table and writes bench/results/supervisor.json.
 """
@@ -462,8 +463,13 @@ def main() -> None:
     try:
         res = idle(rows, setup, args.window, args.settle)
         loads["after_idle"] = [round(x, 2) for x in os.getloadavg()]
-        for r in start_rows:
-            lat = start_latency(r, args.starts, setup)
+        # round-robin (each round starts every row once), so a change of load during the
+        # starts falls on every row alike instead of on whichever rows came first
+        lats: dict[str, list[float]] = {r: [] for r in start_rows}
+        for _ in range(args.starts):
+            for r in start_rows:
+                lats[r] += start_latency(r, 1, setup)
+        for r, lat in lats.items():
             res[r]["start_ms_median"] = round(statistics.median(lat), 1)
             res[r]["start_ms_samples"] = [round(x, 1) for x in lat]
         profiles = {tag: import_profile(setup, f"autopilot 5 jobs full @ {tag}") for tag in tags}

@@ -31,8 +31,9 @@ def test_async_config_wires_every_election_hook() -> None:
     assert set(jobs) == {"postgres", "postgres-follow", "postgres-slots"}
     assert jobs["postgres-slots"].exec == ["sh", "/pg/hook.sh", "slots"]
     e = jobs["postgres"].election
-    for verb in ("promote", "demote", "identity", "position", "detach", "successor"):
+    for verb in ("promote", "demote", "identity", "position", "detach"):
         assert getattr(e, verb) == ["sh", "/pg/hook.sh", verb]
+    assert e.successor == ["cat", "/var/lib/postgresql/autopilot/successor"]
     assert e.maximum_lag_on_failover == 1048576  # Patroni's default
     assert jobs["postgres-follow"].when.source == ["postgres"]
     assert jobs["postgres-follow"].when.each == "leaderChanged"

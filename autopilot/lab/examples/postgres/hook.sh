@@ -1000,7 +1000,11 @@ identity() {
 case "${1:-}" in
 run) run ;;
 health) health ;;
-promote) locked promote-locked ;;
+promote)
+    # the hook lock on a descriptor of this shell: no second shell on a failover's path
+    mkdir -p "$DIR"
+    (flock -w "${PG_LOCK_WAIT:-30}" 9 && promote) 9>"$DIR/hook.lock"
+    ;;
 demote)
     # fencing first: always safe (a standby ignores it). Meanwhile the check passes
     # ("demotion in progress"): a check failing on the stopping server would invalidate the

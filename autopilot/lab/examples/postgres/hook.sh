@@ -587,8 +587,10 @@ streaming() { [ "$(q "select $STREAMING_SQL")" = t ]; }
 in_check() { [ -n "${PG_IN_CHECK:-}" ]; }
 in_background() {
     log "handing the rejoin to a background converge (the check's timeout is short)"
+    # fd 3 is flock(1)'s hold on hook.lock, inherited: kept open, it would hold the lock
+    # the background converge then waits for (30 s, then it gave up: no rewind ever ran)
     setsid -f env -u PG_IN_CHECK timeout "${PG_REJOIN_TIMEOUT:-600}" sh "$0" converge-bg \
-        </dev/null >/dev/null 2>&1
+        </dev/null >/dev/null 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
 }
 
 follow_leader() {  # under the lock: replicate from AUTOPILOT_LEADER_*, rewinding if needed

@@ -99,6 +99,7 @@ def trial_failover(side: Any, fault: str, budget: float, *, wait_ms: int = 0,
     figures: dict[str, Any] = dict(wl.failover(t_fault, old))
     acked = [a.seq for a in wl.results.acks]
     figures["acked"] = len(acked)
+    figures["failed_writes"] = wl.results.failures
     if wl.results.unconfirmed:
         figures["unconfirmed"] = wl.results.unconfirmed
     new = wl.current if wl.current != old else None
@@ -149,7 +150,8 @@ def trial_cpu(side: Any, seconds: float, burners: int) -> dict[str, Any]:
                   **side.workload_options()).start()
     changes = 0
     try:
-        wl.wait_acks(20, 20)
+        if not wl.wait_acks(20, 20):
+            raise RuntimeError("the workload could not write before the burners started")
         first = last = side.leader_epoch()
         procs = cpu_burners(burners, seconds)
         loads = []

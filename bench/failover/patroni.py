@@ -23,10 +23,10 @@ from pathlib import Path
 
 import psutil
 
-from autopilot.lab.pgload import PgDriver, create_schema, stall
+from autopilot.lab.pgload import PgDriver, stall
 from autopilot.lab.pgwire import PgError, Postgres
 from autopilot.lab.workload import Member
-from bench.failover.sides import wait_pg_in_sync
+from bench.failover.sides import fresh_table, wait_pg_in_sync
 
 BIN = "/usr/lib/postgresql/15/bin"
 USER = "postgres"
@@ -261,7 +261,7 @@ class PatroniSide:
             c.start_member(name)
         try:
             c.wait_healthy(self.rejoin_timeout)
-            create_schema(self.members)
+            fresh_table(self)
             wait_pg_in_sync(self, self.durable, 30)
         except RuntimeError:
             # a member that does not stream (Patroni may still report it with lag 0)
@@ -271,7 +271,7 @@ class PatroniSide:
                     reinit.append(name)
                     c.reinit(name)
             c.wait_healthy(240)
-            create_schema(self.members)
+            fresh_table(self)
             wait_pg_in_sync(self, self.durable, 60)
         return {"reinit": reinit} if reinit else {}
 

@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from autopilot.lab.cluster import Lab
 from autopilot.lab.pgload import PgDriver, create_schema, stall
@@ -165,3 +166,15 @@ def test_pg_sigterm_hands_over_without_loss(lab_factory) -> None:
     # measured 6.0 s at load average 38 on 2 cores (the benchmark measures it properly);
     # what this bounds is a hand-over, not a wait for a TTL to lapse
     assert fo["write_gap_s"] is not None and fo["write_gap_s"] < 10.0, fo
+    # the new primary's published sync set names its standbys, never itself: with itself
+    # in it, the next failover's promote check would wait for the dead primary forever
+    new = sc.primary().replace("-", "_")
+    record: dict = {}
+
+    def published() -> bool:
+        r = requests.get(f"{lab.catalog_url}/v1/kv/service/postgres/sync?raw", timeout=2)
+        record.update(r.json() if r.status_code == 200 else {})
+        return record.get("leader") == new
+
+    sc.wait(published, 10, "the new primary's sync record")
+    assert new not in record["sync"] and record["sync"], record

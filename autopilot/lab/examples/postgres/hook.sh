@@ -805,21 +805,18 @@ promote() {
     why=$(eligible) || { log "not promoting: $why"; exit 1; }
     if [ "$SYNC" = 1 ]; then
         others=$(while read -r n _; do [ "$n" != "$NAME" ] && echo "$n"; done <"$DIR/promote.$$.members")
-        # Every other member may acknowledge our commits: publish them before the first
-        # commit, in parallel with the peers' check. Published: the union of the current
-        # set and them, a superset of both, and a larger set only makes every promote
-        # check stricter (peer_ahead asks each member of it), so it is safe to publish even
-        # if we then refuse.
-        union=$(echo $(sync_members "$(sync_record)") $others | tr ' ' '\n' | sort -u)
-        { publish_sync $union; echo $? >"$DIR/promote.$$.published"; } &
         if [ "$rec" = t ]; then
             ahead=$(peer_ahead)
-            if [ -n "$ahead" ]; then wait; log "not promoting: $ahead"; exit 1; fi
+            if [ -n "$ahead" ]; then log "not promoting: $ahead"; exit 1; fi
         fi
-        wait
-        [ "$(cat "$DIR/promote.$$.published" 2>/dev/null)" = 0 ] ||
-            { log "not promoting: cannot publish the sync set"; exit 1; }
+        # Every other member may acknowledge our commits: publish them before the first
+        # commit, and only now that the checks passed. (Not earlier, in parallel with the
+        # checks: a record naming us leader without us in its set, left by a promote that
+        # then refused, would let a later promote skip asking us although we may hold
+        # acknowledged commits no one else has; and with us in the set, a later promote
+        # would wait for us forever once we died as the primary.)
         set -- $others
+        publish_sync "$@" || { log "not promoting: cannot publish the sync set"; exit 1; }
         if [ $# -eq 0 ]; then names="ANY 1 (*)"; else names="ANY 1 ($(names_list "$@"))"; fi
         echo "$*" >"$DIR/sync-names"
     else

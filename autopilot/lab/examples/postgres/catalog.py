@@ -14,6 +14,11 @@ token CONSUL_HTTP_TOKEN.
                                    1 when its check fails saying it has no data yet)
   catalog.py view SERVICE JOB KEY  KEY's value on one line ("-" if none), then `members`:
                                    what a promote hook needs, in one call
+  catalog.py view-put SERVICE JOB KEY
+                                   `view`, then a line "--"; then reads one line from stdin
+                                   and, if it is not empty, stores it in KEY and prints
+                                   "stored" (exit 4 if that failed): a promote hook reads,
+                                   decides and publishes with one process start
   catalog.py get KEY               the raw value (exit 3 when the key does not exist)
   catalog.py put KEY [--cas N]     store stdin; exit 4 when a check-and-set fails
 """
@@ -79,6 +84,16 @@ def main(argv: list[str]) -> int:
         value = base64.b64decode(entry.get("Value") or b"").decode() if entry else ""
         print(value.replace("\n", " ") or "-")
         return main(argv[:1] + ["members", argv[2], argv[3]])
+    if verb == "view-put" and len(argv) == 5:
+        rc = main(argv[:1] + ["view", argv[2], argv[3], argv[4]])
+        print("--", flush=True)
+        line = sys.stdin.buffer.readline().strip()
+        if not line:
+            return rc
+        if not json.loads(call(f"/v1/kv/{argv[4]}", "PUT", line)):
+            return 4
+        print("stored", flush=True)
+        return rc
     if verb == "members" and len(argv) == 4:
         order = {"passing": 0, "warning": 1, "critical": 2}
         for e in json.loads(call(f"/v1/health/service/{argv[2]}")):

@@ -685,13 +685,49 @@ set_sync_names() {  # set_sync_names NAME...: ANY 1 (...) or '*' for nobody know
     q "alter system set synchronous_standby_names = '$(echo "$v" | sed "s/'/''/g")'" >/dev/null
 }
 
-publish_sync() {  # publish_sync NAME...: the sync set in the KV (who may be promoted)
-    set -- "$@"
+sync_json() {  # sync_json NAME...: the sync record naming us leader
     list=""
     for n in "$@"; do list="$list${list:+,}\"$n\""; done
     [ $# -eq 0 ] && list='"*"'
-    printf '{"leader":"%s","epoch":%s,"sync":[%s]}' "$NAME" "$EPOCH" "$list" |
-        catalog put "$SYNC_KEY" >/dev/null
+    printf '{"leader":"%s","epoch":%s,"sync":[%s]}' "$NAME" "$EPOCH" "$list"
+}
+
+publish_sync() {  # publish_sync NAME...: the sync set in the KV (who may be promoted)
+    sync_json "$@" | catalog put "$SYNC_KEY" >/dev/null
+}
+
+# A sync-mode promote reads the sync record and the members, decides, then publishes the
+# new set: two python3 starts on a failover's path, 0.1-0.7 s each on a loaded machine.
+# view_put_start runs `catalog.py view-put` once, which prints the view and then waits on a
+# FIFO for the record to store (or for nothing, when the hook refuses or dies).
+view_put_start() {
+    VP_F="$DIR/promote.$$.vp"
+    rm -f "$VP_F.go" "$VP_F.out"
+    mkfifo "$VP_F.go" "$VP_F.out" 2>/dev/null || return 1
+    # (both FIFOs are opened in the same order on both sides: no polling, no deadlock)
+    (timeout 30 "$PY" "$HOME_DIR/catalog.py" view-put "$SERVICE" "$JOB" "$SYNC_KEY" \
+        <"$VP_F.go" >"$VP_F.out" 2>/dev/null) &
+    VP_PID=$!
+    exec 8>"$VP_F.go" 9<"$VP_F.out"
+    VIEW=""
+    while IFS= read -r line <&9; do
+        if [ "$line" = "--" ]; then return 0; fi
+        VIEW="$VIEW${VIEW:+
+}$line"
+    done
+    exec 8>&- 9<&-  # it ended without the view
+    VP_PID=""
+    VIEW=""
+    return 1
+}
+
+view_put_finish() {  # view_put_finish RECORD: store it through the waiting process
+    (printf '%s\n' "$1" >&8) 2>/dev/null
+    exec 8>&-
+    IFS= read -r line <&9 || line=""
+    exec 9<&-
+    wait "$VP_PID"
+    [ "$line" = stored ]
 }
 
 sync_members() {  # the published sync set, one name a line ("*": everyone)
@@ -793,8 +829,9 @@ promote() {
     [ -f "$PGDATA/PG_VERSION" ] || bootstrap
     # the members (to re-point, and in sync mode the sync set): one catalog call, started
     # now, in parallel with our own checks
+    VP_PID=""
     if [ "$SYNC" = 1 ]; then
-        load_view
+        view_put_start || load_view
         echo "$VIEW" | sed 1d >"$DIR/promote.$$.members"
     else
         catalog members "$SERVICE" "$JOB" >"$DIR/promote.$$.members" 2>/dev/null &
@@ -816,7 +853,11 @@ promote() {
         # acknowledged commits no one else has; and with us in the set, a later promote
         # would wait for us forever once we died as the primary.)
         set -- $others
-        publish_sync "$@" || { log "not promoting: cannot publish the sync set"; exit 1; }
+        if [ -n "$VP_PID" ]; then
+            view_put_finish "$(sync_json "$@")"
+        else
+            publish_sync "$@"
+        fi || { log "not promoting: cannot publish the sync set"; exit 1; }
         if [ $# -eq 0 ]; then names="ANY 1 (*)"; else names="ANY 1 ($(names_list "$@"))"; fi
         echo "$*" >"$DIR/sync-names"
     else

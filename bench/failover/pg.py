@@ -68,9 +68,13 @@ def main(args: Any, argv: list[str]) -> int:
     results: dict[str, Any] = {}
     started = time.time()
     load_start = [round(x, 2) for x in os.getloadavg()]
-    harness.run_plan(plan(args), only, results)
     out = args.out if args.out != args.default_out else RESULTS
-    harness.write(out, results, harness.meta(
-        argv, started, loadavg_start=load_start, cpu_burners=2 * (os.cpu_count() or 2) + 2,
-        cpu_seconds=args.cpu_seconds))
+    complete = False
+    try:
+        harness.run_plan(plan(args), only, results)
+        complete = True
+    finally:  # an interrupted run still writes the trials it has
+        harness.write(out, results, harness.meta(
+            argv, started, loadavg_start=load_start, complete=complete,
+            cpu_burners=2 * (os.cpu_count() or 2) + 2, cpu_seconds=args.cpu_seconds))
     return 0

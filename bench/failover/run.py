@@ -96,10 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     started = time.time()
     load_start = [round(x, 2) for x in os.getloadavg()]
-    harness.run_plan(plan(args), only, results)
-    harness.write(args.out, results, harness.meta(
-        argv if argv is not None else sys.argv[1:], started, loadavg_start=load_start,
-        cpu_burners=2 * (os.cpu_count() or 2) + 2, cpu_seconds=args.cpu_seconds))
+    complete = False
+    try:
+        harness.run_plan(plan(args), only, results)
+        complete = True
+    finally:  # an interrupted run still writes the trials it has
+        harness.write(args.out, results, harness.meta(
+            argv if argv is not None else sys.argv[1:], started, loadavg_start=load_start,
+            complete=complete, cpu_burners=2 * (os.cpu_count() or 2) + 2,
+            cpu_seconds=args.cpu_seconds))
     return 0
 
 

@@ -224,7 +224,9 @@ def test_telemetry_sensor_and_service(tmp_path: Path, catalog: CatalogProcess,
                        and "containerpilot_app_some_counter 42" in t and t, 20,
                        message="the sensor's value")
     assert "containerpilot_events" in metrics
-    assert "not a configured metric; ignored" in cp.text()
+    # the refusal comes after the known metric was recorded: wait for the sensor's line
+    wait_for(lambda: "not a configured metric; ignored" in cp.text(), 10,
+             message="the unknown metric's warning in the log")
     wait_for(lambda: f"containerpilot-{HOST}" in requests.get(
         catalog.url + "/v1/agent/services", timeout=2).json(), 15,
         message="the containerpilot service")

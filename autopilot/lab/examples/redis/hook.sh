@@ -307,10 +307,11 @@ converge() {  # under the lock: re-check, then fence and follow the leader of ou
     if [ -n "${AUTOPILOT_LEADER_ADDRESS:-}" ]; then set_state replica "$EPOCH"; fi
 }
 
-survey_peers() {
-    # INFO replication of every peer in the list, all at once (a dead one costs its timeout
-    # once). Sets followers (candidates: replicas that are not a deposed primary, as
-    # "host:port:offset" words) and mine (our own offset).
+survey_start() {
+    # INFO replication of every peer in the list, all at once and in the background (a dead
+    # one costs its timeout once); survey_collect waits for them. Read-only: promote starts
+    # it before it takes the hook lock, so the two overlap (on a loaded machine every
+    # process start on the way to opening writes costs tens of ms).
     followers=""
     tmp="$DIR/survey.$$"
     trap 'rm -f "$tmp".*' EXIT  # at the hook's end: an `rm` less before writes open
@@ -326,6 +327,11 @@ survey_peers() {
         echo "$host:$port" >"$tmp.$n.name"
         n=$((n + 1))
     done <"$PEERS"
+}
+
+survey_collect() {
+    # Sets followers (candidates: replicas that are not a deposed primary, as
+    # "host:port:offset" words) and mine (our own offset).
     wait
     parse <"$tmp.me"
     mine=${I_offset:-0}
@@ -373,7 +379,9 @@ promote() {
     # Candidacy (the election's `position`) already lets the most recent replica run first;
     # this re-check at promotion time catches a peer whose candidacy was not seen. No-loss
     # mode: any write ahead of us may be acknowledged (WAIT 1); async: REDIS_MAX_LAG bytes.
-    survey_peers
+    survey_start
+    lock || exit 1
+    survey_collect
     if [ "${REDIS_PROMOTE_MOST_RECENT:-1}" = 1 ]; then
         if [ "$OPEN" = 1 ]; then slack=$PING_BYTES; else slack=${REDIS_MAX_LAG:-1048576}; fi
         if [ "$slack" -gt 0 ]; then
@@ -476,7 +484,7 @@ health) health ;;
 identity) identity ;;
 position) position ;;
 detach) lock && detach ;;
-promote) lock && promote ;;
+promote) promote ;;  # (takes the lock itself, once its survey is under way)
 demote)
     # fencing first: it is always safe. replica-priority 0, set in the same round trip,
     # marks the deposed primary: a health check that started before the step-down (it still

@@ -23,7 +23,7 @@ import pytest
 
 from autopilot.lab.pgload import stall
 from autopilot.lab.pgwire import PgError, Postgres
-from tests.chaos.test_postgres import FAILOVER_BUDGET, UP_TIMEOUT, PgScenario, hooks_log
+from tests.chaos.postgres_scenario import FAILOVER_BUDGET, UP_TIMEOUT, PgScenario, hooks_log
 from tests.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.chaos

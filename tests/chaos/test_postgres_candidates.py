@@ -20,7 +20,7 @@ import requests
 
 from autopilot.lab.cluster import Lab
 from autopilot.lab.pgwire import PgError, Postgres
-from tests.chaos.test_postgres import FAILOVER_BUDGET, PgScenario, hooks_log, pg_lab
+from tests.chaos.postgres_scenario import FAILOVER_BUDGET, PgScenario, hooks_log, pg_lab
 from tests.helpers import holds, wait_for
 
 pytestmark = pytest.mark.chaos

@@ -24,7 +24,7 @@ import requests
 
 from autopilot.lab.cluster import Lab
 from autopilot.lab.postgres import role as pg_role
-from tests.chaos.test_postgres import FAILOVER_BUDGET, UP_TIMEOUT, PgScenario, hooks_log
+from tests.chaos.postgres_scenario import FAILOVER_BUDGET, UP_TIMEOUT, PgScenario, hooks_log
 from tests.helpers import holds
 
 pytestmark = pytest.mark.chaos

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,28 +18,13 @@ import pytest
 
 from autopilot.lab.redis import EXAMPLES
 from autopilot.lab.resp import Redis, RedisError
+from tests.helpers import free_port, wait_for
 
 HOOK = EXAMPLES / "redis" / "hook.sh"
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None or
                                 shutil.which("flock") is None,
                                 reason="needs redis-server and flock")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Node:
@@ -61,7 +45,7 @@ class Node:
         log = (self.dir / "run.log").open("ab")
         self.proc = subprocess.Popen(["sh", str(HOOK), "run"], env=self.env, stdout=log,
                                      stderr=subprocess.STDOUT)
-        wait_for(lambda: self.ping(), 10, f"redis on {self.port}")
+        wait_for(lambda: self.ping(), 10, message=f"redis on {self.port}")
         return self
 
     def ping(self) -> bool:
@@ -78,7 +62,7 @@ class Node:
         self.proc.kill()
         self.proc.wait(5)
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not self.ping(), 5, "redis to die")
+        wait_for(lambda: not self.ping(), 5, message="redis to die")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -162,12 +146,12 @@ def test_position_and_detach(tmp_path: Path, nodes: list[Node]) -> None:
     follow = b.hook("follow", AUTOPILOT_ROLE="replica", AUTOPILOT_LEADER_ADDRESS="127.0.0.1",
                     AUTOPILOT_LEADER_PORT=str(a.port), AUTOPILOT_LEADER_EPOCH="1")
     assert follow.returncode == 0, follow.stderr
-    wait_for(lambda: b.info().get("master_link_status") == "up", 10, "b to replicate a")
+    wait_for(lambda: b.info().get("master_link_status") == "up", 10, message="b to replicate a")
     with a.r() as r:
         for i in range(50):
             r.call("SET", f"k{i}", i)
     wait_for(lambda: int(b.hook("position").stdout) == int(a.hook("position").stdout),
-             10, "b to catch up")
+             10, message="b to catch up")
     assert int(b.hook("position").stdout) > 0
     assert b.hook("position", REDIS_NOFAILOVER="1").returncode != 0
 
@@ -193,7 +177,7 @@ def test_position_and_detach(tmp_path: Path, nodes: list[Node]) -> None:
     f = a.hook("follow", AUTOPILOT_ROLE="replica", AUTOPILOT_LEADER_ADDRESS="127.0.0.1",
                AUTOPILOT_LEADER_PORT=str(b.port), AUTOPILOT_LEADER_EPOCH="2")
     assert f.returncode == 0, f.stderr
-    wait_for(lambda: a.info().get("master_link_status") == "up", 10, "a to replicate b")
+    wait_for(lambda: a.info().get("master_link_status") == "up", 10, message="a to replicate b")
 
 
 @pytest.mark.timeout(60)
@@ -205,12 +189,12 @@ def test_a_node_restarted_with_its_aof_keeps_its_data_detached(tmp_path: Path,
     promote(a)
     b.hook("follow", AUTOPILOT_ROLE="replica", AUTOPILOT_LEADER_ADDRESS="127.0.0.1",
            AUTOPILOT_LEADER_PORT=str(a.port), AUTOPILOT_LEADER_EPOCH="1")
-    wait_for(lambda: b.info().get("master_link_status") == "up", 10, "b to replicate a")
+    wait_for(lambda: b.info().get("master_link_status") == "up", 10, message="b to replicate a")
     with a.r() as r:
         for i in range(100):
             r.call("SET", f"k{i}", i)
     wait_for(lambda: b.hook("position").stdout == a.hook("position").stdout, 10,
-             "b to catch up")
+             message="b to catch up")
     before = int(a.hook("position").stdout)
     time.sleep(1.2)  # appendfsync everysec (SIGKILL keeps the page cache anyway)
     a.kill()
@@ -226,7 +210,7 @@ def test_a_node_restarted_with_its_aof_keeps_its_data_detached(tmp_path: Path,
     # b still points at it (no election here): it reconnects but cannot sync, and keeps
     # its data instead of taking the restarted node's
     wait_for(lambda: "NOMASTERLINK" in (b.dir / "run.log").read_text(), 10,
-             "b's sync attempt to be refused")
+             message="b's sync attempt to be refused")
     assert b.info()["master_link_status"] == "down"
     with b.r() as r:
         assert r.call("DBSIZE") == 100
@@ -257,7 +241,7 @@ def test_checks_and_hooks_that_predate_a_transition_do_not_undo_it(tmp_path: Pat
     old_leader = {"AUTOPILOT_ROLE": "replica", "AUTOPILOT_LEADER_ADDRESS": "127.0.0.1",
                   "AUTOPILOT_LEADER_PORT": str(a.port), "AUTOPILOT_LEADER_EPOCH": "1"}
     assert b.hook("follow", **old_leader).returncode == 0
-    wait_for(lambda: b.info()["master_port"] == str(a.port), 5, "b to follow a")
+    wait_for(lambda: b.info()["master_port"] == str(a.port), 5, message="b to follow a")
     assert b.hook("detach", AUTOPILOT_ROLE="replica").returncode == 0
     assert b.info()["master_port"] == "0"
     b.hook("follow", **old_leader)
@@ -283,7 +267,7 @@ def test_promote_refuses_while_a_surveyed_replica_is_ahead(tmp_path: Path, nodes
     f = b.hook("follow", AUTOPILOT_ROLE="replica", AUTOPILOT_LEADER_ADDRESS="127.0.0.1",
                AUTOPILOT_LEADER_PORT=str(a.port), AUTOPILOT_LEADER_EPOCH="1")
     assert f.returncode == 0, f.stderr
-    wait_for(lambda: b.info().get("master_link_status") == "up", 10, "b to replicate a")
+    wait_for(lambda: b.info().get("master_link_status") == "up", 10, message="b to replicate a")
 
     def written(i: int) -> bool:  # no-loss: a counts b as a good replica after its first ack
         try:
@@ -293,9 +277,9 @@ def test_promote_refuses_while_a_surveyed_replica_is_ahead(tmp_path: Path, nodes
             return False
 
     for i in range(20):
-        wait_for(lambda i=i: written(i), 10, f"write {i} on a")
+        wait_for(lambda i=i: written(i), 10, message=f"write {i} on a")
     wait_for(lambda: int(b.hook("position").stdout) == int(a.hook("position").stdout),
-             10, "b to catch up")
+             10, message="b to catch up")
     assert b.hook("detach", AUTOPILOT_ROLE="replica").returncode == 0
     (c.dir / "data" / "peers").write_text(f"127.0.0.1 {b.port}\n127.0.0.1 {c.port}\n")
     env = {"AUTOPILOT_ROLE": "primary", "AUTOPILOT_LEADER_EPOCH": "2",
@@ -325,7 +309,7 @@ def test_position_of_live_and_of_aof_restored_data(tmp_path: Path, nodes: list[N
     f = b.hook("follow", AUTOPILOT_ROLE="replica", AUTOPILOT_LEADER_ADDRESS="127.0.0.1",
                AUTOPILOT_LEADER_PORT=str(a.port), AUTOPILOT_LEADER_EPOCH="1")
     assert f.returncode == 0, f.stderr
-    wait_for(lambda: b.info().get("master_link_status") == "up", 10, "b to replicate a")
+    wait_for(lambda: b.info().get("master_link_status") == "up", 10, message="b to replicate a")
     with a.r() as r:
         for i in range(30):
             r.call("SET", f"k{i}", i)
@@ -341,7 +325,8 @@ def test_position_of_live_and_of_aof_restored_data(tmp_path: Path, nodes: list[N
     offset = int(rec)
     a.kill()
     a.start()
-    wait_for(lambda: a.info().get("master_repl_offset") == "0", 10, "a restarted at offset 0")
+    wait_for(lambda: a.info().get("master_repl_offset") == "0", 10,
+             message="a restarted at offset 0")
     with a.r() as r:
         assert r.call("GET", "k29") == "29"  # its AOF's data
     assert int(a.hook("position").stdout) == offset

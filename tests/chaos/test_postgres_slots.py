@@ -16,6 +16,7 @@ import pytest
 
 from autopilot.lab.cluster import Lab
 from autopilot.lab.pgwire import PgError, Postgres
+from tests.chaos.postgres_scenario import hooks_log
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.chaos
@@ -45,14 +46,6 @@ def caught_up(lab: Lab, node: str, slot: str, lsn: str) -> bool:
                             f"where slot_name = '{slot}'") == "t"
     except (OSError, PgError):
         return False
-
-
-def hooks_log(lab: Lab, name: str) -> str:
-    try:
-        with open(f"{lab.node(name).dir}/hooks.log") as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def slot_name(node: str) -> str:

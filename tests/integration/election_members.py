@@ -21,7 +21,7 @@ from autopilot.config.model import Config, ConsulConfig, ElectionConfig, HealthC
 from autopilot.context import Context
 from autopilot.discovery.client import ConsulClient
 from autopilot.election import Election, components
-from tests.helpers import CatalogProcess, free_port
+from tests.helpers import CatalogProcess, free_port, until
 
 
 def hook(log: Path, name: str, extra: str = "") -> list[str]:
@@ -149,14 +149,28 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(scenario())
 
 
-async def cluster(cat: CatalogProcess, tmp: Path, n: int = 3, **election: Any) -> list[Member]:
-    members = [Member(cat, f"n{i}", tmp, port=7000 + i, **election) for i in range(n)]
+async def start_members(members: list[Member]) -> list[Member]:
+    """Register and start every member, then make them all healthy at the same instant."""
     for m in members:
         m.register()
         await m.start()
     for m in members:  # the same instant: every member becomes healthy together
         m.healthy()
     return members
+
+
+async def converged(members: list[Member], leader_timeout: float = 10.0,
+                    replicas_timeout: float = 5.0) -> Member:
+    """Wait for one leader and every other member a replica; the leader."""
+    (lead,) = await until(lambda: leaders(members), leader_timeout, "a leader")
+    await until(lambda: sum(m.ctx.facts["db"].get("role") == "replica" for m in members)
+                == len(members) - 1, replicas_timeout, "the others replicas")
+    return lead
+
+
+async def cluster(cat: CatalogProcess, tmp: Path, n: int = 3, **election: Any) -> list[Member]:
+    return await start_members(
+        [Member(cat, f"n{i}", tmp, port=7000 + i, **election) for i in range(n)])
 
 
 def leaders(members: list[Member]) -> list[Member]:

@@ -16,6 +16,7 @@ from autopilot.config.model import HealthConfig
 from tests.helpers import CatalogProcess, stays, until
 from tests.integration.election_members import (
     Member,
+    converged,
     hook_lines,
     key_holder,
     leaders,
@@ -48,9 +49,7 @@ async def trio(catalog: CatalogProcess, tmp: Path, **election) -> tuple[list[Mem
         m.register()
         await m.start()
         beats.append(asyncio.create_task(m.heartbeat(1.0)))
-    await until(lambda: leaders(members), 10, "a leader")
-    await until(lambda: sum(m.ctx.facts["db"].get("role") == "replica" for m in members) == 2,
-                5, "two replicas")
+    await converged(members)
     await asyncio.sleep(1.2)  # renewals flowing
     return members, beats
 

@@ -23,13 +23,6 @@ from tests.integration.test_election_safety import (
 )
 
 
-@pytest.fixture
-def catalog(tmp_path: Path):
-    cat = CatalogProcess(tmp_path).start()
-    yield cat
-    cat.kill()
-
-
 def successor_hook(tmp: Path) -> list[str]:
     """Prints what the test wrote in `successor` (nothing: no successor named)."""
     return ["sh", "-c", f"cat {tmp}/successor 2>/dev/null"]

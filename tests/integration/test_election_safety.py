@@ -14,11 +14,13 @@ import requests
 from tests.helpers import CatalogProcess, until
 from tests.integration.election_members import (
     Member,
+    converged,
     hook_lines,
     key_holder,
     leaders,
     lock_value,
     run,
+    start_members,
     stop_all,
 )
 
@@ -156,14 +158,8 @@ async def positioned_cluster(catalog: CatalogProcess, tmp: Path, **extra) -> lis
         m = Member(catalog, node, tmp, port=7700 + i, position=pos_hook(tmp, node),
                    detach=detach_hook(tmp / f"hooks-{node}.log"), **extra)
         members.append(m)
-    for m in members:
-        m.register()
-        await m.start()
-    for m in members:
-        m.healthy()
-    await until(lambda: leaders(members), 10, "a leader")
-    await until(lambda: sum(m.ctx.facts["db"].get("role") == "replica" for m in members) == 2,
-                5, "two replicas")
+    await start_members(members)
+    await converged(members)
     return members
 
 
@@ -289,14 +285,8 @@ def test_maximum_lag_keeps_a_lagging_member_out_while_the_best_lives(
                           maximum_lag_on_failover=max_lag)
                    for i, node in enumerate(("n0", "n1", "n2"))]
         try:
-            for m in members:
-                m.register()
-                await m.start()
-            for m in members:
-                m.healthy()
-            (lead,) = await until(lambda: leaders(members), 20, "a first leader")
-            await until(lambda: sum(m.ctx.facts["db"].get("role") == "replica"
-                                    for m in members) == 2, 10, "two replicas")
+            await start_members(members)
+            lead = await converged(members, 20, 10)
             low, high = rig_positions(tmp_path, members, lead)
             high.election.ecfg.candidacy_timeout = 4.0  # the best waits for the silent peer
             t0 = time.time()
@@ -353,14 +343,8 @@ def test_a_position_reported_by_detach_spares_the_position_hook(catalog: Catalog
                                   position=logging_position(tmp_path, node),
                                   detach=reporting_detach(tmp_path, node)))
         try:
-            for m in members:
-                m.register()
-                await m.start()
-            for m in members:
-                m.healthy()
-            (lead,) = await until(lambda: leaders(members), 10, "a leader")
-            await until(lambda: sum(m.ctx.facts["db"].get("role") == "replica"
-                                    for m in members) == 2, 5, "two replicas")
+            await start_members(members)
+            lead = await converged(members)
             low, high = sorted((m for m in members if m is not lead), key=lambda m: m.sid)
             (tmp_path / f"dpos-{low.node}").write_text("100\n")
             (tmp_path / f"dpos-{high.node}").write_text("5000\n")
@@ -399,14 +383,8 @@ def test_the_best_candidate_runs_when_the_last_post_arrives_not_at_the_next_poll
                                   position=pos_hook(tmp_path, node),
                                   detach=detach_hook(tmp_path / f"hooks-{node}.log")))
         try:
-            for m in members:
-                m.register()
-                await m.start()
-            for m in members:
-                m.healthy()
-            (lead,) = await until(lambda: leaders(members), 10, "a leader")
-            await until(lambda: sum(m.ctx.facts["db"].get("role") == "replica"
-                                    for m in members) == 2, 5, "two replicas")
+            await start_members(members)
+            lead = await converged(members)
             low, high = rig_positions(tmp_path, members, lead)
             # the lower one's detach takes 1.5 s: the best must wait for its post
             low.election.ecfg.detach = ["sh", "-c", "sleep 1.5"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import psutil
@@ -15,6 +14,7 @@ import pytest
 
 from autopilot.lab.cluster import Lab
 from autopilot.lab.netns import Net
+from tests.e2e.workshop import autopilot_shim, blocks, is_setup, lab_commands
 from tests.helpers import ROOT, wait_for
 
 pytestmark = pytest.mark.chaos
@@ -25,15 +25,9 @@ DOC = ROOT / "docs" / "workshop" / "01-redis-lab.md"
 README = ROOT / "README.md"
 
 
-def sh_blocks(text: str) -> list[str]:
-    """The page's ```sh blocks, but not the one marked `# set-up` (what this machine has)."""
-    return [b for b in re.findall(r"^```sh\n(.*?)^```", text, flags=re.S | re.M)
-            if not b.startswith("# set-up")]
-
-
 def readme_lab_commands() -> list[str]:
     """The `autopilot lab …` steps of the README's run command (the rest installs)."""
-    block = re.findall(r"^```sh\n(.*?)^```", README.read_text(), flags=re.S | re.M)[0]
+    block = blocks(README)[0]
     steps = [s.strip() for s in block.split("&&")]
     return [s.replace("/opt/autopilot/bin/autopilot", "autopilot") for s in steps
             if s.startswith("/opt/autopilot/bin/autopilot lab")]
@@ -41,9 +35,8 @@ def readme_lab_commands() -> list[str]:
 
 def test_the_setup_block_is_the_readmes_install() -> None:
     """Lab 01's set-up (not run here) installs what the README's run command installs."""
-    setup = next(b for b in re.findall(r"^```sh\n(.*?)^```", DOC.read_text(), re.S | re.M)
-                 if b.startswith("# set-up"))
-    readme = re.findall(r"^```sh\n(.*?)^```", README.read_text(), flags=re.S | re.M)[0]
+    setup = next(b for b in blocks(DOC) if is_setup(b))
+    readme = blocks(README)[0]
     for step in readme.split("&&"):
         step = step.strip()
         if not step.startswith("/opt/autopilot/bin/autopilot"):
@@ -51,7 +44,7 @@ def test_the_setup_block_is_the_readmes_install() -> None:
 
 
 def test_doc_has_the_promised_steps() -> None:
-    script = "\n".join(sh_blocks(DOC.read_text()))
+    script = "\n".join(lab_commands(DOC))
     for step in ("lab up redis", "lab status", "lab kill", "lab start", "lab stop",
                  "lab pause", "lab resume", "lab partition", "lab heal", "lab down"):
         assert step in script, f"the workshop lost its `{step}` step"
@@ -59,11 +52,7 @@ def test_doc_has_the_promised_steps() -> None:
 
 @pytest.mark.timeout(450)
 def test_every_command_of_the_workshop_runs(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    shim = bin_dir / "autopilot"  # what `pip install` would put on PATH
-    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m autopilot "$@"\n')
-    shim.chmod(0o755)
+    bin_dir = autopilot_shim(tmp_path)
     work = tmp_path / "work"
     work.mkdir()
     # the page shows lab network 0 (ap-lab-br0, 10.231.0.x): wait while another run uses it
@@ -72,7 +61,7 @@ def test_every_command_of_the_workshop_runs(tmp_path: Path) -> None:
     # the README's run command first: lab 01 must follow on from it
     readme = readme_lab_commands()
     assert readme[0].startswith("autopilot lab up redis"), readme
-    script = "set -ex\n" + "\n".join(readme + sh_blocks(DOC.read_text()))
+    script = "set -ex\n" + "\n".join(readme + lab_commands(DOC))
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AUTOPILOT", "CONSUL_", "REDIS_", "AP_"))}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"

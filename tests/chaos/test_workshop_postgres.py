@@ -5,10 +5,8 @@ blocks are set-up or output and are not run."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 
 from autopilot.lab.cluster import Lab
 from autopilot.lab.netns import Net
+from tests.e2e.workshop import autopilot_shim, lab_commands
 from tests.helpers import ROOT, wait_for
 
 pytestmark = pytest.mark.chaos
@@ -24,12 +23,8 @@ pytestmark = pytest.mark.chaos
 DOC = ROOT / "docs" / "workshop" / "06-postgres.md"
 
 
-def sh_blocks(text: str) -> list[str]:
-    return re.findall(r"^```sh\n(.*?)^```", text, flags=re.S | re.M)
-
-
 def test_doc_has_the_promised_steps() -> None:
-    script = "\n".join(sh_blocks(DOC.read_text()))
+    script = "\n".join(lab_commands(DOC))
     for step in ("lab up postgres", "lab status", "lab kill", "lab start", "lab stop",
                  "lab pause", "lab resume", "lab client", "lab wait", "lab down", "psql"):
         assert step in script, f"the PostgreSQL lab lost its `{step}` step"
@@ -49,16 +44,12 @@ def workdir() -> Iterator[Path]:
 @pytest.mark.timeout(900)
 def test_every_command_of_the_postgres_lab_runs(workdir: Path) -> None:
     tmp_path = workdir
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    shim = bin_dir / "autopilot"  # what `pip install` would put on PATH
-    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m autopilot "$@"\n')
-    shim.chmod(0o755)
+    bin_dir = autopilot_shim(tmp_path)
     work = tmp_path / "work"
     work.mkdir()
     wait_for(lambda: not Net(0).bridge_exists(), timeout=300, interval=0.5,
              message="lab network 0 to be free (another lab or workshop run is using it)")
-    script = "set -ex\n" + "\n".join(sh_blocks(DOC.read_text()))
+    script = "set -ex\n" + "\n".join(lab_commands(DOC))
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AUTOPILOT", "CONSUL_", "REDIS_", "AP_", "PG"))}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"

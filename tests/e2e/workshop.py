@@ -51,6 +51,22 @@ def python_shim(tmp: Path) -> Path:
     return bin_dir
 
 
+def lab_commands(doc: Path) -> list[str]:
+    """The ```sh blocks a reader runs, in order (not the `# set-up` ones)."""
+    return [b for b in blocks(doc) if not is_setup(b)]
+
+
+def autopilot_shim(tmp: Path) -> Path:
+    """A bin dir whose `autopilot` runs this checkout with the tests' interpreter, as
+    `pip install` would put it on PATH."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    shim = bin_dir / "autopilot"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m autopilot "$@"\n')
+    shim.chmod(0o755)
+    return bin_dir
+
+
 def run_doc(doc: Path, tmp: Path, *, replacements: dict[str, str] | None = None,
             env: dict[str, str] | None = None, timeout: float = 120,
             ) -> subprocess.CompletedProcess:

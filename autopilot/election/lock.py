@@ -91,7 +91,7 @@ async def _request(c: Requester, method: str, path: str, *, params: list | None 
 
 
 async def create_session(c: Requester, *, name: str, check_id: str, ttl: float,
-                   lock_delay: float, timeout: float) -> str:
+                         lock_delay: float, timeout: float) -> str:
     """A session bound to the service's own check only (not to the node's serfHealth)."""
     body = {
         "Name": name,
@@ -147,7 +147,7 @@ async def destroy_session(c: Requester, session: str, *, timeout: float) -> None
 
 async def acquire(c: Requester, key: str, session: str, value: dict, *, timeout: float) -> bool:
     code, _, text = await _request(c, "PUT", f"/v1/kv/{key}", params=[("acquire", session)],
-                             body=json.dumps(value, sort_keys=True).encode(), timeout=timeout)
+                                   body=json.dumps(value, sort_keys=True).encode(), timeout=timeout)
     if code == 200:
         return text.strip() == "true"
     if code == 500 and "session" in text.lower():
@@ -174,12 +174,12 @@ async def release(c: Requester, key: str, session: str, *, timeout: float,
 
 
 async def put(c: Requester, key: str, value: dict, *, timeout: float,
-        session: str | None = None) -> bool:
+              session: str | None = None) -> bool:
     """Write a JSON value; with ``session``, acquire the key with it (the key is freed
     when the session ends)."""
     params = [("acquire", session)] if session else None
     code, _, text = await _request(c, "PUT", f"/v1/kv/{key}", params=params,
-                             body=json.dumps(value, sort_keys=True).encode(), timeout=timeout)
+                                   body=json.dumps(value, sort_keys=True).encode(), timeout=timeout)
     if code == 200:
         return text.strip() == "true"
     if code == 500 and session and "session" in text.lower():
@@ -197,7 +197,7 @@ async def delete(c: Requester, key: str, *, timeout: float) -> None:
 async def read_prefix(c: Requester, prefix: str, *, timeout: float) -> list[dict]:
     """Every entry under ``prefix``: [{Key, Session, value (decoded JSON dict)}]."""
     code, _, text = await _request(c, "GET", f"/v1/kv/{prefix}", params=[("recurse", "1")],
-                             timeout=timeout)
+                                   timeout=timeout)
     if code == 404:
         return []
     if code != 200:
@@ -246,7 +246,7 @@ def parse_entry(entry: dict | None) -> Holder | None:
 
 
 async def read_key(c: Requester, key: str, *, index: int = 0, wait: str | None = None,
-             timeout: float) -> tuple[int, Holder | None]:
+                   timeout: float) -> tuple[int, Holder | None]:
     """Read (or with ``index``, block on) the election key; returns (X-Consul-Index, holder)."""
     params: list = []
     if index:

@@ -217,7 +217,10 @@ def test_telemetry_sensor_and_service(tmp_path: Path, catalog: CatalogProcess,
         {"name": "sensor", "exec": [sys.executable, "-m", "autopilot.containerpilot",
                                     "-config", str(tmp_path / "containerpilot.json5"),
                                     "-putmetric", "containerpilot_app_some_counter=42",
-                                    "-putmetric", "not_configured=1"]}]})
+                                    "-putmetric", "not_configured=1"]},
+        # keeps the supervisor up: with the one-shot sensor alone it exits (every job
+        # complete, as ContainerPilot does) as soon as the sensor has run, ~70 ms after start
+        {"name": "app", "exec": "sleep 60"}]})
     cps.append(cp.start())
     metrics = wait_for(lambda: (t := requests.get(f"http://127.0.0.1:{port}/metrics",
                                                   timeout=2).text)

@@ -109,6 +109,49 @@ def test_the_shop_on_kubernetes_has_what_the_pattern_needs() -> None:
 
 
 @needs_kubectl
+def test_postgres_statefulset_runs_the_image_as_postgres_in_sync_mode() -> None:
+    """PostgreSQL as a StatefulSet: a stable name and a volume per pod at the image's PG_DIR,
+    the image's numeric postgres uid (runAsNonRoot cannot be checked against a user name),
+    sync mode, readiness from the role check, a PDB and a headless Service; its config is the
+    image's own (no ConfigMap), whose ready job is the one with the role check."""
+    objs = objects(K8S)
+    sts = find(objs, "StatefulSet", "postgres")
+    assert sts["spec"]["replicas"] == 3 and sts["spec"]["serviceName"] == "postgres"
+    assert find(objs, "Service", "postgres")["spec"]["clusterIP"] == "None"
+    assert find(objs, "PodDisruptionBudget", "postgres")["spec"]["minAvailable"] == 2
+    pod = sts["spec"]["template"]["spec"]
+    dockerfile = (ROOT / "images" / "postgres" / "Dockerfile").read_text()
+    uid = re.search(r"useradd [^\n]*--uid (\d+)", dockerfile)
+    gid = re.search(r"groupadd [^\n]*--gid (\d+)", dockerfile)
+    assert uid and gid, "images/postgres/Dockerfile: the postgres user's fixed uid/gid"
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": int(uid[1]),
+                                      "runAsGroup": int(gid[1]), "fsGroup": int(gid[1])}
+    assert "USER postgres" in dockerfile
+    c = pod["containers"][0]
+    env = {e["name"]: e for e in c["env"]}
+    assert c["env"][0]["name"] == "CONSUL", "overlays/consul patches env[0]"
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert env["PG_INTERFACE"]["value"] == "static:$(POD_IP)"
+    assert env["PG_SYNC"]["value"] == "1"
+    mount = c["volumeMounts"][0]
+    assert mount["name"] == sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+    assert f"PG_DIR={mount['mountPath']}" in dockerfile
+    assert c["livenessProbe"]["httpGet"] == {"path": "/health", "port": "telemetry"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "telemetry"}
+    assert "volumes" not in pod, "the image carries its own config"
+    # /ready answers 200 once the ready job's health check passes: the role check
+    cfg = load(str(ROOT / "autopilot/lab/examples/postgres/autopilot.json5"),
+               {"POD_IP": "10.9.8.7", "PG_INTERFACE": "static:10.9.8.7", "PG_SYNC": "1",
+                "AP_TELEMETRY_PORT": env["AP_TELEMETRY_PORT"]["value"],
+                "CONSUL": env["CONSUL"]["value"]})
+    ready = next(j for j in cfg.jobs if j.name == cfg.telemetry.ready.job)
+    assert ready.health is not None and ready.health.exec[-1] == "health"
+    assert ready.election is not None and ready.interfaces[0] == "static:10.9.8.7"
+    assert {j.name for j in cfg.jobs} >= {"postgres", "postgres-sync"}
+    assert cfg.telemetry.port == 9090 == c["ports"][1]["containerPort"]
+
+
+@needs_kubectl
 def test_consul_overlay_drops_the_catalog_and_repoints_everyone() -> None:
     objs = objects(K8S / "overlays" / "consul")
     assert not [o for o in objs if o["metadata"]["name"] == "catalog"]

@@ -7,7 +7,8 @@ A *side* is one system at one setting (autopilot fast, Patroni at its floor, ...
 `kill(name)`, `graceful(name)` (autopilot SIGTERM, Patroni switchover, Sentinel SIGTERM),
 `hold_back(name, seconds)` (new writes on the primary alone), `stall(name)` /
 `resume(name)` (a replica stops acknowledging; PostgreSQL only), `leader_epoch()`,
-`jitter()` (a random wait before the fault, so it falls anywhere in the lease cycle),
+`jitter()` (a random wait before the fault, U(0, the side's lease cycle), so it falls
+anywhere in that cycle; it follows a fixed settle of `SETTLE_S`, as anchors.md's method),
 `workload_options()` (the client's driver and timeouts) and `close()` (nothing left
 running, no directory left behind).
 """
@@ -35,6 +36,11 @@ from bench.failover.breakdown import PHASES, breakdown
 #: a group: (label, trial count, the trial run against the side)
 Group = tuple[str, int, Callable[[Any], dict[str, Any]]]
 
+#: seconds every fault trial waits, after its start condition and 50 acknowledged writes,
+#: before the side's random jitter: anchors.md's "sleeps 3 s plus U(0, loop_wait)" (the
+#: command line's --settle changes it for a quick run; the JSON records both per trial)
+SETTLE_S = 3.0
+
 
 def load1() -> float:
     return round(os.getloadavg()[0], 2)
@@ -51,12 +57,25 @@ def promoted_elsewhere(side: Any, old: str) -> bool:
         return False
 
 
+def fault_delay(side: Any, settle: float) -> float:
+    """Sleep `settle` seconds plus the side's jitter (U(0, its lease cycle)); return the
+    jitter (anchors.md: "each trial then sleeps 3 s plus U(0, loop_wait), so the kill falls
+    at a random point of the lease cycle")."""
+    jitter = side.jitter()
+    time.sleep(settle + jitter)
+    return jitter
+
+
 def trial_failover(side: Any, fault: str, budget: float, *, wait_ms: int = 0,
-                   stall_replica: bool = False) -> dict[str, Any]:
+                   stall_replica: bool = False, settle: float | None = None,
+                   ) -> dict[str, Any]:
     """One trial: `fault` is kill (SIGKILL of the primary), term (the side's graceful
-    path) or loss (replication held back 0.3 s, then SIGKILL). `stall_replica`: one
-    replica stops acknowledging 1 s before that (resumed once a new primary is promoted,
-    since a sync primary waits for a standby)."""
+    path) or loss (replication held back 0.3 s, then SIGKILL). Before it, once the client
+    has 50 acknowledged writes: `settle` seconds (default SETTLE_S) plus the side's
+    jitter, U(0, its lease cycle). `stall_replica`: one replica stops acknowledging 1 s
+    before the fault (resumed once a new primary is promoted, since a sync primary waits
+    for a standby)."""
+    settle = SETTLE_S if settle is None else settle
     notes = side.prepare() or {}
     members = side.members
     tl = Timeline()
@@ -69,7 +88,7 @@ def trial_failover(side: Any, fault: str, budget: float, *, wait_ms: int = 0,
     try:
         if not wl.wait_acks(50, 20):
             raise RuntimeError("the workload could not write before the fault")
-        time.sleep(side.jitter())
+        jitter = fault_delay(side, settle)
         if stall_replica:
             stalled = next(m.name for m in members if m.name != old)
             side.stall(stalled)
@@ -106,6 +125,8 @@ def trial_failover(side: Any, fault: str, budget: float, *, wait_ms: int = 0,
     figures["lost"] = len(wl.driver.missing(member(side, new), acked)) if new else None
     figures["new_primary"] = new
     figures["load1"] = load_at_fault
+    figures["settle_s"] = settle
+    figures["jitter_s"] = round(jitter, 3)
     figures.update(notes)  # e.g. a Patroni member that had to be reinitialized first
     if hasattr(side, "logs") and figures["failover_s"] is not None:
         try:

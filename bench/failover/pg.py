@@ -6,7 +6,7 @@ trials, the client and the table are bench/failover/harness.py's, shared with Re
   kill   SIGKILL of every process of the primary -> a write acknowledged elsewhere
          (failover) and the client's write gap; lost acknowledged commits;
   term   graceful hand-over: autopilot SIGTERM of the primary's supervisor; Patroni
-         `patronictl switchover` (its graceful path): the write gap;
+         `patronictl switchover` (its graceful path): the write gap, async and sync;
   loss   the primary's walsenders are stopped 0.3 s before the kill (new commits on the
          primary alone in async mode; waiting in sync mode), and, with `stall`, one
          replica's walreceiver is stopped 1 s before that: acknowledged commits lost;
@@ -27,15 +27,17 @@ from bench.failover.patroni import PatroniSide
 from bench.failover.sides import AutopilotSide
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "failover-postgres.json"
+#: what the JSON's meta says of the wait before each fault (anchors.md's method)
+JITTER = ("settle_s, then U(0, cycle): Patroni loop_wait; autopilot the health-check "
+          "interval (its check TTL is renewed after every check)")
 
 
 def _fault_groups(n: int, budget: float, durable: bool) -> list[Group]:
-    """kill and the two loss cells; the graceful path (term) in sync mode, the mode in
-    which anchors.md measured Patroni's switchover and issue 11 sets its target."""
+    """kill, the graceful path (term) and the two loss cells, in either mode (anchors.md
+    measured Patroni's switchover in both; issue 11 sets its target in sync mode)."""
     mode = "sync" if durable else "async"
-    groups: list[Group] = [("kill", n, lambda s: trial_failover(s, "kill", budget))]
-    if durable:
-        groups.append(("term", n, lambda s: trial_failover(s, "term", budget)))
+    groups: list[Group] = [("kill", n, lambda s: trial_failover(s, "kill", budget)),
+                           ("term", n, lambda s: trial_failover(s, "term", budget))]
     groups += [(f"loss {mode}", n, lambda s: trial_failover(s, "loss", budget + 10)),
                (f"loss {mode} +replica stall", n,
                 lambda s: trial_failover(s, "loss", budget + 10, stall_replica=True))]
@@ -76,5 +78,6 @@ def main(args: Any, argv: list[str]) -> int:
     finally:  # an interrupted run still writes the trials it has
         harness.write(out, results, harness.meta(
             argv, started, loadavg_start=load_start, complete=complete,
-            cpu_burners=2 * (os.cpu_count() or 2) + 2, cpu_seconds=args.cpu_seconds))
+            cpu_burners=2 * (os.cpu_count() or 2) + 2, cpu_seconds=args.cpu_seconds,
+            settle_s=harness.SETTLE_S, jitter=JITTER))
     return 0

@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-trials", type=int, default=2)
     ap.add_argument("--cpu-seconds", type=float, default=15.0)
     ap.add_argument("--quick", action="store_true", help="3 trials, 1 at Sentinel defaults")
+    ap.add_argument("--settle", type=float, default=harness.SETTLE_S,
+                    help="seconds each fault trial waits before its random jitter "
+                    "(anchors.md: 3)")
     ap.add_argument("--only", default="kill,term,loss,cpu")
     ap.add_argument("--out", type=Path, default=RESULTS,
                     help="default: bench/results/failover.json (Redis), "
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                     "(e.g. 'patroni', 'autopilot default')")
     args = ap.parse_args(argv)
     args.default_out = RESULTS
+    harness.SETTLE_S = args.settle
     if os.geteuid() != 0:
         print("the autopilot side runs in the lab's namespaces: run as root", file=sys.stderr)
         return 2
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         harness.write(args.out, results, harness.meta(
             argv if argv is not None else sys.argv[1:], started, loadavg_start=load_start,
             complete=complete, cpu_burners=2 * (os.cpu_count() or 2) + 2,
-            cpu_seconds=args.cpu_seconds))
+            cpu_seconds=args.cpu_seconds, settle_s=harness.SETTLE_S))
     return 0
 
 

@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autopilot.lab.cluster import PROFILES, Lab
+from autopilot.lab.cluster import Lab
 from autopilot.lab.pgload import PgDriver, create_schema, stall
 from autopilot.lab.pgwire import PgError, Postgres
+from autopilot.lab.state import profile_env
 from autopilot.lab.workload import Member, hold_back_replication
 from bench.failover.sentinel import SentinelCluster
 
@@ -113,8 +114,13 @@ class AutopilotSide:
         return prim[0]
 
     def jitter(self) -> float:
-        """The fault at a random point of the health-check cycle (anchors.md: U(0, loop))."""
-        return random.uniform(0, _seconds(PROFILES[self.profile]["AP_HEALTH_INTERVAL"]))
+        """U(0, the health-check interval): autopilot's equivalent of Patroni's loop_wait.
+        The lock lives as long as the node's check, whose TTL the elected job renews after
+        every check (200 ms fast, 1 s default), as Patroni's leader renews its key every
+        loop_wait; a kill at U(0, interval) falls anywhere in that renewal cycle, so the
+        detection (TTL minus the time since the last renewal) is sampled over its range."""
+        return random.uniform(0, _seconds(profile_env(self.service, self.profile)
+                                          ["AP_HEALTH_INTERVAL"]))
 
     def kill(self, name: str) -> None:
         assert self.lab

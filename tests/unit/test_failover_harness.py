@@ -93,3 +93,43 @@ def test_markdown_puts_peers_side_by_side_with_the_load() -> None:
         < header.index("autopilot default async")
     assert "| kill | failover | 2.00 s (2.00–2.00) | 4.90 s (4.90–4.90) | 3.50 s" in text
     assert "| kill | load average (1 min) | 5.0–5.0 | 3.0–3.0 | 4.0–4.0 |" in text
+
+
+class Cycle(Side):
+    """A side whose lease cycle is 0.2 s (autopilot fast's health-check interval)."""
+
+    def jitter(self) -> float:
+        import random
+        return random.uniform(0, 0.2)
+
+
+def test_the_fault_waits_the_settle_plus_a_jitter_within_the_cycle() -> None:
+    import time
+    side = Cycle("c")
+    for settle in (0.0, 0.3):
+        t0 = time.monotonic()
+        jitter = harness.fault_delay(side, settle)
+        waited = time.monotonic() - t0
+        assert 0 <= jitter <= 0.2
+        assert waited >= settle + jitter
+
+
+def test_autopilot_jitter_is_the_health_check_interval_of_its_profile() -> None:
+    from bench.failover.sides import AutopilotSide
+    fast = [AutopilotSide("fast", True, "postgres").jitter() for _ in range(50)]
+    default = [AutopilotSide("default", False, "postgres").jitter() for _ in range(50)]
+    assert 0 <= min(fast) and max(fast) <= 0.2  # 200ms
+    assert 0 <= min(default) and max(default) <= 1.0 and max(default) > 0.2
+
+
+def test_postgres_plan_measures_the_graceful_path_in_both_modes() -> None:
+    import argparse
+
+    from bench.failover import pg
+    args = argparse.Namespace(trials=10, cpu_trials=5, cpu_seconds=15.0,
+                              patroni_default_trials=3, pg_sides="autopilot fast,patroni ttl 5")
+    cells = {(side.label, label) for side, groups in pg.plan(args) for label, n, _ in groups
+             if n}
+    for label in ("autopilot fast async", "autopilot fast sync",
+                  "patroni ttl 5/loop 1 async", "patroni ttl 5/loop 1 sync"):
+        assert (label, "kill") in cells and (label, "term") in cells, label

@@ -41,7 +41,7 @@ from autopilot.config.model import Config, ConsulConfig, WatchConfig  # noqa: E4
 from autopilot.context import Context  # noqa: E402
 from autopilot.discovery import Watch, connect  # noqa: E402
 from autopilot.events import CHANGED, EventBus  # noqa: E402
-from tests.helpers import CatalogProcess, free_port  # noqa: E402
+from bench.local_catalog import LocalCatalog  # noqa: E402
 
 
 def hook_cmd(path: Path) -> list[str]:
@@ -153,7 +153,7 @@ def summary(name: str, delays: list[float]) -> dict:
 
 async def main_async(args: argparse.Namespace) -> list[dict]:
     tmp = Path(tempfile.mkdtemp(prefix="watch-bench-"))
-    cat = CatalogProcess(tmp, port=free_port()).start()
+    cat = LocalCatalog(tmp).start()
     results = []
     try:
         url, address = cat.url, cat.address

@@ -23,7 +23,7 @@ from autopilot.aio import Backoff
 from autopilot.config.model import ElectionConfig, JobConfig
 from autopilot.context import Context
 from autopilot.election import lock
-from autopilot.election.candidacy import Round
+from autopilot.election.candidacy import PeerMemory, Round
 from autopilot.election.epochs import EpochStore, state_path
 from autopilot.election.lease import Lease, default_margin
 from autopilot.jobs.hooks import HookResult, run_hook
@@ -120,6 +120,10 @@ class ElectionState:
         self._round: Round | None = None  # the candidacy round while the lock is free
         self._posted = False  # our post exists under posts_prefix
         self._last_leader: str | None = None  # service ID of the leader we last followed
+        #: the highest epoch of a holder seen promoted: candidacy posts older than it belong
+        #: to an earlier failover; the peers' last posts since then (rounds.py)
+        self._promoted_epoch = 0
+        self._peers = PeerMemory()
         self._abandoned: set[str] = set()  # previous-incarnation sessions we refused
         self._pending: dict[str, str | None] = {}  # session -> key to release, then destroy
         self._cleaner: asyncio.Task | None = None

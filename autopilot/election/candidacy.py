@@ -38,6 +38,7 @@ class Post:
     epoch_seen: int
     eligible: bool  # False: it abstains this round (hook refused, stopping)
     live: bool  # the key is held by the member's session
+    at: float = 0.0  # when the member wrote it (its wall clock): tells two posts apart
 
     @classmethod
     def parse(cls, entry: dict[str, Any]) -> Post | None:
@@ -52,7 +53,13 @@ class Post:
                    else UNKNOWN,
                    epoch_seen=epoch if isinstance(epoch, int) else 0,
                    eligible=v.get("eligible", True) is not False,
-                   live=bool(entry.get("Session")))
+                   live=bool(entry.get("Session")),
+                   at=float(v["at"]) if isinstance(v.get("at"), (int, float)) else 0.0)
+
+    def same_post(self, other: Post) -> bool:
+        """The same post (written once), whether or not it is live now."""
+        return (self.at, self.position, self.epoch_seen, self.eligible) == \
+            (other.at, other.position, other.epoch_seen, other.eligible)
 
 
 def post_value(node: str, service_id: str, position: int | None, epoch_seen: int,
@@ -69,6 +76,69 @@ def rank(p: Post, prefer: str | None = None) -> tuple[int, int, str]:
     return (-p.position, 0 if p.service_id == prefer else 1, p.service_id)
 
 
+@dataclass
+class _Seen:
+    post: Post
+    seen: float  # monotonic: when we last saw it live (or first read it)
+    dropped: bool = False  # its member's check was seen failing since: it counts no more
+
+
+class PeerMemory:
+    """The last post of each peer in this *episode* (from the loss of the leader we
+    followed until a new holder is promoted), live or not.
+
+    A round sees only the live posts: a best candidate whose promote failed loses its
+    session, and its post stops being live while it backs off. maximumLagOnFailover
+    must still keep a lagging member out then, so every member remembers each peer's
+    last post, and ``ahead`` returns those that still count:
+
+    - only posts of this episode: ``epoch_seen`` at least the epoch of the last promoted
+      leader we saw (``floor``; a new floor forgets everything). Before we saw any
+      promoted leader (we just started) only posts we saw live count;
+    - only while the peer's check passes in the catalog; once we see it fail (critical,
+      or the instance deregistered) that post never counts again, even if the check
+      passes again later (a restarted peer may hold other data): the peer's next post
+      replaces it;
+    - a newer post of the peer replaces it (an abstaining one counts for nothing);
+    - at most ``stale_after`` seconds after we last saw it live: a member that still
+      runs posts again sooner (its backoff after a failed promote is at most the session
+      TTL), so a post older than that belongs to a peer that stopped running although its
+      check passes (broken election, stuck hook): availability wins again.
+    """
+
+    def __init__(self) -> None:
+        self.floor = -1
+        self._seen: dict[str, _Seen] = {}
+
+    def note(self, me: str, posts: list[Post], health: dict[str, str], floor: int,
+             now: float) -> None:
+        """What one read of the posts and of the service's health showed."""
+        if floor != self.floor:
+            self.floor, self._seen = floor, {}
+        peers = {p.service_id: p for p in posts if p.service_id != me}
+        for sid in set(self._seen) - set(peers):
+            del self._seen[sid]  # withdrawn: it followed a promoted leader
+        for sid, p in peers.items():
+            old = self._seen.get(sid)
+            if old is not None and old.post.same_post(p):
+                old.post = p  # its liveness may have changed
+                if p.live:
+                    old.seen = now
+            elif p.epoch_seen < floor or (floor <= 0 and not p.live):
+                self._seen.pop(sid, None)  # replaced by a post that does not count
+            else:
+                self._seen[sid] = _Seen(p, now)
+        for sid, e in self._seen.items():
+            if health.get(sid) != "passing":
+                e.dropped = True
+
+    def ahead(self, health: dict[str, str], now: float, stale_after: float) -> list[Post]:
+        """The remembered posts that are not live now and still count (see the class)."""
+        return [e.post for sid, e in self._seen.items()
+                if not e.post.live and e.post.eligible and not e.dropped
+                and health.get(sid) == "passing" and now - e.seen <= stale_after]
+
+
 @dataclass(frozen=True)
 class Decision:
     acquire: bool
@@ -82,7 +152,7 @@ PATIENCE = 3  # × timeout: how long a round waits for a peer it must not lose (
 def decide(me: str, posts: list[Post], expected: set[str], round_epoch: int,
            elapsed: float, timeout: float, max_lag: int,
            patient: frozenset[str] | set[str] = frozenset(),
-           prefer: str | None = None) -> Decision:
+           prefer: str | None = None, remembered: list[Post] | None = None) -> Decision:
     """Should member ``me`` (whose own post is among ``posts``) try to acquire now?
 
     - Posts count for this round when ``epoch_seen >= round_epoch`` (older ones were
@@ -97,6 +167,10 @@ def decide(me: str, posts: list[Post], expected: set[str], round_epoch: int,
       limit), in which case it waits as long as the best is live.
     - ``prefer`` breaks ties of position (see ``rank``); members that disagree on it can
       both run, and the lock then decides, as without candidacy.
+    - ``remembered``: peers that are not running now but whose last post of this episode
+      still counts (``PeerMemory.ahead``: e.g. a best candidate backing off after a failed
+      promote, its check passing). A member behind one of them by more than ``max_lag``
+      does not run either, whatever the live posts say.
     """
     current = {p.service_id: p for p in posts if p.epoch_seen >= round_epoch}
     mine = current.get(me)
@@ -106,6 +180,12 @@ def decide(me: str, posts: list[Post], expected: set[str], round_epoch: int,
                      key=lambda p: rank(p, prefer))
     if not runners:
         runners = [mine]
+    if max_lag:
+        for p in sorted(remembered or (), key=lambda p: rank(p, prefer)):
+            if p.service_id != me and p.eligible and _lags(mine, p, max_lag):
+                return Decision(False, f"{p.service_id} is not running now but passes its "
+                                       f"check, and its last post was ahead by more than "
+                                       f"maximumLagOnFailover", p.service_id)
     best = runners[0]
     missing = sorted(expected - set(current) - {me})
     limit = timeout * (PATIENCE if set(missing) & set(patient) else 1)
@@ -116,12 +196,18 @@ def decide(me: str, posts: list[Post], expected: set[str], round_epoch: int,
             return Decision(True, f"best candidate; no post from {', '.join(missing)} "
                                   f"after {limit:g}s", me)
         return Decision(False, f"waiting for posts from {', '.join(missing)}", me)
-    behind = best.position - mine.position if mine.position != UNKNOWN or \
-        best.position == UNKNOWN else None
-    if max_lag and (behind is None or behind > max_lag):
+    if max_lag and _lags(mine, best, max_lag):
         return Decision(False, f"{best.service_id} is live and ahead by more than "
                                f"maximumLagOnFailover", best.service_id)
     if elapsed < limit + timeout:
         return Decision(False, f"{best.service_id} is ahead", best.service_id)
     return Decision(True, f"{best.service_id} did not take the lock in time",
                     best.service_id)
+
+
+def _lags(mine: Post, other: Post, max_lag: int) -> bool:
+    """``mine`` is behind ``other`` by more than ``max_lag`` (an unknown position lags
+    behind any known one)."""
+    if mine.position == UNKNOWN:
+        return other.position != UNKNOWN
+    return other.position - mine.position > max_lag

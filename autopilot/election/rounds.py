@@ -120,11 +120,13 @@ class Candidate(ElectionState):
             # register again, fence and get a session before it can post; wait longer
             expected.add(prev)
             patient.add(prev)
+        now = time.monotonic()
+        self._peers.note(self.service_id, posts, health, self._promoted_epoch, now)
+        remembered = self._peers.ahead(health, now, self._stale_after())
         decision = candidacy.decide(self.service_id, posts, expected, rnd.epoch,
-                                    time.monotonic() - rnd.start,
-                                    self.ecfg.candidacy_timeout,
+                                    now - rnd.start, self.ecfg.candidacy_timeout,
                                     self.ecfg.maximum_lag_on_failover, patient,
-                                    prefer=prev)
+                                    prefer=prev, remembered=remembered)
         if decision.why != rnd.why:
             rnd.why = decision.why
             log.info("candidacy", job=self.job, run=decision.acquire, why=decision.why)
@@ -142,6 +144,12 @@ class Candidate(ElectionState):
                 self._tasks.append(self._posts_watch)
             return False
         return True
+
+    def _stale_after(self) -> float:
+        """How long a peer's last post counts after we last saw it live (PeerMemory): a
+        peer that still runs posts again sooner: its promote and demote hooks, its backoff
+        (at most the session TTL), its position hook, a session, with room to spare."""
+        return 2 * self.ttl + 3 * self.ecfg.hook_timeout
 
     def _watch_name(self, rnd: Round) -> str:
         return f"election-posts-{self.job}-{id(rnd)}"

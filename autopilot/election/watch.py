@@ -95,6 +95,8 @@ class Watching(ElectionState):
         self.watch_ok = True
         if holder is not None and holder.held:
             self.epochs.note(holder.epoch)
+            if holder.promoted:
+                self._promoted_epoch = max(self._promoted_epoch, holder.epoch)
         if holder != self.holder:
             if self.holder is not None and self.holder.held and not (holder and holder.held):
                 self._free_since = time.monotonic()  # a lock-delay may start now

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import CatalogProcess, until
+from tests.helpers import CatalogProcess, stays, until
 from tests.integration.election_members import (
     Member,
     converged,
+    hook,
     hook_lines,
     key_holder,
     leaders,
@@ -308,6 +309,53 @@ def test_maximum_lag_keeps_a_lagging_member_out_while_the_best_lives(
                 await m.stop()
             if ghost.ctx.consul is not None:
                 ghost.ctx.consul.close()
+
+    run(scenario)
+
+
+@pytest.mark.timeout(60)
+def test_maximum_lag_remembers_a_best_candidate_whose_promote_failed(
+        catalog: CatalogProcess, tmp_path: Path):
+    """The best candidate (position 5000) wins the round but its promote hook fails: it
+    steps down, its session and so its post's liveness go with it, and it backs off (2 s)
+    while its check still passes. The lagging member (position 100, maximumLagOnFailover
+    100, candidacyTimeout 0.5 s) must stay out all that time, on the best's remembered
+    post (without the memory it ran 0.5 s after the release: only live posts counted).
+    Once the best's check fails, it may run and wins."""
+    async def scenario() -> None:
+        members = []
+        for i, node in enumerate(("n0", "n1", "n2")):
+            (tmp_path / f"pos-{node}").write_text("0\n")
+            members.append(Member(catalog, node, tmp_path, port=7860 + i,
+                                  position=pos_hook(tmp_path, node), candidacy_timeout=0.5,
+                                  maximum_lag_on_failover=100))
+        try:
+            await start_members(members)
+            lead = await converged(members)
+            low, high = rig_positions(tmp_path, members, lead)
+            failing = hook(high.hooks, "promote")
+            high.election.ecfg.promote = [*failing[:-1], failing[-1] + "; exit 1"]
+            t0 = time.time()
+            lead.unhealthy()
+            await until(lambda: times(high, "promote", t0) and times(high, "demote", t0), 8,
+                        "the best's promote to fail and its demote to run")
+            await until(lambda: not high.election.holding and high.election.session is None,
+                        3, "the best to release and back off")
+            released = time.time()
+            # the best backs off for 2 s, its check passing: the lagging member stays out
+            await stays(lambda: not low.election.holding and not low.election.primary, 2.5,
+                        "the lagging member staying out while the best backs off")
+            rnd = low.election._round
+            assert rnd is not None and "maximumLagOnFailover" in rnd.why, rnd
+            # the best is unhealthy now: the lagging member may run (availability)
+            high.unhealthy()
+            await until(lambda: low.election.primary, 8, "the lagging member to run")
+            assert not high.election.primary
+            assert min(times(low, "promote", t0)) >= released
+            print(f"FIGURE lagging member promoted {time.time() - released:.2f}s after the "
+                  f"best's failed promote released the lock (held out for 2.5 s of it)")
+        finally:
+            await stop_all(*members)
 
     run(scenario)
 

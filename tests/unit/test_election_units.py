@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from autopilot.config import ConfigError, load_text
-from autopilot.election.candidacy import UNKNOWN, Post, decide
+from autopilot.election.candidacy import UNKNOWN, PeerMemory, Post, decide
 from autopilot.election.epochs import EpochStore, state_path
 from autopilot.election.lease import Lease
 
@@ -46,9 +46,9 @@ def test_data_safety_keys() -> None:
 
 
 def post(sid: str, pos: int, *, epoch: int = 5, live: bool = True,
-         eligible: bool = True) -> Post:
+         eligible: bool = True, at: float = 1.0) -> Post:
     return Post(service_id=sid, node=sid, position=pos, epoch_seen=epoch, eligible=eligible,
-                live=live)
+                live=live, at=at)
 
 
 def test_the_most_up_to_date_candidate_runs_first() -> None:
@@ -112,6 +112,46 @@ def test_others_wait_and_the_lag_limit_holds_while_the_best_lives() -> None:
                   150).acquire
     # a member that abstains never runs
     assert not decide("a", [post("a", 100, eligible=False)], {"a"}, 5, 9, 2.0, 0).acquire
+
+
+def test_a_remembered_best_keeps_a_lagging_member_out_until_its_check_fails() -> None:
+    """maximumLagOnFailover against the peers' last posts of this failover (PeerMemory),
+    not only the live ones: a best candidate backing off after a failed promote."""
+    mem, ok = PeerMemory(), {"a": "passing", "b": "passing"}
+    mem.note("a", [post("a", 100), post("b", 5000)], ok, 5, now=0.0)  # b live: the round
+    gone = [post("a", 100), post("b", 5000, live=False)]  # b's promote failed
+    mem.note("a", gone, ok, 5, now=1.0)
+    (b,) = mem.ahead(ok, 1.0, 60.0)
+    assert b.service_id == "b"
+    out = decide("a", gone, {"a", "b"}, 5, 30.0, 0.5, 100, remembered=[b])
+    assert not out.acquire and "not running now" in out.why and out.best == "b"
+    assert decide("a", gone, {"a", "b"}, 5, 30.0, 0.5, 100).acquire  # what it did before
+    assert decide("a", gone, {"a", "b"}, 5, 30.0, 0.5, 0, remembered=[b]).acquire  # no limit
+    assert decide("a", gone, {"a", "b"}, 5, 30.0, 0.5, 4900, remembered=[b]).acquire
+    # too old: a peer that still runs posts again within stale_after
+    assert mem.ahead(ok, 62.0, 60.0) == []
+    # its check fails once: forgotten for good, even when it passes again
+    mem.note("a", gone, {"a": "passing", "b": "critical"}, 5, now=2.0)
+    mem.note("a", gone, ok, 5, now=3.0)
+    assert mem.ahead(ok, 3.0, 60.0) == []
+    # ... until it posts again (a restarted peer: its new post replaces the old one)
+    mem.note("a", [post("a", 100), post("b", 7, at=2.0)], ok, 5, now=4.0)
+    mem.note("a", [post("a", 100), post("b", 7, at=2.0, live=False)], ok, 5, now=4.0)
+    assert [p.position for p in mem.ahead(ok, 4.0, 60.0)] == [7]
+    # an abstaining post counts for nothing; a deregistered peer neither
+    mem.note("a", [post("b", 9000, at=3.0, eligible=False, live=False)], ok, 5, now=5.0)
+    assert mem.ahead(ok, 5.0, 60.0) == []
+    # posts of an earlier failover (epoch_seen below the last promoted leader's) never count
+    mem.note("a", [post("b", 9000, epoch=4, live=False, at=4.0)], ok, 5, now=6.0)
+    assert mem.ahead(ok, 6.0, 60.0) == []
+    # a member that never saw a promoted leader (just started) trusts only live posts
+    fresh = PeerMemory()
+    fresh.note("a", [post("b", 9000, epoch=1, live=False)], ok, 0, now=0.0)
+    assert fresh.ahead(ok, 0.0, 60.0) == []
+    # a newer promoted leader starts a new episode: everything is forgotten
+    mem.note("a", [post("b", 9000, epoch=5, at=5.0)], ok, 5, now=7.0)
+    mem.note("a", [post("b", 9000, epoch=5, at=5.0, live=False)], ok, 6, now=7.0)
+    assert mem.ahead(ok, 7.0, 60.0) == []
 
 
 def test_epoch_file_only_grows_and_survives(tmp_path: Path) -> None:

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import Iterable
 
-import structlog
+from autopilot.logs import get_logger
 
-log = structlog.get_logger("autopilot.aio")
+log = get_logger("autopilot.aio")
 
 
 def backoff_delay(failures: int, low: float, high: float, jitter: bool = True,
@@ -31,6 +30,8 @@ def backoff_delay(failures: int, low: float, high: float, jitter: bool = True,
     (``jitter_at_cap=False``: once at ``high``, exactly ``high``, e.g. a poll interval)."""
     delay = min(high, low * 2 ** min(max(0, failures - 1), 64))
     if jitter and (jitter_at_cap or delay < high):
+        import random  # only once something failed: not loaded by a healthy supervisor
+
         return random.uniform(delay / 2, delay)
     return delay
 

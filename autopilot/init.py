@@ -22,9 +22,9 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import structlog
+from autopilot.logs import get_logger
 
-log = structlog.get_logger("autopilot.init")
+log = get_logger("autopilot.init")
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -32,17 +32,28 @@ PR_SET_CHILD_SUBREAPER = 36
 def set_subreaper() -> bool:
     """Make orphans of our children reparent to us even when we are not PID 1 (Linux).
 
-    ctypes is loaded only here (PID 1 needs nothing: orphans come to it anyway), and
-    ``prctl`` is looked up in the process itself, which has libc loaded: no
-    ``ctypes.util.find_library``, which runs ``ldconfig -p`` in a child process."""
+    Only here is C called (PID 1 needs nothing: orphans come to it anyway), through
+    ``_ctypes`` alone: ``prctl`` looked up in the process itself, which has libc loaded
+    (no ``ctypes.util.find_library``, which runs ``ldconfig -p`` in a child process), and
+    without the ``ctypes`` package, whose type classes cost 140 KB more."""
     if os.getpid() == 1:
         return True
     try:
-        import ctypes
+        import _ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
+        class _Int(_ctypes._SimpleCData):
+            _type_ = "i"
+
+        class _Func(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+            _restype_ = _Int
+
+        class _Process:
+            _handle = _ctypes.dlopen(None, 0)
+
+        prctl = _Func(("prctl", _Process()))
+        return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError, ImportError):
         return False
 
 
@@ -73,10 +84,16 @@ class Reaper:
         """Call ``callback(waitstatus)`` on the loop when ``pid`` exits.
 
         Must be called on the loop thread right after the child was spawned (before the
-        loop runs again), so its SIGCHLD cannot be handled first."""
-        self._waiters.setdefault(pid, []).append(callback)
-        # a child may already be gone (spawned, exited, and SIGCHLD pending): reap now
-        self.loop.call_soon(self.reap)
+        loop runs again), so its SIGCHLD cannot be handled first. No reap is scheduled
+        here: a child that has already exited is still a zombie until we reap it, and
+        its SIGCHLD, handled by the loop after this call, reaps it and finds this
+        callback (an extra ``waitpid`` sweep after every spawn cost a loop iteration
+        and a system call per health check)."""
+        waiters = self._waiters.get(pid)
+        if waiters is None:
+            self._waiters[pid] = [callback]
+        else:
+            waiters.append(callback)
 
     def wait(self, pid: int) -> asyncio.Future[int]:
         """A future resolved with the wait status of ``pid``."""

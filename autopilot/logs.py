@@ -1,9 +1,17 @@
-"""Logging with structlog in ContainerPilot's three formats, to stdout, stderr or a file.
+"""Logging in ContainerPilot's three formats, to stdout, stderr or a file.
 
 ``default``: ``<RFC3339Nano UTC time> [<job>] [<pid>] msg`` (no level, as ContainerPilot);
 other fields follow as ``key=value``. ``text``: logrus-style ``time=… level=… msg=… k=v``.
 ``json``: one JSON object per line with sorted keys (``level``, ``msg``, ``time``, fields).
 A file output is reopened on SIGUSR1 so log rotation can move it away.
+
+Every module logs through ``get_logger(name)``: structlog's calling convention
+(``log.info("event", key=value)``, ``log.bind(job=…)``, ``log.exception(…)``, ``%``
+arguments), without structlog. structlog and what it imports (datetime, pickle, uuid,
+platform, random…) took 1.8 MB of every supervisor's memory, more than a tenth of it,
+for a processor chain of two functions and renderers that were ours anyway
+(docs/performance.md). ``capture()`` records events as dicts for tests, as
+``structlog.testing.capture_logs`` did.
 """
 
 from __future__ import annotations
@@ -13,9 +21,9 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO, Any
-
-import structlog
 
 from autopilot.config.model import LoggingConfig
 
@@ -24,7 +32,7 @@ LEVELS = {
     "WARNING": logging.WARNING, "ERROR": logging.ERROR, "FATAL": logging.CRITICAL,
     "PANIC": logging.CRITICAL,
 }
-#: structlog method name -> logrus level name
+#: level method name -> logrus level name
 LOGRUS = {"debug": "debug", "info": "info", "warning": "warning", "warn": "warning",
           "error": "error", "exception": "error", "critical": "fatal", "fatal": "fatal",
           "panic": "panic"}
@@ -134,54 +142,120 @@ def render_json(event: dict[str, Any]) -> str:
 RENDERERS = {"default": render_default, "text": render_text, "json": render_json}
 
 
-class _Logger:
-    """structlog's final logger: writes the rendered line to the current Output."""
-
-    def __init__(self, out: Output) -> None:
-        self._out = out
-
-    def msg(self, line: str) -> None:
-        self._out.write_line(line)
-
-    debug = info = warning = warn = error = critical = fatal = exception = msg
-
+#: level method -> its number (structlog's names; ``exception`` logs at ``error``)
+_LEVEL = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+          "error": logging.ERROR, "critical": logging.CRITICAL}
 
 _output: Output | None = None
+_renderer = render_default
+_min_level = logging.INFO
+_configured = False
+_captured: list[dict[str, Any]] | None = None
 
 
-def _stamp(_: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
-    event["_ts"] = time.time()
-    event["level"] = LOGRUS.get(method, method)
-    return event
+def _interpolate(event: Any, args: tuple[Any, ...]) -> Any:
+    """``log.info("a %s", x)``: %-formatting, as structlog (a single mapping is used as
+    the mapping)."""
+    if len(args) == 1 and isinstance(args[0], dict) and args[0]:
+        return event % args[0]
+    return event % args
+
+
+def _render(event: dict[str, Any]) -> str:
+    if event.get("exc_info"):
+        event.pop("exc_info")
+        import traceback
+
+        exc = sys.exc_info()
+        if exc[0] is not None:
+            event["exception"] = "".join(traceback.format_exception(*exc)).rstrip()
+    return _renderer(event)
+
+
+class Logger:
+    """A logger with bound fields; every call reads the current configuration, so loggers
+    made at import time follow ``configure()``."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: dict[str, Any] | None = None) -> None:
+        self._context = context
+
+    def bind(self, **fields: Any) -> Logger:
+        return Logger({**self._context, **fields} if self._context else fields)
+
+    def _log(self, method: str, event: Any, args: tuple[Any, ...],
+             fields: dict[str, Any]) -> None:
+        if _LEVEL[method] < _min_level:
+            return
+        if args:
+            event = _interpolate(event, args)
+        record = {**self._context, **fields} if self._context else fields
+        record["event"] = event
+        if _captured is not None:
+            record["log_level"] = method
+            _captured.append(record)
+            return
+        record["_ts"] = time.time()
+        record["level"] = LOGRUS[method]
+        out = _output if _output is not None else _default_output()
+        out.write_line(_render(record))
+
+    def debug(self, event: Any, *args: Any, **fields: Any) -> None:
+        if _min_level <= logging.DEBUG:
+            self._log("debug", event, args, fields)
+
+    def info(self, event: Any, *args: Any, **fields: Any) -> None:
+        self._log("info", event, args, fields)
+
+    def warning(self, event: Any, *args: Any, **fields: Any) -> None:
+        self._log("warning", event, args, fields)
+
+    def error(self, event: Any, *args: Any, **fields: Any) -> None:
+        self._log("error", event, args, fields)
+
+    def critical(self, event: Any, *args: Any, **fields: Any) -> None:
+        self._log("critical", event, args, fields)
+
+    def exception(self, event: Any, *args: Any, **fields: Any) -> None:
+        fields.setdefault("exc_info", True)
+        self._log("error", event, args, fields)
+
+    warn = warning
+    fatal = critical
+    msg = info
+
+
+_ROOT = Logger()
+
+
+def get_logger(name: str | None = None) -> Logger:
+    """The logger for a module (``name`` documents who logs; it is not a field)."""
+    return _ROOT
+
+
+def _default_output() -> Output:
+    """Logging before ``configure()`` (tests, library use): the default format to stdout."""
+    global _output
+    _output = Output("stdout")
+    return _output
+
+
+def is_configured() -> bool:
+    return _configured
 
 
 def configure(cfg: LoggingConfig | None = None) -> Output:
-    """Set up structlog for the whole process; returns the output (for reopen/close)."""
-    global _output
+    """Set up logging for the whole process; returns the output (for reopen/close)."""
+    global _output, _renderer, _min_level, _configured
     cfg = cfg or LoggingConfig()
     level = LEVELS.get(cfg.level.upper(), logging.INFO)
-    fmt = cfg.format.lower()
-    renderer = RENDERERS.get(fmt, render_default)
     if _output is not None:
         _output.close()
     out = _output = Output(cfg.output)
-
-    def render(_: Any, __: str, event: dict[str, Any]) -> str:
-        if event.get("exc_info"):
-            event.pop("exc_info")
-            import traceback
-
-            exc = sys.exc_info()
-            if exc[0] is not None:
-                event["exception"] = "".join(traceback.format_exception(*exc)).rstrip()
-        return renderer(event)
-
-    structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, _stamp, render],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=lambda *args: _Logger(out),
-        cache_logger_on_first_use=False,
-    )
+    _renderer = RENDERERS.get(cfg.format.lower(), render_default)
+    _min_level = level
+    _configured = True
     # stdlib logging (aiohttp, urllib3 …) goes through the same output
     root = logging.getLogger()
     root.handlers[:] = [_StdlibBridge()]
@@ -189,12 +263,23 @@ def configure(cfg: LoggingConfig | None = None) -> Output:
     return out
 
 
+@contextmanager
+def capture() -> Iterator[list[dict[str, Any]]]:
+    """Record every event (at the configured level) as a dict instead of writing it:
+    ``event``, ``log_level`` and the fields (what ``structlog.testing.capture_logs`` gave)."""
+    global _captured
+    saved, _captured = _captured, []
+    try:
+        yield _captured
+    finally:
+        _captured = saved
+
+
 class _StdlibBridge(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        logger = structlog.get_logger(record.name)
         method = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning",
                   logging.ERROR: "error"}.get(record.levelno, "critical")
-        getattr(logger, method)(record.getMessage(), logger_name=record.name)
+        getattr(_ROOT, method)(record.getMessage(), logger_name=record.name)
 
 
 def reopen() -> None:

@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-import structlog
-
 from autopilot import logs
 from autopilot.config.model import Config, ConfigError
+from autopilot.logs import get_logger
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
     from autopilot.discovery.client import ConsulClient
     from autopilot.jobs.job import Job
 
-log = structlog.get_logger("autopilot.supervisor")
+log = get_logger("autopilot.supervisor")
 
 
 class Reloading:

@@ -14,17 +14,16 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-import structlog
-
 from autopilot.component import HandsOver
 from autopilot.events import EXIT_FAILED, EXIT_SUCCESS, GLOBAL, SHUTDOWN, STOPPED, STOPPING, Event
+from autopilot.logs import get_logger
 
 if TYPE_CHECKING:
     from autopilot.component import Component
     from autopilot.context import Context
     from autopilot.jobs.job import Job
 
-log = structlog.get_logger("autopilot.supervisor")
+log = get_logger("autopilot.supervisor")
 
 #: how long each component may take to stop once the global deadline has passed
 LATE_STOP = 1.0

@@ -19,8 +19,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import structlog
-
 from autopilot import logs
 from autopilot.component import Component
 from autopilot.config.model import Config, ConfigError, JobConfig
@@ -37,10 +35,11 @@ from autopilot.events import (
 from autopilot.init import SignalTraps, get_reaper, set_subreaper
 from autopilot.jobs.job import Job
 from autopilot.jobs.process import parse_signal
+from autopilot.logs import get_logger
 from autopilot.reload import Reloading
 from autopilot.shutdown import ShuttingDown
 
-log = structlog.get_logger("autopilot.supervisor")
+log = get_logger("autopilot.supervisor")
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -53,7 +52,7 @@ def load_config(path: str) -> Config:
     from autopilot.config import load
 
     config = load(path)
-    if structlog.is_configured():  # a reload; at start run_supervisor logs it once configured
+    if logs.is_configured():  # a reload; at start run_supervisor logs it once configured
         log.debug("loaded config: %s", _ConfigJSON(config))  # rendered only at DEBUG
     return config
 
@@ -248,7 +247,7 @@ class Supervisor(Reloading, ShuttingDown):
 
     def _log_event(self, ev: Event) -> None:
         """Every bus event at DEBUG: how to see why a job did (not) start. (Checked here: a
-        filtered structlog call still costs a logger bind, twice per health check.)"""
+        filtered log call still costs a call, twice per health check.)"""
         if self.ctx.config.logging.level.upper() == "DEBUG":
             log.debug("event", code=ev.code, source=ev.source)
 

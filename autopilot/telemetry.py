@@ -18,8 +18,6 @@ import re
 import time
 from typing import Any
 
-import structlog
-
 from autopilot import __version__
 from autopilot.config.model import ConfigError, MetricConfig, TelemetryConfig
 from autopilot.context import Context
@@ -35,6 +33,7 @@ from autopilot.control.httpd import (
 )
 from autopilot.control.stats import request_counts
 from autopilot.events import GO_NAMES, METRIC, Event
+from autopilot.logs import get_logger
 from autopilot.telemetry_metrics import (
     CONTENT_TYPE,
     Collector,
@@ -47,7 +46,7 @@ from autopilot.telemetry_metrics import (
     process_families,
 )
 
-log = structlog.get_logger("autopilot.telemetry")
+log = get_logger("autopilot.telemetry")
 
 HEARTBEAT = 1.0  # seconds between loop heartbeats
 STALE_AFTER = 5.0  # /health fails when the last heartbeat is older than this

@@ -145,7 +145,7 @@ def interpreter_tag(executable: str) -> str:
 
 
 def check_interpreter(executable: str) -> None:
-    probe = subprocess.run([executable, "-c", "import structlog, psutil"],
+    probe = subprocess.run([executable, "-c", "import psutil"],
                            capture_output=True, text=True, timeout=30)
     if probe.returncode != 0:
         raise SystemExit(f"{executable} cannot import autopilot's dependencies "

@@ -13,16 +13,15 @@ import json
 import os
 from typing import Any
 
-import structlog
-
 from autopilot import __version__
 from autopilot.config.model import ConfigError
 from autopilot.control.api import JobView, SupervisorAPI
 from autopilot.control.httpd import Request, Response, Router, error_response, json_response
+from autopilot.logs import get_logger
 
 JOB_ACTIONS = ("start", "stop", "restart", "signal")
 
-log = structlog.get_logger("autopilot.control")
+log = get_logger("autopilot.control")
 
 
 class BadRequest(Exception):

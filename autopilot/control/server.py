@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 
-import structlog
-
 from autopilot.context import Context
 from autopilot.control import unixsock
 from autopilot.control.api import SupervisorAPI
@@ -21,10 +19,11 @@ from autopilot.control.httpd import HTTPError, HTTPServer, Request, Response, Ro
 from autopilot.control.routes import BadRequest, Routes, error
 from autopilot.control.stats import request_counts
 from autopilot.control.unixsock import ControlSocketError
+from autopilot.logs import get_logger
 
 __all__ = ["ControlServer", "ControlSocketError", "MAX_BODY"]
 
-log = structlog.get_logger("autopilot.control")
+log = get_logger("autopilot.control")
 
 MAX_BODY = 1024 * 1024  # 1 MiB: more than any environment or metric batch needs
 STOP_GRACE = 5.0  # seconds in-flight requests get at stop()

@@ -24,19 +24,18 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import structlog
-
 from autopilot import lazyssl
 from autopilot.config.model import ConsulConfig
 from autopilot.discovery.connection import build_client, resolve, split_address
 from autopilot.discovery.http import Params, Response
 from autopilot.discovery.transport import Transport
+from autopilot.logs import get_logger
 
 if TYPE_CHECKING:
     import consul
 
 T = TypeVar("T")
-log = structlog.get_logger("autopilot.discovery")
+log = get_logger("autopilot.discovery")
 
 #: a call whose timeout exceeds this is treated as a long poll and runs in the long-poll pool
 LONG_CALL = 10.0

@@ -1,10 +1,12 @@
 """One job's service in Consul: register, heartbeat, explicit fail, deregister, re-register.
 
-Two tasks per registration, so Consul can never hold up the bus:
+Consul can never hold up the bus:
 
-- the *listener* reads the bus and only records the desired state (present or not, status,
-  output, "a heartbeat is owed") and wakes the converger; it never awaits Consul;
-- the *converger* makes Consul match the latest desired state. It coalesces events that
+- the *listener* (a synchronous bus listener for the job's and the global events, called
+  inline by ``publish``: no task woken per health check) only records the desired state
+  (present or not, status, output, "a heartbeat is owed") and wakes the converger; it
+  never awaits Consul;
+- the *converger*, a task, makes Consul match the latest desired state. It coalesces events that
   arrive while a call is in flight, backs off with jitter while Consul fails, and
   re-registers at once when Consul says the service or its check is gone (an agent restart,
   a catalog restart, maintenance) — ContainerPilot 3.8 never did (its `wasRegistered` bug).
@@ -19,8 +21,6 @@ import asyncio
 import time
 from typing import Any
 
-import structlog
-
 from autopilot import events as ev
 from autopilot.aio import backoff_delay, cancel_all
 from autopilot.config.model import JobConfig
@@ -30,8 +30,9 @@ from autopilot.discovery.client import is_unreachable
 from autopilot.discovery.http import ConsulRefused
 from autopilot.discovery.interfaces import InterfaceError, env_names, resolve_ip
 from autopilot.durations import to_go
+from autopilot.logs import get_logger
 
-log = structlog.get_logger("autopilot.discovery")
+log = get_logger("autopilot.discovery")
 
 CALL_TIMEOUT = 5.0  # seconds for one register/update/deregister call
 STOP_TIMEOUT = 3.0  # how long stop() tries to deregister
@@ -84,7 +85,7 @@ class ServiceRegistration:
         # machinery
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._sub: ev.Subscription | None = None
+        self._listening = False
         self._remove_listener: Any = None
         self._stopped = False
 
@@ -92,9 +93,8 @@ class ServiceRegistration:
     async def start(self) -> None:
         self._set_env()
         self._facts()
-        self._sub = self.ctx.bus.subscribe(
-            self.key, accepts=lambda e: e.source in (self.name, ev.GLOBAL))
-        self._tasks.append(asyncio.create_task(self._listen(), name=f"{self.key}.listen"))
+        self.ctx.bus.add_listener(self.on_event, sources=frozenset({self.name, ev.GLOBAL}))
+        self._listening = True
         if self.ctx.consul is None:
             return  # discovery off: only the environment and facts
         if self.cfg.initial_status or self.heartbeat:
@@ -110,8 +110,9 @@ class ServiceRegistration:
             return
         self._stopped = True
         await cancel_all(self._tasks)
-        if self._sub:
-            self._sub.close()
+        if self._listening:
+            self.ctx.bus.remove_listener(self.on_event)
+            self._listening = False
         if self._remove_listener:
             self._remove_listener()
         if self.ctx.consul is not None and (self.registered or self._maybe_registered):
@@ -122,12 +123,6 @@ class ServiceRegistration:
                             error=str(exc) or type(exc).__name__)
 
     # ---- the listener: records desired state, never awaits Consul ---------------------------
-    async def _listen(self) -> None:
-        assert self._sub is not None
-        while True:
-            event = await self._sub.get()
-            self.on_event(event)
-
     def on_event(self, event: ev.Event) -> None:
         code, source = event.code, event.source
         if source == self.name:
@@ -162,8 +157,9 @@ class ServiceRegistration:
 
     @property
     def running(self) -> bool:
-        """The listener and the converger still run (a failure must not end them)."""
-        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+        """The listener is subscribed and the converger still runs (a failure must not end
+        them)."""
+        return self._listening and not any(t.done() for t in self._tasks)
 
     def _want_status(self, status: str, output: str) -> bool:
         """Record a check result; True when Consul must hear of it now: a change of status

@@ -19,16 +19,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import structlog
-
 from autopilot import events as ev
 from autopilot.aio import Backoff, cancel_all
 from autopilot.config.model import WatchConfig
 from autopilot.context import Context
 from autopilot.discovery.entries import normalise_service
 from autopilot.discovery.poll import BlockingQuery
+from autopilot.logs import get_logger
 
-log = structlog.get_logger("autopilot.discovery")
+log = get_logger("autopilot.discovery")
 
 WAIT = 30.0  # seconds a blocking query parks in Consul
 CALL_TIMEOUT = 5.0  # a non-blocking query

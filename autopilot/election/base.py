@@ -16,8 +16,6 @@ import asyncio
 import os
 from typing import Any
 
-import structlog
-
 from autopilot import events as ev
 from autopilot.aio import Backoff
 from autopilot.config.model import ElectionConfig, JobConfig
@@ -28,8 +26,9 @@ from autopilot.election.epochs import EpochStore, state_path
 from autopilot.election.lease import Lease, default_margin
 from autopilot.jobs.hooks import HookResult, run_hook
 from autopilot.jobs.process import child_env
+from autopilot.logs import get_logger
 
-log = structlog.get_logger("autopilot.election")
+log = get_logger("autopilot.election")
 
 WATCH_WAIT = 10.0  # blocking query wait on the election key, seconds
 CALL_TIMEOUT = 3.0  # ordinary catalog calls (create, acquire, release, destroy)

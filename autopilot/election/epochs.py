@@ -15,9 +15,9 @@ import os
 import re
 from pathlib import Path
 
-import structlog
+from autopilot.logs import get_logger
 
-log = structlog.get_logger("autopilot.election")
+log = get_logger("autopilot.election")
 
 DEFAULT_DIR = "/var/lib/autopilot"
 ENV_DIR = "AUTOPILOT_STATE_DIR"

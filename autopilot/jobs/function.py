@@ -31,14 +31,13 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import structlog
-
 from autopilot.config.model import FunctionConfig, JobConfig
 from autopilot.context import Context
 from autopilot.jobs.job import Job
 from autopilot.jobs.process import Process, child_env
+from autopilot.logs import get_logger
 
-log = structlog.get_logger("autopilot.function")
+log = get_logger("autopilot.function")
 
 #: the fd a socket-activated process finds its first socket at (SD_LISTEN_FDS_START)
 LISTEN_FD = 3

@@ -10,19 +10,18 @@ blind heartbeat: every interval counts as a pass (ContainerPilot's telemetry job
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
-import time
 from typing import Protocol
-
-import structlog
 
 from autopilot.config.model import JobConfig
 from autopilot.context import Context
 from autopilot.events import EXIT_FAILED, EXIT_SUCCESS, Event
 from autopilot.jobs.process import Process, child_env
 from autopilot.jobs.status import JobStatus
+from autopilot.logs import get_logger
 
-log = structlog.get_logger("autopilot.health")
+log = get_logger("autopilot.health")
 
 
 class CheckedJob(Protocol):
@@ -42,6 +41,12 @@ class CheckedJob(Protocol):
 
 
 class HealthChecker:
+    """One job's checks, driven by loop callbacks: a timer per interval and the reaper's
+    callback when the check exits. No task, coroutine or future per check, and, with the
+    default timeout (the interval), no timer either: the next tick times out a check
+    still running. A check's output is read at its exit, or from the loop once it has
+    outlived a tick."""
+
     def __init__(self, job: CheckedJob) -> None:
         assert job.cfg.health is not None
         self.job = job
@@ -50,35 +55,51 @@ class HealthChecker:
         self.checks_run = 0
         self.skipped_busy = 0
         self.failures = 0  # consecutive failed checks
-        self._task: asyncio.Task[None] | None = None
-        self._inflight: asyncio.Task[None] | None = None
-        self._proc: Process | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._next = 0.0
+        self._deadline: asyncio.TimerHandle | None = None
+        self._due = 0.0  # when the check in flight times out (loop time)
+        self._proc: Process | None = None  # the check in flight
+        self._env: dict[str, str] | None = None
+        self._env_from: tuple[object, dict[str, str]] | None = None
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._loop(), name=f"health:{self.job.name}")
+        if self._timer is None:
+            loop = self._loop = asyncio.get_running_loop()
+            self._next = loop.time() + self.interval  # first check one interval after start
+            self._timer = loop.call_at(self._next, self._fire)
 
     @property
     def interval(self) -> float:
         return self.cfg.interval if self.cfg.interval and self.cfg.interval > 0 else 1.0
 
-    async def _loop(self) -> None:
-        interval = self.interval
-        nxt = time.monotonic() + interval  # first check one interval after start (as CP)
-        while True:
-            await asyncio.sleep(max(nxt - time.monotonic(), 0.0))
-            nxt += interval
-            now = time.monotonic()
-            if nxt < now:  # we fell behind (suspended): do not fire a burst of checks
-                nxt = now + interval
-            try:
-                self._tick()
-            except Exception:  # noqa: BLE001 - the checker must keep ticking
-                log.exception("health tick failed", job=self.job.name)
+    @property
+    def timeout(self) -> float:
+        return self.cfg.timeout if self.cfg.timeout and self.cfg.timeout > 0 else self.interval
 
-    def _tick(self) -> None:
+    def _fire(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        interval = self.interval
+        now = self._next  # this tick's time: a timeout equal to the interval ends here
+        nxt = now + interval
+        if nxt < loop.time():  # we fell behind (suspended): do not fire a burst of checks
+            nxt = loop.time() + interval
+        self._next = nxt
+        self._timer = loop.call_at(nxt, self._fire)
+        try:
+            self._tick(now)
+        except Exception:  # noqa: BLE001 - the checker must keep ticking
+            log.exception("health tick failed", job=self.job.name)
+
+    def _tick(self, now: float) -> None:
         job = self.job
+        proc = self._proc
+        if proc is not None:  # still running at a tick: watch its output from now on
+            proc.watch_output()
+            if self._deadline is None and now >= self._due and not proc.timed_out:
+                proc.time_out(self.timeout)
         if job.halting or job.status == "maintenance":
             return
         if self.cfg.exec is None:
@@ -86,43 +107,66 @@ class HealthChecker:
             return
         if job.cfg.exec is not None and not job.process_running:
             return
-        if self._inflight is not None and not self._inflight.done():
+        if proc is not None:
             self.skipped_busy += 1
             log.debug("previous health check still running; skipping", job=job.name)
             return
-        self._inflight = asyncio.get_running_loop().create_task(
-            self._check(), name=f"check:{job.name}")
+        self._start_check(now)
 
-    async def _check(self) -> None:
+    def _child_env(self) -> dict[str, str]:
+        """The check's environment, built again only when what it is made of changed
+        (the supervisor's environment, or ``child_env`` that registration and election
+        write); the job's own ``env`` is fixed. posix_spawn only reads it."""
+        ctx_env = self.job.ctx.child_env
+        raw = os.environ._data  # type: ignore[attr-defined]
+        if self._env is None or self._env_from is None or self._env_from[0] != raw \
+                or self._env_from[1] != ctx_env:
+            self._env = child_env(None, ctx_env, self.job.cfg.env)
+            self._env_from = (dict(raw), dict(ctx_env))
+        return self._env
+
+    def _start_check(self, now: float) -> None:
         job, cfg = self.job, self.cfg
         assert cfg.exec is not None
-        timeout = cfg.timeout if cfg.timeout and cfg.timeout > 0 else self.interval
-        proc = Process(cfg.exec, env=child_env(None, job.ctx.child_env, job.cfg.env),
-                       cwd=job.cfg.workdir, user=job.cfg.user, group=job.cfg.group,
-                       raw=cfg.logging_raw, log_fields={"check": self.source}, light=True)
-        self._proc = proc
+        jcfg = job.cfg
+        proc = Process(cfg.exec, env=self._child_env(), cwd=jcfg.workdir, user=jcfg.user,
+                       group=jcfg.group, raw=cfg.logging_raw,
+                       log_fields={"check": self.source}, light=True)
         self.checks_run += 1
         try:
-            proc.start()
+            proc.start(self._finished, watch_output=False)
         except (OSError, KeyError, ValueError, subprocess.SubprocessError) as exc:
             msg = f"health check could not start: {exc}"
             log.error(msg, job=job.name)
             job.ctx.bus.publish(Event(EXIT_FAILED, self.source, detail=msg))
             self._report(False, msg)
             return
-        try:
-            code = await proc.wait(timeout)
-        finally:
-            if proc.group_alive():
-                proc.kill()  # nothing a check forked may outlive it
+        self._proc = proc
+        timeout = self.timeout
+        self._due = now + timeout
+        if timeout != self.interval:  # otherwise the next tick is the deadline
+            assert self._loop is not None
+            self._deadline = self._loop.call_later(timeout, proc.time_out, timeout)
+
+    def _finished(self, proc: Process) -> None:
+        """The reaper's callback: the check exited (or was killed at its timeout)."""
+        if self._proc is proc:
+            self._proc = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if proc.group_alive():
+            proc.kill()  # nothing a check forked may outlive it
+        code = proc.returncode
         detail = proc.output_tail
         if proc.timed_out:
-            detail = (detail + "\n" if detail else "") + f"health check timed out after {timeout}s"
+            detail = (detail + "\n" if detail else "") + \
+                f"health check timed out after {self.timeout}s"
         ok = code == 0 and not proc.timed_out
-        job.ctx.bus.publish(Event(EXIT_SUCCESS if ok else EXIT_FAILED, self.source,
-                                  detail=detail))
+        self.job.ctx.bus.publish(Event(EXIT_SUCCESS if ok else EXIT_FAILED, self.source,
+                                       detail=detail))
         if not ok:
-            log.debug("health check failed", job=job.name, status=code)
+            log.debug("health check failed", job=self.job.name, status=code)
         self._report(ok, detail[-1024:])
 
     def _report(self, ok: bool, detail: str) -> None:
@@ -139,15 +183,14 @@ class HealthChecker:
         self.job.health_result(ok, detail)
 
     async def stop(self) -> None:
-        """Stop ticking and kill a check in flight."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        if self._inflight is not None and not self._inflight.done():
-            if self._proc is not None:
-                self._proc.kill()
+        """Stop ticking and kill a check in flight (its result is still published)."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        proc = self._proc
+        if proc is not None and proc.running:
+            proc.kill()
             try:
-                await asyncio.wait_for(asyncio.shield(self._inflight), 5)
+                await asyncio.wait_for(asyncio.shield(proc.exited()), 5)
             except (TimeoutError, asyncio.CancelledError):
-                self._inflight.cancel()
+                pass

@@ -14,11 +14,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import structlog
-
 from autopilot.jobs.process import Process, child_env
+from autopilot.logs import get_logger
 
-log = structlog.get_logger("autopilot.hooks")
+log = get_logger("autopilot.hooks")
 
 
 @dataclass

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 
-import structlog
-
 from autopilot.config.model import JobConfig
 from autopilot.context import Context
 from autopilot.events import (
@@ -27,6 +25,7 @@ from autopilot.events import (
     GLOBAL,
     HEALTHY,
     QUIT,
+    SIGNAL_SOURCES,
     TIMER_EXPIRED,
     UNHEALTHY,
     Event,
@@ -38,8 +37,9 @@ from autopilot.jobs.process import Process, parse_signal
 from autopilot.jobs.runs import KILL_WAIT, Running
 from autopilot.jobs.status import JobStatus
 from autopilot.jobs.trigger import Trigger
+from autopilot.logs import get_logger
 
-log = structlog.get_logger("autopilot.job")
+log = get_logger("autopilot.job")
 
 
 class Job(Running, Ending):
@@ -94,7 +94,8 @@ class Job(Running, Ending):
         startup-triggered job now instead of waiting for a startup event that is past."""
         if self._sub is not None:
             return
-        self._sub = self.ctx.bus.subscribe(f"job:{self.name}", accepts=self._wants)
+        self._sub = self.ctx.bus.subscribe(f"job:{self.name}", accepts=self._wants,
+                                           sources=self._sources())
         self._events_task = self._spawn(self._events(), "events")
         if self.cfg.when.timeout and not self.trigger.on_startup:
             self._timeout_task = self._spawn(self._when_timeout(self.cfg.when.timeout), "wait")
@@ -137,6 +138,11 @@ class Job(Running, Ending):
                 self._on_event(ev)
             except Exception:  # noqa: BLE001 - one bad event must not end the job
                 self._log.exception("event handling failed", event=str(ev))
+
+    def _sources(self) -> frozenset[str]:
+        """Every source ``_wants`` can accept: the bus drops events from any other source
+        without calling it (another job's health checks never reach this job)."""
+        return frozenset({GLOBAL, self.name, *self.trigger.sources, *SIGNAL_SOURCES})
 
     def _wants(self, ev: Event) -> bool:
         """The events ``_on_event`` acts on; the bus drops the others for this job."""

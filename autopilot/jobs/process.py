@@ -17,15 +17,14 @@ import pwd
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from autopilot.init import exit_code, get_reaper
+from autopilot.logs import get_logger
 
-log = structlog.get_logger("autopilot.process")
+log = get_logger("autopilot.process")
 
 TAIL_BYTES = 4096
 MAX_LINE = 64 * 1024
@@ -118,6 +117,25 @@ def _environ() -> dict[str, str]:
     return dict(_environ_cache[1])
 
 
+_pid: str | None = None
+
+
+def _our_pid() -> str:
+    """Our pid as text, asked of the kernel once (and again in a forked child)."""
+    global _pid
+    if _pid is None:
+        _pid = str(os.getpid())
+    return _pid
+
+
+def _forget_pid() -> None:
+    global _pid
+    _pid = None
+
+
+os.register_at_fork(after_in_child=_forget_pid)
+
+
 def child_env(base: Mapping[str, str] | None = None, *extra: Mapping[str, str] | None
               ) -> dict[str, str]:
     """``os.environ | extras…`` plus CONTAINERPILOT_PID / AUTOPILOT_PID (our pid)."""
@@ -125,7 +143,7 @@ def child_env(base: Mapping[str, str] | None = None, *extra: Mapping[str, str] |
     for e in extra:
         if e:
             env.update({k: str(v) for k, v in e.items()})
-    pid = str(os.getpid())
+    pid = _our_pid()
     env["CONTAINERPILOT_PID"] = pid
     env["AUTOPILOT_PID"] = pid
     return env
@@ -187,43 +205,49 @@ class Process:
         """``pass_fds``: descriptors the child inherits at the same numbers (a function's
         socket; see autopilot/jobs/function.py). ``light``: spawn with ``posix_spawn`` when
         nothing needs Popen (no cwd, user, group or pass_fds) — health checks, which run
-        every interval; a job's own process keeps Popen's ``close_fds``."""
+        every interval; a job's own process keeps Popen's ``close_fds``. A light process
+        takes ``env`` as given (the caller hands over a fresh dict, e.g. ``child_env()``'s)
+        instead of copying it: one copy less per check."""
         self.light = light
-        self.argv = list(argv)
+        self.argv = argv if light else list(argv)
         self.pass_fds = tuple(pass_fds)
-        self.env = dict(env) if env is not None else child_env()
+        self.env = (env if light and isinstance(env, dict) else dict(env)) \
+            if env is not None else child_env()
         self.cwd = cwd
         self.user, self.group = user, group
         self.raw = raw
         self.capture = capture
-        self.fields = dict(log_fields or {})
+        self.fields = log_fields or {}
         self.pid: int | None = None
         self.started_at = 0.0
         self.returncode: int | None = None  # shell style: code or 128+signal
         self.waitstatus: int | None = None
         self.timed_out = False
         self._popen: subprocess.Popen[bytes] | None = None
-        self._exit: asyncio.Future[int] | None = None
+        self._exit: asyncio.Future[int] | None = None  # made when someone awaits the exit
+        self._on_exit_cb: Callable[[Process], None] | None = None
         self._fd: int | None = None
+        self._watched = False  # the pipe is registered with the loop
         self._buf = b""
         self._tail = bytearray()
         self._eof: asyncio.Event | None = None
         self._bound: Any = None  # the logger with our fields, bound on first use
 
     # -- spawning ---------------------------------------------------------------------------
-    def start(self) -> int:
-        """Spawn now (on the loop thread). Raises OSError/KeyError/ValueError if it cannot."""
-        loop = asyncio.get_running_loop()
+    def start(self, on_exit: Callable[[Process], None] | None = None,
+              watch_output: bool = True) -> int:
+        """Spawn now (on the loop thread). Raises OSError/KeyError/ValueError if it cannot.
+
+        ``on_exit(self)`` is called on the loop, from the reaper, once the exit status is
+        known and the output already in the pipe is read: a health check finishes there,
+        with no task, future or timer of its own. ``watch_output=False`` leaves the pipe
+        out of the event loop until ``watch_output()`` (a check that exits at once is read
+        once, at its exit: two ``epoll_ctl`` calls and a loop wake-up less; the pipe holds
+        64 KB meanwhile)."""
         reaper = get_reaper()
-        ident = resolve_identity(self.user, self.group)
-        env = dict(self.env)
-        if ident.uid is not None and ident.name:
-            env.setdefault("USER", ident.name)
-            env.setdefault("LOGNAME", ident.name)
-            if ident.home:
-                env["HOME"] = ident.home
+        env = self.env
         read_fd: int | None = None
-        if (self.light and not self.cwd and ident.uid is None and ident.gid is None
+        if (self.light and not self.cwd and not self.user and not self.group
                 and not self.pass_fds and self.argv):
             write_fd = None
             if not self.raw:
@@ -238,6 +262,13 @@ class Process:
                 if write_fd is not None:
                     os.close(write_fd)
         else:
+            ident = resolve_identity(self.user, self.group)
+            if ident.uid is not None and ident.name:
+                env = dict(env)
+                env.setdefault("USER", ident.name)
+                env.setdefault("LOGNAME", ident.name)
+                if ident.home:
+                    env["HOME"] = ident.home
             out: Any = None if self.raw else subprocess.PIPE
             self._popen = subprocess.Popen(
                 self.argv, env=env, cwd=self.cwd or None, stdin=subprocess.DEVNULL,
@@ -249,27 +280,46 @@ class Process:
             if self._popen.stdout is not None:
                 read_fd = self._popen.stdout.fileno()
         self.started_at = time.monotonic()
-        self._exit = reaper.wait(self.pid)
-        self._exit.add_done_callback(self._on_exit)
+        self._on_exit_cb = on_exit
+        reaper.watch(self.pid, self._reaped)
         if read_fd is not None:
             self._fd = read_fd
-            os.set_blocking(self._fd, False)
-            self._eof = asyncio.Event()
-            loop.add_reader(self._fd, self._on_readable)
+            os.set_blocking(read_fd, False)
+            if watch_output:
+                self.watch_output()
         return self.pid
 
-    def _on_exit(self, fut: asyncio.Future[int]) -> None:
-        # runs as the future's callback or, when a waiter resumes first, from _settled():
-        # the waiter may see the future done before its callbacks have run
-        if fut.cancelled() or self.waitstatus is not None:
-            return
-        self.waitstatus = fut.result()
-        self.returncode = exit_code(self.waitstatus)
+    def watch_output(self) -> None:
+        """Read (and log) the output as it comes, from the event loop."""
+        if self._fd is not None and not self._watched:
+            self._watched = True
+            asyncio.get_running_loop().add_reader(self._fd, self._on_readable)
+
+    def _reaped(self, waitstatus: int) -> None:
+        """The reaper's callback: record the status, drain the pipe (so the tail is complete
+        for health checks), then wake whoever waits."""
+        self.waitstatus = waitstatus
+        self.returncode = exit_code(waitstatus)
         if self._popen is not None:
             # tell Popen the child is gone so it never waits for it itself
-            self._popen.returncode = os.waitstatus_to_exitcode(self.waitstatus)
-        # drain what is already in the pipe so the tail is complete for health checks
+            self._popen.returncode = os.waitstatus_to_exitcode(waitstatus)
         self._on_readable(final=True)
+        if self._fd is not None:  # something it forked still holds the pipe: read on
+            self.watch_output()
+        if self._exit is not None and not self._exit.done():
+            self._exit.set_result(waitstatus)
+        if self._on_exit_cb is not None:
+            cb, self._on_exit_cb = self._on_exit_cb, None
+            cb(self)
+
+    def exited(self) -> asyncio.Future[int]:
+        """A future of the wait status, made on first use (a health check never needs one)."""
+        assert self.pid is not None, "process not started"
+        if self._exit is None:
+            self._exit = asyncio.get_running_loop().create_future()
+            if self.waitstatus is not None:
+                self._exit.set_result(self.waitstatus)
+        return self._exit
 
     # -- output -----------------------------------------------------------------------------
     def _on_readable(self, final: bool = False) -> None:
@@ -322,10 +372,12 @@ class Process:
         if self._buf:
             self._emit(self._buf)
             self._buf = b""
-        try:
-            asyncio.get_running_loop().remove_reader(self._fd)
-        except RuntimeError:
-            pass
+        if self._watched:
+            self._watched = False
+            try:
+                asyncio.get_running_loop().remove_reader(self._fd)
+            except RuntimeError:
+                pass
         if self._popen is not None and self._popen.stdout is not None:
             self._popen.stdout.close()
         elif self._popen is None:
@@ -341,7 +393,7 @@ class Process:
     # -- state ------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._exit is not None and not self._exit.done()
+        return self.pid is not None and self.waitstatus is None
 
     def signal_group(self, sig: int) -> bool:
         """Send ``sig`` to the whole process group; False if nothing was there."""
@@ -376,30 +428,31 @@ class Process:
     # -- waiting ----------------------------------------------------------------------------
     async def wait(self, timeout: float | None = None) -> int:
         """Wait for the exit; at ``timeout`` SIGKILL the group (counts as failed)."""
-        assert self._exit is not None, "process not started"
+        exit_fut = self.exited()
         if timeout is not None and timeout > 0:
             if not await self._exits_within(timeout):
-                self.timed_out = True
-                # ContainerPilot's line ("<name> timeout after <d>: '[args]'"), which log
-                # scrapers and its tests match, then what we do about it
-                name = self.fields.get("job") or self.fields.get("check") or self.argv[0]
-                after = f"{timeout * 1000:g}ms" if timeout < 1 else f"{timeout:g}s"
-                self._log.warning(f"{name} timeout after {after}: '[{' '.join(self.argv[1:])}]'"
-                                  "; timeout: killing process group", timeout=timeout)
-                self.signal_group(signal.SIGKILL)
-                await asyncio.shield(self._exit)
+                self.time_out(timeout)
+                await asyncio.shield(exit_fut)
         else:
-            await asyncio.shield(self._exit)
+            await asyncio.shield(exit_fut)
         return self._settled()
+
+    def time_out(self, timeout: float) -> None:
+        """The process outlived ``timeout``: say so and SIGKILL its group (it counts as
+        failed). ContainerPilot's line ("<name> timeout after <d>: '[args]'"), which log
+        scrapers and its tests match, then what we do about it."""
+        self.timed_out = True
+        name = self.fields.get("job") or self.fields.get("check") or self.argv[0]
+        after = f"{timeout * 1000:g}ms" if timeout < 1 else f"{timeout:g}s"
+        self._log.warning(f"{name} timeout after {after}: '[{' '.join(self.argv[1:])}]'"
+                          "; timeout: killing process group", timeout=timeout)
+        self.signal_group(signal.SIGKILL)
 
     async def _exits_within(self, timeout: float) -> bool:
         """Wait for the exit at most ``timeout``; True if it came. One waiter woken by the
-        exit future's callback or a timer: a check's exit reaches its task one loop
-        iteration sooner, and with fewer objects, than through ``wait_for(shield(...))``
-        (this runs for every health check). A cancelled caller leaves the exit future
+        exit future's callback or a timer. A cancelled caller leaves the exit future
         alone, as ``shield`` did."""
-        exit_fut = self._exit
-        assert exit_fut is not None
+        exit_fut = self.exited()
         if exit_fut.done():
             return True
         loop = asyncio.get_running_loop()
@@ -419,9 +472,7 @@ class Process:
         return exit_fut.done()
 
     def _settled(self) -> int:
-        """The exit code once the exit future is done, whether or not its callback ran."""
-        assert self._exit is not None and self._exit.done()
-        self._on_exit(self._exit)
+        """The exit code once the process was reaped."""
         assert self.returncode is not None
         return self.returncode
 
@@ -431,21 +482,22 @@ class Process:
 
         Members of the group still alive after the leader has exited are killed too, at the
         same deadline, so a stop never leaves a half-stopped job behind."""
-        if self._exit is None:
+        if self.pid is None:
             return None
+        exit_fut = self.exited()
         deadline = time.monotonic() + max(timeout, 0.0)
         if self.running or self.group_alive():
             self.signal_group(sig)
         if self.running:
             try:
-                await asyncio.wait_for(asyncio.shield(self._exit),
+                await asyncio.wait_for(asyncio.shield(exit_fut),
                                        max(deadline - time.monotonic(), 0.0))
             except TimeoutError:
                 self._log.warning("stop timeout: sending SIGKILL to process group",
                                   timeout=timeout, signal=signal.Signals(sig).name)
                 self.signal_group(signal.SIGKILL)
                 try:
-                    await asyncio.wait_for(asyncio.shield(self._exit), kill_wait)
+                    await asyncio.wait_for(asyncio.shield(exit_fut), kill_wait)
                 except TimeoutError:
                     self._log.error("process did not die after SIGKILL")
                     return None
@@ -453,7 +505,7 @@ class Process:
             await asyncio.sleep(0.05)
         if self.group_alive():
             self.signal_group(signal.SIGKILL)
-        return self._settled() if self._exit.done() else self.returncode
+        return self.returncode
 
     def kill(self) -> None:
         self.signal_group(signal.SIGKILL)

@@ -14,8 +14,6 @@ import os
 import time
 from typing import Any
 
-import structlog
-
 from autopilot import events as ev
 from autopilot.aio import Backoff, backoff_delay, cancel_all
 from autopilot.config.model import TemplateConfig
@@ -23,12 +21,13 @@ from autopilot.context import Context
 from autopilot.discovery.poll import BlockingQuery
 from autopilot.jobs.hooks import run_hook
 from autopilot.jobs.process import child_env
+from autopilot.logs import get_logger
 from autopilot.templates.debounce import Debouncer
 from autopilot.templates.deps import Dep, FetchError
 from autopilot.templates.render import make_environment, node_facts, render
 from autopilot.templates.write import write_if_changed
 
-log = structlog.get_logger("autopilot.templates")
+log = get_logger("autopilot.templates")
 
 WATCH_WAIT = 10.0  # seconds a blocking query may park
 FETCH_TIMEOUT = 5.0  # a plain (non-blocking) read during a render

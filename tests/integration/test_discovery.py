@@ -10,13 +10,13 @@ import socket
 import time
 
 import pytest
-import structlog
 
 from autopilot import events as ev
 from autopilot.config.model import ElectionConfig, JobConsulConfig, TelemetryConfig
 from autopilot.discovery import ServiceRegistration, components, registration
 from autopilot.discovery.registration import ConsulRefused
 from autopilot.events import Event
+from autopilot.logs import capture as capture_logs
 from tests.helpers import stays
 from tests.integration.discovery_helpers import (
     HOST,
@@ -146,7 +146,7 @@ def test_catalog_restart_leads_to_reregistration(catalog_factory):
         try:
             ctx.bus.publish(Event(ev.HEALTHY, "web", detail="ok"))
             await until(lambda: SID in agent_services(cat.url), 3, message="registration")
-            with structlog.testing.capture_logs() as logs:
+            with capture_logs() as logs:
                 await asyncio.to_thread(cat.kill)
                 await asyncio.sleep(0.5)  # down for a moment: nothing is published
                 await asyncio.to_thread(cat.start)  # same port, empty state
@@ -259,7 +259,7 @@ def test_no_matching_interface_is_an_error_event_not_a_crash(catalog):
         ctx = make_ctx(catalog.address, jobs=[job(interfaces=["eth97", "eth98:inet6"])])
         rec = Recorder(ctx.bus)
         reg = ServiceRegistration(ctx, ctx.config.jobs[0])
-        with structlog.testing.capture_logs() as logs:
+        with capture_logs() as logs:
             await reg.start()
             for _ in range(3):
                 ctx.bus.publish(Event(ev.HEALTHY, "web"))
@@ -295,7 +295,7 @@ def test_consul_hanging_never_holds_up_events(monkeypatch):
     async def scenario():
         ctx = make_ctx(address, jobs=[job()])
         reg = ServiceRegistration(ctx, ctx.config.jobs[0])
-        with structlog.testing.capture_logs() as logs:
+        with capture_logs() as logs:
             await reg.start()
             t0 = time.monotonic()
             for i in range(200):
@@ -383,7 +383,7 @@ def test_acl_token(catalog_factory):
         await reg.start()
         bad = make_ctx(cat.address, jobs=[job("other")], token="wrong")
         other = ServiceRegistration(bad, bad.config.jobs[0])
-        with structlog.testing.capture_logs() as logs:
+        with capture_logs() as logs:
             await other.start()
             try:
                 ctx.bus.publish(Event(ev.HEALTHY, "web"))

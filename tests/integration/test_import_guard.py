@@ -35,10 +35,17 @@ TEMPLATES = {"jinja2"}
 TLS = {"ssl", "_ssl"}
 #: interface addresses come from rtnetlink (autopilot/discovery/netlink.py)
 PSUTIL = {"psutil"}
+#: autopilot logs through autopilot.logs (structlog took 1.8 MB); the rest is loaded only
+#: when used: ctypes (prctl goes through _ctypes alone), difflib (a config with unknown
+#: keys), urllib.parse (a control request with a % escape), random (a retry's jitter),
+#: ipaddress (a static address, a CIDR or a function job)
+LAZY = {"structlog", "ctypes", "difflib", "urllib", "random", "ipaddress"}
 
 WRAPPER = textwrap.dedent("""
     import os, runpy, signal, sys, threading, time
     out, marker = os.environ.pop("GUARD_OUT"), os.environ.pop("GUARD_MARKER")
+    with open(out + ".site", "w") as fh:  # what the interpreter's start-up loaded (.pth hooks)
+        fh.write("\\n".join(sorted(k for k, v in sys.modules.items() if v is not None)))
     def dump():
         while not os.path.exists(marker):
             time.sleep(0.05)
@@ -95,22 +102,37 @@ def modules_of(tmp: Path, body: str, env_clean: dict[str, str], full: bool = Fal
     return names if full else {m.split(".")[0] for m in names}
 
 
+def site_modules(tmp: Path) -> set[str]:
+    """Top-level packages the interpreter had loaded before autopilot ran (this machine's
+    pyenv ``site`` loads urllib, random and ipaddress through its .pth hooks; an image's
+    Debian python3 loads none of them)."""
+    return {m.split(".")[0] for m in (tmp / "modules.site").read_text().split()}
+
+
 JOB = ('{name: "app", exec: ["sh", "-c", "touch @MARKER@; exec sleep 60"],'
        ' health: {exec: ["true"], interval: "200ms", ttl: 5}}')
 
 
 def test_one_job(shortdir: Path, env_clean: dict[str, str]) -> None:
     mods = modules_of(shortdir, f'control: {{socket: "@DIR@/s"}}, jobs: [{JOB}]', env_clean)
-    assert "autopilot" in mods and "structlog" in mods  # the wrapper saw a real supervisor
-    unwanted = NEVER | DISCOVERY | TEMPLATES | TLS | PSUTIL
+    assert "autopilot" in mods and "asyncio" in mods  # the wrapper saw a real supervisor
+    unwanted = NEVER | DISCOVERY | TEMPLATES | TLS | PSUTIL | (LAZY - site_modules(shortdir))
     assert not mods & unwanted, sorted(mods & unwanted)
+
+
+def test_no_module_imports_structlog() -> None:
+    """Every module logs through autopilot.logs: a structlog logger would be unconfigured
+    (another format) and would bring structlog's 1.8 MB back into every supervisor."""
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "autopilot").rglob("*.py")
+                 if "import structlog" in p.read_text()]
+    assert offenders == []
 
 
 def test_telemetry_without_discovery(shortdir: Path, env_clean: dict[str, str]) -> None:
     port = free_port()
     mods = modules_of(shortdir, f'control: {{socket: "@DIR@/s"}}, jobs: [{JOB}], telemetry: '
                       f'{{port: {port}, interfaces: ["static:127.0.0.1"]}}', env_clean)
-    unwanted = NEVER | DISCOVERY | TEMPLATES | TLS | PSUTIL
+    unwanted = NEVER | DISCOVERY | TEMPLATES | TLS | PSUTIL | {"structlog", "ctypes"}
     assert not mods & unwanted, sorted(mods & unwanted)
 
 
@@ -125,7 +147,7 @@ def test_discovery_and_telemetry(catalog: object, shortdir: Path,
     mods = {m.split(".")[0] for m in full}
     assert "autopilot.discovery.transport" in full  # discovery on: its transport runs
     # registrations and watches speak HTTP on asyncio streams: no py-consul, no requests
-    unwanted = NEVER | TEMPLATES | DISCOVERY | TLS | PSUTIL
+    unwanted = NEVER | TEMPLATES | DISCOVERY | TLS | PSUTIL | {"structlog", "ctypes"}
     assert not mods & unwanted, sorted(mods & unwanted)
 
 

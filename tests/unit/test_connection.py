@@ -9,7 +9,6 @@ import time
 
 import pytest
 import requests
-import structlog
 
 from autopilot.config.model import ConfigError, ConsulConfig, TLSConfig
 from autopilot.discovery.client import ConsulClient, DaemonPool, connect
@@ -19,6 +18,7 @@ from autopilot.discovery.connection import (
     resolve,
     split_address,
 )
+from autopilot.logs import capture as capture_logs
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.timeout(20)
@@ -194,7 +194,7 @@ def test_reachability_is_logged_once_per_change():
             server.shutdown()
             server.server_close()
 
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as logs:
         asyncio.run(scenario())
     events = [e["event"] for e in logs]
     assert events.count("consul unreachable") == 1

@@ -3,7 +3,6 @@ line, and reading an object's members case-insensitively."""
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Callable
@@ -82,6 +81,8 @@ class ValidatorBase:
             names = ", ".join(f'"{k}"' for k in unknown)
             msg = f"unknown keys: [{names}]" if path else f"unknown config keys: [{names}]"
             hints = []
+            import difflib  # only for a config with unknown keys (150 KB otherwise)
+
             for k in unknown:
                 close = difflib.get_close_matches(k, allowed, n=1, cutoff=0.6)
                 if close:

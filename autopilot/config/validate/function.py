@@ -8,7 +8,6 @@ handler started on demand are refused with the reason, so a mistake is never sil
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from autopilot.config import coerce
@@ -46,6 +45,8 @@ class FunctionSection(ValidatorBase):
         if not 1 <= cfg.backlog <= 65535:
             self.error(f["backlog"][1], "must be between 1 and 65535")
         bind = self.take(f, "bind", coerce.to_nonempty_str, cfg.bind)
+        import ipaddress  # only for function jobs (270 KB otherwise)
+
         try:
             ipaddress.ip_address(bind)
         except ValueError:

@@ -3,7 +3,6 @@ sections, `health`, `when` and `election`, are validated in their own modules)."
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable
 from typing import Any
@@ -209,6 +208,8 @@ def interface_spec_problem(spec: str) -> str | None:
     s = spec.strip()
     if s in ("inet", "inet6"):
         return None
+    if s.startswith("static:") or "/" in s:
+        import ipaddress  # only for a static address or a CIDR (270 KB otherwise)
     if s.startswith("static:"):
         try:
             ipaddress.ip_address(s[len("static:"):])

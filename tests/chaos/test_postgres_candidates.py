@@ -12,7 +12,10 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import subprocess
+import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -20,6 +23,7 @@ import requests
 
 from autopilot.lab.cluster import Lab
 from autopilot.lab.pgwire import PgError, Postgres
+from autopilot.lab.postgres import BIN, EXAMPLES, RUN_AS
 from tests.chaos.postgres_scenario import FAILOVER_BUDGET, PgScenario, hooks_log, pg_lab
 from tests.helpers import holds, wait_for
 
@@ -55,10 +59,9 @@ def value(lab: Lab, node: str, sql: str) -> str | None:
         return None
 
 
-def restart_with(lab: Lab, node: str, **env: str) -> None:
-    """Restart one node's supervisor with extra environment (the lab's env is shared by
+def start_with(lab: Lab, node: str, **env: str) -> None:
+    """Start one node's supervisor with extra environment (the lab's env is shared by
     every node: it is set for this one start only)."""
-    lab.stop(node, 45.0)
     saved = dict(lab.state.env)
     lab.state.env.update(env)
     try:
@@ -77,64 +80,6 @@ def autopilot_log(lab: Lab, node: str) -> str:
         return ""
 
 
-@pytest.mark.timeout(600)
-def test_pg_nofailover_replica_ahead_of_the_winner_rewinds_and_never_promotes(
-        lab_factory) -> None:
-    """Async mode. A `nofailover` replica holds WAL the other replica never received when
-    the primary is SIGKILLed: the other one is promoted (the nofailover one is not a
-    candidate), and the nofailover one, ahead of the winner, does not diverge silently: it
-    is rewound onto the new primary and follows it, without the rows only it had. Then it
-    is the only node left: it stays a read-only replica, nobody is promoted; once the
-    primary comes back it follows it again."""
-    lab = pg_lab(lab_factory)
-    old = next(r["node"] for r in lab.wait_converged(30) if r["role"] == "primary")
-    nf, other = sorted(n.name for n in lab.state.nodes.values() if n.name != old)
-    restart_with(lab, nf, PG_NOFAILOVER="1")
-    lab.wait_converged(120)
-    wait_for(lambda: "nofailover" in lab.catalog_entries().get(
-        lab.node(nf).address, {}).get("tags", []), 30, message=f"{nf} tagged nofailover")
-    sc = PgScenario(lab).start()
-    sc.wait(lambda: sc.workload.wait_acks(50, 0.1), 20, "writes before the fault")
-
-    # WAL that `other` never receives, `nf` does
-    cut_link(lab, other, old)
-    sc.timeline.add("FAULT", f"link {old} - {other} cut")
-    after = time.monotonic()
-    sc.wait(lambda: sc.workload.wait_acks(30, 0.1, after=after), 10,
-            "writes the other replica does not receive")
-    top = max(a.seq for a in sc.workload.results.acks if a.node == old)
-    sc.wait(lambda: value(lab, nf, f"select count(*) from w where seq = {top}") == "1", 10,
-            f"the nofailover replica {nf} holding seq {top}")
-    assert value(lab, other, f"select count(*) from w where seq = {top}") == "0"
-
-    sc.killed.add(old)
-    t = sc.fault(f"SIGKILL {old}", lab.kill, old)
-    sc.wait(lambda: sc.workload.failover(t, old)["failover_s"], FAILOVER_BUDGET + 10,
-            "a new primary accepting writes")
-    assert sc.workload.current == other, sc.timeline.format()
-    rows = sc.lab.wait_converged(90)  # nf follows other: only after a rewind
-    assert next(r for r in rows if r["node"] == nf)["role"] == "replica"
-    log = hooks_log(lab, nf)
-    assert "rewinding" in log and "pg_rewind from" in log, log
-    assert "promoted" not in log, log
-    assert value(lab, nf, f"select count(*) from w where seq = {top}") == "0", \
-        "the rows only the nofailover replica had must be gone after the rewind"
-
-    # the nofailover node alone: never promoted, read-only
-    sc.killed.add(other)
-    sc.fault(f"SIGKILL {other} (the nofailover node is alone)", lab.kill, other)
-    holds(lambda: lab.primaries() == [] and value(lab, nf, "select pg_is_in_recovery()") == "t",
-          20, message=f"{nf} staying a read-only replica")
-    assert lab.leader() is None, lab.leader()
-    assert "promoted" not in hooks_log(lab, nf)
-    # the primary comes back: it wins (it has the data) and nf follows it again
-    sc.fault(f"restart {other}", lab.start, other)
-    sc.killed.discard(other)
-    figures = sc.finish(converge_timeout=120)
-    assert sc.workload.current == other
-    print(f"FIGURE pg nofailover ahead replica {figures}")
-
-
 def best_posted(lab: Lab, service_id: str, epoch: int) -> bool:
     """`service_id` has a live candidacy post for the round after leader epoch `epoch`."""
     try:
@@ -150,16 +95,55 @@ def best_posted(lab: Lab, service_id: str, epoch: int) -> bool:
         int(post.get("epoch_seen", -1)) >= epoch
 
 
-@pytest.mark.timeout(600)
-def test_pg_lagging_replica_stays_out_while_a_better_candidate_is_live(lab_factory) -> None:
+class CheckKeeper:
+    """Passes a node's TTL check in the catalog every 0.5 s, as its frozen supervisor
+    would: its session stays bound to a passing check (until the session's own TTL)."""
+
+    def __init__(self, lab: Lab, service_id: str) -> None:
+        self.url = f"{lab.catalog_url}/v1/agent/check/pass/service:{service_id}"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                requests.put(self.url, timeout=1)
+            except requests.RequestException:
+                pass
+            self.stop.wait(0.5)
+
+    def __enter__(self) -> CheckKeeper:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(2)
+
+
+@pytest.mark.timeout(900)
+def test_pg_who_may_be_promoted_lagging_then_nofailover(lab_factory) -> None:
+    """Two scenarios on one async lab (one lab start, ~20-60 s, less in CI): they compose,
+    the first ends with its old primary dead, which the second starts again as its
+    `nofailover` node. maximumLagOnFailover is 64 KiB and the lock-delay 3 s throughout."""
+    lab = pg_lab(lab_factory, env={"PG_MAXIMUM_LAG_ON_FAILOVER": "65536",
+                                   "AP_LOCK_DELAY": "3s"})
+    old, lagging = lagging_replica_stays_out_while_a_better_candidate_is_live(lab)
+    uncut_link(lab, lagging, old)
+    primary = lab.primaries()[0]
+    with Postgres(lab.node(primary).ip, lab.node(primary).port, timeout=30) as pg:
+        pg.query("drop table w, probe")  # the next workload numbers its writes from 1
+    nofailover_replica_ahead_of_the_winner_rewinds_and_never_promotes(lab, nf=old)
+
+
+def lagging_replica_stays_out_while_a_better_candidate_is_live(lab: Lab) -> tuple[str, str]:
     """Async mode, maximumLagOnFailover 64 KiB. One replica lags ~1 MB behind the other when
     the primary is SIGKILLed. The better one posts its candidacy, then its supervisor
-    freezes before it can take the lock (SIGSTOP; its post stays live until its check TTL
-    of 10 s lapses). Without the limit the lagging one would run candidacyTimeout x 2 = 4 s
-    into the round ("did not take the lock in time"); with it, it stays out while the
-    better post is live. The better one resumes and the cluster converges."""
-    lab = pg_lab(lab_factory, env={"PG_MAXIMUM_LAG_ON_FAILOVER": "65536",
-                                   "AP_HEALTH_TTL": "10s", "AP_LOCK_DELAY": "3s"})
+    freezes before it can take the lock (SIGSTOP; its post stays live while its check
+    passes, which the test keeps passing, up to its session TTL of 10 s). Without the limit
+    the lagging one would run candidacyTimeout x 2 = 4 s into the round ("did not take the
+    lock in time"); with it, it stays out while the better post is live. The better one
+    resumes and the cluster converges. Returns (the old primary, the lagging replica)."""
     sc = PgScenario(lab).start()
     old = sc.primary()
     best, lagging = sorted(n.name for n in lab.state.nodes.values() if n.name != old)
@@ -186,17 +170,18 @@ def test_pg_lagging_replica_stays_out_while_a_better_candidate_is_live(lab_facto
             f"{best} posting its candidacy")
     sup = lab.supervisor(lab.node(best))
     assert sup is not None
-    sup.send_signal(signal.SIGSTOP)
-    sc.timeline.add("FAULT", f"supervisor of {best} frozen after posting")
-    try:
-        holds(lambda: lagging not in lab.primaries(), 7,
-              message=f"the lagging {lagging} staying out while {best}'s post is live")
-        log = autopilot_log(lab, lagging)
-        assert "ahead by more than maximumLagOnFailover" in log, log[-3000:]
-        assert "did not take the lock in time" not in log
-    finally:
-        sup.send_signal(signal.SIGCONT)
-        sc.timeline.add("heal", f"supervisor of {best} resumed")
+    with CheckKeeper(lab, f"postgres-{best}"):
+        sup.send_signal(signal.SIGSTOP)
+        sc.timeline.add("FAULT", f"supervisor of {best} frozen after posting")
+        try:
+            holds(lambda: lagging not in lab.primaries(), 7,
+                  message=f"the lagging {lagging} staying out while {best}'s post is live")
+            log = autopilot_log(lab, lagging)
+            assert "ahead by more than maximumLagOnFailover" in log, log[-3000:]
+            assert "did not take the lock in time" not in log
+        finally:
+            sup.send_signal(signal.SIGCONT)
+            sc.timeline.add("heal", f"supervisor of {best} resumed")
     sc.wait(lambda: sc.workload.failover(t, old)["failover_s"], 60,
             "a new primary accepting writes")
     figures = sc.finish(converge_timeout=120)
@@ -204,3 +189,172 @@ def test_pg_lagging_replica_stays_out_while_a_better_candidate_is_live(lab_facto
         if "candidacy run=" in line:
             print(f"FIGURE {lagging}: {line[:200]}")
     print(f"FIGURE pg maximumLagOnFailover winner {sc.workload.current} {figures}")
+    return old, lagging
+
+
+def nofailover_replica_ahead_of_the_winner_rewinds_and_never_promotes(lab: Lab, nf: str
+                                                                      ) -> None:
+    """Async mode. A `nofailover` replica (`nf`, started again with PG_NOFAILOVER: it was
+    the primary SIGKILLed in the scenario before, so it rejoins through pg_rewind) holds WAL
+    the other replica never received when the primary is SIGKILLed: the other one is
+    promoted (the nofailover one is not a candidate), and the nofailover one, ahead of the
+    winner, does not diverge silently: it is rewound onto the new primary and follows it,
+    without the rows only it had. Then it is the only node left: it stays a read-only
+    replica, nobody is promoted; once the primary comes back it follows it again."""
+    start_with(lab, nf, PG_NOFAILOVER="1")
+    old = next(r["node"] for r in lab.wait_converged(120) if r["role"] == "primary")
+    (other,) = [n.name for n in lab.state.nodes.values() if n.name not in (old, nf)]
+    wait_for(lambda: "nofailover" in lab.catalog_entries().get(
+        lab.node(nf).address, {}).get("tags", []), 30, message=f"{nf} tagged nofailover")
+    sc = PgScenario(lab).start()
+    sc.wait(lambda: sc.workload.wait_acks(50, 0.1), 20, "writes before the fault")
+
+    # WAL that `other` never receives, `nf` does
+    cut_link(lab, other, old)
+    sc.timeline.add("FAULT", f"link {old} - {other} cut")
+    after = time.monotonic()
+    sc.wait(lambda: sc.workload.wait_acks(30, 0.1, after=after), 10,
+            "writes the other replica does not receive")
+    top = max(a.seq for a in sc.workload.results.acks if a.node == old)
+    sc.wait(lambda: value(lab, nf, f"select count(*) from w where seq = {top}") == "1", 10,
+            f"the nofailover replica {nf} holding seq {top}")
+    assert value(lab, other, f"select count(*) from w where seq = {top}") == "0"
+
+    mark = len(hooks_log(lab, nf))  # (its log holds its rejoin and its earlier promotion)
+    sc.killed.add(old)
+    t = sc.fault(f"SIGKILL {old}", lab.kill, old)
+    sc.wait(lambda: sc.workload.failover(t, old)["failover_s"], FAILOVER_BUDGET + 10,
+            "a new primary accepting writes")
+    assert sc.workload.current == other, sc.timeline.format()
+    rows = sc.lab.wait_converged(90)  # nf follows other: only after a rewind
+    assert next(r for r in rows if r["node"] == nf)["role"] == "replica"
+    log = hooks_log(lab, nf)[mark:]
+    assert "rewinding" in log and "pg_rewind from" in log, log
+    assert "promoted" not in log, log
+    assert value(lab, nf, f"select count(*) from w where seq = {top}") == "0", \
+        "the rows only the nofailover replica had must be gone after the rewind"
+
+    # the nofailover node alone: never promoted, read-only (a promotion would come within
+    # the check TTL (3 s) + the lock-delay (3 s) + a candidacy round: twice that here)
+    sc.killed.add(other)
+    sc.fault(f"SIGKILL {other} (the nofailover node is alone)", lab.kill, other)
+    holds(lambda: lab.primaries() == [] and value(lab, nf, "select pg_is_in_recovery()") == "t",
+          12, message=f"{nf} staying a read-only replica")
+    assert lab.leader() is None, lab.leader()
+    assert "promoted" not in hooks_log(lab, nf)[mark:]
+    # the primary comes back: it wins (it has the data) and nf follows it again
+    sc.fault(f"restart {other}", lab.start, other)
+    sc.killed.discard(other)
+    figures = sc.finish(converge_timeout=120)
+    assert sc.workload.current == other
+    print(f"FIGURE pg nofailover ahead replica {figures}")
+
+
+def uncut_link(lab: Lab, replica: str, primary: str) -> None:
+    """Undo cut_link."""
+    ip = lab.node(primary).ip
+    n = lab.node(replica).n
+    lab.net.in_ns(n, "iptables", "-D", "INPUT", "-s", ip, "-j", "DROP")
+    lab.net.in_ns(n, "iptables", "-D", "OUTPUT", "-d", ip, "-j", "DROP")
+
+
+# A standby's CopyDone ('c', length 4): the message that ends a pass over a timeline
+COPY_DONE = ["-p", "tcp", "-m", "string", "--algo", "bm", "--hex-string", "|6300000004|",
+             "-j", "DROP"]
+
+
+def sync_record(lab: Lab) -> dict:
+    try:
+        r = requests.get(f"{lab.catalog_url}/v1/kv/service/postgres/sync?raw", timeout=2)
+        return r.json() if r.status_code == 200 else {}
+    except (requests.RequestException, ValueError):
+        return {}
+
+
+@pytest.mark.timeout(600)
+def test_pg_forked_standby_never_enters_the_sync_set(lab_factory) -> None:
+    """Sync mode. The old primary wrote WAL no replica received (synchronous_commit =
+    local, its links cut) and was SIGKILLed; a replica was promoted. Before any rewind the
+    old primary's server comes back as a standby of the new primary (what the new primary's
+    promote hook does to every member in recovery whose check is not critical; here started
+    by hand, its supervisor stays dead). Its history forked off the new primary's: it streams
+    the old timeline up to the fork again and again, and the new primary's walsender shows it
+    `streaming` at the end of each pass, reporting a flush position of the forked timeline,
+    past what it was sent. The pass lasts until its CopyDone arrives, here never (dropped on
+    its link, as a lossy link would delay it). The sync job must not take it for a
+    synchronous standby: it is never in synchronous_standby_names nor in the published sync
+    set (so never promotable as synchronous)."""
+    lab = pg_lab(lab_factory, no_loss=True)
+    old = next(r["node"] for r in lab.wait_converged(30) if r["role"] == "primary")
+    reps = sorted(n.name for n in lab.state.nodes.values() if n.name != old)
+    o = lab.node(old)
+    with Postgres(o.ip, o.port, timeout=30) as pg:
+        pg.query("select pg_switch_wal()")  # the fork and the forked WAL in one segment
+        pg.query("create table forked (x int)")  # (acknowledged by a standby)
+        lsn = pg.value("select pg_current_wal_lsn()")
+    for r in reps:
+        wait_for(lambda r=r: value(lab, r, f"select pg_last_wal_receive_lsn() >= '{lsn}'")
+                 == "t", 20, message=f"{r} receiving everything so far")
+        cut_link(lab, r, old)
+    with Postgres(o.ip, o.port, timeout=30) as pg:  # WAL only the old primary has
+        pg.query("set synchronous_commit = local")
+        pg.query("insert into forked select generate_series(1, 20000)")
+        forked_end = pg.value("select pg_current_wal_lsn()")
+    lab.kill(old)
+    for r in reps:
+        uncut_link(lab, r, old)
+    (new,) = wait_for(lambda: lab.primaries() if len(lab.primaries()) == 1 else None,
+                      FAILOVER_BUDGET + 15, message="a new primary")
+    (other,) = [r for r in reps if r != new]
+    other_name, old_name = other.replace("-", "_"), old.replace("-", "_")
+    wait_for(lambda: sync_record(lab).get("sync") == [other_name]
+             and value(lab, new, "show synchronous_standby_names") == f'ANY 1 ("{other_name}")',
+             30, message=f"the new primary's sync set down to {other_name}")
+
+    # the old primary's server, unrewound, as a standby of the new primary
+    p = lab.node(new)
+    pgdata = f"{o.dir}/data/pgdata"
+    lab.net.in_ns(o.n, "iptables", "-A", "OUTPUT", "-d", p.ip, *COPY_DONE)
+    with open(f"{pgdata}/postgresql.auto.conf", "a") as f:
+        f.write(f"primary_conninfo = 'host={p.ip} port={p.port} user=postgres "
+                f"application_name={old_name}'\nprimary_slot_name = ''\n")
+    open(f"{pgdata}/standby.signal", "w").close()
+    Path(f"{pgdata}/postmaster.pid").unlink(missing_ok=True)  # the killed server's
+    home = EXAMPLES / "postgres"
+    as_pg = ["setpriv", f"--reuid={RUN_AS}", f"--regid={RUN_AS}", "--init-groups", "--"]
+    ctl = [*as_pg, str(BIN / "pg_ctl"), "-D", pgdata]
+    subprocess.run(["chown", f"{RUN_AS}:", f"{pgdata}/standby.signal"], check=True)
+    lab.net.in_ns(o.n, *ctl, "-l", f"{o.dir}/forked.log", "-w", "-t", "60", "-o",
+                  f"-c config_file={home}/postgresql.conf -c hba_file={o.dir}/data/pg_hba.conf "
+                  f"-c port={o.port} -c listen_addresses='*'", "start")
+    try:
+        row = f"""select state, sent_lsn, flush_lsn from pg_stat_replication
+                  where application_name = '{old_name}'"""
+
+        def forked_streaming() -> bool:
+            got = value(lab, new, f"select count(*) from ({row}) s where state = 'streaming' "
+                                  "and flush_lsn > sent_lsn")
+            return got is not None and int(got) > 0
+        # the hazard is there: shown streaming, with a flush position it was never sent
+        wait_for(forked_streaming, 30, message=f"{old} shown streaming to {new}")
+        assert value(lab, old, "select pg_last_wal_replay_lsn() >= "
+                               f"'{forked_end}'") == "t", "the standby is not the forked one"
+
+        def outside() -> bool:
+            names = value(lab, new, "show synchronous_standby_names") or ""
+            return old_name not in names and old_name not in sync_record(lab).get("sync", [])
+        # the sync job runs every second: six of its runs, most of them while the forked
+        # standby is shown streaming (its walsender times out after wal_sender_timeout, 5 s,
+        # and it connects again)
+        shown = looks = 0
+        until = time.monotonic() + 6.0
+        while time.monotonic() < until:
+            assert outside(), f"{old} entered the sync set: {sync_record(lab)}"
+            looks += 1
+            shown += forked_streaming()
+            time.sleep(0.1)
+        assert shown * 2 >= looks, f"{old} shown streaming in {shown} of {looks} looks"
+        assert sync_record(lab).get("sync") == [other_name], sync_record(lab)
+    finally:
+        lab.net.in_ns(o.n, *ctl, "-m", "immediate", "-w", "stop", check=False)
+        lab.net.in_ns(o.n, "iptables", "-D", "OUTPUT", "-d", p.ip, *COPY_DONE, check=False)

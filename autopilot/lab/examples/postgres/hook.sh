@@ -940,6 +940,22 @@ SQL
     done <"$DIR/promote.$$.members"
 }
 
+# A standby counts as streaming for the sync set only with proof that it follows OUR
+# timeline. A standby whose history forked off ours (an old primary before its rewind, a
+# replica that got WAL the new primary never had) streams our history up to the fork again
+# and again: its walsender shows 'streaming' at the end of each pass, until the standby's
+# CopyDone arrives (every wal_retrieve_retry_interval; as long as a lossy link takes), and
+# reports the flush position of ITS timeline, past what we sent it. In the sync set it could
+# be promoted as "synchronous", and in synchronous_standby_names its bogus flush could
+# acknowledge commits it never received. So: we sent it WAL past the start of our timeline
+# (the last switch point in our newest history file; 0/0 on timeline 1: nothing to fork
+# from), and it has not flushed more than we sent.
+TIMELINE_START_SQL="coalesce((select max(split_part(l, E'\t', 2)::pg_lsn) from (
+    select regexp_split_to_table(pg_read_file('pg_wal/' || name), E'\n') l from (
+        select name from pg_ls_waldir() where name like '%.history' order by name desc limit 1
+    ) h) x where l ~ E'^[0-9]+\t[0-9A-Fa-f]+/[0-9A-Fa-f]+'), '0/0')"
+SYNC_PROOF_SQL="state = 'streaming' and sent_lsn > $TIMELINE_START_SQL and flush_lsn <= sent_lsn"
+
 sync_maintain() {
     # the primary's view: add replicas that stream, drop those that stopped. The published
     # set is always a superset of who may hold a commit alone: publish before adding, and
@@ -949,7 +965,7 @@ sync_maintain() {
     [ "$(in_recovery)" = f ] || exit 0
     cur=$(cat "$DIR/sync-names" 2>/dev/null)
     streaming=$(q "select application_name from pg_stat_replication
-                   where state = 'streaming' order by 1" | tr '\n' ' ')
+                   where $SYNC_PROOF_SQL order by 1" | tr '\n' ' ')
     streaming=$(echo $streaming)
     [ -n "$streaming" ] || exit 0  # never down to nobody: commits wait instead (no loss)
     [ "$streaming" = "$cur" ] && exit 0

@@ -83,7 +83,9 @@ class Leading(ElectionState):
         leader = self._leader_dict(holder)
         self._former_primary = False
         log.info("acquired the lock; promoting", job=self.job, epoch=holder.epoch)
-        result = await self._guarded(self._hook("promote", self.ecfg.promote, "primary", leader))
+        handed = getattr(self, "_handover_env", None)  # handover.py: a named successor
+        result = await self._guarded(self._hook("promote", self.ecfg.promote, "primary", leader,
+                                                handed))
         if result is None:
             await self._step_down(self._leader_lost_reason() or "lost during promote",
                                   ran_promote=True)
@@ -189,7 +191,7 @@ class Leading(ElectionState):
                     lambda c: lock.release(c, self.lock_key, sid, timeout=1.5, value=value),
                     timeout=2.0)
                 log.info("lock released" if released else "lock was no longer ours",
-                         job=self.job, successor=successor)
+                         job=self.job, successor=successor[0] if successor else None)
             except Exception as exc:  # noqa: BLE001 - retried until the catalog answers
                 log.warning("release failed", job=self.job, error=str(exc) or repr(exc))
                 self.holding = False

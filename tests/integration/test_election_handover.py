@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.helpers import CatalogProcess
+from tests.integration.election_members import hook
 from tests.integration.test_election import hook_lines, leaders, run, until
 from tests.integration.test_election_safety import (
     positioned_cluster,
@@ -39,11 +40,19 @@ def released_value(catalog: CatalogProcess) -> dict:
     return json.loads(base64.b64decode(entry["Value"]) or b"{}")
 
 
+def promote_hook(log: Path) -> list[str]:
+    """The usual promote line, then `handed <from> <lsn> <members>`: what the old primary
+    handed over (AUTOPILOT_HANDOVER_*), "-" where nothing came."""
+    return hook(log, "promote", extra=f'echo "handed ${{AUTOPILOT_HANDOVER_FROM:--}} '
+                f'${{AUTOPILOT_HANDOVER_LSN:--}} ${{AUTOPILOT_HANDOVER_MEMBERS:--}}" >> {log}; ')
+
+
 async def handover_cluster(catalog: CatalogProcess, tmp: Path):
     members = await positioned_cluster(
         catalog, tmp, successor=successor_hook(tmp), candidacy_timeout=1.0)
     for m in members:
         m.election.ecfg.demote = demote_hook(m.hooks)
+        m.election.ecfg.promote = promote_hook(m.hooks)
     return members
 
 
@@ -59,12 +68,17 @@ def test_the_named_successor_takes_over_without_a_candidacy(catalog: CatalogProc
         try:
             (lead,) = leaders(members)
             low, high = rig_positions(tmp_path, members, lead)
-            (tmp_path / "successor").write_text(f"{low.sid}\n")
+            # notes before the name: handed to the successor's promote hook, and to it only
+            (tmp_path / "successor").write_text(
+                f"lsn=0/3000028\nmembers=a 1;b 2\n{low.sid}\n")
             wall0 = time.time()
             await lead.election.before_shutdown()
             await until(lambda: low.election.primary or high.election.primary, 5,
                         "a new primary")
             assert low.election.primary and not high.election.primary
+            handed = [ln for ln in hook_lines(low.hooks) if ln[0] == "handed"]
+            assert handed[-1] == ["handed", lead.sid, "0/3000028", "a", "1;b", "2"], handed
+            assert released_value(catalog).get("handover") is None  # the successor's own value
             demote = next(ln for ln in hook_lines(lead.hooks) if ln[0] == "demote")
             assert demote[2:] == ["replica", "shutdown"], demote
             promote = times(low, "promote", wall0)[0]
@@ -124,13 +138,18 @@ def test_a_successor_that_does_not_take_over_leaves_it_to_a_candidacy(
         try:
             (lead,) = leaders(members)
             low, high = rig_positions(tmp_path, members, lead)
-            (tmp_path / "successor").write_text("db-nobody\n")
+            (tmp_path / "successor").write_text("lsn=0/1\ndb-nobody\n")
             wall0 = time.time()
             await lead.election.before_shutdown()
-            assert released_value(catalog).get("successor") == "db-nobody"
+            released = released_value(catalog)
+            assert released.get("successor") == "db-nobody", released
+            assert released.get("handover") == {"LSN": "0/1"}, released
             await until(lambda: low.election.primary or high.election.primary, 6,
                         "a new primary")
             assert high.election.primary, "the most advanced member did not win"
+            # a candidacy winner is no named successor: nothing handed to its promote hook
+            handed = [ln for ln in hook_lines(high.hooks) if ln[0] == "handed"]
+            assert handed[-1] == ["handed", "-", "-", "-"], handed
             took = times(high, "promote", wall0)[0] - wall0
             print(f"FIGURE hand-over whose successor never came: promoted after {took:.2f}s "
                   f"(candidacyTimeout 1s)")

@@ -264,13 +264,17 @@ run() {
 
 stop_postmaster() {  # under the hook lock: the run loop starts it again once hold is gone
     touch "$DIR/hold" "$DIR/restart"
-    as_pg touch "$PGDATA/standby.signal"
-    [ -f "$PGDATA/postmaster.pid" ] || return 0
+    if [ ! -f "$PGDATA/postmaster.pid" ]; then as_pg touch "$PGDATA/standby.signal"; return 0; fi
     # a fast shutdown, watched every 10 ms: pg_ctl -w looks every 100 ms, and on a hand-over
     # that tenth of a second is write gap. The postmaster removes its pid file last.
-    pid=$(head -n 1 "$PGDATA/postmaster.pid" 2>/dev/null)
+    pid=
+    read -r pid <"$PGDATA/postmaster.pid" 2>/dev/null
     case "$pid" in '' | *[!0-9]*) pid="" ;; esac
-    if [ -n "$pid" ] && kill -INT "$pid" 2>/dev/null; then
+    [ -n "$pid" ] && kill -INT "$pid" 2>/dev/null
+    # (after the signal: three process starts less before the shutdown begins; the run
+    # loop starts nothing before `hold` is gone)
+    as_pg touch "$PGDATA/standby.signal"
+    if [ -n "$pid" ]; then
         i=0
         limit=$((${PG_STOP_TIMEOUT:-20} * 100))
         while [ -f "$PGDATA/postmaster.pid" ] && [ $i -lt $limit ]; do
@@ -422,10 +426,11 @@ choose_successor() {  # choose_successor "NAME...": write $DIR/successor (addres
     # A fast shutdown ends only once every connected standby flushed all of our WAL (the
     # shutdown checkpoint included), so each standby that was streaming holds every commit
     # we acknowledged: the first of them (most advanced before the stop) that may be
-    # promoted takes over at once, without a candidacy round. Its promote hook still checks
-    # its peers; the election falls back to a candidacy if it does not take the lock.
+    # promoted takes over at once, without a candidacy round. The election falls back to a
+    # candidacy if it does not take the lock. Shell builtins only: this is write gap.
     cands=$1
-    sync_set=" $(cat "$DIR/sync-names" 2>/dev/null) "
+    sync_names=""
+    read -r sync_names <"$DIR/sync-names" 2>/dev/null
     for from in cache catalog; do
         if [ $from = cache ]; then
             # the members as our promote hook read them: a python3 process less on the
@@ -439,18 +444,47 @@ choose_successor() {  # choose_successor "NAME...": write $DIR/successor (addres
         for cand in $cands; do
             # sync mode: only a synchronous standby (the published set is a superset of it)
             if [ "$SYNC" = 1 ]; then
-                case "$sync_set" in *" $cand "*) ;; *) continue ;; esac
+                case " $sync_names " in *" $cand "*) ;; *) continue ;; esac
             fi
-            line=$(awk -v n="$cand" -v live=$from '$1 == n && (live == "cache" || $4 == "passing") &&
-                $5 !~ /(^|,)nofailover(,|$)/' "$list" | head -n 1)
-            [ -n "$line" ] || continue
-            set -- $line
-            echo "$2:$3" >"$DIR/successor"
-            log "hand-over: successor $cand ($2:$3, from the $from)"
-            return 0
+            while read -r n host port status tags _; do
+                [ "$n" = "$cand" ] || continue
+                [ $from = cache ] || [ "$status" = passing ] || continue
+                case ",$tags," in *,nofailover,*) continue ;; esac
+                handover_notes "$list" "$sync_names" >"$DIR/successor.tmp"
+                echo "$host:$port" >>"$DIR/successor.tmp"
+                mv "$DIR/successor.tmp" "$DIR/successor"
+                log "hand-over: successor $cand ($host:$port, from the $from)"
+                return 0
+            done <"$list"
         done
     done
     log "hand-over: no successor to name (a candidacy decides)"
+}
+
+handover_notes() {  # handover_notes MEMBERS-FILE SYNC-NAMES: what the successor is handed
+    # (the election passes these KEY=VALUE lines to the successor's promote hook as
+    # AUTOPILOT_HANDOVER_<KEY>): with them it promotes without reading the catalog or
+    # asking its peers. CHECKPOINT is our shutdown checkpoint, only after a clean shutdown:
+    # every commit we acknowledged lies before it, so a successor that received WAL up to
+    # it holds them all (one that did not, e.g. it lost its connection during the stop,
+    # refuses, and a candidacy decides).
+    state="" ckpt=""
+    while IFS=: read -r k v; do
+        v=${v#"${v%%[! ]*}"}
+        case "$k" in
+        "Database cluster state") state=$v ;;
+        "Latest checkpoint location") ckpt=$v ;;
+        esac
+    done <<CONTROL
+$("$BIN/pg_controldata" "$PGDATA" 2>/dev/null)
+CONTROL
+    [ "$state" = "shut down" ] && [ -n "$ckpt" ] || return 0
+    members=""
+    while read -r line; do members="$members${members:+;}$line"; done <"$1"
+    echo "primary=$NAME"
+    echo "checkpoint=$ckpt"
+    echo "members=$members"
+    if [ "$SYNC" = 1 ]; then echo "sync=$2"; fi
 }
 
 successor() {  # the election's successor hook: what the demote hook chose, if anything
@@ -827,6 +861,7 @@ promote() {
     trap 'rm -f "$DIR/promoting" "$DIR/promote.$$".*' EXIT
     trace "promote: start"
     [ -f "$PGDATA/PG_VERSION" ] || bootstrap
+    if handed_over; then promote_handed_over; return; fi
     # the members (to re-point, and in sync mode the sync set): one catalog call, started
     # now, in parallel with our own checks
     VP_PID=""
@@ -884,20 +919,27 @@ SQL
     [ $? = 0 ] || { log "not promoting: $out"; exit 1; }
     trace "promote: standby names set"
     repoint_others
+    end_recovery
+}
+
+end_recovery() {
     # end recovery and wait for it, polling every 10 ms (pg_promote's own wait polls every
-    # 100 ms: a tenth of a second of write gap on every hand-over)
+    # 100 ms: a tenth of a second of write gap on every hand-over); the same psql reads
+    # the new timeline
     out=$("$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 2>&1 <<'SQL'
 select pg_promote(false) where pg_is_in_recovery();
 do $$ begin
   for i in 1..3000 loop exit when not pg_is_in_recovery(); perform pg_sleep(0.01); end loop;
 end $$;
-select pg_is_in_recovery();
+select case when pg_is_in_recovery() then 't' else 'f ' ||
+       ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end;
 SQL
 )
     trace "promote: promoted"
     wait  # the re-points
     case "$out" in
-    *f) ;;
+    *"
+f "* | "f "*) ;;
     *)
         # pg_promote's request (the file `promote`) stays: a startup process that was only
         # slow would end recovery later, without the lock. Withdraw it; if recovery ended
@@ -911,8 +953,85 @@ SQL
     # from now on this data may hold WAL no other node has: check the history (pg_rewind)
     # before this node follows anyone again, even after a crash
     : >"$DIR/rewind-needed"
-    rm -f "$DIR/not-streaming-since"
-    log "promoted (epoch $EPOCH, timeline $(q "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"); re-pointed:${repointed:- none})"
+    # (a rewind onto some leader before this promotion says nothing about the next one)
+    rm -f "$DIR/not-streaming-since" "$DIR/rewound-onto"
+    log "promoted (epoch $EPOCH, timeline ${out##*f }; re-pointed:${repointed:- none})"
+}
+
+handed_over() {  # named successor of a hand-over that handed us what we need?
+    # (AUTOPILOT_HANDOVER_*: the old primary's notes, handover_notes; only a clean
+    # shutdown gives a checkpoint; in sync mode it named us from its synchronous set)
+    [ -n "${AUTOPILOT_HANDOVER_CHECKPOINT:-}" ] && [ -n "${AUTOPILOT_HANDOVER_MEMBERS:-}" ] &&
+        [ -z "${PG_NOFAILOVER:-}" ] || return 1
+    case "$AUTOPILOT_HANDOVER_CHECKPOINT" in *[!0-9A-Fa-f/]* | /* | */ | */*/*) return 1 ;; */*) ;; *) return 1 ;; esac
+    [ "$SYNC" = 1 ] || return 0
+    case " ${AUTOPILOT_HANDOVER_SYNC:-} " in *" $NAME "*) return 0 ;; esac
+    return 1
+}
+
+promote_handed_over() {
+    # A SIGTERM hand-over named us: the old primary stopped cleanly and handed us its
+    # members, its sync set and its shutdown checkpoint. No catalog read and no peer asked
+    # on the write gap: one psql checks that we received WAL past that checkpoint (then we
+    # hold every commit it acknowledged, and no peer can be ahead of us: they all streamed
+    # from it, and its WAL ends there) and prepares the primary's settings; the sync record is published
+    # (curl when there is one: no python3 start); a second psql promotes.
+    oifs=$IFS
+    IFS=';'
+    for m in $AUTOPILOT_HANDOVER_MEMBERS; do echo "$m"; done >"$DIR/promote.$$.members"
+    IFS=$oifs
+    others="" slots=""
+    while read -r n _; do
+        [ -n "$n" ] && [ "$n" != "$NAME" ] || continue
+        others="$others${others:+ }$n"
+        slots="$slots select pg_create_physical_replication_slot('$n', true) where not exists
+            (select 1 from pg_replication_slots where slot_name = '$n');"
+    done <"$DIR/promote.$$.members"
+    set -- $others
+    names=""
+    if [ "$SYNC" = 1 ]; then
+        if [ $# -eq 0 ]; then names="ANY 1 (*)"; else names="ANY 1 ($(names_list "$@"))"; fi
+    fi
+    out=$("$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 2>&1 <<SQL
+select pg_is_in_recovery() and greatest(coalesce(pg_last_wal_receive_lsn(), '0/0'),
+       coalesce(pg_last_wal_replay_lsn(), '0/0')) > '$AUTOPILOT_HANDOVER_CHECKPOINT'::pg_lsn as ok \gset
+\if :ok
+alter system set synchronous_standby_names = '$names';
+alter system set primary_conninfo = '';
+select pg_reload_conf();
+$slots
+\echo ready
+\else
+select 'not promoting: received ' || coalesce(pg_last_wal_receive_lsn()::text, 'nothing')
+       || ', replayed ' || coalesce(pg_last_wal_replay_lsn()::text, 'nothing')
+       || ', the old primary''s shutdown checkpoint is at $AUTOPILOT_HANDOVER_CHECKPOINT (a candidacy decides)'
+       || case when pg_is_in_recovery() then '' else ' (not in recovery)' end;
+\endif
+SQL
+)
+    case "$out" in *ready) ;; *) log "hand-over: $(echo $out)"; exit 1 ;; esac
+    trace "promote: hand-over checked, standby names set"
+    # the others stream from us at once (they stream from nobody since the old primary
+    # stopped), in parallel with the rest
+    HANDOVER_FROM=${AUTOPILOT_HANDOVER_PRIMARY:-}
+    repoint_others
+    if [ "$SYNC" = 1 ]; then
+        # every other member may acknowledge our commits: published before the first one
+        sync_json "$@" | kv_put "$SYNC_KEY" || { log "not promoting: cannot publish the sync set"; exit 1; }
+        echo "$*" >"$DIR/sync-names"
+        trace "promote: sync set published"
+    fi
+    cp "$DIR/promote.$$.members" "$DIR/members-cache" 2>/dev/null
+    end_recovery
+}
+
+kv_put() {  # kv_put KEY: stdin into the catalog's KV (curl if there is one: no python3)
+    command -v curl >/dev/null 2>&1 || { catalog put "$1"; return; }
+    addr=${CONSUL_HTTP_ADDR:-${CONSUL:-127.0.0.1:8500}}
+    case "$addr" in *://*) ;; *) addr="http://$addr" ;; esac
+    set -- "$addr/v1/kv/$1"
+    if [ -n "${CONSUL_HTTP_TOKEN:-}" ]; then set -- "$@" -H "X-Consul-Token: $CONSUL_HTTP_TOKEN"; fi
+    [ "$(curl -sS --max-time "${PG_CATALOG_TIMEOUT:-2}" -X PUT --data-binary @- "$@")" = true ]
 }
 
 repoint_others() {
@@ -925,8 +1044,10 @@ repoint_others() {
     [ -n "$MY_IP" ] || return 0
     while read -r n host port status _; do
         [ "$n" = "$NAME" ] && continue
+        [ "$n" = "${HANDOVER_FROM:-}" ] && continue  # the old primary, stopped
         [ "$status" = critical ] && continue  # dead or cloning: its own hooks will follow
-        ci=$(conninfo "$MY_IP" "$PORT" "$n" | sed "s/'/''/g")
+        ci=$(conninfo "$MY_IP" "$PORT" "$n")
+        case "$ci" in *"'"*) ci=$(echo "$ci" | sed "s/'/''/g") ;; esac
         PGCONNECT_TIMEOUT=1 "$BIN/psql" -X -Atq -h "$host" -p "$port" -v ON_ERROR_STOP=1 \
             >/dev/null 2>&1 <<SQL &
 select pg_is_in_recovery() as rec \gset

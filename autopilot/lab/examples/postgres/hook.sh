@@ -498,6 +498,29 @@ pre_checkpoint() {
     PGOPTIONS="-c statement_timeout=${PG_PRE_CHECKPOINT_TIMEOUT:-10}s" q checkpoint >/dev/null
 }
 
+pre_slots() {
+    # a SIGTERM hand-over, while we still serve: on every other member, a replication slot
+    # for each of the rest, so that whichever becomes our successor can point the others
+    # at itself at once (a walreceiver asking for a slot that does not exist yet retries
+    # 200 ms later: that wait was the first commit's, in sync mode). Not reserved (no WAL
+    # held) until a standby streams through it. In parallel, one psql per member.
+    [ -f "$DIR/members-cache" ] || return 0
+    # (the cache's statuses may be old: every member is tried, a dead one costs a connect
+    # timeout in a process of its own)
+    while read -r n host port _; do
+        [ "$n" != "$NAME" ] || continue
+        sql=""
+        while read -r o _; do
+            [ "$o" != "$n" ] || continue
+            sql="$sql select pg_create_physical_replication_slot('$o', false) where
+                pg_is_in_recovery() and not exists (select 1 from pg_replication_slots
+                where slot_name = '$o');"
+        done <"$DIR/members-cache"
+        qr "$host" "$port" "$sql" >/dev/null 2>&1 &
+    done <"$DIR/members-cache"
+    wait
+}
+
 is_handover() {  # this demote is a SIGTERM hand-over (the election says why it steps down)
     case "${AUTOPILOT_STEP_DOWN_REASON:-}" in shutdown | stopping) return 0 ;; esac
     return 1
@@ -852,12 +875,15 @@ bootstrap() {
     wait_up 30 || { log "the new cluster did not start"; exit 1; }
 }
 
-promoting() {  # a promote hook is at work (started less than a minute ago)
-    [ -f "$DIR/promoting" ] && [ $(($(date +%s) - $(cat "$DIR/promoting" 2>/dev/null || echo 0))) -lt 60 ]
+promoting() {  # a promote hook is at work (its process is alive; no process started)
+    [ -f "$DIR/promoting" ] || return 1
+    pid=""
+    read -r pid <"$DIR/promoting" 2>/dev/null
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
 promote() {
-    date +%s >"$DIR/promoting"
+    echo $$ >"$DIR/promoting"
     trap 'rm -f "$DIR/promoting" "$DIR/promote.$$".*' EXIT
     trace "promote: start"
     [ -f "$PGDATA/PG_VERSION" ] || bootstrap
@@ -949,13 +975,17 @@ f "* | "f "*) ;;
         exit 1
         ;;
     esac
+    promoted "${out##*f }"
+}
+
+promoted() {  # promoted TIMELINE: recovery ended under the lock
     set_state primary "$EPOCH"
     # from now on this data may hold WAL no other node has: check the history (pg_rewind)
     # before this node follows anyone again, even after a crash
     : >"$DIR/rewind-needed"
     # (a rewind onto some leader before this promotion says nothing about the next one)
     rm -f "$DIR/not-streaming-since" "$DIR/rewound-onto"
-    log "promoted (epoch $EPOCH, timeline ${out##*f }; re-pointed:${repointed:- none})"
+    log "promoted (epoch $EPOCH, timeline $1; re-pointed:${repointed:- none})"
 }
 
 handed_over() {  # named successor of a hand-over that handed us what we need?
@@ -971,11 +1001,12 @@ handed_over() {  # named successor of a hand-over that handed us what we need?
 
 promote_handed_over() {
     # A SIGTERM hand-over named us: the old primary stopped cleanly and handed us its
-    # members, its sync set and its shutdown checkpoint. No catalog read and no peer asked
-    # on the write gap: one psql checks that we received WAL past that checkpoint (then we
-    # hold every commit it acknowledged, and no peer can be ahead of us: they all streamed
-    # from it, and its WAL ends there) and prepares the primary's settings; the sync record is published
-    # (curl when there is one: no python3 start); a second psql promotes.
+    # members, its sync set and its shutdown checkpoint. On the write gap, no catalog read
+    # and no peer asked, and one psql does it all: it checks that we received WAL past
+    # that checkpoint (then we hold every commit the old primary acknowledged, and no peer
+    # can be ahead of us: they all streamed from it, and its WAL ends there), sets the
+    # primary's settings, publishes the sync record (sync mode: curl, started by psql
+    # itself between two statements, only once the check passed) and promotes.
     oifs=$IFS
     IFS=';'
     for m in $AUTOPILOT_HANDOVER_MEMBERS; do echo "$m"; done >"$DIR/promote.$$.members"
@@ -988,11 +1019,27 @@ promote_handed_over() {
             (select 1 from pg_replication_slots where slot_name = '$n');"
     done <"$DIR/promote.$$.members"
     set -- $others
-    names=""
+    names="" publish="" published=""
     if [ "$SYNC" = 1 ]; then
         if [ $# -eq 0 ]; then names="ANY 1 (*)"; else names="ANY 1 ($(names_list "$@"))"; fi
+        # every other member may acknowledge our commits: the record names them before
+        # the first commit (psql's \set runs the command: its output, true or false from
+        # the catalog, decides whether the promotion goes on)
+        sync_json "$@" >"$DIR/promote.$$.sync"
+        if kv_put_config "$SYNC_KEY" "$DIR/promote.$$.sync" >"$DIR/promote.$$.curl"; then
+            publish="\\set published \`curl -K '$DIR/promote.$$.curl' || echo false\`"
+        else
+            publish="\\set published \`$PY '$HOME_DIR/catalog.py' put '$SYNC_KEY' <'$DIR/promote.$$.sync' 2>/dev/null && echo true || echo false\`"
+        fi
+        publish="$publish
+select 'at published ' || extract(epoch from clock_timestamp());"
+        published=":published"
     fi
-    out=$("$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 2>&1 <<SQL
+    # the others stream from us at once (from nobody since the old primary stopped; if we
+    # refuse below, a candidacy winner re-points them again)
+    HANDOVER_FROM=${AUTOPILOT_HANDOVER_PRIMARY:-}
+    repoint_others
+    out=$("$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 -v published=true 2>&1 <<SQL
 select pg_is_in_recovery() and greatest(coalesce(pg_last_wal_receive_lsn(), '0/0'),
        coalesce(pg_last_wal_replay_lsn(), '0/0')) > '$AUTOPILOT_HANDOVER_CHECKPOINT'::pg_lsn as ok \gset
 \if :ok
@@ -1000,38 +1047,59 @@ alter system set synchronous_standby_names = '$names';
 alter system set primary_conninfo = '';
 select pg_reload_conf();
 $slots
-\echo ready
+select 'at checked ' || extract(epoch from clock_timestamp());
+$publish
+\if :published
+select pg_promote(false) where pg_is_in_recovery();
+do \$\$ begin
+  for i in 1..3000 loop exit when not pg_is_in_recovery(); perform pg_sleep(0.01); end loop;
+end \$\$;
+select 'at promoted ' || extract(epoch from clock_timestamp());
+select case when pg_is_in_recovery() then 't' else 'f ' ||
+       ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end;
+\else
+\echo not promoting: cannot publish the sync set
+\endif
 \else
 select 'not promoting: received ' || coalesce(pg_last_wal_receive_lsn()::text, 'nothing')
        || ', replayed ' || coalesce(pg_last_wal_replay_lsn()::text, 'nothing')
-       || ', the old primary''s shutdown checkpoint is at $AUTOPILOT_HANDOVER_CHECKPOINT (a candidacy decides)'
-       || case when pg_is_in_recovery() then '' else ' (not in recovery)' end;
+       || ', the old primary''s shutdown checkpoint is at $AUTOPILOT_HANDOVER_CHECKPOINT'
+       || case when pg_is_in_recovery() then '' else ' (not in recovery)' end
+       || ' (a candidacy decides)';
 \endif
 SQL
 )
-    case "$out" in *ready) ;; *) log "hand-over: $(echo $out)"; exit 1 ;; esac
-    trace "promote: hand-over checked, standby names set"
-    # the others stream from us at once (they stream from nobody since the old primary
-    # stopped), in parallel with the rest
-    HANDOVER_FROM=${AUTOPILOT_HANDOVER_PRIMARY:-}
-    repoint_others
-    if [ "$SYNC" = 1 ]; then
-        # every other member may acknowledge our commits: published before the first one
-        sync_json "$@" | kv_put "$SYNC_KEY" || { log "not promoting: cannot publish the sync set"; exit 1; }
-        echo "$*" >"$DIR/sync-names"
-        trace "promote: sync set published"
-    fi
+    wait  # the re-points
+    traces "$out"
+    case "$out" in
+    *"
+f "*) ;;
+    *)
+        rm -f "$PGDATA/promote"  # (see end_recovery)
+        log "hand-over: $(echo "$out" | grep -v '^at ' | tr '\n' ' ')"
+        exit 1
+        ;;
+    esac
+    [ "$SYNC" = 1 ] && echo "$*" >"$DIR/sync-names"
     cp "$DIR/promote.$$.members" "$DIR/members-cache" 2>/dev/null
-    end_recovery
+    promoted "${out##*
+f }"
 }
 
-kv_put() {  # kv_put KEY: stdin into the catalog's KV (curl if there is one: no python3)
-    command -v curl >/dev/null 2>&1 || { catalog put "$1"; return; }
+traces() {  # the "at STEP TIME" lines a psql printed, as trace lines of their own time
+    [ -n "${PG_HOOK_LOG:-}" ] || return 0
+    echo "$1" | while read -r at step t; do
+        [ "$at" = at ] && echo "$t ${AUTOPILOT_ROLE:-none} trace promote: $step" >>"$PG_HOOK_LOG"
+    done
+}
+
+kv_put_config() {  # kv_put_config KEY FILE: curl's config to PUT FILE into KEY (1: no curl)
+    command -v curl >/dev/null 2>&1 || return 1
     addr=${CONSUL_HTTP_ADDR:-${CONSUL:-127.0.0.1:8500}}
     case "$addr" in *://*) ;; *) addr="http://$addr" ;; esac
-    set -- "$addr/v1/kv/$1"
-    if [ -n "${CONSUL_HTTP_TOKEN:-}" ]; then set -- "$@" -H "X-Consul-Token: $CONSUL_HTTP_TOKEN"; fi
-    [ "$(curl -sS --max-time "${PG_CATALOG_TIMEOUT:-2}" -X PUT --data-binary @- "$@")" = true ]
+    printf 'url = "%s/v1/kv/%s"\nrequest = "PUT"\ndata-binary = "@%s"\n' "$addr" "$1" "$2"
+    printf 'max-time = %s\nsilent\nshow-error\nfail\n' "${PG_CATALOG_TIMEOUT:-2}"
+    if [ -n "${CONSUL_HTTP_TOKEN:-}" ]; then printf 'header = "X-Consul-Token: %s"\n' "$CONSUL_HTTP_TOKEN"; fi
 }
 
 repoint_others() {
@@ -1045,7 +1113,9 @@ repoint_others() {
     while read -r n host port status _; do
         [ "$n" = "$NAME" ] && continue
         [ "$n" = "${HANDOVER_FROM:-}" ] && continue  # the old primary, stopped
-        [ "$status" = critical ] && continue  # dead or cloning: its own hooks will follow
+        # dead or cloning: its own hooks will follow (a hand-over's list comes from the old
+        # primary's cache, whose statuses may be old: every one is tried there)
+        [ "$status" = critical ] && [ -z "${HANDOVER_FROM:-}" ] && continue
         ci=$(conninfo "$MY_IP" "$PORT" "$n")
         case "$ci" in *"'"*) ci=$(echo "$ci" | sed "s/'/''/g") ;; esac
         PGCONNECT_TIMEOUT=1 "$BIN/psql" -X -Atq -h "$host" -p "$port" -v ON_ERROR_STOP=1 \
@@ -1179,7 +1249,7 @@ run) run ;;
 health) health ;;
 promote)
     # the hook lock on a descriptor of this shell: no second shell on a failover's path
-    mkdir -p "$DIR"
+    [ -d "$DIR" ] || mkdir -p "$DIR"
     (flock -w "${PG_LOCK_WAIT:-30}" 9 && promote) 9>"$DIR/hook.lock"
     ;;
 demote)
@@ -1191,7 +1261,9 @@ demote)
     trap 'rm -f "$DIR/demoting"' EXIT
     rm -f "$DIR/demote.members" "$DIR/demote.candidates"
     if is_handover; then
+        pre_slots &
         pre_checkpoint
+        wait
     fi
     fence_listing >"$DIR/demote.candidates"
     # the hook lock on a descriptor of this shell: no second shell to start on the gap

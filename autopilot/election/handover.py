@@ -32,6 +32,7 @@ import re
 import time
 
 from autopilot.election.base import ElectionState, log
+from autopilot.jobs.hooks import HookResult
 
 #: a note line of the successor hook (``KEY=VALUE``); a successor's name never has a "="
 NOTE = re.compile(r"^([A-Za-z][A-Za-z0-9_]{0,63})=(.*)$")
@@ -50,6 +51,19 @@ def successor_answer(output: str) -> tuple[str, dict[str, str]]:
         if m and "\0" not in m.group(2):
             notes[m.group(1).upper()] = m.group(2)
     return lines[-1], notes
+
+
+def _read_file(argv: list[str]) -> HookResult | None:
+    """A successor hook that is ``["cat", FILE]`` (what a demote hook chose, written to a
+    file) is read in-process, as cat would print it: one process start less between the
+    demote and the release, while no node takes writes. None: run the hook."""
+    if len(argv) != 2 or argv[0] != "cat" or argv[1].startswith("-"):
+        return None
+    try:
+        with open(argv[1], encoding="utf-8", errors="replace") as f:
+            return HookResult(0, f.read(65536))
+    except OSError as exc:
+        return HookResult(1, f"cat: {argv[1]}: {exc.strerror}")
 
 
 def handover_env(info: dict) -> dict[str, str]:
@@ -74,7 +88,9 @@ class HandOver(ElectionState):
         notes for it), or None."""
         if not self.ecfg.successor:
             return None
-        result = await self._hook("successor", self.ecfg.successor, "replica", None)
+        result = _read_file(self.ecfg.successor)
+        if result is None:
+            result = await self._hook("successor", self.ecfg.successor, "replica", None)
         name, notes = successor_answer(result.output) if result.ok else ("", {})
         if not name:
             log.info("no successor named: the members run a candidacy", job=self.job,

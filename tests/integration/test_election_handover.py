@@ -25,7 +25,13 @@ from tests.integration.test_election_safety import (
 
 
 def successor_hook(tmp: Path) -> list[str]:
-    """Prints what the test wrote in `successor` (nothing: no successor named)."""
+    """What the test wrote in `successor` (nothing: no successor named). `cat FILE` is read
+    in-process (no process start); a hook of any other form is run."""
+    return ["cat", f"{tmp}/successor"]
+
+
+def successor_process(tmp: Path) -> list[str]:
+    """The same, as a process (a hook the election cannot read in-process)."""
     return ["sh", "-c", f"cat {tmp}/successor 2>/dev/null"]
 
 
@@ -138,6 +144,8 @@ def test_a_successor_that_does_not_take_over_leaves_it_to_a_candidacy(
         try:
             (lead,) = leaders(members)
             low, high = rig_positions(tmp_path, members, lead)
+            for m in members:
+                m.election.ecfg.successor = successor_process(tmp_path)
             (tmp_path / "successor").write_text("lsn=0/1\ndb-nobody\n")
             wall0 = time.time()
             await lead.election.before_shutdown()

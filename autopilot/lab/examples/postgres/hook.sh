@@ -765,24 +765,25 @@ view_put_start() {
     (timeout 30 "$PY" "$HOME_DIR/catalog.py" view-put "$SERVICE" "$JOB" "$SYNC_KEY" \
         <"$VP_F.go" >"$VP_F.out" 2>/dev/null) &
     VP_PID=$!
-    exec 8>"$VP_F.go" 9<"$VP_F.out"
+    # (descriptors 6 and 7: 9 holds the hook lock, which closing it would release)
+    exec 6>"$VP_F.go" 7<"$VP_F.out"
     VIEW=""
-    while IFS= read -r line <&9; do
+    while IFS= read -r line <&7; do
         if [ "$line" = "--" ]; then return 0; fi
         VIEW="$VIEW${VIEW:+
 }$line"
     done
-    exec 8>&- 9<&-  # it ended without the view
+    exec 6>&- 7<&-  # it ended without the view
     VP_PID=""
     VIEW=""
     return 1
 }
 
 view_put_finish() {  # view_put_finish RECORD: store it through the waiting process
-    (printf '%s\n' "$1" >&8) 2>/dev/null
-    exec 8>&-
-    IFS= read -r line <&9 || line=""
-    exec 9<&-
+    (printf '%s\n' "$1" >&6) 2>/dev/null
+    exec 6>&-
+    IFS= read -r line <&7 || line=""
+    exec 7<&-
     wait "$VP_PID"
     [ "$line" = stored ]
 }
@@ -816,7 +817,7 @@ peer_ahead() {
     # one to promote is the synchronous standby that got furthest; one we cannot ask might
     # hold commits nobody else has. Every peer is asked at once (a dead one costs its
     # connect timeout once, not once per peer).
-    mine=$(my_lsn)
+    mine=${MY_LSN:-$(my_lsn)}  # (promote read it beside the catalog)
     set -- $(sync_members "$(sync_record)")
     tmp="$DIR/ahead.$$"
     i=0
@@ -888,8 +889,12 @@ promote() {
     trace "promote: start"
     [ -f "$PGDATA/PG_VERSION" ] || bootstrap
     if handed_over; then promote_handed_over; return; fi
-    # the members (to re-point, and in sync mode the sync set): one catalog call, started
-    # now, in parallel with our own checks
+    # our role and WAL position (one psql), in parallel with the catalog read of the
+    # members (to re-point, and in sync mode the sync set)
+    q "select case when pg_is_in_recovery() then 't ' || coalesce(pg_wal_lsn_diff(greatest(
+         pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0')::bigint::text, '')
+         else 'f' end" >"$DIR/promote.$$.self" 2>&1 &
+    SELF_PID=$!
     VP_PID=""
     if [ "$SYNC" = 1 ]; then
         view_put_start || load_view
@@ -897,8 +902,10 @@ promote() {
     else
         catalog members "$SERVICE" "$JOB" >"$DIR/promote.$$.members" 2>/dev/null &
     fi
-    rec=$(in_recovery)
-    case "$rec" in t | f) ;; *) wait_up 20 || { log "not promoting: the server does not answer"; exit 1; }; rec=$(in_recovery) ;; esac
+    wait "$SELF_PID"
+    rec="" MY_LSN=""
+    read -r rec MY_LSN <"$DIR/promote.$$.self"
+    case "$rec" in t | f) ;; *) wait_up 20 || { log "not promoting: the server does not answer"; exit 1; }; rec=$(in_recovery); MY_LSN="" ;; esac
     trace "promote: view read"
     why=$(eligible) || { log "not promoting: $why"; exit 1; }
     if [ "$SYNC" = 1 ]; then

@@ -935,40 +935,33 @@ promote() {
     fi
     cp "$DIR/promote.$$.members" "$DIR/members-cache" 2>/dev/null
     trace "promote: peers checked, sync set published"
-    # a slot for every other member before it is pointed at us (they may stream from us
-    # while we are still a standby: cascading, which follows our promotion by itself)
+    # A slot for every other member before it is pointed at us (they may stream from us
+    # while we are still a standby: cascading, which follows our promotion by itself):
+    # each re-point creates its own first, in parallel with the one psql that sets the
+    # primary's settings, creates them all (whoever comes second finds it there) and ends
+    # recovery.
     slots=""
-    for n in $others; do
-        slots="$slots select pg_create_physical_replication_slot('$n', true) where not exists
-            (select 1 from pg_replication_slots where slot_name = '$n');"
-    done
+    for n in $others; do slots="$slots $(slot_sql "$n")"; done
+    REPOINT_SLOTS=1 repoint_others
+    # end recovery and wait for it, polling every 10 ms (pg_promote's own wait polls every
+    # 100 ms: a tenth of a second of write gap on every hand-over); the same psql reads
+    # the new timeline
     out=$("$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 2>&1 <<SQL
 alter system set synchronous_standby_names = '$(echo "$names" | sed "s/'/''/g")';
 alter system set primary_conninfo = '';
 select pg_reload_conf();
 $slots
-SQL
-)
-    [ $? = 0 ] || { log "not promoting: $out"; exit 1; }
-    trace "promote: standby names set"
-    repoint_others
-    end_recovery
-}
-
-end_recovery() {
-    # end recovery and wait for it, polling every 10 ms (pg_promote's own wait polls every
-    # 100 ms: a tenth of a second of write gap on every hand-over); the same psql reads
-    # the new timeline
-    out=$("$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 2>&1 <<'SQL'
+select 'at set ' || extract(epoch from clock_timestamp());
 select pg_promote(false) where pg_is_in_recovery();
-do $$ begin
+do \$\$ begin
   for i in 1..3000 loop exit when not pg_is_in_recovery(); perform pg_sleep(0.01); end loop;
-end $$;
+end \$\$;
 select case when pg_is_in_recovery() then 't' else 'f ' ||
        ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end;
 SQL
 )
     trace "promote: promoted"
+    traces "$out"
     wait  # the re-points
     case "$out" in
     *"
@@ -978,7 +971,7 @@ f "* | "f "*) ;;
         # slow would end recovery later, without the lock. Withdraw it; if recovery ended
         # meanwhile, the demote that follows this failure fences.
         rm -f "$PGDATA/promote"
-        log "pg_promote failed: $(echo $out) (promote request withdrawn)"
+        log "promotion failed: $(echo $out) (promote request withdrawn)"
         exit 1
         ;;
     esac
@@ -1082,7 +1075,7 @@ SQL
     *"
 f "*) ;;
     *)
-        rm -f "$PGDATA/promote"  # (see end_recovery)
+        rm -f "$PGDATA/promote"  # (see promote)
         log "hand-over: $(echo "$out" | grep -v '^at ' | tr '\n' ' ')"
         exit 1
         ;;
@@ -1091,6 +1084,12 @@ f "*) ;;
     cp "$DIR/promote.$$.members" "$DIR/members-cache" 2>/dev/null
     promoted "${out##*
 f }"
+}
+
+slot_sql() {  # slot_sql NAME: create that replication slot unless it exists
+    # (one statement that a concurrent creator cannot make fail)
+    echo "do \$\$ begin perform pg_create_physical_replication_slot('$1', true);
+        exception when duplicate_object then null; end \$\$;"
 }
 
 traces() {  # the "at STEP TIME" lines a psql printed, as trace lines of their own time
@@ -1125,8 +1124,12 @@ repoint_others() {
         [ "$status" = critical ] && [ -z "${HANDOVER_FROM:-}" ] && continue
         ci=$(conninfo "$MY_IP" "$PORT" "$n")
         case "$ci" in *"'"*) ci=$(echo "$ci" | sed "s/'/''/g") ;; esac
-        PGCONNECT_TIMEOUT=1 "$BIN/psql" -X -Atq -h "$host" -p "$port" -v ON_ERROR_STOP=1 \
-            >/dev/null 2>&1 <<SQL &
+        (
+            # its slot on us first (REPOINT_SLOTS: promote's own psql runs meanwhile), so
+            # that its walreceiver does not find it missing and wait 200 ms to retry
+            if [ -n "${REPOINT_SLOTS:-}" ]; then q "$(slot_sql "$n")" >/dev/null; fi
+            PGCONNECT_TIMEOUT=1 "$BIN/psql" -X -Atq -h "$host" -p "$port" -v ON_ERROR_STOP=1 \
+                >/dev/null 2>&1 <<SQL
 select pg_is_in_recovery() as rec \gset
 \if :rec
 alter system set primary_conninfo = '$ci';
@@ -1134,6 +1137,7 @@ alter system set primary_slot_name = '$n';
 select pg_reload_conf();
 \endif
 SQL
+        ) &
         repointed="$repointed $n"
     done <"$DIR/promote.$$.members"
 }

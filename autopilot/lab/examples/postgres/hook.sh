@@ -263,12 +263,13 @@ run() {
 }
 
 stop_postmaster() {  # under the hook lock: the run loop starts it again once hold is gone
-    touch "$DIR/hold" "$DIR/restart"
+    : >"$DIR/hold"
+    : >"$DIR/restart"
     if [ ! -f "$PGDATA/postmaster.pid" ]; then as_pg touch "$PGDATA/standby.signal"; return 0; fi
     # a fast shutdown, watched every 10 ms: pg_ctl -w looks every 100 ms, and on a hand-over
     # that tenth of a second is write gap. The postmaster removes its pid file last.
     pid=
-    read -r pid <"$PGDATA/postmaster.pid" 2>/dev/null
+    read -r pid 2>/dev/null <"$PGDATA/postmaster.pid"
     case "$pid" in '' | *[!0-9]*) pid="" ;; esac
     [ -n "$pid" ] && kill -INT "$pid" 2>/dev/null
     # (after the signal: three process starts less before the shutdown begins; the run
@@ -397,24 +398,32 @@ SQL
 
 demote() {
     # Under the hook lock, taken after the fence. A primary has no standby.signal (the run
-    # loop starts every server with one; only a promotion removes it).
-    rm -f "$DIR/successor"
+    # loop starts every server with one; only a promotion removes it). On a hand-over
+    # this is write gap: shell builtins wherever they do (the successor file was removed
+    # before the fence).
     if [ -f "$PGDATA/postmaster.pid" ] && [ ! -f "$PGDATA/standby.signal" ]; then
         # a sync job that held the lock meanwhile may have set synchronous_standby_names
         # (ALTER SYSTEM) after our fence: postgresql.auto.conf tells, fence again then
-        grep -q "^synchronous_standby_names = '$FENCED_NAME'" "$PGDATA/postgresql.auto.conf" \
-            2>/dev/null || fence
+        fenced=""
+        while read -r line; do
+            [ "$line" = "synchronous_standby_names = '$FENCED_NAME'" ] && fenced=1
+        done 2>/dev/null <"$PGDATA/postgresql.auto.conf"
+        [ -n "$fenced" ] || fence
         stop_postmaster
         : >"$DIR/rewind-needed"  # this node wrote as a primary: check its history on rejoin
         if is_handover; then
             # the supervisor is stopping: no restart as a standby (the hold stays until the
             # run loop ends; its next start clears it), and the CPU goes to the successor
-            log "demoted: stopped the primary (hand-over)"
-            choose_successor "$(sed -n 's/^candidate //p' "$DIR/demote.candidates" 2>/dev/null)"
-        else
-            release_hold
-            log "demoted: stopped the primary, starting again as a standby"
+            set_state replica "$(state_epoch)"
+            cands=""
+            while read -r word cand; do
+                [ "$word" = candidate ] && cands="$cands $cand"
+            done <"$DIR/demote.candidates"
+            choose_successor "$cands"
+            return 0
         fi
+        release_hold
+        log "demoted: stopped the primary, starting again as a standby"
     fi
     rm -f "$DIR/demote.members" "$DIR/demote.candidates"
     set_state replica "$(state_epoch)"
@@ -430,7 +439,7 @@ choose_successor() {  # choose_successor "NAME...": write $DIR/successor (addres
     # candidacy if it does not take the lock. Shell builtins only: this is write gap.
     cands=$1
     sync_names=""
-    read -r sync_names <"$DIR/sync-names" 2>/dev/null
+    read -r sync_names 2>/dev/null <"$DIR/sync-names"
     for from in cache catalog; do
         if [ $from = cache ]; then
             # the members as our promote hook read them: a python3 process less on the
@@ -450,15 +459,22 @@ choose_successor() {  # choose_successor "NAME...": write $DIR/successor (addres
                 [ "$n" = "$cand" ] || continue
                 [ $from = cache ] || [ "$status" = passing ] || continue
                 case ",$tags," in *,nofailover,*) continue ;; esac
-                handover_notes "$list" "$sync_names" >"$DIR/successor.tmp"
-                echo "$host:$port" >>"$DIR/successor.tmp"
-                mv "$DIR/successor.tmp" "$DIR/successor"
-                log "hand-over: successor $cand ($host:$port, from the $from)"
+                # (read by the election once this hook has ended: no reader meanwhile)
+                { handover_notes "$list" "$sync_names"; echo "$host:$port"; } >"$DIR/successor"
+                log_gap "demoted: stopped the primary (hand-over); successor $cand ($host:$port, from the $from)"
                 return 0
             done <"$list"
         done
     done
-    log "hand-over: no successor to name (a candidacy decides)"
+    log "demoted: stopped the primary (hand-over); no successor to name (a candidacy decides)"
+}
+
+log_gap() {  # log MESSAGE without a process start on the write gap: the file's line (and
+    # its `date`) is written by a process of its own that does not hold our output open
+    echo "pg-hook: $*" >&2
+    [ -n "${PG_HOOK_LOG:-}" ] || return 0
+    (echo "$(date +%s.%N) ${AUTOPILOT_ROLE:-none} $*" >>"$PG_HOOK_LOG") \
+        </dev/null >/dev/null 2>&1 3>&- 9>&- &
 }
 
 handover_notes() {  # handover_notes MEMBERS-FILE SYNC-NAMES: what the successor is handed
@@ -526,8 +542,11 @@ is_handover() {  # this demote is a SIGTERM hand-over (the election says why it 
     return 1
 }
 
-demoting() {  # a demote hook at work (its process is alive)
-    pid=$(cat "$DIR/demoting" 2>/dev/null) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+demoting() {  # a demote hook at work (its process is alive; no process started)
+    [ -f "$DIR/demoting" ] || return 1
+    pid=""
+    read -r pid 2>/dev/null <"$DIR/demoting"
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
 # ---------------------------------------------------------------- follow, rewind, detach
@@ -879,7 +898,7 @@ bootstrap() {
 promoting() {  # a promote hook is at work (its process is alive; no process started)
     [ -f "$DIR/promoting" ] || return 1
     pid=""
-    read -r pid <"$DIR/promoting" 2>/dev/null
+    read -r pid 2>/dev/null <"$DIR/promoting"
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
@@ -1267,10 +1286,11 @@ demote)
     # fencing first: always safe (a standby ignores it). Meanwhile the check passes
     # ("demotion in progress"): a check failing on the stopping server would invalidate the
     # session, and the lock would then carry a lock-delay and no successor.
-    mkdir -p "$DIR"
+    [ -d "$DIR" ] || mkdir -p "$DIR"
     echo $$ >"$DIR/demoting"
-    trap 'rm -f "$DIR/demoting"' EXIT
-    rm -f "$DIR/demote.members" "$DIR/demote.candidates"
+    # (a hand-over leaves it: the check tells by the pid, and a process less on the gap)
+    is_handover || trap 'rm -f "$DIR/demoting"' EXIT
+    rm -f "$DIR/demote.members" "$DIR/demote.candidates" "$DIR/successor"
     if is_handover; then
         pre_slots &
         pre_checkpoint

@@ -905,9 +905,10 @@ promoting() {  # a promote hook is at work (its process is alive; no process sta
 promote() {
     echo $$ >"$DIR/promoting"
     trap 'rm -f "$DIR/promoting" "$DIR/promote.$$".*' EXIT
+    # (a hand-over's promote has its psql print when it began: no `date` on the gap)
+    if [ -f "$PGDATA/PG_VERSION" ] && handed_over; then promote_handed_over; return; fi
     trace "promote: start"
     [ -f "$PGDATA/PG_VERSION" ] || bootstrap
-    if handed_over; then promote_handed_over; return; fi
     # our role and WAL position (one psql), in parallel with the catalog read of the
     # members (to re-point, and in sync mode the sync set)
     q "select case when pg_is_in_recovery() then 't ' || coalesce(pg_wal_lsn_diff(greatest(
@@ -967,7 +968,6 @@ promote() {
     # the new timeline
     out=$("$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 2>&1 <<SQL
 alter system set synchronous_standby_names = '$(echo "$names" | sed "s/'/''/g")';
-alter system set primary_conninfo = '';
 select pg_reload_conf();
 $slots
 select 'at set ' || extract(epoch from clock_timestamp());
@@ -975,6 +975,8 @@ select pg_promote(false) where pg_is_in_recovery();
 do \$\$ begin
   for i in 1..3000 loop exit when not pg_is_in_recovery(); perform pg_sleep(0.01); end loop;
 end \$\$;
+-- (a primary does not use it; off the write path, for the day it starts as a standby)
+alter system set primary_conninfo = '';
 select case when pg_is_in_recovery() then 't' else 'f ' ||
        ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end;
 SQL
@@ -1059,11 +1061,11 @@ select 'at published ' || extract(epoch from clock_timestamp());"
     HANDOVER_FROM=${AUTOPILOT_HANDOVER_PRIMARY:-}
     repoint_others
     out=$("$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 -v published=true 2>&1 <<SQL
+select 'at start ' || extract(epoch from clock_timestamp());
 select pg_is_in_recovery() and greatest(coalesce(pg_last_wal_receive_lsn(), '0/0'),
        coalesce(pg_last_wal_replay_lsn(), '0/0')) > '$AUTOPILOT_HANDOVER_CHECKPOINT'::pg_lsn as ok \gset
 \if :ok
 alter system set synchronous_standby_names = '$names';
-alter system set primary_conninfo = '';
 select pg_reload_conf();
 $slots
 select 'at checked ' || extract(epoch from clock_timestamp());
@@ -1074,6 +1076,7 @@ do \$\$ begin
   for i in 1..3000 loop exit when not pg_is_in_recovery(); perform pg_sleep(0.01); end loop;
 end \$\$;
 select 'at promoted ' || extract(epoch from clock_timestamp());
+alter system set primary_conninfo = '';
 select case when pg_is_in_recovery() then 't' else 'f ' ||
        ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end;
 \else

@@ -1,5 +1,7 @@
 """Who may become the primary, with real lag (docs/postgres.md): `nofailover`, a replica
-ahead of the winner, and `maximumLagOnFailover`, against a real 3-node PostgreSQL 15 lab.
+ahead of the winner, and `maximumLagOnFailover` (two scenarios sharing one async 3-node
+PostgreSQL 15 lab), and who may count as synchronous: a standby whose history forked off
+the primary's never enters the sync set (a sync-mode lab).
 
 Lag is made for real: one replica's link to the primary is cut (iptables in its network
 namespace: the WAL written from then on reaches the other replica only, and a reconnect

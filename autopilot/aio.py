@@ -88,3 +88,27 @@ async def finish(task: asyncio.Task | None) -> None:
     if task is not None and task.done():
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+
+class SupervisorLoop(asyncio.SelectorEventLoop):
+    """asyncio's Unix event loop, less one wake-up per signal.
+
+    asyncio's C-level handler writes the signal to the loop's self-pipe; the loop reads it
+    and, in ``_handle_signal``, schedules the Python handler with
+    ``_add_callback_signalsafe``, which writes to the self-pipe *again* to wake a loop that
+    is already awake and running on this very thread: one ``send``, one ``recv`` and one
+    loop iteration more for every SIGCHLD, i.e. for every health check. Here the handler is
+    scheduled with ``_add_callback`` alone; it runs in the next iteration as before (a
+    loop with ready callbacks polls without waiting). A Python without those internals
+    keeps asyncio's behaviour."""
+
+    if hasattr(asyncio.SelectorEventLoop, "_handle_signal") and hasattr(
+            asyncio.SelectorEventLoop, "_add_callback"):
+        def _handle_signal(self, sig: int) -> None:
+            handle = self._signal_handlers.get(sig)  # type: ignore[attr-defined]
+            if handle is None:
+                return
+            if handle._cancelled:
+                self.remove_signal_handler(sig)
+            else:
+                self._add_callback(handle)  # type: ignore[attr-defined]

@@ -423,8 +423,11 @@ def run_supervisor(config_path: str, reload_all: bool = False) -> int:
 
 
 def run_loop(main: Callable[[], Any]) -> int:
-    """asyncio.run without waiting for the default executor's threads at the end."""
-    loop = asyncio.new_event_loop()
+    """asyncio.run without waiting for the default executor's threads at the end (on
+    `autopilot.aio.SupervisorLoop`: no extra wake-up per signal)."""
+    from autopilot.aio import SupervisorLoop
+
+    loop = SupervisorLoop()
     asyncio.set_event_loop(loop)
     try:
         return int(loop.run_until_complete(main()))

@@ -65,6 +65,8 @@ class ServiceRegistration:
         ttl = cfg.health.ttl if cfg.health and cfg.health.ttl > 0 else DEFAULT_TTL
         self.ttl = float(ttl)
         self.verify_period = min(5.0, max(1.0, self.ttl / 2))
+        self._ttl_go = to_go(self.ttl)
+        self._address_at = 0.0  # when the advertised address was last looked up
         # desired state, written by the listener
         self._present = False
         self._status: str = cfg.initial_status or "passing"
@@ -225,7 +227,8 @@ class ServiceRegistration:
                 continue
             timeout = self.verify_period if self.registered else None
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for
+                    await self._wake.wait()
             except TimeoutError:
                 if time.monotonic() - self._last_ok >= self.verify_period:
                     self._verify_due = True
@@ -303,15 +306,28 @@ class ServiceRegistration:
                 tags.append(election.replica_tag)
         return tags
 
-    def _definition(self) -> dict[str, Any] | None:
+    def _current_address(self) -> str | None:
+        """The address to advertise: looked up again for a registration, and while
+        registered at most every ``verify_period`` rather than for every heartbeat (an
+        interface by name is an rtnetlink dump: 0.5 ms of CPU, more than the heartbeat)."""
+        now = time.monotonic()
+        if self.registered and self.address is not None \
+                and now - self._address_at < self.verify_period:
+            return self.address
         address = self._resolve_address()
+        if address is not None:
+            self._address_at = now
+        return address
+
+    def _definition(self) -> dict[str, Any] | None:
+        address = self._current_address()
         if address is None:
             return None
         if address != self.address:
             self._set_env(address)
         check: dict[str, Any] = {
             "CheckID": self.check_id,
-            "TTL": to_go(self.ttl),
+            "TTL": self._ttl_go,
             "Status": self._status,
             "Notes": f"TTL for {self.name} set by autopilot",
         }

@@ -104,12 +104,16 @@ class Transport:
             try:
                 writer.write(raw)
                 await writer.drain()
-                status_line = await reader.readline()
+                head = await reader.readuntil(b"\r\n\r\n")
             except (ConnectionResetError, BrokenPipeError) as exc:
                 raise _Stale() from exc
-            if not status_line:
-                raise _Stale()
-            resp, keep = await self._read(reader, status_line, method)
+            except asyncio.IncompleteReadError as exc:
+                if not exc.partial:
+                    raise _Stale() from exc
+                raise
+            except asyncio.LimitOverrunError as exc:
+                raise ValueError(f"answer head over {MAX_HEADER} bytes") from exc
+            resp, keep = await self._read(reader, head, method)
             return resp
         finally:
             if keep and len(self._idle) < MAX_IDLE:
@@ -118,19 +122,18 @@ class Transport:
                 writer.close()
 
     @staticmethod
-    async def _read(reader: asyncio.StreamReader, status_line: bytes,
+    async def _read(reader: asyncio.StreamReader, head: bytes,
                     method: str) -> tuple[Response, bool]:
-        version, _, rest = status_line.decode("latin-1").strip().partition(" ")
+        """The answer whose head (status line and headers, read at once: one read per
+        answer rather than one per header line) is ``head``."""
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        version, _, rest = status_line.strip().partition(" ")
         code = int(rest.split(" ", 1)[0])
         headers: dict[str, str] = {}
-        while True:
-            line = await reader.readline()
-            if not line:
-                raise asyncio.IncompleteReadError(b"", None)
-            if line in (b"\r\n", b"\n"):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().title()] = value.strip()
+        for line in lines:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().title()] = value.strip()
         keep = version == "HTTP/1.1" and headers.get("Connection", "").lower() != "close"
         if method == "HEAD" or code in (204, 304) or 100 <= code < 200:
             body = b""

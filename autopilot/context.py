@@ -52,6 +52,8 @@ class JobFacts(TypedDict, total=False):
 
 @dataclass
 class Context:
+    """What every component is handed."""
+
     config: Config
     bus: EventBus
     consul: ConsulClient | None = None  # None: discovery switched off

@@ -63,6 +63,8 @@ GO_NAMES = {
 
 @dataclass(frozen=True)
 class Event:
+    """One bus event: a code (the config spelling) from a source, with a detail."""
+
     code: str
     source: str
     detail: str = field(default="", compare=False)

@@ -57,6 +57,17 @@ def load_config(path: str) -> Config:
     return config
 
 
+class _Repr:
+    """``repr(obj)``, computed when (and only if) the log line is rendered: the whole
+    config's repr took milliseconds of every start for a DEBUG line."""
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __str__(self) -> str:
+        return repr(self.obj)
+
+
 class _ConfigJSON:
     """The config as JSON, computed when (and only if) the log line is rendered."""
 
@@ -228,7 +239,7 @@ class Supervisor(Reloading, ShuttingDown):
         config = self.ctx.config
         for w in config.warnings:
             log.warning(w)
-        log.debug("loaded config", config=repr(config))
+        log.debug("loaded config", config=_Repr(config))
         self.ctx.consul = self._connect(config)
         self._adopt(self._build_components())
         for comp in self.components:

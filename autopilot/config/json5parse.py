@@ -38,6 +38,8 @@ class JSON5Error(ValueError):
 
 @dataclass
 class Parsed:
+    """A parsed JSON5 document."""
+
     value: Any
     #: path -> (line, column) of the key (object members) or the value (array items)
     positions: dict[Path, tuple[int, int]] = field(default_factory=dict)

@@ -18,6 +18,8 @@ Status = Literal["passing", "warning", "critical"]
 
 @dataclass
 class TLSConfig:
+    """The `consul.tls` block: CA, client certificate, verification, server name."""
+
     cafile: str | None = None
     capath: str | None = None
     clientcert: str | None = None
@@ -28,6 +30,8 @@ class TLSConfig:
 
 @dataclass
 class ConsulConfig:
+    """The `consul` block (or its string form): the agent's address, scheme, token, TLS."""
+
     address: str = "127.0.0.1:8500"  # host:port
     scheme: str = "http"
     token: str | None = None
@@ -36,6 +40,8 @@ class ConsulConfig:
 
 @dataclass
 class LoggingConfig:
+    """The `logging` block: level, format (default, text, json) and output."""
+
     level: str = "INFO"  # DEBUG INFO WARN ERROR FATAL PANIC
     format: str = "default"  # default | text | json
     output: str = "stdout"  # stdout | stderr | file path
@@ -43,6 +49,8 @@ class LoggingConfig:
 
 @dataclass
 class HealthConfig:
+    """A job's `health` block: the check command, its interval, timeout and TTL."""
+
     exec: list[str] | None = None  # None: blind TTL heartbeats
     interval: float = 0.0  # seconds, > 0
     ttl: float = 0.0  # seconds, > 0
@@ -55,6 +63,8 @@ class HealthConfig:
 
 @dataclass
 class WhenConfig:
+    """A job's `when` block: what starts it (see autopilot/jobs/trigger.py)."""
+
     #: event sources; None means the job starts on {startup, global}.
     #: A list (autopilot) waits for the event from any/all of them (``source_mode``).
     #: The loader normalizes: ``source: "SIGHUP"`` alone becomes ``each="signal"`` (it
@@ -70,6 +80,8 @@ class WhenConfig:
 
 @dataclass
 class JobConsulConfig:
+    """A job's `consul` block: registration options Consul takes per service."""
+
     enable_tag_override: bool = False
     deregister_critical_service_after: str | None = None  # Consul duration string, e.g. "10m"
 
@@ -121,6 +133,8 @@ class FunctionConfig:
 
 @dataclass
 class JobConfig:
+    """One entry of `jobs`, validated and with ContainerPilot's defaults applied."""
+
     name: str
     exec: list[str] | None = None
     port: int = 0
@@ -158,6 +172,8 @@ class JobConfig:
 
 @dataclass
 class WatchConfig:
+    """One entry of `watches`: a Consul service whose membership is watched."""
+
     name: str
     interval: float = 0.0
     tag: str | None = None
@@ -173,6 +189,8 @@ class WatchConfig:
 
 @dataclass
 class MetricConfig:
+    """One metric of `telemetry.metrics`, fed by `autopilot ctl metric` (putmetric)."""
+
     namespace: str = ""
     subsystem: str = ""
     name: str = ""
@@ -195,6 +213,8 @@ class ReadinessConfig:
 
 @dataclass
 class TelemetryConfig:
+    """The `telemetry` block: the Prometheus endpoint's port, interfaces and metrics."""
+
     port: int = 9090
     interfaces: list[str] = field(default_factory=lambda: ["eth0:inet", "inet"])
     tags: list[str] = field(default_factory=list)
@@ -204,6 +224,8 @@ class TelemetryConfig:
 
 @dataclass
 class ControlConfig:
+    """The `control` block: the control socket's path."""
+
     socket: str = "/var/run/containerpilot.socket"
     mode: int = 0o600  # autopilot
     group: str | None = None  # autopilot
@@ -226,6 +248,8 @@ class TemplateConfig:
 
 @dataclass
 class Config:
+    """A whole validated config (autopilot/config/loader.py builds it)."""
+
     path: str = ""
     consul: ConsulConfig | None = None  # None: discovery switched off
     logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -61,6 +61,8 @@ class HTTPError(Exception):
 
 @dataclass
 class Request:
+    """A parsed HTTP/1.1 request."""
+
     method: str
     path: str
     query: str
@@ -74,6 +76,8 @@ class Request:
 
 @dataclass
 class Response:
+    """An answer to send."""
+
     status: int = 200
     body: bytes = b""
     content_type: str = "application/json"

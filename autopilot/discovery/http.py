@@ -26,6 +26,8 @@ Params = Sequence[tuple[str, Any]]
 
 @dataclass(frozen=True)
 class Response:
+    """A Consul answer: status, X-Consul-Index, body and headers."""
+
     code: int
     index: int  # X-Consul-Index (0 when absent: that agent cannot block)
     body: str

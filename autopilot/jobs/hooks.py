@@ -22,6 +22,8 @@ log = get_logger("autopilot.hooks")
 
 @dataclass
 class HookResult:
+    """How a hook ended."""
+
     rc: int | None  # exit status (128+N when killed by signal N); None: it could not start
     output: str = ""  # the tail of its stdout+stderr
     timed_out: bool = False

@@ -76,7 +76,7 @@ class ServiceRegistration:
         # what Consul has, as far as we know
         self.registered = False
         self._maybe_registered = False
-        self._sent: dict[str, Any] | None = None
+        self._sent: dict[str, Any] | None = None  # the last definition's shape (_shape)
         self._sent_status: tuple[str, str] | None = None
         self.address: str | None = None
         self._last_ok = 0.0
@@ -257,7 +257,7 @@ class ServiceRegistration:
         definition = self._definition()
         if definition is None:
             return  # no address: error already reported, retry on the next event
-        if not self.registered or self._shape(definition) != self._shape(self._sent):
+        if not self.registered or self._shape(definition) != self._sent:
             await self._register(definition)
         if self._owed or self._sent_status is None or self._sent_status[0] != self._status:
             owed_status = (self._status, self._output)
@@ -371,7 +371,7 @@ class ServiceRegistration:
             raise ConsulRefused("register", resp.code, resp.body)
         first = not self.registered
         self.registered = True
-        self._sent = definition
+        self._sent = self._shape(definition)  # shaped once, not at every heartbeat
         self._sent_status = (definition["Check"]["Status"], "")
         self._last_ok = self._last_beat = time.monotonic()
         # the registration carried the status (it was the heartbeat); a check output

@@ -228,7 +228,8 @@ run() {
     fi
     set_state none "$(state_epoch)"
     stopping=0
-    rm -f "$DIR/hold" "$DIR/restart"  # left by a hand-over (the server stays stopped)
+    # left by a hand-over (the server stays stopped), and hook markers of an earlier run
+    rm -f "$DIR/hold" "$DIR/restart" "$DIR/promoting" "$DIR/demoting"
     trap 'stopping=1; [ -n "$PM" ] && interrupt_pm' TERM INT
     while :; do
         if [ -z "$PM" ]; then
@@ -542,12 +543,7 @@ is_handover() {  # this demote is a SIGTERM hand-over (the election says why it 
     return 1
 }
 
-demoting() {  # a demote hook at work (its process is alive; no process started)
-    [ -f "$DIR/demoting" ] || return 1
-    pid=""
-    read -r pid 2>/dev/null <"$DIR/demoting"
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
-}
+demoting() { marked "$DIR/demoting"; }  # a demote hook at work (see mark)
 
 # ---------------------------------------------------------------- follow, rewind, detach
 set_upstream() {  # set_upstream CONNINFO SLOT: primary_conninfo + reload, if it changed
@@ -895,15 +891,32 @@ bootstrap() {
     wait_up 30 || { log "the new cluster did not start"; exit 1; }
 }
 
-promoting() {  # a promote hook is at work (its process is alive; no process started)
-    [ -f "$DIR/promoting" ] || return 1
-    pid=""
-    read -r pid 2>/dev/null <"$DIR/promoting"
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+promoting() { marked "$DIR/promoting"; }  # a promote hook is at work
+
+# A hook at work leaves a marker: its shell's pid and start time (/proc/PID/stat, field
+# 22), read back with builtins only (the health check runs every 200 ms) and alive only
+# while that very process is: a pid reused by another process (pid_max may be 32768)
+# does not count, and a marker left behind (a killed hook, a hand-over's) is harmless.
+START=""
+proc_start() {  # proc_start PID: START = that process's start time, 1 if there is none
+    START=""
+    line=""
+    read -r line 2>/dev/null </proc/"$1"/stat || return 1
+    set -- ${line##*) }
+    [ $# -ge 20 ] || return 1
+    shift 19
+    START=$1
+}
+mark() { proc_start $$ && echo "$$ $START" >"$1"; }
+marked() {
+    [ -f "$1" ] || return 1
+    pid="" st=""
+    read -r pid st 2>/dev/null <"$1"
+    [ -n "$pid" ] && [ -n "$st" ] && proc_start "$pid" && [ "$START" = "$st" ]
 }
 
 promote() {
-    echo $$ >"$DIR/promoting"
+    mark "$DIR/promoting"
     trap 'rm -f "$DIR/promoting" "$DIR/promote.$$".*' EXIT
     # (a hand-over's promote has its psql print when it began: no `date` on the gap)
     if [ -f "$PGDATA/PG_VERSION" ] && handed_over; then promote_handed_over; return; fi
@@ -1290,7 +1303,7 @@ demote)
     # ("demotion in progress"): a check failing on the stopping server would invalidate the
     # session, and the lock would then carry a lock-delay and no successor.
     [ -d "$DIR" ] || mkdir -p "$DIR"
-    echo $$ >"$DIR/demoting"
+    mark "$DIR/demoting"
     # (a hand-over leaves it: the check tells by the pid, and a process less on the gap)
     is_handover || trap 'rm -f "$DIR/demoting"' EXIT
     rm -f "$DIR/demote.members" "$DIR/demote.candidates" "$DIR/successor"

@@ -115,7 +115,14 @@ class Candidate(ElectionState):
         expected = {sid for sid, st in health.items() if st == "passing"}
         patient: set[str] = set()
         prev = self._last_leader
-        if prev and prev != self.service_id and health.get(prev) != "critical":
+        wait_for_prev = prev is not None and health.get(prev) != "critical"
+        if self._restart_round(rnd):
+            # wait for every registered member and longest for the last leader, whatever
+            # their checks say
+            expected |= set(health)
+            prev = prev or self._last_holder()
+            wait_for_prev = True
+        if prev and prev != self.service_id and wait_for_prev:
             # the leader we followed and whose check did not fail: after a wipe it must
             # register again, fence and get a session before it can post; wait longer
             expected.add(prev)
@@ -144,6 +151,30 @@ class Candidate(ElectionState):
                 self._tasks.append(self._posts_watch)
             return False
         return True
+
+    def _restart_round(self, rnd: Round) -> bool:
+        """A round that begins less than the session TTL after this supervisor started,
+        when the leader it followed is the holder it found at start (or it followed
+        nobody): that leader may have died with the rest of the cluster, its session
+        lasting until its check or the session TTL lapses, and this member never saw it
+        alive. Every check may be critical then (lapsed before the restart, or registered
+        again and not passing yet), and one that failed while its member ran looks the
+        same: the round waits for every registered member (candidacyTimeout) and for the
+        last leader (PATIENCE x candidacyTimeout), else the first member back wins alone
+        with whatever data it kept. A leader we saw acquire was alive: the ordinary
+        rules apply."""
+        if rnd.start - self._born >= self.ttl:
+            return False
+        return self._last_leader is None or self._followed_found
+
+    def _last_holder(self) -> str | None:
+        """The service ID the free key still names, if that holder was promoted: the
+        leader before a restart of the whole cluster (a released key keeps its value)."""
+        h = self.holder
+        if h is None or h.held or not h.promoted:
+            return None
+        sid = h.info.get("service_id")
+        return sid if isinstance(sid, str) and sid else None
 
     def _stale_after(self) -> float:
         """How long a peer's last post counts after we last saw it live (PeerMemory): a

@@ -290,7 +290,17 @@ def test_every_node_restarted_at_once_the_most_advanced_aof_wins(lab_factory) ->
     names = sorted(lab.state.nodes, key=int)
     sc.killed.update(f"node-{k}" for k in names)
     t = sc.fault("SIGKILL every node", lambda: [lab.kill(k) for k in names])
-    sc.fault("start every node again", lambda: [lab.start(k) for k in names])
+    # the worst order, made certain: every old check lapses, then the stale replica comes
+    # back first and passes its check before the others start (a round of its own would
+    # then see no live peer: it used to win alone, with the oldest data)
+    sc.wait(lambda: all(e["health"] == "critical" for e in lab.catalog_entries().values()),
+            15, "every old check lapsed")
+    sc.fault(f"start {lowest} first", lab.start, lowest)
+    sc.wait(lambda: any(e["id"] == f"redis-{lowest}" and e["health"] == "passing"
+                        for e in lab.catalog_entries().values()), 30,
+            f"{lowest} passes its check")
+    sc.fault("start the others", lambda: [lab.start(k) for k in names
+                                          if f"node-{k}" != lowest])
     sc.killed.clear()
     sc.wait(lambda: sc.workload.wait_acks(20, 0.1, after=t + 0.1), 40,
             "writes after the restart")

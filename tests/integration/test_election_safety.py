@@ -451,3 +451,56 @@ def test_the_best_candidate_runs_when_the_last_post_arrives_not_at_the_next_poll
                 await m.stop()
 
     run(scenario)
+
+
+@pytest.mark.timeout(60)
+def test_a_whole_cluster_restart_waits_for_the_last_leader(catalog: CatalogProcess,
+                                                           tmp_path: Path):
+    """The whole cluster dies and every old check lapses (the lock goes free, the key keeps
+    its last holder's value). The stalest member comes back first and passes its check: no
+    peer passes, but this is a restart round (docs/stateful.md, "A restart round waits for
+    everybody registered"): it waits for the registered members and longest for the last
+    leader, which comes back with the most data and wins. Without the rule the first member
+    back won alone at once."""
+    async def scenario() -> None:
+        members = await positioned_cluster(catalog, tmp_path)
+        back: list[Member] = []
+        try:
+            (lead,) = leaders(members)
+            low, _ = rig_positions(tmp_path, members, lead)
+            (tmp_path / f"pos-{lead.node}").write_text("9000\n")
+            for m in members:
+                m.crash()
+            for m in members:
+                m.check("fail")  # the old checks lapse: sessions invalidated, lock released
+            await until(lambda: not (key_holder(catalog) or {}).get("Session"), 5,
+                        "the lock free")
+
+            def again(old: Member) -> Member:
+                return Member(catalog, old.node, tmp_path, port=old.job.port,
+                              position=pos_hook(tmp_path, old.node),
+                              detach=detach_hook(tmp_path / f"hooks-{old.node}.log"))
+
+            first = again(low)
+            back.append(first)
+            first.register()
+            first.check("pass")  # its first health check (registering keeps the status)
+            await first.start()
+            first.healthy()
+            await until(lambda: first.election._posted, 5, "the first member's post")
+            await stays(lambda: not first.election.primary, 1.5,
+                        "the first member back (position 100) did not win alone")
+            last = again(lead)
+            back.append(last)
+            last.register()
+            last.check("pass")
+            await last.start()
+            last.healthy()
+            await until(lambda: last.election.primary, 10, "the last leader to win")
+            assert not first.election.primary
+        finally:
+            await stop_all(*members)
+            for m in back:
+                await m.stop()
+
+    run(scenario)

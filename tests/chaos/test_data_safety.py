@@ -269,7 +269,11 @@ def test_every_node_restarted_at_once_the_most_advanced_aof_wins(lab_factory) ->
     (asynchronous mode: the primary alone acknowledged the last writes), so that win would
     lose them. The position of an AOF-restored node is the offset its history had when a
     health check last saw it live: the old primary wins and keeps every write it
-    acknowledged more than 0.5 s before the kill."""
+    acknowledged more than 0.5 s before the kill. The order is the worst one, made certain:
+    every old check lapses, then that stale replica comes back first and passes its check
+    before the others start; it used to see no live peer and win alone (flaky with all
+    started at once, every run in this order). The restart round (docs/stateful.md) makes
+    it wait for the registered members and the last leader."""
     from autopilot.lab.workload import Member, hold_back_replication
 
     lab = lab_factory(nodes=3, env={"REDIS_APPENDONLY": "1"})

@@ -23,6 +23,32 @@ if "AUTOPILOT_STATE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["AUTOPILOT_STATE_DIR"], True)
 
 
+# CI runs the tests that assert no wall-clock duration in parallel (pytest-xdist, `.ci/run`);
+# tests that share one fixed resource must then run in one worker, one after the other
+# (`--dist loadgroup`). Path prefix -> group:
+SERIAL_GROUPS = {
+    # the pages' addresses: lab network 0 (ap-lab-br0); each waits for the bridge to be
+    # gone, which two workers can see at the same moment and then both bring up the lab
+    "tests/chaos/test_workshop_doc.py": "lab-network-0",
+    "tests/chaos/test_workshop_postgres.py": "lab-network-0",
+    # session fixtures build the shop's Go and Java services: once, not once per worker
+    "tests/services/": "shop-builds",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(str(config.rootpath))
+    for item in items:
+        try:
+            rel = Path(str(item.fspath)).relative_to(root).as_posix()
+        except ValueError:
+            continue
+        for prefix, group in SERIAL_GROUPS.items():
+            if rel.startswith(prefix):
+                item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture
 def catalog(tmp_path: Path) -> Iterator[CatalogProcess]:
     """The real catalog; killed at the end (its SIGTERM path waits for open long polls)."""

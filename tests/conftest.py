@@ -31,6 +31,9 @@ SERIAL_GROUPS = {
     # gone, which two workers can see at the same moment and then both bring up the lab
     "tests/chaos/test_workshop_doc.py": "lab-network-0",
     "tests/chaos/test_workshop_postgres.py": "lab-network-0",
+    # one 3-node PostgreSQL lab at a time, as before the suite ran in parallel: on 2 cores
+    # three bootstraps at once plus the rest slowed each one past its waits (measured)
+    "tests/chaos/test_postgres": "postgres-labs",
     # session fixtures build the shop's Go and Java services: once, not once per worker
     "tests/services/": "shop-builds",
 }

@@ -128,6 +128,7 @@ KINDS = ["kv-key", "kv-recurse", "kv-keys", "health-service", "health-checks",
          "health-state", "health-node", "session-list", "session-info", "session-node"]
 
 
+@pytest.mark.timing  # a wake-up within WAKE_BUDGET (50 ms)
 @pytest.mark.parametrize("kind", KINDS)
 def test_wakes_promptly_on_related_write(api, name, kind):
     """Best of three: a 2-core CI box shared with other suites may deschedule us once; a

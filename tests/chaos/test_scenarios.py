@@ -123,6 +123,7 @@ def test_s4_wait_a_lagging_replica_never_wins(lab_factory) -> None:
     assert lab.primaries() == [good.name], sc.timeline.format()
 
 
+@pytest.mark.timing  # a hand-over's write gap under 1 s
 @pytest.mark.timeout(60)
 def test_s5_sigterm_primary_hands_over(lab_factory) -> None:
     lab = lab_factory(nodes=3, no_loss=True)

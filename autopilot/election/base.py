@@ -115,10 +115,6 @@ class ElectionState:
         self._not_before = 0.0  # no candidacy before (after a failed promote)
         self._failures = 0
         self._born = time.monotonic()  # a round soon after it may be a restart round
-        #: the holder found at our first read of the key, and whether the leader we followed
-        #: last is that one (not one we saw acquire): see rounds.py, _restart_round
-        self._found_ident: tuple[str, int, int] | None = None
-        self._followed_found = False
         self._create_retry = 0.0
         self._acquire_retry = 0.0
         self._acquire_backoff = Backoff(0.05, 1.0, jitter=False)

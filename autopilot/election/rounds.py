@@ -120,7 +120,7 @@ class Candidate(ElectionState):
             # wait for every registered member and longest for the last leader, whatever
             # their checks say
             expected |= set(health)
-            prev = prev or self._last_holder()
+            prev = self._last_holder()
             wait_for_prev = True
         if prev and prev != self.service_id and wait_for_prev:
             # the leader we followed and whose check did not fail: after a wipe it must
@@ -154,18 +154,16 @@ class Candidate(ElectionState):
 
     def _restart_round(self, rnd: Round) -> bool:
         """A round that begins less than the session TTL after this supervisor started,
-        when the leader it followed is the holder it found at start (or it followed
-        nobody): that leader may have died with the rest of the cluster, its session
-        lasting until its check or the session TTL lapses, and this member never saw it
-        alive. Every check may be critical then (lapsed before the restart, or registered
-        again and not passing yet), and one that failed while its member ran looks the
-        same: the round waits for every registered member (candidacyTimeout) and for the
-        last leader (PATIENCE x candidacyTimeout), else the first member back wins alone
-        with whatever data it kept. A leader we saw acquire was alive: the ordinary
-        rules apply."""
-        if rnd.start - self._born >= self.ttl:
-            return False
-        return self._last_leader is None or self._followed_found
+        while it has followed no leader (it found the lock free: the whole cluster was
+        down). No check tells who is coming back then: every old one may have lapsed, and
+        a member registered again is critical until its first pass. The round waits for
+        every registered member (candidacyTimeout) and for the last promoted holder the
+        key names (PATIENCE x candidacyTimeout), else the first member back wins alone
+        with whatever data it kept. A member that found a holder and followed it keeps
+        the ordinary rules: a member started just after the others (it finds the lock
+        held) would otherwise wait 3 x candidacyTimeout for a primary that died in its
+        first seconds (chaos test_s4)."""
+        return rnd.start - self._born < self.ttl and self._last_leader is None
 
     def _last_holder(self) -> str | None:
         """The service ID the free key still names, if that holder was promoted: the

@@ -92,8 +92,6 @@ class Watching(ElectionState):
         if idx < self.holder_index and not force:
             return  # older than what we already know (our own post-acquire read)
         self.holder_index = idx
-        if not self.watch_ok and holder is not None:
-            self._found_ident = holder.identity()
         self.watch_ok = True
         if holder is not None and holder.held:
             self.epochs.note(holder.epoch)
@@ -129,7 +127,6 @@ class Watching(ElectionState):
             return
         self.announced = ident
         self._last_leader = h.info.get("service_id") or None
-        self._followed_found = ident == self._found_ident
         self._detach_position = None  # it was for a round that this leader ended
         leader = self._leader_dict(h)
         self._publish_role("replica", leader)

@@ -670,6 +670,9 @@ follow_leader() {  # under the lock: replicate from AUTOPILOT_LEADER_*, rewindin
     lport=${AUTOPILOT_LEADER_PORT:-}
     [ -n "$addr" ] && [ -n "$lport" ] || return 0
     leader_is_me && return 0
+    # no data yet: the run loop clones it (waiting here for a server that cannot start held
+    # the hook lock the clone waits for, ~20 s on every new replica)
+    [ -f "$PGDATA/PG_VERSION" ] || return 0
     up || wait_up 20 || return 1
     want=$(conninfo "$addr" "$lport")
     # (a boolean concatenated to text reads 'true'/'false', not 't'/'f')

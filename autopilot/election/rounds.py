@@ -116,9 +116,12 @@ class Candidate(ElectionState):
         patient: set[str] = set()
         prev = self._last_leader
         wait_for_prev = prev is not None and health.get(prev) != "critical"
-        if self._restart_round(rnd):
+        restart = self._restart_round(rnd)
+        if restart:
             # wait for every registered member and longest for the last leader, whatever
-            # their checks say
+            # their checks say; a post that is not live was written before the restart
+            # and says nothing of what its member holds now: it does not count as posted
+            posts = [p for p in posts if p.live or p.service_id == self.service_id]
             expected |= set(health)
             prev = self._last_holder()
             wait_for_prev = True

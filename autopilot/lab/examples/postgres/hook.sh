@@ -835,7 +835,7 @@ peer_ahead() {
     # one to promote is the synchronous standby that got furthest; one we cannot ask might
     # hold commits nobody else has. Every peer is asked at once (a dead one costs its
     # connect timeout once, not once per peer).
-    mine=${MY_LSN:-$(my_lsn)}  # (promote read it beside the catalog)
+    mine=${self_lsn:-$(my_lsn)}  # (promote read it beside the catalog)
     set -- $(sync_members "$(sync_record)")
     tmp="$DIR/ahead.$$"
     i=0
@@ -939,9 +939,9 @@ promote() {
         catalog members "$SERVICE" "$JOB" >"$DIR/promote.$$.members" 2>/dev/null &
     fi
     wait "$SELF_PID"
-    rec="" MY_LSN=""
-    read -r rec MY_LSN <"$DIR/promote.$$.self"
-    case "$rec" in t | f) ;; *) wait_up 20 || { log "not promoting: the server does not answer"; exit 1; }; rec=$(in_recovery); MY_LSN="" ;; esac
+    rec="" self_lsn=""
+    read -r rec self_lsn <"$DIR/promote.$$.self"
+    case "$rec" in t | f) ;; *) wait_up 20 || { log "not promoting: the server does not answer"; exit 1; }; rec=$(in_recovery); self_lsn="" ;; esac
     trace "promote: view read"
     why=$(eligible) || { log "not promoting: $why"; exit 1; }
     if [ "$SYNC" = 1 ]; then
@@ -978,7 +978,7 @@ promote() {
     # recovery.
     slots=""
     for n in $others; do slots="$slots $(slot_sql "$n")"; done
-    REPOINT_SLOTS=1 repoint_others
+    repoint_slots=1 repoint_others
     # end recovery and wait for it, polling every 10 ms (pg_promote's own wait polls every
     # 100 ms: a tenth of a second of write gap on every hand-over); the same psql reads
     # the new timeline
@@ -1074,7 +1074,7 @@ select 'at published ' || extract(epoch from clock_timestamp());"
     fi
     # the others stream from us at once (from nobody since the old primary stopped; if we
     # refuse below, a candidacy winner re-points them again)
-    HANDOVER_FROM=${AUTOPILOT_HANDOVER_PRIMARY:-}
+    handover_from=${AUTOPILOT_HANDOVER_PRIMARY:-}
     repoint_others
     out=$("$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 -v published=true 2>&1 <<SQL
 select 'at start ' || extract(epoch from clock_timestamp());
@@ -1156,16 +1156,16 @@ repoint_others() {
     [ -n "$MY_IP" ] || return 0
     while read -r n host port status _; do
         [ "$n" = "$NAME" ] && continue
-        [ "$n" = "${HANDOVER_FROM:-}" ] && continue  # the old primary, stopped
+        [ "$n" = "${handover_from:-}" ] && continue  # the old primary, stopped
         # dead or cloning: its own hooks will follow (a hand-over's list comes from the old
         # primary's cache, whose statuses may be old: every one is tried there)
-        [ "$status" = critical ] && [ -z "${HANDOVER_FROM:-}" ] && continue
+        [ "$status" = critical ] && [ -z "${handover_from:-}" ] && continue
         ci=$(conninfo "$MY_IP" "$PORT" "$n")
         case "$ci" in *"'"*) ci=$(echo "$ci" | sed "s/'/''/g") ;; esac
         (
-            # its slot on us first (REPOINT_SLOTS: promote's own psql runs meanwhile), so
+            # its slot on us first (repoint_slots: promote's own psql runs meanwhile), so
             # that its walreceiver does not find it missing and wait 200 ms to retry
-            if [ -n "${REPOINT_SLOTS:-}" ]; then q "$(slot_sql "$n")" >/dev/null; fi
+            if [ -n "${repoint_slots:-}" ]; then q "$(slot_sql "$n")" >/dev/null; fi
             PGCONNECT_TIMEOUT=1 "$BIN/psql" -X -Atq -h "$host" -p "$port" -v ON_ERROR_STOP=1 \
                 >/dev/null 2>&1 <<SQL
 select pg_is_in_recovery() as rec \gset

@@ -348,13 +348,14 @@ def test_pg_forked_standby_never_enters_the_sync_set(lab_factory) -> None:
         # the sync job runs every second: six of its runs, most of them while the forked
         # standby is shown streaming (its walsender times out after wal_sender_timeout, 5 s,
         # and it connects again)
-        shown = looks = 0
-        until = time.monotonic() + 6.0
-        while time.monotonic() < until:
+        seen: list[bool] = []
+
+        def still_outside() -> bool:
             assert outside(), f"{old} entered the sync set: {sync_record(lab)}"
-            looks += 1
-            shown += forked_streaming()
-            time.sleep(0.1)
+            seen.append(forked_streaming())
+            return True
+        holds(still_outside, 6.0, interval=0.1, message=f"{old} outside the sync set")
+        shown, looks = sum(seen), len(seen)
         assert shown * 2 >= looks, f"{old} shown streaming in {shown} of {looks} looks"
         assert sync_record(lab).get("sync") == [other_name], sync_record(lab)
     finally:

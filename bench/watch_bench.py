@@ -37,11 +37,11 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from autopilot.catalog.local import LocalCatalog  # noqa: E402
 from autopilot.config.model import Config, ConsulConfig, WatchConfig  # noqa: E402
 from autopilot.context import Context  # noqa: E402
 from autopilot.discovery import Watch, connect  # noqa: E402
 from autopilot.events import CHANGED, EventBus  # noqa: E402
-from bench.local_catalog import LocalCatalog  # noqa: E402
 
 
 def hook_cmd(path: Path) -> list[str]:
@@ -153,7 +153,7 @@ def summary(name: str, delays: list[float]) -> dict:
 
 async def main_async(args: argparse.Namespace) -> list[dict]:
     tmp = Path(tempfile.mkdtemp(prefix="watch-bench-"))
-    cat = LocalCatalog(tmp).start()
+    cat = LocalCatalog(tmp / "catalog.log").start()
     results = []
     try:
         url, address = cat.url, cat.address

@@ -11,15 +11,13 @@ sleep passes when it should fail.
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import requests
+from autopilot.catalog.local import LocalCatalog, free_port  # noqa: F401 - re-exported
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,51 +84,16 @@ async def stays(cond: Callable[[], Any], for_: float, message: str = "condition"
         await asyncio.sleep(interval)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class CatalogProcess:
-    """`autopilot catalog` as a real subprocess on a loopback port."""
+class CatalogProcess(LocalCatalog):
+    """`autopilot catalog` as a real subprocess on a loopback port, its log in ``tmp``."""
 
     def __init__(self, tmp: Path, *args: str, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.args = args
-        self.log = tmp / f"catalog-{self.port}.log"
-        self.proc: subprocess.Popen | None = None
+        port = port or free_port()
+        super().__init__(tmp / f"catalog-{port}.log", *args, port=port)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> CatalogProcess:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "autopilot", "catalog", "--port", str(self.port), *self.args],
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-        )
-        wait_for(lambda: requests.get(self.url + "/v1/status/leader", timeout=1).ok,
-                 timeout=15, message="catalog to answer")
+    def start(self, timeout: float = 15.0) -> CatalogProcess:
+        super().start(timeout)
         return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 def autopilot_cmd(*args: str) -> list[str]:

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import psutil
-import requests
 
 import autopilot
+from autopilot.catalog.local import CatalogNotReady, LocalCatalog
 from autopilot.lab import netns, services
 from autopilot.lab.state import PROFILES, LabError, LabState, Node, State, profile_env
 
@@ -146,26 +146,17 @@ class LabProcesses(LabState):
 
     def _start_catalog(self, address: str) -> None:
         host, _, port = address.rpartition(":")
-        log = (self.dir / "catalog.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "autopilot", "catalog", "--bind", host, "--port", port,
-             "--node", "lab-catalog", "--data-dir", str(self.dir / "catalog")],
-            stdout=log, stderr=subprocess.STDOUT, env=self._catalog_env(),
-            start_new_session=True, cwd=self.dir)
+        cat = LocalCatalog(self.dir / "catalog.log", "--node", "lab-catalog",
+                           "--data-dir", str(self.dir / "catalog"), host=host, port=int(port),
+                           env=self._catalog_env(), cwd=self.dir, new_session=True)
+        proc = cat.spawn()
         self.state.catalog = {"pid": proc.pid, "address": address,
                               "started": start_ticks(proc.pid)}
         self.save()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise LabError(f"the catalog exited ({proc.returncode}); see {self.dir}/catalog.log")
-            try:
-                if requests.get(f"http://{address}/v1/status/leader", timeout=1).ok:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        raise LabError(f"the catalog did not answer on {address}; see {self.dir}/catalog.log")
+        try:
+            cat.wait_ready(timeout=20)
+        except CatalogNotReady as exc:
+            raise LabError(str(exc)) from None
 
     def add_node(self, n: int) -> Node:
         ndir = self.dir / f"node-{n}"

@@ -108,6 +108,13 @@ def test_pg_sync_frozen_primary_acknowledges_nothing(lab_factory) -> None:
     # fine (and must survive: I2 below); none may be acknowledged once it runs again
     late = [a for a in sc.workload.results.acks if a.node == old and a.t > resumed]
     assert not late, f"{len(late)} commits acknowledged by the old primary after SIGCONT"
+    # the new primary's first synchronous standby: the other replica (in the published
+    # set, it answered, not ahead: on the new primary's history), never the old primary
+    # (it may hold WAL no standby received)
+    new = sc.workload.current
+    (other,) = [n.name for n in lab.state.nodes.values() if n.name not in (old, new)]
+    log = hooks_log(lab, new)
+    assert f"synchronous: {other.replace('-', '_')}; re-pointed:" in log, log
     figures = sc.finish(converge_timeout=90)
     assert figures["lost"] == 0, figures
 

@@ -276,42 +276,49 @@ def sync_record(lab: Lab) -> dict:
 @pytest.mark.timeout(600)
 def test_pg_forked_standby_never_enters_the_sync_set(lab_factory) -> None:
     """Sync mode. The old primary wrote WAL no replica received (synchronous_commit =
-    local, its links cut) and was SIGKILLed; a replica was promoted. Before any rewind the
-    old primary's server comes back as a standby of the new primary (what the new primary's
-    promote hook does to every member in recovery whose check is not critical; here started
-    by hand, its supervisor stays dead). Its history forked off the new primary's: it streams
-    the old timeline up to the fork again and again, and the new primary's walsender shows it
-    `streaming` at the end of each pass, reporting a flush position of the forked timeline,
-    past what it was sent. The pass lasts until its CopyDone arrives, here never (dropped on
-    its link, as a lossy link would delay it). The sync job must not take it for a
-    synchronous standby: it is never in synchronous_standby_names nor in the published sync
-    set (so never promotable as synchronous)."""
+    local, its link to the only streaming replica cut; the third node stopped) and was
+    SIGKILLed; that replica was promoted. Before any rewind the old primary's server comes
+    back as a standby of the new primary (what a promote hook may do to a member in
+    recovery whose check passes; here started by hand, its supervisor stays dead). Its
+    history forked off the new primary's: it streams the old timeline up to the fork again
+    and again, and the new primary's walsender shows it `streaming` at the end of each
+    pass, reporting a flush position of the forked timeline, past what it was sent. The
+    pass lasts until its CopyDone arrives, here never (dropped on its link, as a lossy link
+    would delay it).
+
+    1. The new primary's first synchronous_standby_names (set by its promote hook, before
+       any standby proved anything) must not name it: its flush position would release
+       the first commits, living on the new primary alone. With no other member proven
+       on the new primary's history, the first commit waits (strict) until one is: the
+       stopped node starts again, streams, and the commit is acknowledged with that node
+       holding it. (Before the promote hook left unproven members out, it named every
+       other member: the forked standby acknowledged the first commit at once.)
+    2. The sync job must not take it for a synchronous standby either: it is never in
+       synchronous_standby_names nor in the published sync set (so never promotable as
+       synchronous) while a proven standby streams beside it."""
     lab = pg_lab(lab_factory, no_loss=True)
     old = next(r["node"] for r in lab.wait_converged(30) if r["role"] == "primary")
-    reps = sorted(n.name for n in lab.state.nodes.values() if n.name != old)
+    new, other = sorted(n.name for n in lab.state.nodes.values() if n.name != old)
+    new_name, other_name, old_name = (x.replace("-", "_") for x in (new, other, old))
+    lab.stop(other, 45.0)  # the new primary's only other member: the forked old primary
+    wait_for(lambda: sync_record(lab).get("sync") == [new_name], 30,
+             message=f"the old primary's sync set down to {new_name}")
     o = lab.node(old)
     with Postgres(o.ip, o.port, timeout=30) as pg:
         pg.query("select pg_switch_wal()")  # the fork and the forked WAL in one segment
         pg.query("create table forked (x int)")  # (acknowledged by a standby)
         lsn = pg.value("select pg_current_wal_lsn()")
-    for r in reps:
-        wait_for(lambda r=r: value(lab, r, f"select pg_last_wal_receive_lsn() >= '{lsn}'")
-                 == "t", 20, message=f"{r} receiving everything so far")
-        cut_link(lab, r, old)
+    wait_for(lambda: value(lab, new, f"select pg_last_wal_receive_lsn() >= '{lsn}'") == "t",
+             20, message=f"{new} receiving everything so far")
+    cut_link(lab, new, old)
     with Postgres(o.ip, o.port, timeout=30) as pg:  # WAL only the old primary has
         pg.query("set synchronous_commit = local")
         pg.query("insert into forked select generate_series(1, 20000)")
         forked_end = pg.value("select pg_current_wal_lsn()")
     lab.kill(old)
-    for r in reps:
-        uncut_link(lab, r, old)
-    (new,) = wait_for(lambda: lab.primaries() if len(lab.primaries()) == 1 else None,
-                      FAILOVER_BUDGET + 15, message="a new primary")
-    (other,) = [r for r in reps if r != new]
-    other_name, old_name = other.replace("-", "_"), old.replace("-", "_")
-    wait_for(lambda: sync_record(lab).get("sync") == [other_name]
-             and value(lab, new, "show synchronous_standby_names") == f'ANY 1 ("{other_name}")',
-             30, message=f"the new primary's sync set down to {other_name}")
+    uncut_link(lab, new, old)
+    wait_for(lambda: lab.primaries() == [new], FAILOVER_BUDGET + 15,
+             message=f"{new} promoted")
 
     # the old primary's server, unrewound, as a standby of the new primary
     p = lab.node(new)
@@ -345,15 +352,55 @@ def test_pg_forked_standby_never_enters_the_sync_set(lab_factory) -> None:
         def outside() -> bool:
             names = value(lab, new, "show synchronous_standby_names") or ""
             return old_name not in names and old_name not in sync_record(lab).get("sync", [])
-        # the sync job runs every second: six of its runs, most of them while the forked
-        # standby is shown streaming (its walsender times out after wal_sender_timeout, 5 s,
-        # and it connects again)
         seen: list[bool] = []
 
         def still_outside() -> bool:
             assert outside(), f"{old} entered the sync set: {sync_record(lab)}"
             seen.append(forked_streaming())
             return True
+
+        # 1. the first commit on the new primary: only the forked standby is connected
+        acked = threading.Event()
+        failed: list[BaseException] = []
+
+        def first_commit() -> None:
+            try:
+                with Postgres(p.ip, p.port, timeout=240) as pg:
+                    pg.query("insert into forked values (-1)")
+                acked.set()
+            except (OSError, PgError) as exc:
+                failed.append(exc)
+        threading.Thread(target=first_commit, daemon=True).start()
+        def waiting() -> bool:
+            seen.append(forked_streaming())
+            return not acked.is_set() and not failed
+        try:
+            holds(waiting, 3.0, interval=0.1, message="the first commit waiting")
+        except AssertionError:
+            what = (f"failed: {failed}" if failed else
+                    f"was acknowledged with only {new} holding it (synchronous_standby_names "
+                    f"{value(lab, new, 'show synchronous_standby_names')}, published "
+                    f"{sync_record(lab)}, {old} shown streaming in {sum(seen)} of "
+                    f"{len(seen)} looks)")
+            raise AssertionError(f"the first commit on {new} {what}") from None
+        assert outside(), f"{old} named synchronous: {sync_record(lab)}"
+        shown, looks = sum(seen), len(seen)
+        assert shown * 2 >= looks, f"{old} shown streaming in {shown} of {looks} looks"
+        # a proven standby comes: it acknowledges the commit, and holds it
+        lab.start(other)
+        wait_for(lambda: acked.is_set() or failed, 120,
+                 message=f"the first commit acknowledged once {other} streams")
+        assert not failed, failed
+        assert value(lab, other, "select count(*) from forked where x = -1") == "1"
+        wait_for(lambda: sync_record(lab).get("sync") == [other_name]
+                 and value(lab, new, "show synchronous_standby_names")
+                 == f'ANY 1 ("{other_name}")', 30,
+                 message=f"the new primary's sync set: {other_name}")
+
+        # 2. the sync job runs every second: six of its runs, most of them while the forked
+        # standby is shown streaming (its walsender times out after wal_sender_timeout, 5 s,
+        # and it connects again)
+        seen.clear()
         holds(still_outside, 6.0, interval=0.1, message=f"{old} outside the sync set")
         shown, looks = sum(seen), len(seen)
         assert shown * 2 >= looks, f"{old} shown streaming in {shown} of {looks} looks"

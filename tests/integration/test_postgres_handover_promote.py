@@ -58,10 +58,11 @@ def standby() -> Iterator[dict[str, str]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def sql(env: dict[str, str], query: str) -> str:
+def sql(env: dict[str, str], query: str, timeout: float = 30) -> str:
     return subprocess.run([str(PG_BIN / "psql"), "-X", "-Atq", "-h", "127.0.0.1", "-p",
                            env["PG_PORT"], "-U", "postgres", "-d", "postgres", "-c", query],
-                          check=True, capture_output=True, text=True, timeout=30).stdout.strip()
+                          check=True, capture_output=True, text=True,
+                          timeout=timeout).stdout.strip()
 
 
 def promote(env: dict[str, str], **extra: str) -> subprocess.CompletedProcess:
@@ -96,16 +97,54 @@ def test_a_named_successor_checks_the_checkpoint_then_promotes_and_publishes(
     assert "not in the synchronous set" in outside.stderr, outside.stderr
     assert sql(standby, "select pg_is_in_recovery()") == "t"
 
-    done = promote(env, AUTOPILOT_HANDOVER_CHECKPOINT="0/1", AUTOPILOT_HANDOVER_SYNC="node_b")
+    # node_c: a synchronous standby of the old primary; node_d: a member outside its sync
+    # set (e.g. an earlier primary, not rewound yet: its history may fork off ours). Both
+    # down (port 1): the re-points fail at once.
+    members = (f"{standby['AUTOPILOT_HANDOVER_MEMBERS']};node_c 127.0.0.1 1 passing postgres15 0;"
+               "node_d 127.0.0.1 1 passing postgres15 0")
+    done = promote(env, AUTOPILOT_HANDOVER_CHECKPOINT="0/1", AUTOPILOT_HANDOVER_MEMBERS=members,
+                   AUTOPILOT_HANDOVER_SYNC="node_b node_c")
     assert done.returncode == 0, done.stderr
     record = requests.get(f"{catalog.url}/v1/kv/service/postgres/sync?raw", timeout=2).json()
-    assert record == {"leader": "node_b", "epoch": 7, "sync": ["node_a"]}, record
-    assert sql(standby, "show synchronous_standby_names") == 'ANY 1 ("node_a")'
+    # only the old primary's other synchronous standby may acknowledge our commits: not the
+    # old primary itself, not node_d (no proof that it is on our history)
+    assert record == {"leader": "node_b", "epoch": 7, "sync": ["node_c"]}, record
+    assert sql(standby, "show synchronous_standby_names") == 'ANY 1 ("node_c")'
     assert sql(standby, "select pg_is_in_recovery()") == "f"
-    assert sql(standby, "select slot_name from pg_replication_slots") == "node_a"
+    assert sql(standby, "select string_agg(slot_name, ' ' order by slot_name) "
+                        "from pg_replication_slots") == "node_a node_c node_d"
     pg_dir = Path(standby["PG_DIR"])
     assert (pg_dir / "autopilot-role").read_text().split() == ["primary", "7"]
+    assert (pg_dir / "sync-names").read_text().split() == ["node_c"]
     cached = (pg_dir / "members-cache").read_text().split("\n")
-    assert [ln.split()[0] for ln in cached if ln] == ["node_a", "node_b"]
+    assert [ln.split()[0] for ln in cached if ln] == ["node_a", "node_b", "node_c", "node_d"]
     log = (pg_dir / "hooks.log").read_text()
     assert "trace promote: published" in log and "trace promote: promoted" in log, log
+
+
+@pytest.mark.timeout(180)
+def test_a_failover_promote_names_no_member_it_has_not_proven(
+        standby: dict[str, str], catalog: CatalogProcess) -> None:
+    """Sync mode, a failover (no hand-over notes): the published record names this node
+    synchronous under the old primary node_a; no other member answers (the catalog lists
+    none). The old primary may have written WAL no standby received, so it is not named:
+    synchronous_standby_names is a placeholder no standby has, the new record names no
+    standby (only this node may be promoted), and a commit waits (strict) instead of being
+    acknowledged by a standby whose history may fork off ours."""
+    env = {k: v for k, v in standby.items() if not k.startswith("AUTOPILOT_HANDOVER_")}
+    env.update(PG_SYNC="1", CONSUL=catalog.address)
+    requests.put(f"{catalog.url}/v1/kv/service/postgres/sync", timeout=2,
+                 data=json.dumps({"leader": "node_a", "epoch": 6, "sync": ["node_b"]},
+                                 separators=(",", ":")))
+    done = promote(env)
+    assert done.returncode == 0, done.stderr
+    assert sql(standby, "select pg_is_in_recovery()") == "f"
+    assert sql(standby, "show synchronous_standby_names") == "autopilot_unproven"
+    record = requests.get(f"{catalog.url}/v1/kv/service/postgres/sync?raw", timeout=2).json()
+    assert record == {"leader": "node_b", "epoch": 7, "sync": []}, record
+    pg_dir = Path(standby["PG_DIR"])
+    assert (pg_dir / "sync-names").read_text().split() == []
+    assert "synchronous: none;" in (pg_dir / "hooks.log").read_text()
+    # a commit waits for a standby that is not there
+    with pytest.raises(subprocess.TimeoutExpired):
+        sql(standby, "create table waits (x int)", timeout=2)

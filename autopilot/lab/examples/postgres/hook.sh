@@ -21,7 +21,7 @@
 # to a standby that never exists (every commit from then on waits and is never acknowledged),
 # then stops the server (clients get errors) and starts it again as a standby.
 set -u
-set -f  # no globbing: "*" is a value here (the sync set of a new primary)
+set -f  # no globbing: "*" is a value here (the sync set of a record from older hooks)
 
 PORT=${PG_PORT:-5432}
 DIR=${PG_DIR:-/var/lib/postgresql/autopilot}
@@ -36,6 +36,9 @@ SYNC_KEY=service/$SERVICE/sync
 PY=${PG_PYTHON:-python3}
 SYNC=${PG_SYNC:-0}
 FENCED_NAME=autopilot_fenced
+# a new primary's synchronous_standby_names while no other member is proven to be on its
+# history: a standby nobody has, so that commits wait (strict) until the sync job proves one
+UNPROVEN_NAME=autopilot_unproven
 export PGUSER=${PGUSER:-postgres} PGDATABASE=${PGDATABASE:-postgres} PGCONNECT_TIMEOUT=2
 # this node's name: its application_name and replication slot (hostname, "-" -> "_")
 NAME=$(echo "${PG_NAME:-$(hostname)}" | tr -- '-.' '__')
@@ -755,15 +758,19 @@ names_list() {  # names_list NAME...: "a","b" for synchronous_standby_names
     echo "$out"
 }
 
-set_sync_names() {  # set_sync_names NAME...: ANY 1 (...) or '*' for nobody known yet
-    if [ $# -eq 0 ]; then v="ANY 1 (*)"; else v="ANY 1 ($(names_list "$@"))"; fi
-    q "alter system set synchronous_standby_names = '$(echo "$v" | sed "s/'/''/g")'" >/dev/null
+sync_names() {  # sync_names NAME...: synchronous_standby_names requiring one of them
+    # (none: the placeholder, which no standby has: commits wait until one is proven)
+    if [ $# -eq 0 ]; then echo "$UNPROVEN_NAME"; else echo "ANY 1 ($(names_list "$@"))"; fi
 }
 
-sync_json() {  # sync_json NAME...: the sync record naming us leader
+set_sync_names() {  # set_sync_names NAME...
+    q "alter system set synchronous_standby_names = '$(sync_names "$@" | sed "s/'/''/g")'" >/dev/null
+}
+
+sync_json() {  # sync_json NAME...: the sync record naming us leader (an empty set: only
+    # the leader may be promoted)
     list=""
     for n in "$@"; do list="$list${list:+,}\"$n\""; done
-    [ $# -eq 0 ] && list='"*"'
     printf '{"leader":"%s","epoch":%s,"sync":[%s]}' "$NAME" "$EPOCH" "$list"
 }
 
@@ -816,11 +823,12 @@ eligible() {  # may this node be promoted? (prints why not)
     if [ -n "${PG_NOFAILOVER:-}" ]; then echo "tagged nofailover"; return 1; fi
     [ "$SYNC" = 1 ] || return 0
     published=$(sync_record)
-    set -- $(sync_members "$published")
-    [ $# -eq 0 ] && return 0  # nothing published yet: a new cluster
+    [ -n "$published" ] || return 0  # nothing published yet: a new cluster
     [ "$(sync_leader "$published")" = "$NAME" ] && return 0
+    # (an empty set: no standby was proven yet, only its leader may be promoted)
+    set -- $(sync_members "$published")
     for n in "$@"; do [ "$n" = "$NAME" ] || [ "$n" = "*" ] && return 0; done
-    echo "not in the synchronous set ($*)"
+    echo "not in the synchronous set (${*:-empty})"
     return 1
 }
 
@@ -835,8 +843,15 @@ peer_ahead() {
     # one to promote is the synchronous standby that got furthest; one we cannot ask might
     # hold commits nobody else has. Every peer is asked at once (a dead one costs its
     # connect timeout once, not once per peer).
+    # The members it asks that answer in recovery and not ahead of us are proven to be on
+    # our history (a prefix of it: they streamed from the last primary, as we did): the
+    # promote names them, and no one else, in synchronous_standby_names ($DIR/promote.$$.proven).
+    # Not the last primary (the record's leader): it may have written WAL no standby received.
     mine=${self_lsn:-$(my_lsn)}  # (promote read it beside the catalog)
-    set -- $(sync_members "$(sync_record)")
+    record=$(sync_record)
+    last=$(sync_leader "$record")
+    [ "$last" != "$NAME" ] || last=""
+    set -- $(sync_members "$record")
     tmp="$DIR/ahead.$$"
     i=0
     members_view >"$tmp.members"
@@ -861,7 +876,10 @@ peer_ahead() {
         case "$theirs" in
         -1) ;;  # a primary (the old one, fenced) is not a candidate
         '' | *[!0-9]*) echo "$n ($host:$port) does not answer"; break ;;
-        *) if [ "$theirs" -gt "$mine" ]; then echo "$n is ahead ($theirs > $mine)"; break; fi ;;
+        *)
+            if [ "$theirs" -gt "$mine" ]; then echo "$n is ahead ($theirs > $mine)"; break; fi
+            [ "$n" = "$last" ] || echo "$n" >>"$DIR/promote.$$.proven"
+            ;;
         esac
     done
     rm -f "$tmp".*
@@ -946,23 +964,32 @@ promote() {
     why=$(eligible) || { log "not promoting: $why"; exit 1; }
     if [ "$SYNC" = 1 ]; then
         others=$(while read -r n _; do [ "$n" != "$NAME" ] && echo "$n"; done <"$DIR/promote.$$.members")
+        # the last primary (it may have written WAL no standby received: forked off our
+        # history until its rewind) is left to its own rejoin, not re-pointed at us
+        old_primary=$(sync_leader "$(sync_record)")
+        : >"$DIR/promote.$$.proven"
         if [ "$rec" = t ]; then
             ahead=$(peer_ahead)
             if [ -n "$ahead" ]; then log "not promoting: $ahead"; exit 1; fi
         fi
-        # Every other member may acknowledge our commits: publish them before the first
-        # commit, and only now that the checks passed. (Not earlier, in parallel with the
-        # checks: a record naming us leader without us in its set, left by a promote that
-        # then refused, would let a later promote skip asking us although we may hold
-        # acknowledged commits no one else has; and with us in the set, a later promote
-        # would wait for us forever once we died as the primary.)
-        set -- $others
+        # Only members proven to be on our history may acknowledge our commits (peer_ahead:
+        # members of the published set that answered, in recovery, not ahead of us): a
+        # standby whose history forked off ours reports a flush position of ITS timeline,
+        # which could release commits no standby received. With none, a placeholder nobody
+        # has: the first commits wait (strict) until the sync job proves a standby.
+        # Published before the first commit, and only now that the checks passed. (Not
+        # earlier, in parallel with the checks: a record naming us leader without us in its
+        # set, left by a promote that then refused, would let a later promote skip asking
+        # us although we may hold acknowledged commits no one else has; and with us in the
+        # set, a later promote would wait for us forever once we died as the primary.)
+        set -- $(cat "$DIR/promote.$$.proven")
         if [ -n "$VP_PID" ]; then
             view_put_finish "$(sync_json "$@")"
         else
             publish_sync "$@"
         fi || { log "not promoting: cannot publish the sync set"; exit 1; }
-        if [ $# -eq 0 ]; then names="ANY 1 (*)"; else names="ANY 1 ($(names_list "$@"))"; fi
+        names=$(sync_names "$@")
+        first_sync=${*:-none}
         echo "$*" >"$DIR/sync-names"
     else
         wait  # the members list
@@ -1022,7 +1049,7 @@ promoted() {  # promoted TIMELINE: recovery ended under the lock
     : >"$DIR/rewind-needed"
     # (a rewind onto some leader before this promotion says nothing about the next one)
     rm -f "$DIR/not-streaming-since" "$DIR/rewound-onto"
-    log "promoted (epoch $EPOCH, timeline $1; re-pointed:${repointed:- none})"
+    log "promoted (epoch $EPOCH, timeline $1;${first_sync:+ synchronous: $first_sync;} re-pointed:${repointed:- none})"
 }
 
 handed_over() {  # named successor of a hand-over that handed us what we need?
@@ -1055,13 +1082,24 @@ promote_handed_over() {
         slots="$slots select pg_create_physical_replication_slot('$n', true) where not exists
             (select 1 from pg_replication_slots where slot_name = '$n');"
     done <"$DIR/promote.$$.members"
-    set -- $others
+    handover_from=${AUTOPILOT_HANDOVER_PRIMARY:-}
     names="" publish="" published=""
     if [ "$SYNC" = 1 ]; then
-        if [ $# -eq 0 ]; then names="ANY 1 (*)"; else names="ANY 1 ($(names_list "$@"))"; fi
-        # every other member may acknowledge our commits: the record names them before
-        # the first commit (psql's \set runs the command: its output, true or false from
-        # the catalog, decides whether the promotion goes on)
+        # Only the old primary's synchronous standbys may acknowledge our commits: each
+        # was proven by its sync job to stream its timeline, whose WAL ends at the shutdown
+        # checkpoint we received past, so their history is a prefix of ours. Not another
+        # member (one in recovery whose history forked off, e.g. a primary before this
+        # one, not rewound yet, would report a flush position of its own timeline and
+        # could release commits no standby received), nor the old primary (stopped; its
+        # sync job proves it again once it streams from us). None: the placeholder.
+        set --
+        for n in ${AUTOPILOT_HANDOVER_SYNC:-}; do
+            case "$n" in "$NAME" | "$handover_from" | '*') ;; *) set -- "$@" "$n" ;; esac
+        done
+        names=$(sync_names "$@")
+        first_sync=${*:-none}
+        # the record names them before the first commit (psql's \set runs the command:
+        # its output, true or false from the catalog, decides whether the promotion goes on)
         sync_json "$@" >"$DIR/promote.$$.sync"
         if kv_put_config "$SYNC_KEY" "$DIR/promote.$$.sync" >"$DIR/promote.$$.curl"; then
             publish="\\set published \`curl -K '$DIR/promote.$$.curl' || echo false\`"
@@ -1074,7 +1112,7 @@ select 'at published ' || extract(epoch from clock_timestamp());"
     fi
     # the others stream from us at once (from nobody since the old primary stopped; if we
     # refuse below, a candidacy winner re-points them again)
-    handover_from=${AUTOPILOT_HANDOVER_PRIMARY:-}
+    old_primary=$handover_from
     repoint_others
     out=$("$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 -v published=true 2>&1 <<SQL
 select 'at start ' || extract(epoch from clock_timestamp());
@@ -1156,7 +1194,9 @@ repoint_others() {
     [ -n "$MY_IP" ] || return 0
     while read -r n host port status _; do
         [ "$n" = "$NAME" ] && continue
-        [ "$n" = "${handover_from:-}" ] && continue  # the old primary, stopped
+        # the old primary: stopped (a hand-over), or it may have written WAL no standby
+        # received (a failover): its own rejoin rewinds it first
+        [ "$n" = "${old_primary:-}" ] && continue
         # dead or cloning: its own hooks will follow (a hand-over's list comes from the old
         # primary's cache, whose statuses may be old: every one is tried there)
         [ "$status" = critical ] && [ -z "${handover_from:-}" ] && continue

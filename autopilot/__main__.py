@@ -4,7 +4,9 @@
 loading click and the other verbs: it is the one verb whose start-up time and memory every
 container pays. Anything else (or anything unusual about ``run``'s arguments) goes through
 the click CLI in ``autopilot/cli.py``. ``run`` keeps ``ssl`` out until a TLS connection
-needs it (`autopilot.lazyssl`): asyncio would otherwise load it, 4 MB, for every container.
+needs it (`autopilot.lazyssl`): asyncio would otherwise load it, 4 MB, for every container;
+and ``inspect`` (with ``ast`` and ``dis``, 0.95 MB) until something reads it
+(`autopilot.lazyinspect`).
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ def run_config(args: list[str]) -> str | None:
 def entry() -> None:
     path = run_config(sys.argv[1:])
     if path is not None:
-        from autopilot import lazyssl
+        from autopilot import lazyinspect, lazyssl
 
         lazyssl.defer()  # before asyncio loads
+        lazyinspect.defer()  # likewise: inspect, ast and dis until something needs them
         from autopilot.supervisor import run_supervisor
 
         sys.exit(run_supervisor(path))

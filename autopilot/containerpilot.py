@@ -266,9 +266,10 @@ def dispatch(flags: Flags, environ: Mapping[str, str]) -> int:
     reload_mode = (environ.get(RELOAD_ENV) or "all").strip().lower()
     if reload_mode not in ("all", "diff"):
         raise BadValue(f'{RELOAD_ENV} must be "all" or "diff", got "{reload_mode}"')
-    from autopilot import lazyssl
+    from autopilot import lazyinspect, lazyssl
 
     lazyssl.defer()  # before asyncio loads: ssl only for Consul over https
+    lazyinspect.defer()  # and inspect (with ast, dis) only once something reads it
     from autopilot.supervisor import run_supervisor
 
     return run_supervisor(config, reload_all=reload_mode == "all")

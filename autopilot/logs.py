@@ -16,7 +16,6 @@ for a processor chain of two functions and renderers that were ours anyway
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -90,16 +89,31 @@ class Output:
             self._stream = None
 
 
+def _json_dumps(v: Any, **kw: Any) -> str:
+    """``json.dumps``, imported at the first line that needs it: a supervisor logging in
+    the default format with plain values never loads ``json`` (0.2 MB; docs/performance.md)."""
+    import json
+
+    return json.dumps(v, **kw)
+
+
+try:  # what json.dumps(str) itself calls (json.encoder), without loading the json package
+    from _json import encode_basestring_ascii as _json_string
+except ImportError:  # pragma: no cover - a Python without the C accelerator
+    _json_string = _json_dumps
+
+
 def _scalar(v: Any) -> str:
-    return v if isinstance(v, str) else json.dumps(v, default=str) if isinstance(
+    return v if isinstance(v, str) else _json_dumps(v, default=str) if isinstance(
         v, (dict, list, tuple)) else str(v)
 
 
 def _quote(v: str) -> str:
-    """logrus quotes a value unless it is made of plain characters only."""
+    """logrus quotes a value unless it is made of plain characters only (as ``json.dumps``
+    would: tests/unit/test_logs.py compares both)."""
     if v and all(c.isalnum() or c in "-._/@^+" for c in v):
         return v
-    return json.dumps(v)
+    return _json_string(v)
 
 
 def _fields(event: dict[str, Any], skip: tuple[str, ...]) -> list[tuple[str, Any]]:
@@ -136,7 +150,7 @@ def render_json(event: dict[str, Any]) -> str:
     out = {k: v for k, v in event.items() if k not in ("logger",) and v is not None}
     out["msg"] = str(out.pop("event", ""))
     out["time"] = ts
-    return json.dumps(out, sort_keys=True, default=str)
+    return _json_dumps(out, sort_keys=True, default=str)
 
 
 RENDERERS = {"default": render_default, "text": render_text, "json": render_json}

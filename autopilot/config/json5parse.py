@@ -12,7 +12,6 @@ multi-line strings with a backslash before the newline).
 
 from __future__ import annotations
 
-import json
 import math
 import unicodedata
 from dataclasses import dataclass, field
@@ -80,6 +79,8 @@ class _Parser:
     def unexpected(self) -> JSON5Error:
         if self.i >= self.n:
             return self.fail("unexpected end of input")
+        import json  # only for this message: a valid config never loads it (0.2 MB)
+
         return self.fail(f"unexpected {json.dumps(self.s[self.i], ensure_ascii=False)}")
 
     # -- lexical -----------------------------------------------------------------

@@ -8,9 +8,8 @@ new config is refused; the running config stays) or 500 (a bug: logged, never a 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import json
 import os
+from collections.abc import Awaitable
 from typing import Any
 
 from autopilot import __version__
@@ -33,8 +32,9 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> R
 
 
 async def maybe_await(value: Any) -> Any:
-    """Supervisor methods may be sync or async; accept both."""
-    if inspect.isawaitable(value):
+    """Supervisor methods may be sync or async; accept both (a coroutine or a future is an
+    ``Awaitable``; ``inspect`` is not loaded for this: `autopilot.lazyinspect`)."""
+    if isinstance(value, Awaitable):
         return await value
     return value
 
@@ -48,6 +48,8 @@ async def read_json(request: Request) -> Any:
     except UnicodeDecodeError as exc:
         raise BadRequest(f"body is not valid UTF-8 (byte {exc.start})") from exc
     try:
+        import json  # loaded with the first request that needs it (docs/performance.md)
+
         return json.loads(text)
     except ValueError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from exc
@@ -83,6 +85,8 @@ def parse_metrics(body: dict[str, Any]) -> dict[str, float]:
     values: dict[str, float] = {}
     for key, value in body.items():
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            import json
+
             raise BadRequest(f"metric {key!r}: value must be a number, got {json.dumps(value)}")
         try:
             number = float(value)
@@ -220,4 +224,6 @@ def _jobs_by_name(jobs: Any) -> dict[str, dict[str, Any]]:
 
 
 def _dumps(obj: Any) -> str:
+    import json
+
     return json.dumps(obj, default=str)

@@ -69,6 +69,15 @@ def post_value(node: str, service_id: str, position: int | None, epoch_seen: int
             "epoch_seen": epoch_seen, "at": round(time.time(), 3), "eligible": eligible}
 
 
+def abstained(sid: str, posts: list[Post], since_epoch: int) -> bool:
+    """``sid``'s post abstains (``eligible: false``) and was written at ``since_epoch``
+    or later, live or not. For the leader a member followed from ``since_epoch`` on, that
+    is the post a stopping member writes before it releases the lock: it left on purpose
+    (a hand-over), and it says not to wait for it. A catalog wipe leaves no such post."""
+    return any(p.service_id == sid and not p.eligible and p.epoch_seen >= since_epoch
+               for p in posts)
+
+
 def rank(p: Post, prefer: str | None = None) -> tuple[int, int, str]:
     """Sort key: the highest position first; on a tie ``prefer`` (the leader the member
     followed last: moving the primary for no gain in data is a needless failover, e.g.

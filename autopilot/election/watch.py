@@ -29,6 +29,12 @@ def reported_position(output: str) -> int | None:
 class Watching(ElectionState):
     """Part of :class:`Election`: the key watch, the event observer, following."""
 
+    #: the epoch of the leader we followed last (``_last_leader``) when we began to follow it
+    _last_leader_epoch = 0
+    #: ``_last_leader`` when we saw it release the lock naming a successor (a hand-over);
+    #: forgotten when we follow a leader again (rounds.py does not wait for it)
+    _handed_over_by: str | None = None
+
     async def _events(self) -> None:
         assert self._sub is not None
         while not self.closed:
@@ -93,6 +99,10 @@ class Watching(ElectionState):
             return  # older than what we already know (our own post-acquire read)
         self.holder_index = idx
         self.watch_ok = True
+        if (holder is not None and not holder.held and holder.info.get("successor")
+                and self._last_leader
+                and holder.info.get("service_id") == self._last_leader):
+            self._handed_over_by = self._last_leader  # it left on purpose (rounds.py)
         if holder is not None and holder.held:
             self.epochs.note(holder.epoch)
             if holder.promoted:
@@ -127,6 +137,7 @@ class Watching(ElectionState):
             return
         self.announced = ident
         self._last_leader = h.info.get("service_id") or None
+        self._last_leader_epoch, self._handed_over_by = h.epoch, None
         self._detach_position = None  # it was for a round that this leader ended
         leader = self._leader_dict(h)
         self._publish_role("replica", leader)

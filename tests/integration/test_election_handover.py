@@ -189,3 +189,67 @@ def test_no_successor_named_is_the_usual_candidacy(catalog: CatalogProcess, tmp_
                 await m.stop()
 
     run(scenario)
+
+
+def promote_failing_once(log: Path, flag: Path) -> list[str]:
+    """The usual promote line, but while ``flag`` exists the hook removes it, logs
+    ``promote-failed`` and exits 1: the named successor gives up right after it acquired
+    (as when its check flaps during the promotion), once."""
+    return hook(log, "promote", extra=f'if [ -f {flag} ]; then rm -f {flag}; '
+                f'echo "promote-failed $(date +%s.%N)" >> {log}; exit 1; fi; ')
+
+
+@pytest.mark.timing
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("winner", ["other", "successor"])
+def test_a_successor_that_gives_up_is_not_followed_by_a_wait_for_the_old_primary(
+        catalog: CatalogProcess, tmp_path: Path, winner: str):
+    """The named successor acquires, its promote fails and it steps down at once. The old
+    primary handed over and deregistered (its supervisor stopped): nobody may wait for it
+    as for a last leader that a catalog wipe made absent (3 x candidacyTimeout = 3 s here).
+    ``other``: the other follower (position 5000) wins, ~candidacyTimeout after the
+    successor gave up (it waits that long for the successor's post while the successor
+    backs off). ``successor``: the other follower abstains; the successor itself wins as
+    soon as its 2 s back-off after the failed promote ends. Both used to wait 3 s more."""
+    async def scenario() -> None:
+        members = await handover_cluster(catalog, tmp_path)
+        stopped: list = []
+        try:
+            (lead,) = leaders(members)
+            low, high = rig_positions(tmp_path, members, lead)
+            flag = tmp_path / "fail-once"
+            flag.touch()
+            low.election.ecfg.promote = promote_failing_once(low.hooks, flag)
+            if winner == "successor":
+                (tmp_path / f"pos-{high.node}").unlink()  # high abstains
+            (tmp_path / "successor").write_text(f"{low.sid}\n")
+            wall0 = time.time()
+            await lead.election.before_shutdown()
+            # what the stopping supervisor does next: deregister its service
+            requests.put(f"{catalog.url}/v1/agent/service/deregister/{lead.sid}",
+                         timeout=2).raise_for_status()
+            await lead.stop()
+            stopped.append(lead)
+            await until(lambda: [ln for ln in hook_lines(low.hooks)
+                                 if ln[0] == "promote-failed"], 5, "the successor to give up")
+            gave_up = float(next(ln for ln in hook_lines(low.hooks)
+                                 if ln[0] == "promote-failed")[1])
+            await until(lambda: low.election.primary or high.election.primary, 12,
+                        "a new primary")
+            new = high if winner == "other" else low
+            assert new.election.primary, f"{winner} did not win"
+            promote = times(new, "promote", wall0)[0]
+            demote = times(lead, "demote", wall0)[0]
+            assert demote < gave_up < promote
+            took = promote - gave_up
+            print(f"FIGURE successor gave up ({winner} wins): promoted {took:.2f}s after the "
+                  f"successor's failed promote; write gap (demote -> promote) "
+                  f"{promote - demote:.2f}s (candidacyTimeout 1s)")
+            # other: ~1 s (the wait for the successor's post); successor: its 2 s back-off
+            assert took < (2.0 if winner == "other" else 3.5), took
+        finally:
+            for m in members:
+                if m not in stopped:
+                    await m.stop()
+
+    run(scenario)

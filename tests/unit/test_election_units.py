@@ -6,7 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from autopilot.config import ConfigError, load_text
-from autopilot.election.candidacy import UNKNOWN, PeerMemory, Post, decide
+from autopilot.election.candidacy import (
+    UNKNOWN,
+    PeerMemory,
+    Post,
+    abstained,
+    decide,
+)
 from autopilot.election.epochs import EpochStore, state_path
 from autopilot.election.lease import Lease
 
@@ -98,6 +104,19 @@ def test_the_leader_absent_from_a_wiped_catalog_is_waited_for_longer() -> None:
     # once it posted, nobody waits any longer
     assert decide("c", [*posts, post("c", 1000)], {"a", "b", "c"}, 5, 0.1, 2.0, 0,
                   {"c"}).acquire
+
+
+def test_a_leader_that_stopped_on_purpose_is_told_by_its_abstaining_post() -> None:
+    """A stopping leader posts ``eligible: false`` before it releases (its session then
+    goes: the post is not live). Written since it led (epoch_seen >= the epoch it led at),
+    it means it left on purpose: rounds.py does not wait for it as for a leader that a
+    catalog wipe made absent (a wipe leaves no post at all)."""
+    gone = post("c", UNKNOWN, epoch=5, live=False, eligible=False)
+    assert abstained("c", [post("a", 1), gone], 5)
+    assert not abstained("c", [post("a", 1)], 5)  # a wiped catalog: no post
+    assert not abstained("c", [gone], 6)  # written before it led at epoch 6
+    assert not abstained("c", [post("c", 9, epoch=5, live=False)], 5)  # an eligible post
+    assert not abstained("b", [gone], 5)
 
 
 def test_others_wait_and_the_lag_limit_holds_while_the_best_lives() -> None:

@@ -1,4 +1,4 @@
-"""HTTP/1.1 to the Consul agent on asyncio streams, with keep-alive: no thread per call.
+"""HTTP/1.1 to the Consul agent on an asyncio protocol, with keep-alive: no thread per call.
 
 `http.request` (the one request helper) sends through here. Idle connections are kept for
 the next request, so a steady heartbeat costs one connection rather than a TCP (and TLS)
@@ -29,6 +29,8 @@ from autopilot.discovery.http import Params, Response, encode_body
 #: whose checks run in step heartbeat together: 4 made two new connections every round
 MAX_IDLE = 8
 MAX_HEADER = 64 * 1024
+INITIAL_BUFFER = 4096  # a connection's read buffer; doubled for a larger answer
+SHRINK_ABOVE = 64 * 1024  # a buffer grown past this is let go after its answer
 
 if TYPE_CHECKING:
     import ssl
@@ -50,6 +52,196 @@ class _Stale(ConnectionError):
     """A kept connection was closed before it answered (safe to send again)."""
 
 
+class _Answer:
+    """One answer being read: the parser's state between reads."""
+
+    __slots__ = ("method", "waiter", "head_end", "code", "headers", "keep", "length",
+                 "chunked", "pos", "parts", "to_eof")
+
+    def __init__(self, method: str, waiter: asyncio.Future[tuple[Response, bool]]) -> None:
+        self.method = method
+        self.waiter = waiter
+        self.head_end = -1  # where the body starts (-1: head not complete yet)
+        self.code = 0
+        self.headers: dict[str, str] = {}
+        self.keep = False
+        self.length = -1  # Content-Length (-1: none)
+        self.chunked = False
+        self.pos = 0  # chunked: where the next chunk-size line starts
+        self.parts: list[bytes] = []
+        self.to_eof = False  # neither length nor chunks: the body ends at EOF
+
+
+class _Connection(asyncio.BufferedProtocol):
+    """One connection to the agent as a protocol: the kernel copies the answer straight
+    into this connection's buffer (``recv_into``), parsed as it arrives, and the request's
+    future is resolved from the read callback. Streams cost a ``recv`` of a fresh 256 KB
+    object (an ``mmap``/``munmap`` pair per answer: a TLB flush), a reader, a writer and a
+    task wake-up per ``readuntil``/``readexactly``; a heartbeat's answer is 150 bytes."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray(INITIAL_BUFFER)
+        self.n = 0  # bytes of the current answer in ``buf``
+        self.answer: _Answer | None = None
+        self.closed = False
+
+    # -- asyncio's callbacks ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Where the next read goes. The buffer is resized only here: while asyncio holds
+        the view it handed out (until ``buffer_updated`` returns) it cannot be."""
+        if len(self.buf) - self.n < 1024:
+            answer = self.answer
+            if answer is not None and answer.chunked and answer.pos > answer.head_end:
+                # drop the chunks already taken: a long answer does not grow the buffer
+                del self.buf[answer.head_end:answer.pos]
+                self.n -= answer.pos - answer.head_end
+                answer.pos = answer.head_end
+            if len(self.buf) - self.n < 1024:
+                self.buf.extend(bytes(len(self.buf)))  # double it: a large answer
+        return memoryview(self.buf)[self.n:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.n += nbytes
+        answer = self.answer
+        if answer is None:  # nothing asked: the agent may not talk now; drop the link
+            self.n = 0
+            self.abort()
+            return
+        try:
+            self._parse(answer)
+        except Exception as exc:  # noqa: BLE001 - a malformed answer fails this request
+            self._fail(exc)
+
+    def eof_received(self) -> bool:
+        answer = self.answer
+        if answer is not None and answer.to_eof and answer.head_end >= 0:
+            body = bytes(self.buf[answer.head_end:self.n])
+            self._done(answer, body, keep=False)
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        answer = self.answer
+        if answer is not None:
+            if self.n == 0:  # not a byte of the answer: the agent closed a kept link
+                self._fail(_Stale())
+            else:
+                self._fail(asyncio.IncompleteReadError(bytes(self.buf[:self.n]), None))
+
+    # -- one exchange ----------------------------------------------------------------------
+    def send(self, raw: bytes, method: str,
+             waiter: asyncio.Future[tuple[Response, bool]]) -> None:
+        assert self.transport is not None
+        self.n = 0
+        self.answer = _Answer(method, waiter)
+        self.transport.write(raw)
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, exc: BaseException) -> None:
+        answer, self.answer = self.answer, None
+        self.abort()
+        if answer is not None and not answer.waiter.done():
+            answer.waiter.set_exception(exc)
+
+    def _done(self, answer: _Answer, body: bytes, keep: bool) -> None:
+        self.answer = None
+        self.n = 0
+        if len(self.buf) > SHRINK_ABOVE:
+            self.buf = bytearray(INITIAL_BUFFER)  # do not hold a large answer's buffer
+        index = int(answer.headers.get("X-Consul-Index", "0") or 0)
+        if not answer.waiter.done():
+            answer.waiter.set_result((Response(answer.code, index,
+                                               body.decode("utf-8", "replace"),
+                                               answer.headers), keep))
+
+    def _parse(self, answer: _Answer) -> None:
+        buf, n = self.buf, self.n
+        if answer.head_end < 0:
+            end = buf.find(b"\r\n\r\n", 0, n)
+            if end < 0:
+                if n > MAX_HEADER:
+                    raise ValueError(f"answer head over {MAX_HEADER} bytes")
+                return
+            answer.head_end = end + 4
+            self._head(answer, bytes(buf[:end]))
+            if answer.length == 0 and not answer.chunked and not answer.to_eof:
+                self._done(answer, b"", answer.keep)
+                return
+        start = answer.head_end
+        if answer.length >= 0:
+            if n - start >= answer.length:
+                body = bytes(buf[start:start + answer.length])
+                extra = n - start - answer.length
+                self._done(answer, body, answer.keep and not extra)
+        elif answer.chunked:
+            self._chunks(answer)
+
+    @staticmethod
+    def _head(answer: _Answer, head: bytes) -> None:
+        """The status line and headers (read at once, as one block)."""
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        version, _, rest = status_line.strip().partition(" ")
+        code = int(rest.split(" ", 1)[0])
+        headers: dict[str, str] = {}
+        for line in lines:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().title()] = value.strip()
+        answer.code, answer.headers = code, headers
+        answer.keep = version == "HTTP/1.1" and headers.get("Connection", "").lower() != "close"
+        if answer.method == "HEAD" or code in (204, 304) or 100 <= code < 200:
+            answer.length = 0
+        elif headers.get("Transfer-Encoding", "").lower() == "chunked":
+            answer.chunked = True
+        elif "Content-Length" in headers:
+            answer.length = int(headers["Content-Length"])
+        else:
+            answer.to_eof = True
+            answer.keep = False
+
+    def _chunks(self, answer: _Answer) -> None:
+        """Chunks complete so far go to ``parts``; done at the last chunk and trailers
+        (lines may end in CRLF or LF, as a stream's ``readline`` took them)."""
+        buf, n = self.buf, self.n
+        pos = answer.pos or answer.head_end
+        while True:
+            eol = buf.find(b"\n", pos, n)
+            if eol < 0:
+                break
+            size = int(bytes(buf[pos:eol]).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                # trailers, then an empty line
+                line = eol + 1
+                while True:
+                    nxt = buf.find(b"\n", line, n)
+                    if nxt < 0:
+                        answer.pos = pos
+                        return
+                    if bytes(buf[line:nxt]).strip() == b"":
+                        self._done(answer, b"".join(answer.parts),
+                                   answer.keep and nxt + 1 == n)
+                        return
+                    line = nxt + 1
+            if n < eol + 1 + size + 2:
+                break  # the chunk and its CRLF are not all here yet
+            answer.parts.append(bytes(buf[eol + 1:eol + 1 + size]))
+            pos = eol + 1 + size + 2
+        answer.pos = pos  # get_buffer drops what is before it
+
+
+def _expire(waiter: asyncio.Future[tuple[Response, bool]]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
 class Transport:
     """Connections to one agent (resolved settings, see `connection.resolve`)."""
 
@@ -61,103 +253,71 @@ class Transport:
         self.ssl = tls_context(cfg) if self.scheme == "https" else None
         self.server_hostname = (cfg.tls.servername or host) if self.ssl else None
         self.host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        # the request head up to the method and target, and after them: the same bytes
+        # for every request (built once, not per heartbeat)
+        self._tail = ("".join(f"\r\n{h}" for h in (
+            f"Host: {self.host_header}", "User-Agent: autopilot", "Accept: application/json",
+            *([f"X-Consul-Token: {self.token}"] if self.token else [])))).encode("latin-1")
+        self._idle: list[_Connection] = []
         self.opened = 0  # connections opened so far (a measure of keep-alive)
+
+    def encode(self, method: str, target: str, data: bytes) -> bytes:
+        """The request's bytes."""
+        length = f"\r\nContent-Length: {len(data)}" if data or method in ("PUT", "POST") \
+            else ""
+        return b"".join((f"{method} {target} HTTP/1.1".encode("latin-1"), self._tail,
+                         length.encode("latin-1"), b"\r\n\r\n", data))
 
     async def request(self, method: str, path: str, *, params: Params = (), body: Any = None,
                       timeout: float) -> Response:
         """One request and its answer; TimeoutError after ``timeout``, OSError (or
         IncompleteReadError) when the agent cannot be reached or hangs up."""
         target = path + ("?" + urllib.parse.urlencode(list(params)) if params else "")
-        head = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}",
-                "User-Agent: autopilot", "Accept: application/json"]
-        if self.token:
-            head.append(f"X-Consul-Token: {self.token}")
-        data = encode_body(body)
-        if data or method in ("PUT", "POST"):
-            head.append(f"Content-Length: {len(data)}")
-        raw = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data
-        async with asyncio.timeout(timeout):
-            while self._idle:
-                conn = self._idle.pop()
-                try:
-                    return await self._exchange(conn, raw, method)
-                except _Stale:
-                    continue  # the agent closed it meanwhile: try the next, then a new one
-            conn = await self._open()
+        raw = self.encode(method, target, encode_body(body))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if conn.closed:
+                continue  # the agent closed it while it was idle
             try:
-                return await self._exchange(conn, raw, method)
-            except _Stale as exc:
-                raise ConnectionResetError("consul closed the connection") from exc
+                return await self._exchange(loop, conn, raw, method, deadline)
+            except _Stale:
+                continue  # the agent closed it meanwhile: try the next, then a new one
+        async with asyncio.timeout_at(deadline):
+            conn = await self._open(loop)
+        try:
+            return await self._exchange(loop, conn, raw, method, deadline)
+        except _Stale as exc:
+            raise ConnectionResetError("consul closed the connection") from exc
 
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         self.opened += 1
-        return await asyncio.open_connection(
-            self.host, self.port, ssl=self.ssl, server_hostname=self.server_hostname,
-            limit=MAX_HEADER)
+        _, conn = await loop.create_connection(
+            _Connection, self.host, self.port, ssl=self.ssl,
+            server_hostname=self.server_hostname)
+        return conn
 
-    async def _exchange(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-                        raw: bytes, method: str) -> Response:
-        reader, writer = conn
+    async def _exchange(self, loop: asyncio.AbstractEventLoop, conn: _Connection, raw: bytes,
+                        method: str, deadline: float) -> Response:
+        """Send ``raw`` on ``conn`` and wait for its answer: one future, resolved by the
+        connection's read callback or failed by one timer at ``deadline``."""
+        waiter: asyncio.Future[tuple[Response, bool]] = loop.create_future()
+        timer = loop.call_at(deadline, _expire, waiter)
         keep = False
         try:
-            try:
-                writer.write(raw)
-                await writer.drain()
-                head = await reader.readuntil(b"\r\n\r\n")
-            except (ConnectionResetError, BrokenPipeError) as exc:
-                raise _Stale() from exc
-            except asyncio.IncompleteReadError as exc:
-                if not exc.partial:
-                    raise _Stale() from exc
-                raise
-            except asyncio.LimitOverrunError as exc:
-                raise ValueError(f"answer head over {MAX_HEADER} bytes") from exc
-            resp, keep = await self._read(reader, head, method)
+            conn.send(raw, method, waiter)
+            resp, keep = await waiter
             return resp
         finally:
-            if keep and len(self._idle) < MAX_IDLE:
+            timer.cancel()
+            if keep and not conn.closed and len(self._idle) < MAX_IDLE:
                 self._idle.append(conn)
             else:
-                writer.close()
-
-    @staticmethod
-    async def _read(reader: asyncio.StreamReader, head: bytes,
-                    method: str) -> tuple[Response, bool]:
-        """The answer whose head (status line and headers, read at once: one read per
-        answer rather than one per header line) is ``head``."""
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        version, _, rest = status_line.strip().partition(" ")
-        code = int(rest.split(" ", 1)[0])
-        headers: dict[str, str] = {}
-        for line in lines:
-            if line:
-                name, _, value = line.partition(":")
-                headers[name.strip().title()] = value.strip()
-        keep = version == "HTTP/1.1" and headers.get("Connection", "").lower() != "close"
-        if method == "HEAD" or code in (204, 304) or 100 <= code < 200:
-            body = b""
-        elif headers.get("Transfer-Encoding", "").lower() == "chunked":
-            parts = []
-            while True:
-                size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    break
-                parts.append(await reader.readexactly(size))
-                await reader.readexactly(2)
-            body = b"".join(parts)
-        elif "Content-Length" in headers:
-            body = await reader.readexactly(int(headers["Content-Length"]))
-        else:
-            body = await reader.read()
-            keep = False
-        index = int(headers.get("X-Consul-Index", "0") or 0)
-        return Response(code, index, body.decode("utf-8", "replace"), headers), keep
+                conn.abort()
 
     def close(self) -> None:
         while self._idle:
-            _, writer = self._idle.pop()
             with contextlib.suppress(Exception):
-                writer.close()
+                self._idle.pop().abort()

@@ -27,27 +27,31 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 from autopilot.config.model import Config
 from autopilot.events import EventBus
 
 if TYPE_CHECKING:
+    # for the type checker only: a TypedDict class made at run time turns each of its
+    # (string) annotations into a typing.ForwardRef, whose compile() is the process's first
+    # and builds the interpreter's AST types: 0.2 MB of every supervisor (docs/performance.md)
+    from typing import TypedDict
+
     from autopilot.discovery.client import ConsulClient
 
+    class JobFacts(TypedDict, total=False):
+        """One job's facts; every key is optional (discovery or the election may be off)."""
 
-class JobFacts(TypedDict, total=False):
-    """One job's facts; every key is optional (discovery or the election may be off)."""
-
-    # written by autopilot.discovery.registration
-    registered: bool
-    service_id: str
-    address: str | None
-    port: int
-    # written by autopilot.election
-    role: str | None  # "primary", "replica", or None before the first result
-    leader: dict[str, Any] | None  # the lock holder's value (node, address, port, epoch)
-    epoch: int | None  # the lock's fencing token while someone holds it
+        # written by autopilot.discovery.registration
+        registered: bool
+        service_id: str
+        address: str | None
+        port: int
+        # written by autopilot.election
+        role: str | None  # "primary", "replica", or None before the first result
+        leader: dict[str, Any] | None  # the lock holder's value (node, address, port, epoch)
+        epoch: int | None  # the lock's fencing token while someone holds it
 
 
 @dataclass

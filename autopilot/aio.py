@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Iterable
 
@@ -91,7 +92,7 @@ async def finish(task: asyncio.Task | None) -> None:
 
 
 class SupervisorLoop(asyncio.SelectorEventLoop):
-    """asyncio's Unix event loop, less one wake-up per signal.
+    """asyncio's Unix event loop, less one wake-up per signal and one reaper run per exit.
 
     asyncio's C-level handler writes the signal to the loop's self-pipe; the loop reads it
     and, in ``_handle_signal``, schedules the Python handler with
@@ -99,16 +100,33 @@ class SupervisorLoop(asyncio.SelectorEventLoop):
     is already awake and running on this very thread: one ``send``, one ``recv`` and one
     loop iteration more for every SIGCHLD, i.e. for every health check. Here the handler is
     scheduled with ``_add_callback`` alone; it runs in the next iteration as before (a
-    loop with ready callbacks polls without waiting). A Python without those internals
-    keeps asyncio's behaviour."""
+    loop with ready callbacks polls without waiting).
+
+    ``SIGCHLD`` read several times from the self-pipe at once (checks that exited
+    together) schedules the reaper once: it reaps until no exited child is left, so each
+    further run only asked the kernel once more (``wait4`` → 0) for nothing. The kernel
+    merges pending ``SIGCHLD`` alike; other signals are delivered once per arrival, as
+    asyncio does. A Python without those internals keeps asyncio's behaviour."""
 
     if hasattr(asyncio.SelectorEventLoop, "_handle_signal") and hasattr(
             asyncio.SelectorEventLoop, "_add_callback"):
+        _sigchld_queued = False
+
         def _handle_signal(self, sig: int) -> None:
             handle = self._signal_handlers.get(sig)  # type: ignore[attr-defined]
             if handle is None:
                 return
             if handle._cancelled:
                 self.remove_signal_handler(sig)
+            elif sig == signal.SIGCHLD:
+                if not self._sigchld_queued:
+                    self._sigchld_queued = True
+                    self._add_callback(  # type: ignore[attr-defined]
+                        asyncio.Handle(self._run_sigchld, (handle,), self))
             else:
                 self._add_callback(handle)  # type: ignore[attr-defined]
+
+        def _run_sigchld(self, handle: asyncio.Handle) -> None:
+            self._sigchld_queued = False  # a SIGCHLD from now on schedules it again
+            if not handle._cancelled:
+                handle._run()

@@ -243,13 +243,15 @@ class Telemetry:
         return json_response(body, status=200 if ok else 503, dumps=_dumps)
 
     async def _heartbeat(self) -> None:
-        """Proves the loop is turning: /health looks at how fresh the last beat is."""
+        """Proves the loop is turning: /health looks at how fresh the last beat is. It
+        beats on whole multiples of ``HEARTBEAT`` in loop time, where health checks with a
+        1 s interval tick too (`jobs.health.next_tick`): one wake-up for both."""
+        loop = asyncio.get_running_loop()
         while True:
-            before = time.monotonic()
-            await asyncio.sleep(HEARTBEAT)
-            now = time.monotonic()
-            self._lag = max(0.0, now - before - HEARTBEAT)
-            self._beat = now
+            due = (math.floor(loop.time() / HEARTBEAT + 1e-9) + 1) * HEARTBEAT
+            await asyncio.sleep(due - loop.time())
+            self._lag = max(0.0, loop.time() - due)
+            self._beat = time.monotonic()
 
     async def start(self) -> None:
         self.port = self.cfg.port

@@ -159,6 +159,19 @@ class HTTPServer:
         self._servers.append(await asyncio.start_unix_server(self._serve, sock=sock,
                                                              limit=MAX_HEAD))
 
+    def protocol(self) -> asyncio.StreamReaderProtocol:
+        """One connection's protocol, made as ``asyncio.start_unix_server`` makes it: for a
+        listener created before this server (``loop.create_unix_server(factory, sock=…)``,
+        then `adopt`), as the control socket does so that this module loads with its
+        first connection (autopilot/control/server.py)."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=MAX_HEAD, loop=loop)
+        return asyncio.StreamReaderProtocol(reader, self._serve, loop=loop)
+
+    def adopt(self, server: asyncio.AbstractServer) -> None:
+        """Serve ``server``'s connections as one of ours (`close_listeners` closes it)."""
+        self._servers.append(server)
+
     async def listen_tcp(self, host: str, port: int) -> None:
         self._servers.append(await asyncio.start_server(self._serve, host, port,
                                                         limit=MAX_HEAD, reuse_address=True))

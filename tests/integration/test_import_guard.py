@@ -135,8 +135,13 @@ JOB = ('{name: "app", exec: ["sh", "-c", "touch @MARKER@; exec sleep 60"],'
 
 
 def test_one_job(shortdir: Path, env_clean: dict[str, str]) -> None:
-    mods = modules_of(shortdir, f'control: {{socket: "@DIR@/s"}}, jobs: [{JOB}]', env_clean)
+    full = modules_of(shortdir, f'control: {{socket: "@DIR@/s"}}, jobs: [{JOB}]', env_clean,
+                      full=True)
+    mods = {m.split(".")[0] for m in full}
     assert "autopilot" in mods and "asyncio" in mods  # the wrapper saw a real supervisor
+    # the control socket listens; its HTTP server and routes load with a first connection
+    assert "autopilot.control.server" in full
+    assert not full & {"autopilot.control.httpd", "autopilot.control.routes"}
     unwanted = NEVER | DISCOVERY | TEMPLATES | TLS | PSUTIL | (
         (LAZY | LAZY_311) - site_modules(shortdir))
     assert not mods & unwanted, sorted(mods & unwanted)

@@ -264,3 +264,28 @@ def test_stop_leaves_a_successors_socket(sockdir: str, loop: LoopThread) -> None
         loop.run(srv.stop())  # idempotent
     finally:
         other.close()
+
+
+def test_http_stack_made_with_the_first_connection(sockdir: str, loop: LoopThread) -> None:
+    """The socket listens at once; the HTTP server and routes are made when a client first
+    connects (docs/performance.md: a supervisor nobody calls does not load them), and a
+    server nobody called stops cleanly, its socket file removed."""
+    sock = os.path.join(sockdir, "lazy.sock")
+    sup = make_supervisor(sock)
+    idle = ControlServer(sup.ctx, sup)
+    loop.run(idle.start())
+    assert os.path.exists(sock) and idle.routes is None
+    loop.run(idle.stop())
+    assert not os.path.exists(sock)
+    loop.run(idle.stop())  # idempotent
+
+    srv = ControlServer(sup.ctx, sup)
+    loop.run(srv.start())
+    try:
+        assert srv.routes is None
+        assert ControlClient(srv.path).ping()["ok"] is True
+        assert srv.routes is not None
+        assert ControlClient(srv.path).ping()["ok"] is True  # the same server serves on
+    finally:
+        loop.run(srv.stop())
+    assert not os.path.exists(sock)

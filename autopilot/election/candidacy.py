@@ -1,6 +1,7 @@
 """Candidacy: when the lock is free, the most up-to-date member should win it.
 
-Each member posts ``{node, service_id, position, epoch_seen, at, eligible}`` under
+Each member posts ``{node, service_id, position, epoch_seen, at, eligible}`` (and
+``restarting``, see rounds.py's restart round) under
 ``<lock key>/candidates/<service id>``, acquired with its own session (the post stops
 being *live* when the member's session ends: its check failed or it went away). This module
 holds only the decision, a pure function of what the member read, so it can be tested
@@ -10,7 +11,7 @@ without a catalog; rounds.py does the reading and writing.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 UNKNOWN = -1  # position of a member whose hook printed nothing: lowest
@@ -28,6 +29,9 @@ class Round:
     eligible: bool = False
     position: int | None = None
     why: str = ""  # the last decision, logged when it changes
+    #: service ID -> (its post's ``at``, when we first saw that post live): see decide's
+    #: ``ages``
+    seen: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class Post:
     eligible: bool  # False: it abstains this round (hook refused, stopping)
     live: bool  # the key is held by the member's session
     at: float = 0.0  # when the member wrote it (its wall clock): tells two posts apart
+    #: its member started less than sessionTTL ago and has seen no leader alive since
+    #: (rounds.py: a restart round lasts only while every live candidate says so)
+    restarting: bool = False
 
     @classmethod
     def parse(cls, entry: dict[str, Any]) -> Post | None:
@@ -54,7 +61,8 @@ class Post:
                    epoch_seen=epoch if isinstance(epoch, int) else 0,
                    eligible=v.get("eligible", True) is not False,
                    live=bool(entry.get("Session")),
-                   at=float(v["at"]) if isinstance(v.get("at"), (int, float)) else 0.0)
+                   at=float(v["at"]) if isinstance(v.get("at"), (int, float)) else 0.0,
+                   restarting=v.get("restarting") is True)
 
     def same_post(self, other: Post) -> bool:
         """The same post (written once), whether or not it is live now."""
@@ -63,10 +71,13 @@ class Post:
 
 
 def post_value(node: str, service_id: str, position: int | None, epoch_seen: int,
-               eligible: bool = True) -> dict[str, Any]:
-    return {"node": node, "service_id": service_id,
-            "position": UNKNOWN if position is None else position,
-            "epoch_seen": epoch_seen, "at": round(time.time(), 3), "eligible": eligible}
+               eligible: bool = True, restarting: bool = False) -> dict[str, Any]:
+    value = {"node": node, "service_id": service_id,
+             "position": UNKNOWN if position is None else position,
+             "epoch_seen": epoch_seen, "at": round(time.time(), 3), "eligible": eligible}
+    if restarting:
+        value["restarting"] = True
+    return value
 
 
 def abstained(sid: str, posts: list[Post], since_epoch: int) -> bool:
@@ -161,7 +172,8 @@ PATIENCE = 3  # × timeout: how long a round waits for a peer it must not lose (
 def decide(me: str, posts: list[Post], expected: set[str], round_epoch: int,
            elapsed: float, timeout: float, max_lag: int,
            patient: frozenset[str] | set[str] = frozenset(),
-           prefer: str | None = None, remembered: list[Post] | None = None) -> Decision:
+           prefer: str | None = None, remembered: list[Post] | None = None,
+           ages: dict[str, float] | None = None) -> Decision:
     """Should member ``me`` (whose own post is among ``posts``) try to acquire now?
 
     - Posts count for this round when ``epoch_seen >= round_epoch`` (older ones were
@@ -171,9 +183,14 @@ def decide(me: str, posts: list[Post], expected: set[str], round_epoch: int,
       ``PATIENCE × timeout`` while a peer in ``patient`` is missing (the leader everybody
       followed, absent from a wiped catalog: it is likely the most up to date, and it has
       to register again, fence and post before it can run).
-    - Any other member waits while the best one is live, for that wait plus ``timeout``;
-      after that it may run, unless it is behind the best by more than ``max_lag`` (0: no
-      limit), in which case it waits as long as the best is live.
+    - Any other member waits while the best one is live, for that wait plus ``timeout``,
+      and at least ``2 x timeout`` after it first saw the best's post (``ages``: seconds
+      since it first saw each peer's post live): a best that posted late (e.g. the last
+      leader coming back in a restart round) waits up to ``timeout`` for its own missing
+      peers from its own round's start, and the others must not run meanwhile with less
+      data because their own round began earlier. After that it may run, unless it is
+      behind the best by more than ``max_lag`` (0: no limit), in which case it waits as
+      long as the best is live.
     - ``prefer`` breaks ties of position (see ``rank``); members that disagree on it can
       both run, and the lock then decides, as without candidacy.
     - ``remembered``: peers that are not running now but whose last post of this episode
@@ -208,7 +225,8 @@ def decide(me: str, posts: list[Post], expected: set[str], round_epoch: int,
     if max_lag and _lags(mine, best, max_lag):
         return Decision(False, f"{best.service_id} is live and ahead by more than "
                                f"maximumLagOnFailover", best.service_id)
-    if elapsed < limit + timeout:
+    best_age = (ages or {}).get(best.service_id)
+    if elapsed < limit + timeout or (best_age is not None and best_age < 2 * timeout):
         return Decision(False, f"{best.service_id} is ahead", best.service_id)
     return Decision(True, f"{best.service_id} did not take the lock in time",
                     best.service_id)

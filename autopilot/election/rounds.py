@@ -46,8 +46,9 @@ class Candidate(ElectionState):
         sid = self.session
         if not sid:
             return False
+        rnd = self._round
         value = candidacy.post_value(self.ctx.hostname, self.service_id, position, epoch,
-                                     eligible)
+                                     eligible, restarting=rnd is not None and self._fresh(rnd))
         try:
             ok = await self._call(lambda c: lock.put(c, self.post_key, value, session=sid,
                                                      timeout=CALL_TIMEOUT),
@@ -115,17 +116,20 @@ class Candidate(ElectionState):
         expected = {sid for sid, st in health.items() if st == "passing"}
         patient: set[str] = set()
         prev = self._last_leader
-        wait_for_prev = (prev is not None and health.get(prev) != "critical"
-                         and not self._left_on_purpose(prev, posts))
-        restart = self._restart_round(rnd)
+        left = prev is not None and self._left_on_purpose(prev, posts)
+        wait_for_prev = prev is not None and health.get(prev) != "critical" and not left
+        restart = self._restart_round(rnd, posts)
         if restart:
             # wait for every registered member and longest for the last leader, whatever
             # their checks say; a post that is not live was written before the restart
             # and says nothing of what its member holds now: it does not count as posted
             posts = [p for p in posts if p.live or p.service_id == self.service_id]
             expected |= set(health)
-            prev = self._last_holder()
-            wait_for_prev = True
+            # the last promoted holder the key names; without one (a catalog wipe took
+            # the key, or a holder that gave up emptied it) the holder we followed
+            holder = self._last_holder()
+            prev = holder or prev
+            wait_for_prev = prev is not None and (holder is not None or not left)
         if prev and prev != self.service_id and wait_for_prev:
             # the leader we followed and whose check did not fail: after a wipe it must
             # register again, fence and get a session before it can post; wait longer
@@ -134,10 +138,14 @@ class Candidate(ElectionState):
         now = time.monotonic()
         self._peers.note(self.service_id, posts, health, self._promoted_epoch, now)
         remembered = self._peers.ahead(health, now, self._stale_after())
+        for p in posts:  # when we first saw each live post (a peer's round began by then)
+            if p.live and rnd.seen.get(p.service_id, (None, 0.0))[0] != p.at:
+                rnd.seen[p.service_id] = (p.at, now)
         decision = candidacy.decide(self.service_id, posts, expected, rnd.epoch,
                                     now - rnd.start, self.ecfg.candidacy_timeout,
                                     self.ecfg.maximum_lag_on_failover, patient,
-                                    prefer=prev, remembered=remembered)
+                                    prefer=prev, remembered=remembered,
+                                    ages={sid: now - t for sid, (_, t) in rnd.seen.items()})
         if decision.why != rnd.why:
             rnd.why = decision.why
             log.info("candidacy", job=self.job, run=decision.acquire, why=decision.why)
@@ -167,18 +175,39 @@ class Candidate(ElectionState):
         return prev == self._handed_over_by or \
             candidacy.abstained(prev, posts, self._last_leader_epoch)
 
-    def _restart_round(self, rnd: Round) -> bool:
-        """A round that begins less than the session TTL after this supervisor started,
-        while it has followed no leader (it found the lock free: the whole cluster was
-        down). No check tells who is coming back then: every old one may have lapsed, and
-        a member registered again is critical until its first pass. The round waits for
-        every registered member (candidacyTimeout) and for the last promoted holder the
-        key names (PATIENCE x candidacyTimeout), else the first member back wins alone
-        with whatever data it kept. A member that found a holder and followed it keeps
-        the ordinary rules: a member started just after the others (it finds the lock
-        held) would otherwise wait 3 x candidacyTimeout for a primary that died in its
-        first seconds (chaos test_s4)."""
-        return rnd.start - self._born < self.ttl and self._last_leader is None
+    def _fresh(self, rnd: Round) -> bool:
+        """Round ``rnd`` begins less than the session TTL after this supervisor started,
+        and since it started it saw no leader alive: it found the lock free, or held by a
+        holder already promoted (``_born_holder``: maybe a dead primary whose session has
+        not lapsed yet, its check still passing until its TTL), and saw nobody promoted
+        since. A member that led itself (``_last_leader``) saw one."""
+        return (rnd.start - self._born < self.ttl and not self._saw_live_leader
+                and self._last_leader != self.service_id)
+
+    def _restart_round(self, rnd: Round, posts: list[candidacy.Post]) -> bool:
+        """A fresh round (``_fresh``) while no live candidate of another member says it
+        is not restarting (its post's ``restarting``). No check tells who is coming back
+        after a whole-cluster restart: every old one may have lapsed, and a member
+        registered again is critical until its first pass. The round waits for every
+        registered member (candidacyTimeout) and for the last promoted holder the key
+        names (PATIENCE x candidacyTimeout), else the first member back wins alone with
+        whatever data it kept.
+
+        Two orders lead there: the lock was free when the member started (every old
+        session had lapsed), or it was still held by the dead primary's session and the
+        member followed that holder until it lapsed (it must not then keep the ordinary
+        rules: its first round would see no live peer and it would win alone).
+
+        A live, eligible post of a member that saw a leader alive (it ran before, or it
+        saw a promotion) ends the restart round for us: the cluster did not restart as a
+        whole, this is an ordinary failover, which that member sees with the ordinary
+        rules (a member started a second before its primary died would otherwise wait
+        3 x candidacyTimeout for it: chaos test_s4 caught that in a first version)."""
+        if not self._fresh(rnd):
+            return False
+        return not any(p.live and p.eligible and not p.restarting
+                       and p.service_id != self.service_id and p.epoch_seen >= rnd.epoch
+                       for p in posts)
 
     def _last_holder(self) -> str | None:
         """The service ID the free key still names, if that holder was promoted: the

@@ -34,6 +34,13 @@ class Watching(ElectionState):
     #: ``_last_leader`` when we saw it release the lock naming a successor (a hand-over);
     #: forgotten when we follow a leader again (rounds.py does not wait for it)
     _handed_over_by: str | None = None
+    _first_read = False  # the watch read the key at least once since we started
+    #: the promoted holder (its identity) the key named at that first read, if any
+    _born_holder: tuple | None = None
+    #: since this supervisor started we saw a holder promoted that was not already
+    #: promoted at our first read: a leader alive during our own lifetime (the holder
+    #: found at the first read may be a dead primary whose session has not lapsed yet)
+    _saw_live_leader = False
 
     async def _events(self) -> None:
         assert self._sub is not None
@@ -99,6 +106,11 @@ class Watching(ElectionState):
             return  # older than what we already know (our own post-acquire read)
         self.holder_index = idx
         self.watch_ok = True
+        live = holder.identity() if holder is not None and holder.promoted else None
+        if not self._first_read:
+            self._first_read, self._born_holder = True, live
+        elif live is not None and live != self._born_holder:
+            self._saw_live_leader = True  # (rounds.py: no restart round any more)
         if (holder is not None and not holder.held and holder.info.get("successor")
                 and self._last_leader
                 and holder.info.get("service_id") == self._last_leader):

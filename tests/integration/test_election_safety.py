@@ -504,3 +504,100 @@ def test_a_whole_cluster_restart_waits_for_the_last_leader(catalog: CatalogProce
                 await m.stop()
 
     run(scenario)
+
+
+def restarted(old: Member, tmp: Path, **extra) -> Member:
+    """A new incarnation of ``old``'s supervisor (same node, data and hooks)."""
+    return Member(old.cat, old.node, tmp, port=old.job.port,
+                  position=pos_hook(tmp, old.node),
+                  detach=detach_hook(tmp / f"hooks-{old.node}.log"), **extra)
+
+
+async def come_back(m: Member) -> Member:
+    """Register (its first check passes), start, report healthy."""
+    m.register()
+    m.check("pass")
+    await m.start()
+    m.healthy()
+    return m
+
+
+@pytest.mark.timeout(60)
+def test_a_member_back_while_the_dead_primary_still_holds_the_lock_waits_for_it(
+        catalog: CatalogProcess, tmp_path: Path):
+    """The whole cluster dies. The stalest member comes back within the check TTL: the
+    dead primary's session still holds the lock (its check has not lapsed yet), so the
+    member follows that holder. Then the old checks lapse and the lock goes free. The
+    member saw no leader alive since it started: its round is a restart round (it waits
+    for the registered members and longest for the last leader), and the last leader,
+    back with the most data, wins. Before, having followed a holder, it kept the ordinary
+    rules: no peer passing, it won alone with the oldest data (102-104 settled writes lost
+    in the Redis chaos test of the lock-free order). The last leader comes back 2.5 s into
+    the first member's round, later than 2 x candidacyTimeout - its own wait for the
+    silent third member: the first member must let it finish that wait (it used to run
+    at once, "did not take the lock in time", with the older data)."""
+    async def scenario() -> None:
+        members = await positioned_cluster(catalog, tmp_path)
+        back: list[Member] = []
+        try:
+            (lead,) = leaders(members)
+            low, high = rig_positions(tmp_path, members, lead)
+            (tmp_path / f"pos-{lead.node}").write_text("9000\n")
+            for m in members:
+                m.crash()
+            assert (key_holder(catalog) or {}).get("Session"), "the lock was released"
+            first = await come_back(restarted(low, tmp_path))
+            back.append(first)
+            await until(lambda: first.ctx.child_env.get("AUTOPILOT_LEADER_NODE") == lead.node,
+                        5, "the member back to follow the dead primary's stale holder")
+            for m in (lead, high):
+                m.check("fail")  # their checks lapse: the lock goes free, its value kept
+            await until(lambda: not (key_holder(catalog) or {}).get("Session"), 5,
+                        "the lock free")
+            await until(lambda: first.election._posted, 5, "the first member's post")
+            await stays(lambda: not first.election.primary, 2.5,
+                        "the first member back (position 100) did not win alone")
+            last = await come_back(restarted(lead, tmp_path))
+            back.append(last)
+            await until(lambda: last.election.primary, 10, "the last leader to win")
+            assert not first.election.primary
+        finally:
+            await stop_all(*members, *back)
+
+    run(scenario)
+
+
+@pytest.mark.timing
+@pytest.mark.timeout(60)
+def test_a_member_started_just_before_its_primary_dies_does_not_wait_for_it(
+        catalog: CatalogProcess, tmp_path: Path):
+    """The most advanced replica's supervisor restarts and follows the live primary; the
+    primary dies a moment later (within the session TTL of the restart). That member saw
+    no leader alive in its own lifetime either, but the other replica ran all along: its
+    live post (not ``restarting``) says this is an ordinary failover, so nobody waits
+    3 x candidacyTimeout for the dead primary; the restarted member wins about a
+    lock-delay after the failure."""
+    async def scenario() -> None:
+        members = await positioned_cluster(catalog, tmp_path, candidacy_timeout=1.0)
+        back: list[Member] = []
+        try:
+            (lead,) = leaders(members)
+            low, high = rig_positions(tmp_path, members, lead)
+            high.crash()
+            again = await come_back(restarted(high, tmp_path, candidacy_timeout=1.0))
+            back.append(again)
+            await until(lambda: again.ctx.child_env.get("AUTOPILOT_LEADER_NODE") == lead.node,
+                        5, "the restarted member to follow the live primary")
+            t0 = time.time()
+            lead.unhealthy()
+            await until(lambda: again.election.primary or low.election.primary, 10,
+                        "a new primary")
+            assert again.election.primary, "not the most advanced member"
+            took = times(again, "promote", t0)[0] - t0
+            print(f"FIGURE member restarted just before its primary died: promoted "
+                  f"{took:.2f}s after the failure (lock-delay 1s, candidacyTimeout 1s)")
+            assert took < 2.5, f"waited for the dead primary: {took:.2f}s"
+        finally:
+            await stop_all(*members, *back)
+
+    run(scenario)

@@ -12,6 +12,7 @@ from autopilot.election.candidacy import (
     Post,
     abstained,
     decide,
+    post_value,
 )
 from autopilot.election.epochs import EpochStore, state_path
 from autopilot.election.lease import Lease
@@ -117,6 +118,26 @@ def test_a_leader_that_stopped_on_purpose_is_told_by_its_abstaining_post() -> No
     assert not abstained("c", [gone], 6)  # written before it led at epoch 6
     assert not abstained("c", [post("c", 9, epoch=5, live=False)], 5)  # an eligible post
     assert not abstained("b", [gone], 5)
+
+
+def test_a_post_says_whether_its_member_is_restarting() -> None:
+    for restarting in (True, False):
+        v = post_value("n", "db-n", 7, 3, True, restarting=restarting)
+        p = Post.parse({"value": v, "Session": "s"})
+        assert p is not None and p.restarting is restarting and p.live
+    assert "restarting" not in post_value("n", "db-n", 7, 3)  # only when true
+
+
+def test_others_give_a_best_that_posted_late_its_own_wait() -> None:
+    """The best posted 3.5 s into b's round (the last leader back in a restart round) and
+    waits up to the timeout for its own missing peer: b does not run with less data before
+    2 x timeout after it first saw that post, though its own round is long over."""
+    posts = [post("a", 9000), post("b", 100)]
+    everyone = {"a", "b", "c"}
+    assert not decide("b", posts, everyone, 5, 4.5, 2.0, 0, ages={"a": 1.0}).acquire
+    assert not decide("b", posts, everyone, 5, 6.9, 2.0, 0, ages={"a": 3.4}).acquire
+    assert decide("b", posts, everyone, 5, 7.5, 2.0, 0, ages={"a": 4.0}).acquire
+    assert decide("b", posts, everyone, 5, 4.5, 2.0, 0).acquire  # (without ages: as before)
 
 
 def test_others_wait_and_the_lag_limit_holds_while_the_best_lives() -> None:

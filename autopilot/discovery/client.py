@@ -262,6 +262,25 @@ class ConsulClient:
         self._note(True)
         return resp
 
+    def send_nowait(self, method: str, path: str, body: Any, timeout: float,
+                    done: Callable[[Response | None, BaseException | None], None]) -> bool:
+        """Send on a kept idle connection and return at once; ``done(response, error)``
+        is called on the loop with the answer. False (nothing sent) when no connection is
+        idle. A success counts as Consul reachable; a failure is left to the caller (a
+        kept connection the agent closed is not an outage: the caller retries through
+        ``request``, which notes what it finds)."""
+        loop = asyncio.get_running_loop()
+        transport = self._transport
+        if transport is None or self._transport_loop is not loop:
+            return False
+
+        def finished(resp: Response | None, exc: BaseException | None) -> None:
+            if exc is None:
+                self._note(True)
+            done(resp, exc)
+
+        return transport.send_nowait(method, path, body, timeout, finished)
+
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()

@@ -18,6 +18,7 @@ service, and right after Consul becomes reachable again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -84,6 +85,10 @@ class ServiceRegistration:
         self._verify_due = False
         self._ip_error: str | None = None
         self._last_error: str | None = None
+        # the heartbeat's fast path (see _beat_now)
+        self._update_path = f"/v1/agent/check/update/{self.check_id}"
+        self._parked: asyncio.Timeout | None = None  # the converger waits for _wake on it
+        self._inflight: asyncio.Future[None] | None = None  # a heartbeat sent by _beat_now
         # machinery
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -112,6 +117,9 @@ class ServiceRegistration:
             return
         self._stopped = True
         await cancel_all(self._tasks)
+        if self._inflight is not None:  # a heartbeat in flight lands before the deregister
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._inflight), STOP_TIMEOUT)
         if self._listening:
             self.ctx.bus.remove_listener(self.on_event)
             self._listening = False
@@ -150,6 +158,62 @@ class ServiceRegistration:
                 self._present = True
         else:
             return
+        if not self._beat_now():
+            self._wake.set()
+
+    def _beat_now(self) -> bool:
+        """Send an owed TTL heartbeat from here, without waking the converger, when it is
+        nothing but a heartbeat: the converger is parked with nothing else to do, the
+        service registered and verified, its definition unchanged (the address looked up
+        within ``verify_period``), the status the one Consul has, no heartbeat in flight,
+        and a kept connection idle. The answer comes back in a callback
+        (``_beaten``); anything but 200 hands the heartbeat back to the converger, which
+        sends it again and handles the error as before. A job with an ``election`` always
+        goes through the converger. Two task wake-ups (and the definition's rebuild) per
+        heartbeat were most of its cost."""
+        consul = self.ctx.consul
+        parked = self._parked
+        if (parked is None or parked.expired() or self._inflight is not None
+                or not self._owed or not self.registered or not self._present
+                or self._verify_due or self._maintenance or self.cfg.election is not None
+                or consul is None or self._sent_status is None
+                or self._sent_status[0] != self._status):
+            return False
+        now = time.monotonic()
+        if now - self._address_at >= self.verify_period:  # the lookup the converger does
+            try:
+                if resolve_ip(self.cfg.interfaces) != self.address:
+                    return False  # moved: the converger registers the new address
+            except InterfaceError:
+                return False  # the converger reports it
+            self._address_at = now
+        status, output = self._status, self._output
+        inflight = asyncio.get_running_loop().create_future()
+
+        def done(resp: http.Response | None, exc: BaseException | None) -> None:
+            self._beaten(inflight, status, output, resp, exc)
+
+        if not consul.send_nowait("PUT", self._update_path,
+                                  {"Status": status, "Output": output}, CALL_TIMEOUT, done):
+            return False  # no idle connection: the converger opens one
+        self._owed = False
+        self._inflight = inflight
+        return True
+
+    def _beaten(self, inflight: asyncio.Future[None], status: str, output: str,
+                resp: http.Response | None, exc: BaseException | None) -> None:
+        """The answer to ``_beat_now``'s heartbeat."""
+        self._inflight = None
+        if not inflight.done():
+            inflight.set_result(None)
+        if exc is None and resp is not None and resp.code == 200:
+            self._sent_status = (status, output)
+            self._last_ok = self._last_beat = time.monotonic()
+            parked = self._parked
+            if parked is not None and not parked.expired():  # proven now: no verification
+                parked.reschedule(asyncio.get_running_loop().time() + self.verify_period)
+            return
+        self._owed = True  # the converger sends it again and reports what went wrong
         self._wake.set()
 
     @property
@@ -191,7 +255,8 @@ class ServiceRegistration:
             if not self._maintenance:
                 self._present = True
                 self._want_status("passing", "ok")
-                self._wake.set()
+                if not self._beat_now():
+                    self._wake.set()
 
     def _on_reconnect(self) -> None:
         self._verify_due = True
@@ -227,11 +292,16 @@ class ServiceRegistration:
                 continue
             timeout = self.verify_period if self.registered else None
             try:
-                async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for
+                async with asyncio.timeout(timeout) as parked:  # no task, unlike wait_for
+                    self._parked = parked
                     await self._wake.wait()
             except TimeoutError:
                 if time.monotonic() - self._last_ok >= self.verify_period:
                     self._verify_due = True
+            finally:
+                self._parked = None
+            if self._inflight is not None:  # a heartbeat of _beat_now: its answer first
+                await asyncio.shield(self._inflight)
 
     def _note_failure(self, exc: BaseException) -> None:
         message = str(exc) or type(exc).__name__
@@ -384,7 +454,7 @@ class ServiceRegistration:
                  status=definition["Check"]["Status"])
 
     async def _update(self, status: str, output: str) -> None:
-        resp = await self._call("PUT", f"/v1/agent/check/update/{self.check_id}",
+        resp = await self._call("PUT", self._update_path,
                                 {"Status": status, "Output": output})
         if resp.code == 200:
             self._sent_status = (status, output)

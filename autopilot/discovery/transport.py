@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.parse
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from autopilot import lazyssl
@@ -316,6 +317,41 @@ class Transport:
                 self._idle.append(conn)
             else:
                 conn.abort()
+
+    def send_nowait(self, method: str, path: str, body: Any, timeout: float,
+                    done: Callable[[Response | None, BaseException | None], None]) -> bool:
+        """Send on a kept idle connection and return at once (False: none is idle, nothing
+        sent); ``done(response, None)`` or ``done(None, error)`` is called on the loop
+        with the answer: no coroutine, task or wake-up of the caller. A kept connection
+        the agent closed meanwhile is an error here (``_Stale``), not retried."""
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                break
+        else:
+            return False
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[tuple[Response, bool]] = loop.create_future()
+        timer = loop.call_at(loop.time() + timeout, _expire, waiter)
+
+        def finished(fut: asyncio.Future[tuple[Response, bool]]) -> None:
+            timer.cancel()
+            try:
+                resp, keep = fut.result()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                conn.abort()
+                done(None, exc)
+                return
+            if keep and not conn.closed and len(idle) < MAX_IDLE:
+                idle.append(conn)
+            else:
+                conn.abort()
+            done(resp, None)
+
+        waiter.add_done_callback(finished)
+        conn.send(self.encode(method, path, encode_body(body)), method, waiter)
+        return True
 
     def close(self) -> None:
         while self._idle:

@@ -97,10 +97,17 @@ def _json_dumps(v: Any, **kw: Any) -> str:
     return json.dumps(v, **kw)
 
 
-try:  # what json.dumps(str) itself calls (json.encoder), without loading the json package
-    from _json import encode_basestring_ascii as _json_string
-except ImportError:  # pragma: no cover - a Python without the C accelerator
-    _json_string = _json_dumps
+def _json_string(v: str) -> str:
+    """``json.dumps(v)`` for a string: what it calls itself (``json.encoder``'s C
+    ``encode_basestring_ascii``), without the ``json`` package, imported with the first
+    value that needs quotes (this function then replaces itself)."""
+    global _json_string
+    try:
+        from _json import encode_basestring_ascii as encode
+    except ImportError:  # pragma: no cover - a Python without the C accelerator
+        encode = _json_dumps
+    _json_string = encode
+    return encode(v)
 
 
 def _scalar(v: Any) -> str:

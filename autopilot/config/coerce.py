@@ -8,7 +8,6 @@ that the validator prefixes with the field path.
 from __future__ import annotations
 
 import math
-import shlex
 import signal
 from typing import Any
 
@@ -158,6 +157,8 @@ def to_exec(value: Any) -> list[str]:
             raise Invalid("the command (first item) must not be empty")
         return argv
     text = to_str(value)
+    import shlex  # a command given as a string: a list needs no shell splitting (28 KB)
+
     try:
         argv = shlex.split(text)
     except ValueError:

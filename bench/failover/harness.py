@@ -9,8 +9,9 @@ A *side* is one system at one setting (autopilot fast, Patroni at its floor, ...
 `resume(name)` (a replica stops acknowledging; PostgreSQL only), `leader_epoch()`,
 `jitter()` (a random wait before the fault, U(0, the side's lease cycle), so it falls
 anywhere in that cycle; it follows a fixed settle of `SETTLE_S`, as anchors.md's method),
-`workload_options()` (the client's driver and timeouts) and `close()` (nothing left
-running, no directory left behind).
+`workload_options()` (the client's driver and timeouts), `close()` (nothing left
+running, no directory left behind) and, optionally, `keep(dest)` (copy what explains a
+failed trial, its logs and state, before `close()` removes it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import sys
@@ -40,6 +42,13 @@ Group = tuple[str, int, Callable[[Any], dict[str, Any]]]
 #: before the side's random jitter: anchors.md's "sleeps 3 s plus U(0, loop_wait)" (the
 #: command line's --settle changes it for a quick run; the JSON records both per trial)
 SETTLE_S = 3.0
+
+#: where a failed trial's side copies its directory (logs, state) before the run removes
+#: it; None: keep nothing. The command line's --keep-failed sets it.
+KEEP_DIR: Path | None = None
+#: files larger than this are not copied (WAL segments, relation files: not what explains
+#: a failure, and a 3-node cluster's data would fill /tmp after a few failures)
+KEEP_MAX_BYTES = 4 << 20
 
 
 def load1() -> float:
@@ -218,6 +227,45 @@ def summarize(values: list[float | None]) -> dict[str, Any]:
             "missing": len(values) - len(got)}
 
 
+def copy_small_files(src: Path, dest: Path, max_bytes: int = KEEP_MAX_BYTES) -> None:
+    """Copy the regular files of `src` no larger than `max_bytes` (sockets, FIFOs and big
+    data files are skipped; a file that vanishes meanwhile is no error)."""
+    for root, _dirs, files in os.walk(src):
+        for f in files:
+            path = Path(root) / f
+            try:
+                st = path.lstat()
+                if not path.is_file() or path.is_symlink() or st.st_size > max_bytes:
+                    continue
+                target = dest / path.relative_to(src)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+            except OSError:
+                continue
+
+
+def failed(side: Any, t: dict[str, Any]) -> bool:
+    """A trial worth keeping the evidence of: it raised, its fault had no failover within
+    the budget, or a no-loss side lost an acknowledged write."""
+    return ("error" in t or ("failover_s" in t and t["failover_s"] is None)
+            or bool(getattr(side, "durable", False) and t.get("lost")))
+
+
+def keep_failed(side: Any, group: str, i: int) -> str | None:
+    """A failed trial's evidence, copied by the side before the run removes its directory
+    (a failure seen once at high load is otherwise gone). Returns where, or None."""
+    if KEEP_DIR is None or not hasattr(side, "keep"):
+        return None
+    name = "-".join([time.strftime("%Y%m%dT%H%M%S", time.gmtime()), side.label, group,
+                     str(i + 1)])
+    dest = KEEP_DIR / "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    try:
+        side.keep(dest)
+    except Exception as exc:  # noqa: BLE001 - keeping evidence must not end the run
+        return f"{dest} (incomplete: {type(exc).__name__}: {exc})"
+    return str(dest)
+
+
 def run_group(label: str, side: Any, n: int, fn: Callable[[], dict[str, Any]],
               results: dict[str, Any]) -> None:
     trials = []
@@ -227,6 +275,10 @@ def run_group(label: str, side: Any, n: int, fn: Callable[[], dict[str, Any]],
             t = fn()
         except Exception as exc:  # noqa: BLE001 - a failed trial is a figure too
             t = {"error": f"{type(exc).__name__}: {exc}"}
+        if failed(side, t):
+            kept = keep_failed(side, label, i)
+            if kept:
+                t["kept"] = kept
         t.setdefault("load1", load1())
         t["trial_s"] = round(time.time() - t0, 1)
         trials.append(t)

@@ -26,6 +26,7 @@ import psutil
 from autopilot.lab.pgload import PgDriver, stall
 from autopilot.lab.pgwire import PgError, Postgres
 from autopilot.lab.workload import Member
+from bench.failover.harness import copy_small_files
 from bench.failover.sides import fresh_table, wait_pg_in_sync
 
 BIN = "/usr/lib/postgresql/15/bin"
@@ -336,6 +337,17 @@ class PatroniSide:
     def leader_epoch(self) -> int | None:
         assert self.cluster
         return self.cluster.leader_epoch()
+
+    def keep(self, dest: Path) -> None:
+        """A failed trial's evidence: the cluster directory's logs (etcd, Patroni,
+        PostgreSQL) and Patroni's member list now."""
+        assert self.cluster
+        copy_small_files(self.cluster.dir, dest)
+        try:
+            view: object = self.cluster.cluster_view()
+        except (OSError, ValueError) as exc:
+            view = {"error": str(exc)}
+        (dest / "bench-snapshot.json").write_text(json.dumps(view, indent=1))
 
     def close(self) -> None:
         cluster, self.cluster = self.cluster, None

@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds each fault trial waits before its random jitter "
                     "(anchors.md: 3)")
     ap.add_argument("--only", default="kill,term,loss,cpu")
+    ap.add_argument("--keep-failed", default="/tmp/ap-bench-failed", metavar="DIR",
+                    help="copy a failed trial's logs and state (lab or Patroni directory, "
+                    "files up to 4 MB, and what the side sees now) to DIR/<time>-<side>-"
+                    "<test>-<trial> before the run removes them; '' keeps nothing")
     ap.add_argument("--out", type=Path, default=RESULTS,
                     help="default: bench/results/failover.json (Redis), "
                     "failover-postgres.json (PostgreSQL)")
@@ -86,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.default_out = RESULTS
     harness.SETTLE_S = args.settle
+    harness.KEEP_DIR = Path(args.keep_failed) if args.keep_failed else None
     if os.geteuid() != 0:
         print("the autopilot side runs in the lab's namespaces: run as root", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ cluster per trial on loopback. Patroni's side is in bench/failover/patroni.py.
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import signal
@@ -16,11 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autopilot.lab.cluster import Lab
+from autopilot.lab.cluster import Lab, format_table
 from autopilot.lab.pgload import PgDriver, create_schema, stall
 from autopilot.lab.pgwire import PgError, Postgres
 from autopilot.lab.state import profile_env
 from autopilot.lab.workload import Member, hold_back_replication
+from bench.failover.harness import copy_small_files
 from bench.failover.sentinel import SentinelCluster
 
 
@@ -158,6 +160,20 @@ class AutopilotSide:
         assert self.lab
         leader = self.lab.leader()
         return leader.get("epoch") if leader else None
+
+    def keep(self, dest: Path) -> None:
+        """A failed trial's evidence: the lab directory's logs and state (every node's
+        autopilot and hook logs, PostgreSQL's log) and what the lab sees now (each node's
+        role and catalog entry, the lock, each node's processes)."""
+        assert self.lab
+        copy_small_files(self.lab.dir, dest)
+        rows = self.lab.status(partitions=False)
+        procs = {n.name: [" ".join(p.cmdline()) for p in self.lab.tree(n) if p.is_running()]
+                 for n in self.lab.state.nodes.values()}
+        (dest / "bench-snapshot.txt").write_text(
+            format_table(rows) + "\n\nleader: " + json.dumps(self.lab.leader())
+            + "\ncatalog: " + json.dumps(self.lab.catalog_entries(), indent=1)
+            + "\nprocesses: " + json.dumps(procs, indent=1) + "\n")
 
     def close(self) -> None:
         """Nothing left running, no directory left behind (idempotent)."""

@@ -133,3 +133,47 @@ def test_postgres_plan_measures_the_graceful_path_in_both_modes() -> None:
     for label in ("autopilot fast async", "autopilot fast sync",
                   "patroni ttl 5/loop 1 async", "patroni ttl 5/loop 1 sync"):
         assert (label, "kill") in cells and (label, "term") in cells, label
+
+
+class KeepingSide(Side):
+    """A side with a directory: a log, a big data file and a socket, as a lab has."""
+
+    def __init__(self, label: str, src: Any, durable: bool = False) -> None:
+        super().__init__(label)
+        self.src, self.durable = src, durable
+
+    def keep(self, dest: Any) -> None:
+        harness.copy_small_files(self.src, dest, max_bytes=1000)
+
+
+def test_a_failed_trial_keeps_the_sides_logs_but_not_its_big_files_or_sockets(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    src = tmp_path / "lab"
+    (src / "node-2").mkdir(parents=True)
+    (src / "node-2" / "autopilot.log").write_text("did not re-register\n")
+    (src / "node-2" / "wal").write_bytes(b"x" * 5000)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(src / "node-2" / "s"))
+    monkeypatch.setattr(harness, "KEEP_DIR", tmp_path / "kept")
+    side = KeepingSide("autopilot fast sync", src, durable=True)
+    outcomes = iter([RuntimeError("node-2 absent"), {"failover_s": 1.0, "lost": 0},
+                     {"failover_s": 1.0, "lost": 2}, {"failover_s": None, "lost": None}])
+
+    def trial(s: Any) -> dict[str, Any]:
+        got = next(outcomes)
+        if isinstance(got, Exception):
+            raise got
+        return dict(got)
+
+    results: dict[str, Any] = {}
+    try:
+        harness.run_plan([(side, [("term", 4, trial)])], {"term"}, results)
+    finally:
+        sock.close()
+    trials = results["term"]["autopilot fast sync"]["trials"]
+    assert [("kept" in t) for t in trials] == [True, False, True, True]
+    kept = tmp_path / "kept" / os.path.basename(trials[0]["kept"])
+    assert (kept / "node-2" / "autopilot.log").read_text() == "did not re-register\n"
+    assert not (kept / "node-2" / "wal").exists() and not (kept / "node-2" / "s").exists()

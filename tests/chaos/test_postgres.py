@@ -98,6 +98,10 @@ def test_pg_sync_frozen_primary_acknowledges_nothing(lab_factory) -> None:
     sc = PgScenario(lab, no_loss=True).start()
     old = sc.primary()
     sc.wait(lambda: sc.workload.wait_acks(50, 0.1), 20, "writes before the fault")
+    replicas = sorted(n.name.replace("-", "_") for n in lab.state.nodes.values()
+                      if n.name != old)
+    sc.wait(lambda: sorted(sync_record(lab).get("sync", [])) == replicas, 20,
+            "both replicas in the published sync set")
     t = sc.fault(f"SIGSTOP {old}", lab.pause, old)
     sc.wait(lambda: sc.workload.failover(t, old)["failover_s"], FAILOVER_BUDGET + 20,
             "a new primary accepting writes")
@@ -110,7 +114,8 @@ def test_pg_sync_frozen_primary_acknowledges_nothing(lab_factory) -> None:
     assert not late, f"{len(late)} commits acknowledged by the old primary after SIGCONT"
     # the new primary's first synchronous standby: the other replica (in the published
     # set, it answered, not ahead: on the new primary's history), never the old primary
-    # (it may hold WAL no standby received)
+    # (it may hold WAL no standby received). (A replica not in the set yet, e.g. within a
+    # second of its first streaming, is not named: commits wait for the sync job then.)
     new = sc.workload.current
     (other,) = [n.name for n in lab.state.nodes.values() if n.name not in (old, new)]
     log = hooks_log(lab, new)
@@ -153,3 +158,12 @@ def test_pg_sigterm_hands_over_without_loss(lab_factory) -> None:
 
     sc.wait(published, 10, "the new primary's sync record")
     assert new not in record["sync"] and record["sync"], record
+
+
+def sync_record(lab) -> dict:
+    """The published sync set (service/postgres/sync), {} while there is none."""
+    try:
+        r = requests.get(f"{lab.catalog_url}/v1/kv/service/postgres/sync?raw", timeout=2)
+        return r.json() if r.status_code == 200 else {}
+    except (requests.RequestException, ValueError):
+        return {}

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,16 +124,20 @@ def test_a_named_successor_checks_the_checkpoint_then_promotes_and_publishes(
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("reader", ["curl", "python3"])
 def test_a_failover_promote_names_no_member_it_has_not_proven(
-        standby: dict[str, str], catalog: CatalogProcess) -> None:
+        standby: dict[str, str], catalog: CatalogProcess, reader: str) -> None:
     """Sync mode, a failover (no hand-over notes): the published record names this node
     synchronous under the old primary node_a; no other member answers (the catalog lists
     none). The old primary may have written WAL no standby received, so it is not named:
     synchronous_standby_names is a placeholder no standby has, the new record names no
     standby (only this node may be promoted), and a commit waits (strict) instead of being
-    acknowledged by a standby whose history may fork off ours."""
+    acknowledged by a standby whose history may fork off ours. The same with the catalog
+    read by psql + curl and by catalog.py (an image without curl)."""
     env = {k: v for k, v in standby.items() if not k.startswith("AUTOPILOT_HANDOVER_")}
     env.update(PG_SYNC="1", CONSUL=catalog.address)
+    if reader == "python3":
+        env["PG_CURL"] = "/nonexistent/curl"
     requests.put(f"{catalog.url}/v1/kv/service/postgres/sync", timeout=2,
                  data=json.dumps({"leader": "node_a", "epoch": 6, "sync": ["node_b"]},
                                  separators=(",", ":")))
@@ -144,7 +149,57 @@ def test_a_failover_promote_names_no_member_it_has_not_proven(
     assert record == {"leader": "node_b", "epoch": 7, "sync": []}, record
     pg_dir = Path(standby["PG_DIR"])
     assert (pg_dir / "sync-names").read_text().split() == []
-    assert "synchronous: none;" in (pg_dir / "hooks.log").read_text()
+    log = (pg_dir / "hooks.log").read_text()
+    assert "synchronous: none;" in log, log
     # a commit waits for a standby that is not there
     with pytest.raises(subprocess.TimeoutExpired):
         sql(standby, "create table waits (x int)", timeout=2)
+
+
+@pytest.mark.timeout(120)
+def test_the_promote_reads_the_catalog_with_curl_as_catalog_py_does(
+        standby: dict[str, str], catalog: CatalogProcess) -> None:
+    """The failover promote's view (one psql that runs curl and parses the JSON: no python3
+    start on the failover's path) prints the sync record and the members exactly as
+    catalog.py does: name, address (the node's when the service has none), port, worst
+    check, tags, and 1 for a member whose failing check says it has no data yet."""
+    env = {**standby, "PG_SYNC": "1", "CONSUL": catalog.address}
+    for sid, address, tags, status, output in [
+            ("postgres-node-a", "10.9.0.1", ["postgres15", "primary"], "passing", "primary"),
+            ("postgres-node.c", "10.9.0.3", [], "critical", "no data yet: cloning"),
+            ("postgres-node-d", "", ["replica"], "warning", "slow")]:
+        requests.put(f"{catalog.url}/v1/agent/service/register", timeout=5, json={
+            "ID": sid, "Name": "postgres", "Port": 5432, "Address": address, "Tags": tags,
+            "Check": {"CheckID": f"service:{sid}", "TTL": "60s", "Status": "passing"}},
+        ).raise_for_status()
+        # (a status change: the catalog, like Consul, may defer an output-only one)
+        requests.put(f"{catalog.url}/v1/agent/check/update/service:{sid}", timeout=5,
+                     json={"Status": status, "Output": output}).raise_for_status()
+
+    def both() -> tuple[list[str], list[str]]:
+        view = subprocess.run(["sh", str(EXAMPLE / "hook.sh"), "view"], env=env, text=True,
+                              capture_output=True, timeout=30)
+        assert view.returncode == 0, view.stdout + view.stderr
+        lines = view.stdout.splitlines()
+        assert lines[0] == f"self t {lsn(standby)}" and lines[-1] == "end", lines
+        ours = [ln.removeprefix("record ").removeprefix("member ") for ln in lines[1:-1]]
+        theirs = subprocess.run(
+            [sys.executable, str(EXAMPLE / "catalog.py"), "view", "postgres", "postgres",
+             "service/postgres/sync"], env=env, text=True, capture_output=True,
+            timeout=30, check=True).stdout.splitlines()
+        return ours, theirs
+
+    ours, theirs = both()  # no record yet
+    assert ours == theirs and ours[0] == "-", (ours, theirs)
+    assert len(ours) == 4 and "node_c 10.9.0.3 5432 critical - 1" in ours, ours
+    record = {"leader": "node_a", "epoch": 6, "sync": ["node_b", "node_d"]}
+    requests.put(f"{catalog.url}/v1/kv/service/postgres/sync", timeout=2,
+                 data=json.dumps(record, separators=(",", ":")))
+    ours, theirs = both()
+    assert ours == theirs and json.loads(ours[0]) == record, (ours, theirs)
+
+
+def lsn(env: dict[str, str]) -> str:
+    """The standby's WAL position as the hook reports it (bytes)."""
+    return sql(env, "select pg_wal_lsn_diff(greatest(pg_last_wal_receive_lsn(), "
+                    "pg_last_wal_replay_lsn()), '0/0')::bigint")

@@ -34,6 +34,9 @@ LOCK_KEY=${PG_LOCK_KEY:-service/$SERVICE/leader}
 INIT_KEY=service/$SERVICE/initialize
 SYNC_KEY=service/$SERVICE/sync
 PY=${PG_PYTHON:-python3}
+CURL=${PG_CURL:-curl}  # (the catalog without a python3 start, where there is one)
+NL='
+'
 SYNC=${PG_SYNC:-0}
 FENCED_NAME=autopilot_fenced
 # a new primary's synchronous_standby_names while no other member is proven to be on its
@@ -743,13 +746,16 @@ others() {  # names of the other members in the catalog (from VIEW when set)
     done
 }
 
-VIEW=""  # promote: `catalog.py view` once (sync record, then the members)
+VIEW=""  # promote: the sync record ("-": none) on one line, then the members, read once
 load_view() { VIEW=$(catalog view "$SERVICE" "$JOB" "$SYNC_KEY" 2>/dev/null); }
-members_view() {
-    if [ -n "$VIEW" ]; then echo "$VIEW" | sed 1d; else catalog members "$SERVICE" "$JOB" 2>/dev/null; fi
+members_view() {  # (builtins once the view was read: the promote calls it on its path)
+    if [ -z "$VIEW" ]; then catalog members "$SERVICE" "$JOB" 2>/dev/null; return; fi
+    case "$VIEW" in *"$NL"*) printf '%s\n' "${VIEW#*"$NL"}" ;; esac
 }
 sync_record() {
-    if [ -n "$VIEW" ]; then echo "$VIEW" | sed -n '1{/^-$/d;p}'; else catalog get "$SYNC_KEY" 2>/dev/null; fi
+    if [ -z "$VIEW" ]; then catalog get "$SYNC_KEY" 2>/dev/null; return; fi
+    line=${VIEW%%"$NL"*}
+    [ "$line" = - ] || printf '%s\n' "$line"
 }
 
 names_list() {  # names_list NAME...: "a","b" for synchronous_standby_names
@@ -814,10 +820,25 @@ view_put_finish() {  # view_put_finish RECORD: store it through the waiting proc
 }
 
 sync_members() {  # the published sync set, one name a line ("*": everyone)
-    echo "${1:-$(catalog get "$SYNC_KEY" 2>/dev/null)}" | tr -d '{}[]"' | tr ',' '\n' |
-        sed -n 's/^sync://p;/^[^:]*$/p'
+    rec=${1:-$(catalog get "$SYNC_KEY" 2>/dev/null)}
+    case "$rec" in
+    *'"sync":['*)  # the record as sync_json writes it: builtins only (on a promote's path)
+        rec=${rec#*\"sync\":[}
+        oifs=$IFS
+        IFS=,
+        for n in ${rec%%]*}; do
+            n=${n#\"}
+            n=${n%\"}
+            [ -z "$n" ] || printf '%s\n' "$n"
+        done
+        IFS=$oifs
+        ;;
+    *) echo "$rec" | tr -d '{}[]"' | tr ',' '\n' | sed -n 's/^sync://p;/^[^:]*$/p' ;;
+    esac
 }
-sync_leader() { echo "$1" | sed -n 's/.*"leader":"\([^"]*\)".*/\1/p'; }
+sync_leader() {
+    case "$1" in *'"leader":"'*) l=${1#*\"leader\":\"}; printf '%s\n' "${l%%\"*}" ;; esac
+}
 
 eligible() {  # may this node be promoted? (prints why not)
     if [ -n "${PG_NOFAILOVER:-}" ]; then echo "tagged nofailover"; return 1; fi
@@ -851,7 +872,8 @@ peer_ahead() {
     record=$(sync_record)
     last=$(sync_leader "$record")
     [ "$last" != "$NAME" ] || last=""
-    set -- $(sync_members "$record")
+    set --
+    [ -z "$record" ] || set -- $(sync_members "$record")
     tmp="$DIR/ahead.$$"
     i=0
     members_view >"$tmp.members"
@@ -943,22 +965,29 @@ promote() {
     if [ -f "$PGDATA/PG_VERSION" ] && handed_over; then promote_handed_over; return; fi
     trace "promote: start"
     [ -f "$PGDATA/PG_VERSION" ] || bootstrap
-    # our role and WAL position (one psql), in parallel with the catalog read of the
-    # members (to re-point, and in sync mode the sync set)
-    q "select case when pg_is_in_recovery() then 't ' || coalesce(pg_wal_lsn_diff(greatest(
-         pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0')::bigint::text, '')
-         else 'f' end" >"$DIR/promote.$$.self" 2>&1 &
-    SELF_PID=$!
-    VP_PID=""
-    if [ "$SYNC" = 1 ]; then
-        view_put_start || load_view
-        echo "$VIEW" | sed 1d >"$DIR/promote.$$.members"
-    else
-        catalog members "$SERVICE" "$JOB" >"$DIR/promote.$$.members" 2>/dev/null &
-    fi
-    wait "$SELF_PID"
+    # our role and WAL position, the members (to re-point) and in sync mode the sync
+    # record: one psql that fetches the catalog's part with curl and parses its JSON (no
+    # python3 start on a failover's path: 0.2-1.5 s of it on a loaded machine)
+    VP_PID="" CURL_VIEW=""
     rec="" self_lsn=""
-    read -r rec self_lsn <"$DIR/promote.$$.self"
+    if out=$(view_by_psql) && view_parse "$out"; then
+        CURL_VIEW=1
+    else
+        # without curl, or when that failed: catalog.py, in parallel with a psql for our
+        # role and position (in sync mode the same python3 process publishes later)
+        q "select case when pg_is_in_recovery() then 't ' || coalesce(pg_wal_lsn_diff(greatest(
+             pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0')::bigint::text, '')
+             else 'f' end" >"$DIR/promote.$$.self" 2>&1 &
+        SELF_PID=$!
+        if [ "$SYNC" = 1 ]; then
+            view_put_start || load_view
+            echo "$VIEW" | sed 1d >"$DIR/promote.$$.members"
+        else
+            catalog members "$SERVICE" "$JOB" >"$DIR/promote.$$.members" 2>/dev/null &
+        fi
+        wait "$SELF_PID"
+        read -r rec self_lsn <"$DIR/promote.$$.self"
+    fi
     case "$rec" in t | f) ;; *) wait_up 20 || { log "not promoting: the server does not answer"; exit 1; }; rec=$(in_recovery); self_lsn="" ;; esac
     trace "promote: view read"
     why=$(eligible) || { log "not promoting: $why"; exit 1; }
@@ -982,9 +1011,14 @@ promote() {
         # set, left by a promote that then refused, would let a later promote skip asking
         # us although we may hold acknowledged commits no one else has; and with us in the
         # set, a later promote would wait for us forever once we died as the primary.)
-        set -- $(cat "$DIR/promote.$$.proven")
+        set --
+        while read -r n; do set -- "$@" "$n"; done <"$DIR/promote.$$.proven"
         if [ -n "$VP_PID" ]; then
             view_put_finish "$(sync_json "$@")"
+        elif [ -n "$CURL_VIEW" ]; then
+            sync_json "$@" >"$DIR/promote.$$.sync"
+            kv_put_config "$SYNC_KEY" "$DIR/promote.$$.sync" >"$DIR/promote.$$.put" &&
+                [ "$("$CURL" -K "$DIR/promote.$$.put" 2>/dev/null)" = true ]
         else
             publish_sync "$@"
         fi || { log "not promoting: cannot publish the sync set"; exit 1; }
@@ -1102,7 +1136,7 @@ promote_handed_over() {
         # its output, true or false from the catalog, decides whether the promotion goes on)
         sync_json "$@" >"$DIR/promote.$$.sync"
         if kv_put_config "$SYNC_KEY" "$DIR/promote.$$.sync" >"$DIR/promote.$$.curl"; then
-            publish="\\set published \`curl -K '$DIR/promote.$$.curl' || echo false\`"
+            publish="\\set published \`$CURL -K '$DIR/promote.$$.curl' || echo false\`"
         else
             publish="\\set published \`$PY '$HOME_DIR/catalog.py' put '$SYNC_KEY' <'$DIR/promote.$$.sync' 2>/dev/null && echo true || echo false\`"
         fi
@@ -1175,13 +1209,86 @@ traces() {  # the "at STEP TIME" lines a psql printed, as trace lines of their o
     done
 }
 
-kv_put_config() {  # kv_put_config KEY FILE: curl's config to PUT FILE into KEY (1: no curl)
-    command -v curl >/dev/null 2>&1 || return 1
+curl_config() {  # curl_config PATH [FILE]: curl's config for PATH on the catalog (PUT FILE)
     addr=${CONSUL_HTTP_ADDR:-${CONSUL:-127.0.0.1:8500}}
     case "$addr" in *://*) ;; *) addr="http://$addr" ;; esac
-    printf 'url = "%s/v1/kv/%s"\nrequest = "PUT"\ndata-binary = "@%s"\n' "$addr" "$1" "$2"
-    printf 'max-time = %s\nsilent\nshow-error\nfail\n' "${PG_CATALOG_TIMEOUT:-2}"
+    printf 'url = "%s%s"\n' "$addr" "$1"
+    if [ -n "${2:-}" ]; then printf 'request = "PUT"\ndata-binary = "@%s"\n' "$2"; fi
+    printf 'max-time = %s\nsilent\nshow-error\n' "${PG_CATALOG_TIMEOUT:-2}"
     if [ -n "${CONSUL_HTTP_TOKEN:-}" ]; then printf 'header = "X-Consul-Token: %s"\n' "$CONSUL_HTTP_TOKEN"; fi
+}
+
+kv_put_config() {  # kv_put_config KEY FILE: curl's config to PUT FILE into KEY (1: no curl)
+    command -v "$CURL" >/dev/null 2>&1 || return 1
+    curl_config "/v1/kv/$1" "$2"
+    echo fail
+}
+
+view_by_psql() {
+    # A failover's promote reads its role and WAL position, the members and (sync mode)
+    # the sync record in one psql: psql runs curl itself (\set with backquotes) and parses
+    # the JSON into the lines of `catalog.py view` (view_parse). Exit 1 without curl.
+    command -v "$CURL" >/dev/null 2>&1 || return 1
+    cfg="$DIR/promote.$$"
+    { curl_config "/v1/health/service/$SERVICE"; echo fail; } >"$cfg.health"
+    record_sql="select 'record -';"
+    if [ "$SYNC" = 1 ]; then
+        # the status code after the body: a missing key (404) is no record, an error is not
+        { curl_config "/v1/kv/$SYNC_KEY?raw"; printf 'write-out = "\\n%%{http_code}"\n'; } >"$cfg.record"
+        record_sql="\\set record \`$CURL -K '$cfg.record'\`
+select 'record ' || case right(:'record', 3)
+    when '200' then coalesce(nullif(replace(left(:'record', -4), E'\\n', ' '), ''), '-')
+    when '404' then '-' else '?' end;"
+    fi
+    "$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 2>&1 <<SQL
+select 'self ' || case when pg_is_in_recovery() then 't ' || coalesce(pg_wal_lsn_diff(
+    greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0')::bigint::text, '')
+    else 'f' end;
+$record_sql
+\\set health \`$CURL -K '$cfg.health'\`
+select 'member ' || translate(case when starts_with(s->>'ID', '$JOB-')
+           then substr(s->>'ID', length('$JOB-') + 1) else s->>'ID' end, '-.', '__')
+    || ' ' || coalesce(nullif(s->>'Address', ''), e->'Node'->>'Address')
+    || ' ' || (s->>'Port')
+    || ' ' || coalesce((select c->>'Status' from json_array_elements(ck) c
+                        where coalesce(c->>'ServiceID', '') <> ''
+                        order by case c->>'Status' when 'passing' then 0 when 'warning' then 1
+                                 when 'critical' then 2 else 3 end desc limit 1), 'passing')
+    || ' ' || coalesce(nullif((select string_agg(t, ',') from json_array_elements_text(
+                  case when json_typeof(s->'Tags') = 'array' then s->'Tags' else '[]' end) t),
+                  ''), '-')
+    || ' ' || case when exists (select 1 from json_array_elements(ck) c
+                                where coalesce(c->>'ServiceID', '') <> ''
+                                  and c->>'Status' = 'critical'
+                                  and c->>'Output' like 'no data yet%') then 1 else 0 end
+  from json_array_elements(:'health'::json) with ordinality x(e, i),
+       lateral (select e->'Service' as s, case when json_typeof(e->'Checks') = 'array'
+                then e->'Checks' else '[]' end as ck) y
+ order by i;
+select 'end';
+SQL
+}
+
+view_parse() {  # view_parse OUTPUT: rec, self_lsn, VIEW and the members file from it
+    # (builtins only); 1 unless complete (and, in sync mode, with the record read)
+    record="?" members="" complete=""
+    : >"$DIR/promote.$$.members"
+    while IFS= read -r line; do
+        case "$line" in
+        "self "*) set -- ${line#self }; rec=${1:-}; self_lsn=${2:-} ;;
+        "record "*) record=${line#record } ;;
+        "member "*)
+            members="$members$NL${line#member }"
+            printf '%s\n' "${line#member }" >>"$DIR/promote.$$.members"
+            ;;
+        end) complete=1 ;;
+        esac
+    done <<VIEW
+$1
+VIEW
+    [ -n "$complete" ] && [ "$record" != "?" ] || return 1
+    case "$rec" in t | f) ;; *) return 1 ;; esac
+    VIEW="$record$members"
 }
 
 repoint_others() {
@@ -1365,6 +1472,7 @@ detach) locked detach-locked ;;
 sync) locked -n sync-locked ;;
 slots) [ "${AUTOPILOT_ROLE:-}" = primary ] && locked -n slots-locked; exit 0 ;;  # busy: next time
 identity) identity ;;
+view) trap 'rm -f "$DIR/promote.$$".*' EXIT; view_by_psql ;;  # (what a promote reads; tests)
 position) position ;;
 promote-locked) promote ;;
 demote-locked) demote ;;

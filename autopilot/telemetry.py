@@ -106,6 +106,7 @@ class Telemetry:
         self.cfg: TelemetryConfig = ctx.config.telemetry or TelemetryConfig()
         self.registry = Registry()
         self.registry.register(Collector(process_families))
+        self._event_children: dict[tuple[str, str], Any] = {}
         self.events = Counter(EVENTS, "Events published on the autopilot event bus",
                               ["code", "source"], registry=self.registry)
         self.registry.register(_internal(self), [CONTROL_REQUESTS, WATCH_INSTANCES])
@@ -175,8 +176,15 @@ class Telemetry:
 
     # -- observers ----------------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
+        """Count the event (``containerpilot_events{code, source}``); the counter of each
+        (code, source) is looked up once, not built from its labels twice per check."""
         if self._listening and event.code != METRIC:
-            self.events.labels(GO_NAMES.get(event.code, event.code), event.source).inc()
+            key = (event.code, event.source)
+            child = self._event_children.get(key)
+            if child is None:
+                child = self._event_children[key] = self.events.labels(
+                    GO_NAMES.get(event.code, event.code), event.source)
+            child.inc()
 
     def watch_instances(self) -> list[tuple[str, int]]:
         """(watch name, instance count) for every component that exposes ``instances``."""

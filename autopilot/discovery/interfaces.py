@@ -79,6 +79,21 @@ def parse_spec(text: str) -> Spec:
     raise InterfaceError(f"interface spec {text!r} is not understood")
 
 
+_PARSED: dict[str, Spec] = {}
+
+
+def _parsed(text: str) -> Spec:
+    """``parse_spec``, once per spec: a registration looks its address up every few
+    seconds, and ``static:<ip>`` was an ``ipaddress`` parse each time (a Spec is never
+    changed after parsing)."""
+    spec = _PARSED.get(text)
+    if spec is None:
+        spec = parse_spec(text)
+        if len(_PARSED) < 256:
+            _PARSED[text] = spec
+    return spec
+
+
 def _ip_sort_key(ip: IPAddress) -> tuple[int, bytes]:
     return ip.version, ip.packed
 
@@ -110,7 +125,7 @@ def resolve_ip(specs: Sequence[str] | str | None,
     if isinstance(specs, str):
         specs = [specs]
     specs = list(specs) if specs else list(DEFAULT_SPECS)
-    parsed = [parse_spec(s) for s in specs]
+    parsed = [_parsed(s) for s in specs]
     table: Mapping[str, Sequence[IPAddress]] | None = addresses
     for spec in parsed:
         if spec.static is not None:

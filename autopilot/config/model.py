@@ -8,16 +8,71 @@ Fields marked *autopilot* do not exist in ContainerPilot v3.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+import dataclasses
+from _thread import get_ident
+from dataclasses import field
+from typing import Any, Literal, TypeVar
 
 UNLIMITED = -1  # `restarts: "unlimited"`
+
+_T = TypeVar("_T")
+#: class -> (names shown by repr, names compared by ==), in field order
+_NAMES: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+_IN_REPR: set[tuple[int, int]] = set()
+
+
+def _names(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    names = _NAMES.get(cls)
+    if names is None:
+        fields = dataclasses.fields(cls)
+        names = _NAMES[cls] = (tuple(f.name for f in fields if f.repr),
+                               tuple(f.name for f in fields if f.compare))
+    return names
+
+
+class _Record:
+    """``repr`` and ``==`` of the config classes, written once here instead of generated
+    (source text compiled at import) for each of them by ``dataclass``: about 65 KB of
+    every supervisor's memory (docs/performance.md). They answer as ``dataclass``'s own
+    (tests/unit/test_config_model.py compares them on every class): ``Name(a=1, b='x')``,
+    ``...`` for an object already being shown (a cycle), and ``==`` between objects of
+    the same class comparing the fields as tuples; objects are unhashable, as
+    ``dataclass(eq=True)`` leaves them."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        key = (id(self), get_ident())
+        if key in _IN_REPR:
+            return "..."
+        _IN_REPR.add(key)
+        try:
+            shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in _names(type(self))[0])
+        finally:
+            _IN_REPR.discard(key)
+        return f"{type(self).__qualname__}({shown})"
+
+    def __eq__(self, other: object) -> Any:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        names = _names(type(self))[1]
+        return tuple(getattr(self, n) for n in names) == tuple(getattr(other, n)
+                                                                for n in names)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def dataclass(cls: type[_T]) -> type[_T]:
+    """``dataclasses.dataclass`` for a config class: its ``__init__`` generated, ``repr``
+    and ``==`` from `_Record` (the class must derive from it)."""
+    assert issubclass(cls, _Record), cls
+    return dataclasses.dataclass(repr=False, eq=False)(cls)
 
 Status = Literal["passing", "warning", "critical"]
 
 
 @dataclass
-class TLSConfig:
+class TLSConfig(_Record):
     """The `consul.tls` block: CA, client certificate, verification, server name."""
 
     cafile: str | None = None
@@ -29,7 +84,7 @@ class TLSConfig:
 
 
 @dataclass
-class ConsulConfig:
+class ConsulConfig(_Record):
     """The `consul` block (or its string form): the agent's address, scheme, token, TLS."""
 
     address: str = "127.0.0.1:8500"  # host:port
@@ -39,7 +94,7 @@ class ConsulConfig:
 
 
 @dataclass
-class LoggingConfig:
+class LoggingConfig(_Record):
     """The `logging` block: level, format (default, text, json) and output."""
 
     level: str = "INFO"  # DEBUG INFO WARN ERROR FATAL PANIC
@@ -48,7 +103,7 @@ class LoggingConfig:
 
 
 @dataclass
-class HealthConfig:
+class HealthConfig(_Record):
     """A job's `health` block: the check command, its interval, timeout and TTL."""
 
     exec: list[str] | None = None  # None: blind TTL heartbeats
@@ -62,7 +117,7 @@ class HealthConfig:
 
 
 @dataclass
-class WhenConfig:
+class WhenConfig(_Record):
     """A job's `when` block: what starts it (see autopilot/jobs/trigger.py)."""
 
     #: event sources; None means the job starts on {startup, global}.
@@ -79,7 +134,7 @@ class WhenConfig:
 
 
 @dataclass
-class JobConsulConfig:
+class JobConsulConfig(_Record):
     """A job's `consul` block: registration options Consul takes per service."""
 
     enable_tag_override: bool = False
@@ -87,7 +142,7 @@ class JobConsulConfig:
 
 
 @dataclass
-class BackoffConfig:
+class BackoffConfig(_Record):
     """autopilot: delay between restarts, doubling from ``initial`` up to ``max``."""
 
     initial: float = 0.0
@@ -96,7 +151,7 @@ class BackoffConfig:
 
 
 @dataclass
-class ElectionConfig:
+class ElectionConfig(_Record):
     """autopilot: leader election for this job's service (see docs/stateful.md)."""
 
     key: str | None = None  # default service/<name>/leader
@@ -120,7 +175,7 @@ class ElectionConfig:
 
 
 @dataclass
-class FunctionConfig:
+class FunctionConfig(_Record):
     """autopilot: the job is a function (see docs/functions.md): autopilot holds its socket,
     starts the handler on the first connection and stops it after ``idle_timeout``."""
 
@@ -132,7 +187,7 @@ class FunctionConfig:
 
 
 @dataclass
-class JobConfig:
+class JobConfig(_Record):
     """One entry of `jobs`, validated and with ContainerPilot's defaults applied."""
 
     name: str
@@ -171,7 +226,7 @@ class JobConfig:
 
 
 @dataclass
-class WatchConfig:
+class WatchConfig(_Record):
     """One entry of `watches`: a Consul service whose membership is watched."""
 
     name: str
@@ -188,7 +243,7 @@ class WatchConfig:
 
 
 @dataclass
-class MetricConfig:
+class MetricConfig(_Record):
     """One metric of `telemetry.metrics`, fed by `autopilot ctl metric` (putmetric)."""
 
     namespace: str = ""
@@ -203,7 +258,7 @@ class MetricConfig:
 
 
 @dataclass
-class ReadinessConfig:
+class ReadinessConfig(_Record):
     """autopilot: what `/ready` requires (Kubernetes readiness)."""
 
     mode: Literal["all", "job", "role"] = "all"
@@ -212,7 +267,7 @@ class ReadinessConfig:
 
 
 @dataclass
-class TelemetryConfig:
+class TelemetryConfig(_Record):
     """The `telemetry` block: the Prometheus endpoint's port, interfaces and metrics."""
 
     port: int = 9090
@@ -223,7 +278,7 @@ class TelemetryConfig:
 
 
 @dataclass
-class ControlConfig:
+class ControlConfig(_Record):
     """The `control` block: the control socket's path."""
 
     socket: str = "/var/run/containerpilot.socket"
@@ -232,7 +287,7 @@ class ControlConfig:
 
 
 @dataclass
-class TemplateConfig:
+class TemplateConfig(_Record):
     """autopilot: a Jinja2 file rendered from the catalog (see docs/stateful.md)."""
 
     source: str
@@ -247,7 +302,7 @@ class TemplateConfig:
 
 
 @dataclass
-class Config:
+class Config(_Record):
     """A whole validated config (autopilot/config/loader.py builds it)."""
 
     path: str = ""

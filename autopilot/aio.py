@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Iterable
@@ -22,6 +23,14 @@ from collections.abc import Iterable
 from autopilot.logs import get_logger
 
 log = get_logger("autopilot.aio")
+
+
+#: where this process's tick grid starts within a second of loop time (health checks,
+#: `jobs.health.next_tick`, and the telemetry heartbeat tick at GRID_OFFSET + k·interval).
+#: Drawn per process, so that the supervisors of the containers on one host (each maybe
+#: PID 1, all on the same monotonic clock) do not all spawn their checks at the same
+#: instant; within one supervisor every interval shares it (a 1 s and a 5 s check meet).
+GRID_OFFSET = int.from_bytes(os.urandom(2), "little") / 65536
 
 
 def backoff_delay(failures: int, low: float, high: float, jitter: bool = True,
@@ -102,31 +111,36 @@ class SupervisorLoop(asyncio.SelectorEventLoop):
     scheduled with ``_add_callback`` alone; it runs in the next iteration as before (a
     loop with ready callbacks polls without waiting).
 
-    ``SIGCHLD`` read several times from the self-pipe at once (checks that exited
-    together) schedules the reaper once: it reaps until no exited child is left, so each
-    further run only asked the kernel once more (``wait4`` → 0) for nothing. The kernel
-    merges pending ``SIGCHLD`` alike; other signals are delivered once per arrival, as
-    asyncio does. A Python without those internals keeps asyncio's behaviour."""
+    ``SIGCHLD`` runs the reaper right where the self-pipe is read, once for all the
+    ``SIGCHLD`` read at once (checks that exited together): it reaps until no exited child
+    is left, so each further run only asked the kernel once more (``wait4`` → 0) for
+    nothing, and scheduling it cost one more loop iteration. The kernel merges pending
+    ``SIGCHLD`` alike. Other signals are delivered once per arrival, in the next iteration,
+    as asyncio does. A Python without those internals keeps asyncio's behaviour."""
 
     if hasattr(asyncio.SelectorEventLoop, "_handle_signal") and hasattr(
-            asyncio.SelectorEventLoop, "_add_callback"):
-        _sigchld_queued = False
-
+            asyncio.SelectorEventLoop, "_add_callback") and hasattr(
+            asyncio.SelectorEventLoop, "_process_self_data"):
         def _handle_signal(self, sig: int) -> None:
             handle = self._signal_handlers.get(sig)  # type: ignore[attr-defined]
             if handle is None:
                 return
             if handle._cancelled:
                 self.remove_signal_handler(sig)
-            elif sig == signal.SIGCHLD:
-                if not self._sigchld_queued:
-                    self._sigchld_queued = True
-                    self._add_callback(  # type: ignore[attr-defined]
-                        asyncio.Handle(self._run_sigchld, (handle,), self))
             else:
                 self._add_callback(handle)  # type: ignore[attr-defined]
 
-        def _run_sigchld(self, handle: asyncio.Handle) -> None:
-            self._sigchld_queued = False  # a SIGCHLD from now on schedules it again
-            if not handle._cancelled:
-                handle._run()
+        def _process_self_data(self, data: bytes) -> None:
+            chld = False
+            for signum in data:
+                if signum == signal.SIGCHLD:
+                    chld = True
+                elif signum:  # a null byte is a plain wake-up (_write_to_self)
+                    self._handle_signal(signum)
+            if chld:
+                handle = self._signal_handlers.get(signal.SIGCHLD)  # type: ignore[attr-defined]
+                if handle is not None:
+                    if handle._cancelled:
+                        self.remove_signal_handler(signal.SIGCHLD)
+                    else:
+                        handle._run()  # on the loop, from a callback: not in signal context

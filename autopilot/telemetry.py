@@ -252,11 +252,14 @@ class Telemetry:
 
     async def _heartbeat(self) -> None:
         """Proves the loop is turning: /health looks at how fresh the last beat is. It
-        beats on whole multiples of ``HEARTBEAT`` in loop time, where health checks with a
-        1 s interval tick too (`jobs.health.next_tick`): one wake-up for both."""
+        beats on the grid where health checks with a whole-second interval tick too
+        (``aio.GRID_OFFSET`` + k seconds, `jobs.health.next_tick`): one wake-up for both."""
+        from autopilot.aio import GRID_OFFSET
+
         loop = asyncio.get_running_loop()
         while True:
-            due = (math.floor(loop.time() / HEARTBEAT + 1e-9) + 1) * HEARTBEAT
+            due = (math.floor((loop.time() - GRID_OFFSET) / HEARTBEAT + 1e-9) + 1) \
+                * HEARTBEAT + GRID_OFFSET
             await asyncio.sleep(due - loop.time())
             self._lag = max(0.0, loop.time() - due)
             self._beat = time.monotonic()

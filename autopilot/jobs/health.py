@@ -15,6 +15,7 @@ import os
 import subprocess
 from typing import Protocol
 
+from autopilot.aio import GRID_OFFSET
 from autopilot.config.model import JobConfig
 from autopilot.context import Context
 from autopilot.events import EXIT_FAILED, EXIT_SUCCESS, Event
@@ -31,7 +32,7 @@ ALIGN_SHIFT = 0.1
 
 def next_tick(after: float, interval: float) -> float:
     """The tick after ``after`` (loop time): one ``interval`` later, or up to a tenth of an
-    interval earlier, so that it falls on a multiple of the interval.
+    interval earlier, so that it falls on the grid ``GRID_OFFSET + k·interval``.
 
     Every checker with the same interval thus ticks at the same loop time within a few
     ticks (at once for jobs started together) and the loop runs all their checks in one
@@ -40,7 +41,8 @@ def next_tick(after: float, interval: float) -> float:
     loop iterations a second. A tick only ever comes earlier, never later: the gap between
     two checks (and between two heartbeats of an election's leader) never grows."""
     natural = after + interval
-    grid = math.floor(natural / interval + 1e-9) * interval  # 1e-9: a float's last bit
+    # 1e-9: a float's last bit; GRID_OFFSET: this process's own phase (see aio)
+    grid = math.floor((natural - GRID_OFFSET) / interval + 1e-9) * interval + GRID_OFFSET
     if natural - grid <= interval * ALIGN_SHIFT:
         return grid
     return natural - interval * ALIGN_SHIFT

@@ -145,6 +145,10 @@ def test_one_job(shortdir: Path, env_clean: dict[str, str]) -> None:
     # the control socket listens; its HTTP server and routes load with a first connection
     assert "autopilot.control.server" in full
     assert not full & {"autopilot.control.httpd", "autopilot.control.routes"}
+    # the validator's sections for keys this config does not have are not imported
+    optional = {f"autopilot.config.validate.{s}" for s in
+                ("consul", "election", "function", "watches", "telemetry", "templates")}
+    assert "autopilot.config.validate.jobs" in full and not full & optional
     unwanted = NEVER | DISCOVERY | TEMPLATES | TLS | PSUTIL | (
         (LAZY | LAZY_311 | LAZY_ONE_JOB) - site_modules(shortdir))
     assert not mods & unwanted, sorted(mods & unwanted)

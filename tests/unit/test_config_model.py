@@ -72,3 +72,33 @@ def test_nested_and_cyclic_repr() -> None:
     assert repr(job).count("...") == 1 and "meta={'self': ...}" in repr(job)
     assert cfg == model.Config(jobs=[model.JobConfig(name="a")])
     assert cfg != model.Config(jobs=[model.JobConfig(name="b")])
+
+
+def test_validator_imports_optional_sections_only_when_used() -> None:
+    """A config without consul, election, function, watches, telemetry or templates is
+    validated without importing their sections; one with them gets them all."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.helpers import ROOT
+
+    code = textwrap.dedent("""
+        import sys
+        from autopilot.config import load_text
+        opt = [f"autopilot.config.validate.{s}" for s in
+               ("consul", "election", "function", "watches", "telemetry", "templates")]
+        cfg = load_text('{jobs: [{name: "a", exec: "true", health: {exec: "true", '
+                        'interval: 1, ttl: 5}, when: {interval: "1s"}}], control: {}}', "a.json5")
+        assert cfg.jobs[0].health is not None
+        assert not [m for m in opt if m in sys.modules], sorted(sys.modules)
+        cfg = load_text('{consul: "localhost:8500", jobs: [{name: "bb", exec: "true", port: 80, '
+                        'health: {exec: "true", interval: 1, ttl: 5}}], '
+                        'watches: [{name: "cc", interval: 3}]}', "b.json5")
+        assert cfg.consul.address == "localhost:8500" and cfg.watches[0].name == "cc"
+        assert all(m in sys.modules for m in opt)
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=30)
+    assert out.stdout.strip() == "ok", out.stderr

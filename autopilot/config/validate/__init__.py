@@ -6,6 +6,12 @@ names the field path (``jobs[2].health.interval``) and, when known, the line it 
 
 One module per config section; `Validator` assembles them. A new key goes into the
 module of its section.
+
+The sections a config may well not have (``consul``, a job's ``election`` and ``function``,
+``watches``, ``telemetry``, ``templates``) are imported by the first call into one of them:
+`Validator.__getattr__` then turns the validator into one with every section
+(`_complete`), so a one-job supervisor does not keep their code (about 60 KB;
+docs/performance.md). Every call into them is behind a test that its key is present.
 """
 
 from __future__ import annotations
@@ -17,33 +23,36 @@ from autopilot.config.coerce import show
 from autopilot.config.json5parse import Path
 from autopilot.config.model import Config
 from autopilot.config.validate.base import format_path
-from autopilot.config.validate.consul import ConsulSection
 from autopilot.config.validate.control import ControlSection
-from autopilot.config.validate.election import ElectionSection
-from autopilot.config.validate.function import FunctionSection
 from autopilot.config.validate.health import HealthSection
 from autopilot.config.validate.jobs import JobSection, interface_spec_problem
 from autopilot.config.validate.logging import LoggingSection
-from autopilot.config.validate.telemetry import TelemetrySection
-from autopilot.config.validate.templates import TemplateSection
-from autopilot.config.validate.watches import WatchSection
 from autopilot.config.validate.when import WhenSection
 
 __all__ = ["Validator", "format_path", "interface_spec_problem"]
 
 TOP_KEYS = ["consul", "logging", "stopTimeout", "jobs", "watches", "telemetry", "control",
             "templates", "mainJob"]
+_complete_class: type[Validator] | None = None
 
 
-class Validator(ConsulSection, LoggingSection, JobSection, HealthSection, WhenSection, ElectionSection, FunctionSection, WatchSection, TelemetrySection, ControlSection, TemplateSection):
+class Validator(LoggingSection, JobSection, HealthSection, WhenSection, ControlSection):
     """Walks the raw config once, building the model and collecting errors/warnings."""
+
+    def __getattr__(self, name: str) -> Any:
+        """A method of a section not imported yet: import them all, then find it."""
+        complete = _complete()
+        if name.startswith("__") or type(self) is complete:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        self.__class__ = complete
+        return getattr(self, name)
 
     def config(self, raw: Any, path: str) -> Config:
         cfg = Config(path=path)
         f = self.fields((), raw, TOP_KEYS)
         if f is None:
             return cfg
-        cfg.consul = self.consul(f)
+        cfg.consul = self.consul(f) if "consul" in f else None
         if "logging" in f:
             cfg.logging = self.logging(*f["logging"])
         stop = self.take(f, "stopTimeout", coerce.to_duration, 0.0)
@@ -95,3 +104,22 @@ class Validator(ConsulSection, LoggingSection, JobSection, HealthSection, WhenSe
                 self.error(rpath, f"no job named {show(ready.job)}")
             elif ready.mode == "role" and job.election is None:
                 self.error(rpath, f"job {show(ready.job)} has no 'election', so it has no role")
+
+
+def _complete() -> type[Validator]:
+    """`Validator` with every section (made once)."""
+    global _complete_class
+    if _complete_class is None:
+        from autopilot.config.validate.consul import ConsulSection
+        from autopilot.config.validate.election import ElectionSection
+        from autopilot.config.validate.function import FunctionSection
+        from autopilot.config.validate.telemetry import TelemetrySection
+        from autopilot.config.validate.templates import TemplateSection
+        from autopilot.config.validate.watches import WatchSection
+
+        _complete_class = type("Validator", (Validator, ConsulSection, ElectionSection,
+                                             FunctionSection, WatchSection, TelemetrySection,
+                                             TemplateSection),
+                               {"__module__": __name__, "__qualname__": "Validator",
+                                "__doc__": Validator.__doc__})
+    return _complete_class

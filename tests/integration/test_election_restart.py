@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CatalogProcess, wait_for
+from tests.helpers import CatalogProcess, holds, wait_for
 from tests.integration.election_supervisors import Node, holder, timeline
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
@@ -80,6 +80,60 @@ def test_primary_killed_and_restarted_at_once(tmp_path: Path, env_clean: dict, s
         took = best.times("promote")[-1] - killed
         print(f"FIGURE restart, new data: {best.node} promoted {took:.2f}s after the kill "
               f"at epoch {after['epoch']}; the restarted node never promoted")
+    finally:
+        for n in nodes:
+            n.cleanup()
+        cat.kill()
+
+
+@pytest.mark.timeout(120)
+def test_whole_cluster_killed_a_member_back_before_the_old_checks_lapse(tmp_path: Path,
+                                                                        env_clean: dict):
+    """Every supervisor is SIGKILLed; the stalest member is started again at once, while
+    the dead primary's session still holds the lock (its check passes until its TTL), so
+    it follows that holder. When the old checks lapse it must not win alone: it saw no
+    leader alive since it started, so the round is a restart round, and the old primary,
+    started again 1.5 s after the lock went free with the most data (with the third
+    member), wins. Before, having
+    followed a holder, the stalest member kept the ordinary rules and won at once."""
+    cat = CatalogProcess(tmp_path).start()
+    nodes = [Node(cat, tmp_path, f"node{i}", 7880 + i, env_clean, position=100)
+             for i in range(3)]
+    try:
+        for n in nodes:
+            n.start()
+        first = wait_for(lambda: holder(cat) if (holder(cat) or {}).get("promoted") else None,
+                         30, message="a first primary")
+        primary = next(n for n in nodes if n.node == first["node"])
+        stalest, other = sorted((n for n in nodes if n is not primary), key=lambda n: n.node)
+        wait_for(lambda: stalest.lines("follow") and other.lines("follow"), 15,
+                 message="replicas")
+        for n, pos in ((primary, 9000), (other, 500), (stalest, 100)):
+            (tmp_path / f"{n.node}.position").write_text(f"{pos}\n")
+        killed = time.time()
+        for n in nodes:  # the whole node: supervisor and job
+            n.signal(signal.SIGKILL)
+            assert n.proc is not None
+            n.proc.wait(5)
+            n.cleanup()
+        stalest.start()
+        wait_for(lambda: [r for r in stalest.lines("follow") if float(r[1]) >= killed
+                          and r[2] == f"x{primary.node}"], 10,
+                 message="the stalest member to follow the dead primary's stale session")
+        wait_for(lambda: holder(cat) is None, 15, message="the old checks to lapse")
+        freed = time.time()
+        holds(lambda: not [r for r in stalest.lines("promote") if float(r[1]) >= killed],
+              1.5, interval=0.1, message="the stalest member not winning alone")
+        primary.start()
+        other.start()
+        after = wait_for(lambda: holder(cat) if (holder(cat) or {}).get("promoted") else None,
+                         30, message="a primary after the restart")
+        assert after["node"] == primary.node, "the stalest member won\n" + \
+            timeline(nodes, killed)
+        assert not [r for n in (stalest, other) for r in n.lines("promote")
+                    if float(r[1]) >= killed]
+        print(f"FIGURE stale-holder order: {primary.node} (most data) promoted "
+              f"{primary.times('promote')[-1] - freed:.2f}s after the lock went free")
     finally:
         for n in nodes:
             n.cleanup()

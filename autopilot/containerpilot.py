@@ -63,6 +63,8 @@ class BadValue(UsageError):
 
 @dataclass
 class Flags:
+    """The parsed command line (a docstring keeps dataclass from loading inspect)."""
+
     config: str | None = None
     template: bool = False
     out: str | None = None

@@ -35,6 +35,9 @@ class InterfaceError(Exception):
 
 @dataclass(frozen=True)
 class Spec:
+    """One parsed interface spec (a docstring: without one, dataclass builds it with
+    inspect.signature, loading inspect, ast and dis: about 1 MB; autopilot/lazyinspect.py)."""
+
     text: str
     name: str | None = None  # None: any interface
     ipv6: bool = False

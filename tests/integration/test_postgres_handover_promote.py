@@ -197,6 +197,17 @@ def test_the_promote_reads_the_catalog_with_curl_as_catalog_py_does(
                  data=json.dumps(record, separators=(",", ":")))
     ours, theirs = both()
     assert ours == theirs and json.loads(ours[0]) == record, (ours, theirs)
+    # the position hook reads the record the same way (curl; catalog.py without it)
+    for extra in ({}, {"PG_CURL": "/nonexistent/curl"}):
+        for name, eligible in (("node_b", True), ("node_c", False), ("node_a", True)):
+            pos = subprocess.run(["sh", str(EXAMPLE / "hook.sh"), "position"], text=True,
+                                 env={**env, **extra, "PG_NAME": name},
+                                 capture_output=True, timeout=30)
+            if eligible:
+                assert (pos.returncode, pos.stdout.strip()) == (0, lsn(standby)), pos
+            else:
+                assert pos.returncode == 1, pos
+                assert "not in the synchronous set (node_b node_d)" in pos.stderr, pos
 
 
 def lsn(env: dict[str, str]) -> str:

@@ -753,7 +753,7 @@ members_view() {  # (builtins once the view was read: the promote calls it on it
     case "$VIEW" in *"$NL"*) printf '%s\n' "${VIEW#*"$NL"}" ;; esac
 }
 sync_record() {
-    if [ -z "$VIEW" ]; then catalog get "$SYNC_KEY" 2>/dev/null; return; fi
+    if [ -z "$VIEW" ]; then kv_get "$SYNC_KEY" 2>/dev/null; return; fi
     line=${VIEW%%"$NL"*}
     [ "$line" = - ] || printf '%s\n' "$line"
 }
@@ -781,7 +781,27 @@ sync_json() {  # sync_json NAME...: the sync record naming us leader (an empty s
 }
 
 publish_sync() {  # publish_sync NAME...: the sync set in the KV (who may be promoted)
-    sync_json "$@" | catalog put "$SYNC_KEY" >/dev/null
+    # (curl where there is one: the sync job publishes right after a failover, when the
+    # rewound old primary streams again, and a python3 start is CPU the primary needs then)
+    sync_json "$@" >"$DIR/sync.json"
+    if command -v "$CURL" >/dev/null 2>&1; then
+        [ "$(kv_put_config "$SYNC_KEY" "$DIR/sync.json" | "$CURL" -K - 2>/dev/null)" = true ]
+    else
+        catalog put "$SYNC_KEY" <"$DIR/sync.json" >/dev/null
+    fi
+}
+
+kv_get() {  # kv_get KEY: its value; exit 3 when the key does not exist (as catalog.py get)
+    if command -v "$CURL" >/dev/null 2>&1; then
+        got=$({ curl_config "/v1/kv/$1?raw"; printf 'write-out = "\\n%%{http_code}"\n'; } |
+            "$CURL" -K - 2>/dev/null)
+        case "$got" in
+        *"${NL}200") printf '%s\n' "${got%"${NL}200"}"; return 0 ;;
+        *"${NL}404") return 3 ;;
+        esac
+        # (any other answer: catalog.py, which says what went wrong)
+    fi
+    catalog get "$1"
 }
 
 # A sync-mode promote reads the sync record and the members, decides, then publishes the
@@ -820,7 +840,7 @@ view_put_finish() {  # view_put_finish RECORD: store it through the waiting proc
 }
 
 sync_members() {  # the published sync set, one name a line ("*": everyone)
-    rec=${1:-$(catalog get "$SYNC_KEY" 2>/dev/null)}
+    rec=${1:-$(kv_get "$SYNC_KEY" 2>/dev/null)}
     case "$rec" in
     *'"sync":['*)  # the record as sync_json writes it: builtins only (on a promote's path)
         rec=${rec#*\"sync\":[}
@@ -1210,9 +1230,9 @@ traces() {  # the "at STEP TIME" lines a psql printed, as trace lines of their o
 }
 
 curl_config() {  # curl_config PATH [FILE]: curl's config for PATH on the catalog (PUT FILE)
-    addr=${CONSUL_HTTP_ADDR:-${CONSUL:-127.0.0.1:8500}}
-    case "$addr" in *://*) ;; *) addr="http://$addr" ;; esac
-    printf 'url = "%s%s"\n' "$addr" "$1"
+    caddr=${CONSUL_HTTP_ADDR:-${CONSUL:-127.0.0.1:8500}}
+    case "$caddr" in *://*) ;; *) caddr="http://$caddr" ;; esac
+    printf 'url = "%s%s"\n' "$caddr" "$1"
     if [ -n "${2:-}" ]; then printf 'request = "PUT"\ndata-binary = "@%s"\n' "$2"; fi
     printf 'max-time = %s\nsilent\nshow-error\n' "${PG_CATALOG_TIMEOUT:-2}"
     if [ -n "${CONSUL_HTTP_TOKEN:-}" ]; then printf 'header = "X-Consul-Token: %s"\n' "$CONSUL_HTTP_TOKEN"; fi

@@ -12,6 +12,8 @@ from autopilot.gotemplate.errors import TemplateError
 
 @dataclass
 class Token:
+    """One lexical item of an action."""
+
     kind: str  # str num bool nil dot field var ident kw pipe ( ) := = , eof char
     value: Any
     pos: int

@@ -33,6 +33,8 @@ def _decode(raw: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class Dep:
+    """One catalog read a template made (service, key or tree), to watch for changes."""
+
     kind: Literal["service", "key", "tree"]
     name: str
     tag: str | None = None

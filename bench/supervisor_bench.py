@@ -34,7 +34,9 @@ RSS counts every resident page, PSS shares each page among the processes mapping
 counts only the pages no other process maps (what the process costs on its own). CPU is the
 supervisor process's own CPU time over the window, from ``/proc/PID/schedstat``
 (nanoseconds: 0.1 % over 60 s is only six 10 ms clock ticks of ``utime+stime``), and with
-its reaped children (the checks it spawns: ``cutime+cstime``). Start latency: exec of the
+its reaped children (the checks it spawns: ``cutime+cstime``); the JSON also has it in
+microseconds per second and the main thread's voluntary context switches per second
+(``wakeups_per_s``: every sleep in the event loop and every spawn's vfork wait). Start latency: exec of the
 supervisor to its first job's process running (the job writes a timestamp as its first act), median of ``--starts`` fresh starts,
 taken round-robin across the rows; beside it the supervisor's own CPU time until then
 (``/proc/PID/schedstat``: what a start costs when it never waits for a core, which on a
@@ -287,6 +289,7 @@ def idle(rows: list[str], setup: Setup, window: float, settle: float) -> dict[st
         time.sleep(settle)
         t0 = {r: cpu_ticks(p.pid) for r, p in procs.items()}
         ns0 = {r: run_ns(p.pid) for r, p in procs.items()}
+        sw0 = {r: switches(p.pid) for r, p in procs.items()}
         w0 = time.monotonic()
         samples: dict[str, list[dict[str, float]]] = {r: [] for r in rows}
         while time.monotonic() - w0 < window:
@@ -304,6 +307,8 @@ def idle(rows: list[str], setup: Setup, window: float, settle: float) -> dict[st
                       "rss_max_mb": round(max(s["rss"] for s in samples[r]), 1),
                       "cpu_pct": round(100 * own / elapsed, 3),
                       "cpu_pct_with_children": round(100 * (own + kids) / elapsed, 3),
+                      "cpu_us_per_s": round(1e6 * own / elapsed),
+                      "wakeups_per_s": round((switches(p.pid) - sw0[r]) / elapsed, 1),
                       "window_s": round(elapsed, 1)}
     finally:
         for p in procs.values():
@@ -311,6 +316,15 @@ def idle(rows: list[str], setup: Setup, window: float, settle: float) -> dict[st
         for t in tmps.values():
             shutil.rmtree(t, ignore_errors=True)
     return out
+
+
+def switches(pid: int) -> int:
+    """Voluntary context switches of the main thread so far: how often it slept and was
+    woken (each wait in the event loop, each posix_spawn's vfork wait)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    return 0
 
 
 def run_ns(pid: int) -> int:

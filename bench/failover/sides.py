@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from autopilot.lab.cluster import Lab, format_table
 from autopilot.lab.pgload import PgDriver, create_schema, stall
 from autopilot.lab.pgwire import PgError, Postgres
@@ -28,6 +30,14 @@ from bench.failover.sentinel import SentinelCluster
 
 def _seconds(text: str) -> float:
     return float(text[:-2]) / 1000 if text.endswith("ms") else float(text.rstrip("s"))
+
+
+def _cmdline(p: psutil.Process) -> str:
+    """A process's pid, status and command line, or why not (it may have just exited)."""
+    try:
+        return f"{p.pid} {p.status()} {' '.join(p.cmdline())}"
+    except psutil.Error as exc:
+        return f"{p.pid} {type(exc).__name__}"
 
 
 def pg_in_sync(primary: Member, replicas: int, sync: bool) -> bool:
@@ -168,7 +178,7 @@ class AutopilotSide:
         assert self.lab
         copy_small_files(self.lab.dir, dest)
         rows = self.lab.status(partitions=False)
-        procs = {n.name: [" ".join(p.cmdline()) for p in self.lab.tree(n) if p.is_running()]
+        procs = {n.name: [_cmdline(p) for p in self.lab.tree(n)]
                  for n in self.lab.state.nodes.values()}
         (dest / "bench-snapshot.txt").write_text(
             format_table(rows) + "\n\nleader: " + json.dumps(self.lab.leader())

@@ -79,7 +79,8 @@ def test_a_named_successor_checks_the_checkpoint_then_promotes_and_publishes(
     catalog's record decides (here: not in the set, refused). 3. Sync mode, in it: the
     record naming it leader and every other member synchronous is in the catalog
     (published from inside its psql, before pg_promote), the server requires one of them,
-    the old primary's slot is ready and the handed members are cached. (One server for
+    the old primary's slot is ready and the handed members are cached. 4. Promoted again
+as a restarted supervisor's adopt does: the same names and record. (One server for
     the three: initdb is most of this test's time.)"""
     replayed = sql(standby, "select pg_last_wal_replay_lsn()")
     refused = promote(standby, AUTOPILOT_HANDOVER_CHECKPOINT=replayed)
@@ -121,6 +122,16 @@ def test_a_named_successor_checks_the_checkpoint_then_promotes_and_publishes(
     assert [ln.split()[0] for ln in cached if ln] == ["node_a", "node_b", "node_c", "node_d"]
     log = (pg_dir / "hooks.log").read_text()
     assert "trace promote: published" in log and "trace promote: promoted" in log, log
+
+    # 4. The supervisor restarts and adopts its server (still the primary): the election
+    # runs the promote hook again, without hand-over notes. The record is its own: it
+    # names the same standby (no placeholder, no smaller record: node_c may hold commits)
+    env = {k: v for k, v in env.items() if not k.startswith("AUTOPILOT_HANDOVER_")}
+    again = promote(env)
+    assert again.returncode == 0, again.stderr
+    assert sql(standby, "show synchronous_standby_names") == 'ANY 1 ("node_c")'
+    record = requests.get(f"{catalog.url}/v1/kv/service/postgres/sync?raw", timeout=2).json()
+    assert record == {"leader": "node_b", "epoch": 7, "sync": ["node_c"]}, record
 
 
 @pytest.mark.timeout(180)

@@ -1020,6 +1020,13 @@ promote() {
         if [ "$rec" = t ]; then
             ahead=$(peer_ahead)
             if [ -n "$ahead" ]; then log "not promoting: $ahead"; exit 1; fi
+        elif [ "$old_primary" = "$NAME" ]; then
+            # already the primary (a restarted supervisor adopting the server it promoted
+            # runs this hook again): the record is our own, every standby in it was proven
+            # on our timeline (by this hook or the sync job) and can have WAL from us only
+            for n in $(sync_members "$(sync_record)"); do
+                [ "$n" = "$NAME" ] || [ "$n" = "*" ] || echo "$n"
+            done >"$DIR/promote.$$.proven"
         fi
         # Only members proven to be on our history may acknowledge our commits (peer_ahead:
         # members of the published set that answered, in recovery, not ahead of us): a

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from _thread import get_ident
 from dataclasses import field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, dataclass_transform
 
 UNLIMITED = -1  # `restarts: "unlimited"`
 
@@ -62,6 +62,7 @@ class _Record:
     __hash__ = None  # type: ignore[assignment]
 
 
+@dataclass_transform(field_specifiers=(field,))  # type checkers: a dataclass decorator
 def dataclass(cls: type[_T]) -> type[_T]:
     """``dataclasses.dataclass`` for a config class: its ``__init__`` generated, ``repr``
     and ``==`` from `_Record` (the class must derive from it)."""

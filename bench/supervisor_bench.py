@@ -42,6 +42,10 @@ taken round-robin across the rows; beside it the supervisor's own CPU time until
 (``/proc/PID/schedstat``: what a start costs when it never waits for a core, which on a
 quiet machine is close to its wall time).
 
+``--cpu-only`` measures only the rows with checks (``5 jobs full`` and ``5 jobs checks``,
+now and ``--before``) over the idle window, nothing else running beside them: a quick
+side-by-side of the supervisor's CPU while working on it (about a minute).
+
 Prints a table and writes bench/results/supervisor.json.
 """
 
@@ -458,6 +462,10 @@ def main() -> None:
     ap.add_argument("--before", type=Path, default=None,
                     help="an older autopilot source tree to measure in the same run")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--cpu-only", action="store_true",
+                    help="only the rows with checks (now and --before), the idle window "
+                         "alone: a quick A/B of the supervisor's CPU (no starts, no other "
+                         "supervisors, no import profile)")
     ap.add_argument("--source", action="store_true",
                     help="run autopilot from the source trees as they are (no compiled "
                          "bytecode copy)")
@@ -469,16 +477,23 @@ def main() -> None:
     pythons = {interpreter_tag(p): p for p in executables}
     tags = list(pythons)
     rows: list[str] = []
-    for tag in tags:
-        rows += [f"{r} @ {tag}" for r in ("autopilot 1 job", "autopilot 5 jobs full",
-                                          "autopilot 5 jobs checks")]
-    if args.before:
-        rows += [f"before 1 job @ {tags[0]}", f"before 5 jobs full @ {tags[0]}"]
-    rows += ["supervisord", "tini", "dumb-init"]
-    for tag in tags:
-        rows += [f"{r} @ {tag}" for r in ("python3", "python3 + asyncio",
-                                          "python3 + asyncio - ssl")]
-    start_rows = [r for r in rows if not r.startswith("python3")]
+    if args.cpu_only:
+        for tag in tags:
+            rows += [f"autopilot 5 jobs full @ {tag}", f"autopilot 5 jobs checks @ {tag}"]
+        if args.before:
+            rows += [f"before 5 jobs full @ {tags[0]}", f"before 5 jobs checks @ {tags[0]}"]
+        args.starts = 0
+    else:
+        for tag in tags:
+            rows += [f"{r} @ {tag}" for r in ("autopilot 1 job", "autopilot 5 jobs full",
+                                              "autopilot 5 jobs checks")]
+        if args.before:
+            rows += [f"before 1 job @ {tags[0]}", f"before 5 jobs full @ {tags[0]}"]
+        rows += ["supervisord", "tini", "dumb-init"]
+        for tag in tags:
+            rows += [f"{r} @ {tag}" for r in ("python3", "python3 + asyncio",
+                                              "python3 + asyncio - ssl")]
+    start_rows = [r for r in rows if not r.startswith("python3")] if args.starts else []
 
     load0 = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="bench-trees-"))
@@ -503,14 +518,16 @@ def main() -> None:
             res[r]["start_ms_median"] = round(statistics.median(lat), 1)
             res[r]["start_ms_samples"] = [round(x, 1) for x in lat]
             res[r]["start_cpu_ms_median"] = round(statistics.median(cpus[r]), 1)
-        profiles = {tag: import_profile(setup, f"autopilot 5 jobs full @ {tag}") for tag in tags}
+        profiles = {} if args.cpu_only else {
+            tag: import_profile(setup, f"autopilot 5 jobs full @ {tag}") for tag in tags}
     finally:
         stop(catalog)
         shutil.rmtree(work, ignore_errors=True)
     loads["after"] = [round(x, 2) for x in os.getloadavg()]
     targets = {tag: [{"target": what, "row": row, "value": res[f"{row} @ {tag}"].get(col),
                       "met": res[f"{row} @ {tag}"].get(col, float("inf")) <= limit}
-                     for row, col, limit, what in TARGETS] for tag in tags}
+                     for row, col, limit, what in TARGETS if f"{row} @ {tag}" in res]
+               for tag in tags}
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
@@ -533,6 +550,7 @@ def main() -> None:
 
     cols = [("RSS MB", "rss_mb"), ("PSS MB", "pss_mb"), ("USS MB", "uss_mb"),
             ("CPU %", "cpu_pct"), ("CPU % +children", "cpu_pct_with_children"),
+            ("CPU us/s", "cpu_us_per_s"), ("wake-ups/s", "wakeups_per_s"),
             ("start ms (median)", "start_ms_median"),
             ("start CPU ms", "start_cpu_ms_median")]
     table = [("", *[c[0] for c in cols])]
@@ -545,9 +563,10 @@ def main() -> None:
         print(f"targets @ {tag} ({pythons[tag]}): " + "; ".join(
             f"{t['target']}: {t['value']} {'met' if t['met'] else 'NOT met'}"
             for t in targets[tag]))
-        p = profiles[tag]
-        print(f"  import profile ({p['row']}): {p['modules_imported']} modules, "
-              f"{p['total_ms']} ms; third-party: {', '.join(p['third_party'])}")
+        p = profiles.get(tag)
+        if p:
+            print(f"  import profile ({p['row']}): {p['modules_imported']} modules, "
+                  f"{p['total_ms']} ms; third-party: {', '.join(p['third_party'])}")
     print(f"load average before / after the idle window / after: {loads['before']} / "
           f"{loads['after_idle']} / {loads['after']}; written to {args.out}")
 

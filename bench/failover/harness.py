@@ -227,12 +227,31 @@ def summarize(values: list[float | None]) -> dict[str, Any]:
             "missing": len(values) - len(got)}
 
 
+#: a PostgreSQL data directory's folders of relation, commit and statistics data: megabytes
+#: per node, and none of it explains a failure (its configuration, signal files, pg_control,
+#: timeline histories and slots do)
+PG_DATA_DIRS = {"base", "pg_xact", "pg_multixact", "pg_subtrans", "pg_commit_ts", "pg_serial",
+                "pg_snapshots", "pg_stat", "pg_stat_tmp", "pg_logical", "pg_notify",
+                "pg_dynshmem", "pg_twophase"}
+
+
 def copy_small_files(src: Path, dest: Path, max_bytes: int = KEEP_MAX_BYTES) -> None:
     """Copy the regular files of `src` no larger than `max_bytes` (sockets, FIFOs and big
-    data files are skipped; a file that vanishes meanwhile is no error)."""
-    for root, _dirs, files in os.walk(src):
+    data files are skipped; a file that vanishes meanwhile is no error), but not a
+    PostgreSQL data directory's data: of `global/` only pg_control, of `pg_wal/` only the
+    timeline histories (WAL segments are over the size limit anyway)."""
+    for root, dirs, files in os.walk(src):
+        pgdata = "PG_VERSION" in files
+        if pgdata:
+            dirs[:] = [d for d in dirs if d not in PG_DATA_DIRS]
+        parent = Path(root)
+        if (parent.parent / "PG_VERSION").exists():
+            if parent.name == "global":
+                files = [f for f in files if f == "pg_control"]
+            elif parent.name == "pg_wal":
+                files = [f for f in files if f.endswith(".history")]
         for f in files:
-            path = Path(root) / f
+            path = parent / f
             try:
                 st = path.lstat()
                 if not path.is_file() or path.is_symlink() or st.st_size > max_bytes:

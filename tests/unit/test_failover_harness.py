@@ -154,6 +154,12 @@ def test_a_failed_trial_keeps_the_sides_logs_but_not_its_big_files_or_sockets(
     (src / "node-2").mkdir(parents=True)
     (src / "node-2" / "autopilot.log").write_text("did not re-register\n")
     (src / "node-2" / "wal").write_bytes(b"x" * 5000)
+    pgdata = src / "node-2" / "pgdata"
+    for sub in ("base/5", "global", "pg_wal"):
+        (pgdata / sub).mkdir(parents=True)
+    for f in ("PG_VERSION", "base/5/1259", "global/pg_control", "global/1262",
+              "pg_wal/00000002.history", "pg_wal/000000020000000000000003"):
+        (pgdata / f).write_text("x")
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(src / "node-2" / "s"))
     monkeypatch.setattr(harness, "KEEP_DIR", tmp_path / "kept")
@@ -177,3 +183,6 @@ def test_a_failed_trial_keeps_the_sides_logs_but_not_its_big_files_or_sockets(
     kept = tmp_path / "kept" / os.path.basename(trials[0]["kept"])
     assert (kept / "node-2" / "autopilot.log").read_text() == "did not re-register\n"
     assert not (kept / "node-2" / "wal").exists() and not (kept / "node-2" / "s").exists()
+    copied = {str(p.relative_to(kept / "node-2" / "pgdata"))
+              for p in (kept / "node-2" / "pgdata").rglob("*") if p.is_file()}
+    assert copied == {"PG_VERSION", "global/pg_control", "pg_wal/00000002.history"}

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import CatalogProcess, free_port
+from tests.helpers import CatalogProcess, free_port, holds, wait_for
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "autopilot/lab/examples/postgres"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -162,9 +162,20 @@ def test_a_failover_promote_names_no_member_it_has_not_proven(
     assert (pg_dir / "sync-names").read_text().split() == []
     log = (pg_dir / "hooks.log").read_text()
     assert "synchronous: none;" in log, log
-    # a commit waits for a standby that is not there
-    with pytest.raises(subprocess.TimeoutExpired):
-        sql(standby, "create table waits (x int)", timeout=2)
+    # a commit waits for a standby that is not there: its backend waits on SyncRep (the
+    # commit is local), and no acknowledgement comes
+    waiting = subprocess.Popen(
+        [str(PG_BIN / "psql"), "-X", "-Atq", "-h", "127.0.0.1", "-p", standby["PG_PORT"],
+         "-U", "postgres", "-d", "postgres", "-c", "create table waits (x int)"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: sql(standby, "select count(*) from pg_stat_activity "
+                                      "where wait_event = 'SyncRep'") == "1",
+                 30, message="the commit waiting for a synchronous standby")
+        holds(lambda: waiting.poll() is None, 1.0, message="the commit still waiting")
+    finally:
+        waiting.kill()
+        waiting.wait(10)
 
 
 @pytest.mark.timeout(120)

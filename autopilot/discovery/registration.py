@@ -158,8 +158,18 @@ class ServiceRegistration:
                 self._present = True
         else:
             return
-        if not self._beat_now():
-            self._wake.set()
+        self._poke()
+
+    def _poke(self) -> None:
+        """Send an owed heartbeat at once (``_beat_now``) or wake the converger; whatever
+        goes wrong in the first falls back to the second (the bus swallows a listener's
+        error: a heartbeat must not be lost with it)."""
+        try:
+            if self._beat_now():
+                return
+        except Exception:  # noqa: BLE001 - the converger sends it and reports
+            log.debug("heartbeat fast path failed", service=self.service_id, exc_info=True)
+        self._wake.set()
 
     def _beat_now(self) -> bool:
         """Send an owed TTL heartbeat from here, without waking the converger, when it is
@@ -255,8 +265,7 @@ class ServiceRegistration:
             if not self._maintenance:
                 self._present = True
                 self._want_status("passing", "ok")
-                if not self._beat_now():
-                    self._wake.set()
+                self._poke()
 
     def _on_reconnect(self) -> None:
         self._verify_due = True

@@ -43,7 +43,7 @@ class Post:
     eligible: bool  # False: it abstains this round (hook refused, stopping)
     live: bool  # the key is held by the member's session
     at: float = 0.0  # when the member wrote it (its wall clock): tells two posts apart
-    #: its member started less than sessionTTL ago and has seen no leader alive since
+    #: its member started less than 2 x sessionTTL ago and has seen no leader alive since
     #: (rounds.py: a restart round lasts only while every live candidate says so)
     restarting: bool = False
 

@@ -176,12 +176,16 @@ class Candidate(ElectionState):
             candidacy.abstained(prev, posts, self._last_leader_epoch)
 
     def _fresh(self, rnd: Round) -> bool:
-        """Round ``rnd`` begins less than the session TTL after this supervisor started,
-        and since it started it saw no leader alive: it found the lock free, or held by a
-        holder already promoted (``_born_holder``: maybe a dead primary whose session has
-        not lapsed yet, its check still passing until its TTL), and saw nobody promoted
-        since. A member that led itself (``_last_leader``) saw one."""
-        return (rnd.start - self._born < self.ttl and not self._saw_live_leader
+        """Round ``rnd`` begins less than twice the session TTL after this supervisor
+        started, and since it started it saw no leader alive: it found the lock free, or
+        held by a holder already promoted (``_born_holder``: maybe a dead primary whose
+        session has not lapsed yet, its check still passing until its TTL), and saw
+        nobody promoted since. A member that led itself (``_last_leader``) saw one.
+
+        Twice: a dead holder's session lapses at the latest twice its TTL after its last
+        renew (Consul may wait that long), whatever its check's TTL, and that renew came
+        before this member started; its round begins by then."""
+        return (rnd.start - self._born < 2 * self.ttl and not self._saw_live_leader
                 and self._last_leader != self.service_id)
 
     def _restart_round(self, rnd: Round, posts: list[candidacy.Post]) -> bool:

@@ -36,6 +36,8 @@ class Round:
 
 @dataclass(frozen=True)
 class Post:
+    """One member's candidacy post, as read from the posts' prefix in the KV."""
+
     service_id: str
     node: str
     position: int  # UNKNOWN when the member could not tell
@@ -98,6 +100,8 @@ def rank(p: Post, prefer: str | None = None) -> tuple[int, int, str]:
 
 @dataclass
 class _Seen:
+    """A peer's last post in PeerMemory, with when it was last seen live."""
+
     post: Post
     seen: float  # monotonic: when we last saw it live (or first read it)
     dropped: bool = False  # its member's check was seen failing since: it counts no more
@@ -161,6 +165,9 @@ class PeerMemory:
 
 @dataclass(frozen=True)
 class Decision:
+    """What `decide` says: run for the lock now or not, why (logged when it changes), and
+    the best candidate it saw."""
+
     acquire: bool
     why: str
     best: str | None = None

@@ -300,17 +300,19 @@ class ServiceRegistration:
             if self._wake.is_set():
                 continue
             timeout = self.verify_period if self.registered else None
+            timed_out = False
             try:
                 async with asyncio.timeout(timeout) as parked:  # no task, unlike wait_for
                     self._parked = parked
                     await self._wake.wait()
             except TimeoutError:
-                if time.monotonic() - self._last_ok >= self.verify_period:
-                    self._verify_due = True
+                timed_out = True
             finally:
                 self._parked = None
             if self._inflight is not None:  # a heartbeat of _beat_now: its answer first
-                await asyncio.shield(self._inflight)
+                await asyncio.shield(self._inflight)  # (it may prove the service is there)
+            if timed_out and time.monotonic() - self._last_ok >= self.verify_period:
+                self._verify_due = True
 
     def _note_failure(self, exc: BaseException) -> None:
         message = str(exc) or type(exc).__name__

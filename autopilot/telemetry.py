@@ -120,7 +120,8 @@ class Telemetry:
         self.host: str | None = None
         self.port: int | None = None
         self._http: HTTPServer | None = None
-        self._beat_task: asyncio.Task | None = None
+        self._beat_timer: asyncio.TimerHandle | None = None  # the loop heartbeat's next beat
+        self._beat_due = 0.0
         self._beat = time.monotonic()
         self._lag = 0.0
         self._listening = False
@@ -202,12 +203,13 @@ class Telemetry:
     # -- probes and status --------------------------------------------------------------------
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         age = time.monotonic() - self._beat
-        alive = self._beat_task is not None and not self._beat_task.done() and age <= STALE_AFTER
+        timer = self._beat_timer
+        alive = timer is not None and not timer.cancelled() and age <= STALE_AFTER
         body = {"status": "ok" if alive else "stalled", "heartbeat_age": round(age, 3),
                 "loop_lag": round(self._lag, 3), "pid": os.getpid()}
         if not alive:
             body["reason"] = (f"event loop heartbeat is {age:.1f}s old (limit {STALE_AFTER}s)"
-                              if age > STALE_AFTER else "heartbeat task is not running")
+                              if age > STALE_AFTER else "heartbeat timer is not running")
         return alive, body
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -250,19 +252,21 @@ class Telemetry:
         ok, body = self.readiness()
         return json_response(body, status=200 if ok else 503, dumps=_dumps)
 
-    async def _heartbeat(self) -> None:
-        """Proves the loop is turning: /health looks at how fresh the last beat is. It
-        beats on the grid where health checks with a whole-second interval tick too
-        (``aio.GRID_OFFSET`` + k seconds, `jobs.health.next_tick`): one wake-up for both."""
+    def _heartbeat(self) -> None:
+        """Proves the loop is turning: /health looks at how fresh the last beat is. A
+        plain loop timer (a task sleeping in ``asyncio.sleep`` cost a future, a timer and a
+        task step a second), on the grid where health checks with a whole-second interval
+        tick too (``aio.GRID_OFFSET`` + k seconds, `jobs.health.next_tick`): one wake-up
+        for both."""
+        loop = asyncio.get_running_loop()
+        if self._beat_due:
+            self._lag = max(0.0, loop.time() - self._beat_due)
+            self._beat = time.monotonic()
         from autopilot.aio import GRID_OFFSET
 
-        loop = asyncio.get_running_loop()
-        while True:
-            due = (math.floor((loop.time() - GRID_OFFSET) / HEARTBEAT + 1e-9) + 1) \
-                * HEARTBEAT + GRID_OFFSET
-            await asyncio.sleep(due - loop.time())
-            self._lag = max(0.0, loop.time() - due)
-            self._beat = time.monotonic()
+        self._beat_due = due = (math.floor((loop.time() - GRID_OFFSET) / HEARTBEAT + 1e-9)
+                                + 1) * HEARTBEAT + GRID_OFFSET
+        self._beat_timer = loop.call_at(due, self._heartbeat)
 
     async def start(self) -> None:
         self.port = self.cfg.port
@@ -276,7 +280,8 @@ class Telemetry:
             raise
         self._http = http
         self._beat = time.monotonic()
-        self._beat_task = asyncio.get_running_loop().create_task(self._heartbeat())
+        self._beat_due = 0.0
+        self._heartbeat()
         self._listening = True
         self.ctx.bus.add_listener(self._on_event)
         log.info("telemetry listening", address=f"{self.host}:{self.port}")
@@ -285,11 +290,9 @@ class Telemetry:
         self._listening = False
         with contextlib.suppress(ValueError):
             self.ctx.bus.remove_listener(self._on_event)
-        task, self._beat_task = self._beat_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        timer, self._beat_timer = self._beat_timer, None
+        if timer is not None:
+            timer.cancel()
         http, self._http = self._http, None
         if http is not None:
             await http.close(2.0)

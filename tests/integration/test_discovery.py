@@ -408,3 +408,39 @@ def test_acl_token(catalog_factory):
 def test_consul_refused_message():
     assert str(ConsulRefused("register", 403, "Permission denied\n")) == \
         "register: 403 Permission denied"
+
+
+@pytest.mark.timeout(30)
+def test_heartbeat_sent_from_the_listener_that_finds_its_check_gone_reregisters(catalog):
+    """A heartbeat that is only a heartbeat leaves from the bus listener (no converger
+    wake-up); when Consul answers that the check is gone (404), the converger takes it
+    back: it registers the service again and the heartbeat's output arrives."""
+    from tests.integration.discovery_helpers import deregister
+
+    async def scenario():
+        ctx = make_ctx(catalog.address, jobs=[job(ttl=10, interval=5)])  # beat every check
+        reg = ServiceRegistration(ctx, ctx.config.jobs[0])
+        reg.verify_period = 60  # only the heartbeat can notice here
+        await reg.start()
+        try:
+            ctx.bus.publish(Event(ev.HEALTHY, "web", detail="ok"))
+            await until(lambda: (agent_check(catalog.url, f"service:{SID}") or {})
+                        .get("Output") == "ok", 3, message="registration and first output")
+            await until(lambda: reg._parked is not None and reg._inflight is None, 3,
+                        message="the converger parked")
+            ctx.bus.publish(Event(ev.HEALTHY, "web", detail="beat 1"))
+            assert reg._inflight is not None  # sent from the listener, at once
+            await until(lambda: agent_check(catalog.url, f"service:{SID}")["Output"]
+                        == "beat 1", 3, message="the fast heartbeat")
+            await until(lambda: reg._inflight is None and reg._parked is not None, 3,
+                        message="the answer taken")
+            await asyncio.to_thread(deregister, catalog.url, SID)  # behind its back
+            ctx.bus.publish(Event(ev.HEALTHY, "web", detail="beat 2"))
+            await until(lambda: (agent_check(catalog.url, f"service:{SID}") or {})
+                        .get("Output") == "beat 2", 3, message="re-registered after the 404")
+            assert SID in agent_services(catalog.url)
+        finally:
+            await reg.stop()
+            ctx.consul.close()
+
+    run(scenario())

@@ -1374,13 +1374,20 @@ sync_maintain() {
     # the primary's view: add replicas that stream, drop those that stopped. The published
     # set is always a superset of who may hold a commit alone: publish before adding, and
     # publish a smaller set only once the remaining standbys flushed everything so far.
+    # (every PG_SYNC_INTERVAL on the primary: while nothing changes, builtins and one psql)
     [ "$SYNC" = 1 ] && [ "${AUTOPILOT_ROLE:-}" = primary ] || exit 0
-    [ "$(state_role)" = primary ] && [ "$(state_epoch)" = "$EPOCH" ] || exit 0
-    [ "$(in_recovery)" = f ] || exit 0
-    cur=$(cat "$DIR/sync-names" 2>/dev/null)
-    streaming=$(q "select application_name from pg_stat_replication
-                   where $SYNC_PROOF_SQL order by 1" | tr '\n' ' ')
-    streaming=$(echo $streaming)
+    srole="" sepoch=""
+    read -r srole sepoch 2>/dev/null <"$STATE"
+    [ "$srole" = primary ] && [ "$sepoch" = "$EPOCH" ] || exit 0
+    # out of recovery, and the proven standbys, in one line ("primary node_2 node_3")
+    now=$(q "select case when pg_is_in_recovery() then 'recovery' else 'primary' || coalesce(
+                 ' ' || string_agg(application_name, ' ' order by application_name), '') end
+             from pg_stat_replication where $SYNC_PROOF_SQL")
+    case "$now" in primary | "primary "*) ;; *) exit 0 ;; esac
+    streaming=${now#primary}
+    streaming=${streaming# }
+    cur=""
+    read -r cur 2>/dev/null <"$DIR/sync-names"
     [ -n "$streaming" ] || exit 0  # never down to nobody: commits wait instead (no loss)
     [ "$streaming" = "$cur" ] && exit 0
     union=$(echo $cur $streaming | tr ' ' '\n' | sort -u | tr '\n' ' ')
@@ -1496,7 +1503,8 @@ demote)
 successor) successor ;;
 follow) locked follow-locked ;;
 detach) locked detach-locked ;;
-sync) locked -n sync-locked ;;
+sync)  # (a replica starts no flock every PG_SYNC_INTERVAL: nothing to do there)
+    if [ "${AUTOPILOT_ROLE:-}" = primary ] && [ "$SYNC" = 1 ]; then locked -n sync-locked; fi ;;
 slots) [ "${AUTOPILOT_ROLE:-}" = primary ] && locked -n slots-locked; exit 0 ;;  # busy: next time
 identity) identity ;;
 view) trap 'rm -f "$DIR/promote.$$".*' EXIT; view_by_psql ;;  # (what a promote reads; tests)

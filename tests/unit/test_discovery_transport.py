@@ -145,6 +145,7 @@ def test_kept_connection_closed_by_the_agent_is_retried_on_a_fresh_one() -> None
     run(main())
 
 
+@pytest.mark.timing
 def test_a_hung_agent_times_out_and_its_connection_is_dropped() -> None:
     async def main() -> None:
         async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:

@@ -128,7 +128,9 @@ def role(ip: str, port: int, timeout: float = 0.5) -> dict[str, Any]:
         with Postgres(ip, port, timeout=timeout) as pg:
             rows = pg.query(STATUS_SQL)
     except (OSError, PgError, ValueError) as exc:
-        return {"role": "down", "offset": None, "detail": type(exc).__name__,
+        # what the server answered (e.g. not yet consistent, shutting down): a trial that
+        # waits for convergence in vain then says why in its error
+        return {"role": "down", "offset": None, "detail": f"{type(exc).__name__}: {exc}"[:80],
                 "timeline": None, "sync": ""}
     rec, tli, lsn, ssn, wal, standbys, rtli, newest = rows[0]
     if rec == "f":

@@ -22,6 +22,16 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare")
                                 reason="needs root and unshare (own hostname per supervisor)")
 
 
+
+def start_all(cat: CatalogProcess, nodes: list[Node]) -> tuple[dict, Node]:
+    """Start every node; the first promoted holder's lock value and its node."""
+    for n in nodes:
+        n.start()
+    first = wait_for(lambda: holder(cat) if (holder(cat) or {}).get("promoted") else None,
+                     30, message="a first primary")
+    return first, next(n for n in nodes if n.node == first["node"])
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("same_data", [True, False])
 def test_primary_killed_and_restarted_at_once(tmp_path: Path, env_clean: dict, same_data: bool):
@@ -36,11 +46,7 @@ def test_primary_killed_and_restarted_at_once(tmp_path: Path, env_clean: dict, s
         nodes.append(Node(cat, tmp_path, node, 7850 + i, env_clean, position=100,
                           extra=extra.replace("{node}", node), ttl=10))
     try:
-        for n in nodes:
-            n.start()
-        first = wait_for(lambda: holder(cat) if (holder(cat) or {}).get("promoted") else None,
-                         30, message="a first primary")
-        primary = next(n for n in nodes if n.node == first["node"])
+        first, primary = start_all(cat, nodes)
         others = [n for n in nodes if n is not primary]
         assert first["identity"] == f"{primary.node}-run-1"  # recorded at promotion
         wait_for(lambda: all(n.lines("follow") for n in others), 15, message="replicas")
@@ -100,11 +106,7 @@ def test_whole_cluster_killed_a_member_back_before_the_old_checks_lapse(tmp_path
     nodes = [Node(cat, tmp_path, f"node{i}", 7880 + i, env_clean, position=100)
              for i in range(3)]
     try:
-        for n in nodes:
-            n.start()
-        first = wait_for(lambda: holder(cat) if (holder(cat) or {}).get("promoted") else None,
-                         30, message="a first primary")
-        primary = next(n for n in nodes if n.node == first["node"])
+        first, primary = start_all(cat, nodes)
         stalest, other = sorted((n for n in nodes if n is not primary), key=lambda n: n.node)
         wait_for(lambda: stalest.lines("follow") and other.lines("follow"), 15,
                  message="replicas")

@@ -453,6 +453,22 @@ def test_the_best_candidate_runs_when_the_last_post_arrives_not_at_the_next_poll
     run(scenario)
 
 
+def restarted(old: Member, tmp: Path, **extra) -> Member:
+    """A new incarnation of ``old``'s supervisor (same node, data and hooks)."""
+    return Member(old.cat, old.node, tmp, port=old.job.port,
+                  position=pos_hook(tmp, old.node),
+                  detach=detach_hook(tmp / f"hooks-{old.node}.log"), **extra)
+
+
+async def come_back(m: Member) -> Member:
+    """Register (its first check passes), start, report healthy."""
+    m.register()
+    m.check("pass")
+    await m.start()
+    m.healthy()
+    return m
+
+
 @pytest.mark.timeout(60)
 def test_a_whole_cluster_restart_waits_for_the_last_leader(catalog: CatalogProcess,
                                                            tmp_path: Path):
@@ -476,26 +492,13 @@ def test_a_whole_cluster_restart_waits_for_the_last_leader(catalog: CatalogProce
             await until(lambda: not (key_holder(catalog) or {}).get("Session"), 5,
                         "the lock free")
 
-            def again(old: Member) -> Member:
-                return Member(catalog, old.node, tmp_path, port=old.job.port,
-                              position=pos_hook(tmp_path, old.node),
-                              detach=detach_hook(tmp_path / f"hooks-{old.node}.log"))
-
-            first = again(low)
+            first = await come_back(restarted(low, tmp_path))
             back.append(first)
-            first.register()
-            first.check("pass")  # its first health check (registering keeps the status)
-            await first.start()
-            first.healthy()
             await until(lambda: first.election._posted, 5, "the first member's post")
             await stays(lambda: not first.election.primary, 1.5,
                         "the first member back (position 100) did not win alone")
-            last = again(lead)
+            last = await come_back(restarted(lead, tmp_path))
             back.append(last)
-            last.register()
-            last.check("pass")
-            await last.start()
-            last.healthy()
             await until(lambda: last.election.primary, 10, "the last leader to win")
             assert not first.election.primary
         finally:
@@ -504,22 +507,6 @@ def test_a_whole_cluster_restart_waits_for_the_last_leader(catalog: CatalogProce
                 await m.stop()
 
     run(scenario)
-
-
-def restarted(old: Member, tmp: Path, **extra) -> Member:
-    """A new incarnation of ``old``'s supervisor (same node, data and hooks)."""
-    return Member(old.cat, old.node, tmp, port=old.job.port,
-                  position=pos_hook(tmp, old.node),
-                  detach=detach_hook(tmp / f"hooks-{old.node}.log"), **extra)
-
-
-async def come_back(m: Member) -> Member:
-    """Register (its first check passes), start, report healthy."""
-    m.register()
-    m.check("pass")
-    await m.start()
-    m.healthy()
-    return m
 
 
 @pytest.mark.timeout(60)

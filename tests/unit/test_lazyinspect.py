@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import re
 import subprocess
 import sys
 import textwrap
@@ -69,7 +70,12 @@ def callables() -> list[Any]:
     return out
 
 
-@pytest.mark.parametrize("obj", callables(), ids=repr)
+def stable_id(obj: Any) -> str:
+    """A test ID without memory addresses (pytest-xdist workers must collect the same IDs)."""
+    return re.sub(r" at 0x[0-9a-f]+", "", repr(obj))
+
+
+@pytest.mark.parametrize("obj", callables(), ids=stable_id)
 def test_iscoroutinefunction_agrees_with_inspect(obj: Any) -> None:
     assert lazyinspect.iscoroutinefunction(obj) is inspect.iscoroutinefunction(obj)
 

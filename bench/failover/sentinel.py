@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from autopilot.catalog.local import free_port
 from autopilot.lab.resp import Redis, RedisError
 from autopilot.lab.workload import Member
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SentinelCluster:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 DEFAULT_SOCKET = "/var/run/containerpilot.socket"
 SOCKET_ENV = "AUTOPILOT_SOCKET"
@@ -61,21 +60,26 @@ class BadValue(UsageError):
     """A flag's value is refused; the message alone is printed, exit status 2."""
 
 
-@dataclass
 class Flags:
-    """The parsed command line (a docstring keeps dataclass from loading inspect)."""
+    """The parsed command line.
 
-    config: str | None = None
-    template: bool = False
-    out: str | None = None
-    version: bool = False
-    reload: bool = False
-    maintenance: str | None = None
-    putenv: list[str] = field(default_factory=list)
-    putmetric: list[str] = field(default_factory=list)
-    ping: bool = False
-    help: bool = False
-    rest: list[str] = field(default_factory=list)
+    A plain class, not a dataclass: this module is imported before `dispatch` keeps
+    ``inspect`` out of the supervisor (`autopilot.lazyinspect`), and ``import dataclasses``
+    here would load ``inspect``, ``ast`` and ``dis`` for real (about 1 MB in every
+    ``containerpilot`` run)."""
+
+    def __init__(self) -> None:
+        self.config: str | None = None
+        self.template = False
+        self.out: str | None = None
+        self.version = False
+        self.reload = False
+        self.maintenance: str | None = None
+        self.putenv: list[str] = []
+        self.putmetric: list[str] = []
+        self.ping = False
+        self.help = False
+        self.rest: list[str] = []
 
 
 _TRUE = {"1", "t", "T", "true", "TRUE", "True"}

@@ -3,10 +3,9 @@
 ``autopilot run CONFIG`` (the container's entrypoint) goes straight to the supervisor, without
 loading click and the other verbs: it is the one verb whose start-up time and memory every
 container pays. Anything else (or anything unusual about ``run``'s arguments) goes through
-the click CLI in ``autopilot/cli.py``. ``run`` keeps ``ssl`` out until a TLS connection
-needs it (`autopilot.lazyssl`): asyncio would otherwise load it, 4 MB, for every container;
-and ``inspect`` (with ``ast`` and ``dis``, 0.95 MB) until something reads it
-(`autopilot.lazyinspect`).
+the click CLI in ``autopilot/cli.py``. Both start the supervisor through
+`autopilot.entry.supervise`, which keeps ``ssl`` (4 MB) and ``inspect`` (0.95 MB) out
+until something needs them.
 """
 
 from __future__ import annotations
@@ -36,13 +35,9 @@ def run_config(args: list[str]) -> str | None:
 def entry() -> None:
     path = run_config(sys.argv[1:])
     if path is not None:
-        from autopilot import lazyinspect, lazyssl
+        from autopilot.entry import supervise
 
-        lazyssl.defer()  # before asyncio loads
-        lazyinspect.defer()  # likewise: inspect, ast and dis until something needs them
-        from autopilot.supervisor import run_supervisor
-
-        sys.exit(run_supervisor(path))
+        sys.exit(supervise(path))
     from autopilot.cli import main
 
     main()

@@ -92,9 +92,9 @@ def run(config: str | None, config_opt: str | None) -> None:
     path = config_path(config, config_opt)
     if not path:
         fail("autopilot: no config: give CONFIG, -c FILE, or set AUTOPILOT or CONTAINERPILOT")
-    from autopilot.supervisor import run_supervisor
+    from autopilot.entry import supervise
 
-    sys.exit(run_supervisor(path))
+    sys.exit(supervise(path))
 
 
 @click.command()

@@ -64,7 +64,7 @@ class Flags:
     """The parsed command line.
 
     A plain class, not a dataclass: this module is imported before `dispatch` keeps
-    ``inspect`` out of the supervisor (`autopilot.lazyinspect`), and ``import dataclasses``
+    ``inspect`` out of the supervisor (`autopilot.entry`), and ``import dataclasses``
     here would load ``inspect``, ``ast`` and ``dis`` for real (about 1 MB in every
     ``containerpilot`` run)."""
 
@@ -272,13 +272,9 @@ def dispatch(flags: Flags, environ: Mapping[str, str]) -> int:
     reload_mode = (environ.get(RELOAD_ENV) or "all").strip().lower()
     if reload_mode not in ("all", "diff"):
         raise BadValue(f'{RELOAD_ENV} must be "all" or "diff", got "{reload_mode}"')
-    from autopilot import lazyinspect, lazyssl
+    from autopilot.entry import supervise  # keeps ssl and inspect out: see there
 
-    lazyssl.defer()  # before asyncio loads: ssl only for Consul over https
-    lazyinspect.defer()  # and inspect (with ast, dis) only once something reads it
-    from autopilot.supervisor import run_supervisor
-
-    return run_supervisor(config, reload_all=reload_mode == "all")
+    return supervise(config, reload_all=reload_mode == "all")
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> None:

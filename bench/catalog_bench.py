@@ -22,7 +22,6 @@ import json
 import multiprocessing as mp
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,14 +32,10 @@ from typing import Any
 import aiohttp
 import psutil
 
+from autopilot.catalog.local import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = 50  # service names; instances are spread over them
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pid_listening(port: int) -> int:
@@ -277,7 +272,7 @@ def _hb_child(bench: Bench, first: int, last: int, queue: mp.Queue) -> None:
 def start_consul(binary: str, port: int, log: Any) -> subprocess.Popen:
     """A Consul dev agent on loopback, random ports, at WARN (a dev agent logs at DEBUG, which
     alone slows it down under this load), allowed more than 200 connections per client."""
-    ports = [_free_port() for _ in range(4)]
+    ports = [free_port() for _ in range(4)]
     return subprocess.Popen(
         [binary, "agent", "-dev", "-client", "127.0.0.1", "-bind", "127.0.0.1",
          "-http-port", str(port), "-grpc-port", "-1", "-dns-port", "-1",
@@ -307,7 +302,7 @@ def _ready(port: int, proc: subprocess.Popen | None, deadline: float) -> None:
 def run_target(target: str, args: argparse.Namespace) -> dict:
     """One benchmark run against ``catalog`` (started here), ``consul`` (a dev agent started
     from --consul-bin) or ``port`` (whatever already listens on --port)."""
-    port = args.port if target == "port" else _free_port()
+    port = args.port if target == "port" else free_port()
     log = open(os.devnull, "wb")
     proc: subprocess.Popen | None = None
     if target == "catalog":

@@ -67,6 +67,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from autopilot.catalog.local import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "supervisor.json"
 JOBS = 5
@@ -114,14 +116,6 @@ def supervisord_config(tmp: Path, marker: Path | None) -> Path:
     path = tmp / "supervisord.conf"
     path.write_text("\n".join(lines))
     return path
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Setup:

@@ -46,6 +46,8 @@ from typing import Any
 
 import psutil
 
+from autopilot.catalog.local import free_port
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 RESULTS = ROOT / "bench" / "results" / "functions.json"
 HANDLER = str(ROOT / "autopilot" / "lab" / "examples" / "functions" / "hello.py")
@@ -120,12 +122,6 @@ def direct_cold(trials: int) -> tuple[list[float], list[float]]:
 
 
 # -- autopilot's function job ----------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Autopilot:
     def __init__(self, tmp: Path, idle: str, cap: int) -> None:
         self.port, self.tel = free_port(), free_port()

@@ -147,12 +147,7 @@ def to_exec(value: Any) -> list[str]:
     if isinstance(value, list):
         if not value:
             raise Invalid("must not be empty")
-        argv = []
-        for i, item in enumerate(value):
-            try:
-                argv.append(to_str(item))
-            except Invalid as exc:
-                raise Invalid(f"item {i}: {exc}") from None
+        argv = to_str_list(value)
         if not argv[0]:
             raise Invalid("the command (first item) must not be empty")
         return argv

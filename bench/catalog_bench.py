@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from autopilot.catalog.local import free_port
+from autopilot.catalog.local import LocalCatalog, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = 50  # service names; instances are spread over them
@@ -305,14 +305,16 @@ def run_target(target: str, args: argparse.Namespace) -> dict:
     port = args.port if target == "port" else free_port()
     log = open(os.devnull, "wb")
     proc: subprocess.Popen | None = None
-    if target == "catalog":
-        proc = subprocess.Popen([sys.executable, "-m", "autopilot", "catalog", "--port",
-                                 str(port), "--node", "bench"], cwd=ROOT, stdout=log, stderr=log)
+    catalog: LocalCatalog | None = None
+    if target == "catalog":  # started (and waited for) the one way the lab and tests do
+        catalog = LocalCatalog(Path(os.devnull), "--node", "bench", port=port, cwd=ROOT)
+        proc = catalog.start(timeout=30).proc
     elif target == "consul":
         proc = start_consul(args.consul_bin, port, log)
     url = f"http://127.0.0.1:{port}"
     try:
-        _ready(port, proc, time.monotonic() + 30)
+        if catalog is None:
+            _ready(port, proc, time.monotonic() + 30)
         pid = proc.pid if proc is not None else _pid_listening(port)
         ps = psutil.Process(pid)
         cpu0, t0 = ps.cpu_times(), time.monotonic()
@@ -325,7 +327,9 @@ def run_target(target: str, args: argparse.Namespace) -> dict:
         result["server_rss_mb"] = round(ps.memory_info().rss / 2**20, 1)
         result["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
     finally:
-        if proc is not None:
+        if catalog is not None:
+            catalog.stop(grace=10)
+        elif proc is not None:
             proc.terminate()
             try:
                 proc.wait(10)

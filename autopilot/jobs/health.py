@@ -19,7 +19,7 @@ from autopilot.aio import GRID_OFFSET
 from autopilot.config.model import JobConfig
 from autopilot.context import Context
 from autopilot.events import EXIT_FAILED, EXIT_SUCCESS, Event
-from autopilot.jobs.process import Process, child_env
+from autopilot.jobs.process import OutputPipe, Process, child_env
 from autopilot.jobs.status import JobStatus
 from autopilot.logs import get_logger
 
@@ -87,6 +87,12 @@ class HealthChecker:
         self._proc: Process | None = None  # the check in flight
         self._env: dict[str, str] | None = None
         self._env_from: tuple[object, dict[str, str]] | None = None
+        #: the pipe every check writes to, kept from one check to the next (see
+        #: ``process.OutputPipe``); only for checks spawned light with their output logged
+        self._pipe: OutputPipe | None = None
+        jcfg = job.cfg
+        self._keeps_pipe = not (self.cfg.logging_raw or jcfg.workdir or jcfg.user
+                                or jcfg.group)
 
     def start(self) -> None:
         if self._timer is None:
@@ -158,9 +164,15 @@ class HealthChecker:
         job, cfg = self.job, self.cfg
         assert cfg.exec is not None
         jcfg = job.cfg
+        pipe = self._pipe
+        if pipe is None and self._keeps_pipe:
+            try:
+                pipe = self._pipe = OutputPipe()
+            except OSError:  # out of descriptors: a pipe of its own, as Process makes it
+                pipe = None
         proc = Process(cfg.exec, env=self._child_env(), cwd=jcfg.workdir, user=jcfg.user,
                        group=jcfg.group, raw=cfg.logging_raw,
-                       log_fields={"check": self.source}, light=True)
+                       log_fields={"check": self.source}, light=True, output=pipe)
         self.checks_run += 1
         try:
             proc.start(self._finished, watch_output=False)
@@ -186,6 +198,7 @@ class HealthChecker:
             self._deadline = None
         if proc.group_alive():
             proc.kill()  # nothing a check forked may outlive it
+            self._hand_over(proc)
         code = proc.returncode
         detail = proc.output_tail
         if proc.timed_out:
@@ -211,6 +224,17 @@ class HealthChecker:
                 return
         self.job.health_result(ok, detail)
 
+    def _hand_over(self, proc: Process) -> None:
+        """``proc`` takes the kept pipe with it if it still holds it (what its killed group
+        wrote in the meantime is read until every writer is gone, as with a pipe of its
+        own); the next check gets a new one. Processes that left the check's process group
+        (``setsid``) and kept its output open are not seen: what they write later shows in
+        a later check's output (redirect a daemon's output, as any daemon should)."""
+        pipe = self._pipe
+        if pipe is not None and proc.adopt_output(pipe):
+            self._pipe = None
+            pipe.close_write()
+
     async def stop(self) -> None:
         """Stop ticking and kill a check in flight (its result is still published)."""
         timer, self._timer = self._timer, None
@@ -223,3 +247,8 @@ class HealthChecker:
                 await asyncio.wait_for(asyncio.shield(proc.exited()), 5)
             except (TimeoutError, asyncio.CancelledError):
                 pass
+        if self._proc is not None:  # not reaped yet: it reads the pipe until it is gone
+            self._hand_over(self._proc)
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            pipe.close()

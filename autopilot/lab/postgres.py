@@ -36,8 +36,7 @@ STATUS_SQL = """
 select pg_is_in_recovery(),
        case when pg_is_in_recovery() then (select timeline_id from pg_control_checkpoint())
             else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end,
-       pg_wal_lsn_diff(case when pg_is_in_recovery()
-           then greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())
+       pg_wal_lsn_diff(case when pg_is_in_recovery() then pg_last_wal_replay_lsn()
            else pg_current_wal_lsn() end, '0/0')::bigint,
        current_setting('synchronous_standby_names'),
        coalesce((select status || ' ' || sender_host || ':' || sender_port
@@ -123,7 +122,12 @@ def find_in(procs: list[psutil.Process]) -> int | None:
 
 
 def role(ip: str, port: int, timeout: float = 0.5) -> dict[str, Any]:
-    """role (primary | fenced | replica | down), LSN as offset, and the details."""
+    """role (primary | fenced | replica | down), LSN as offset, and the details.
+
+    A replica's offset is what it has replayed, not received: what a query on it sees. The
+    chaos harness waits for equal offsets before it reads every node's rows (I3); WAL
+    received but not yet replayed made a loaded replica look in sync while its rows lagged.
+    """
     try:
         with Postgres(ip, port, timeout=timeout) as pg:
             rows = pg.query(STATUS_SQL)

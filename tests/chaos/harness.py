@@ -120,11 +120,15 @@ class Scenario:
         return figures
 
     def _wait_in_sync(self, rows: list[dict[str, Any]], timeout: float = 10.0) -> None:
-        """Replicas at the primary's offset (replication is asynchronous)."""
+        """Replicas at the primary's offset (replication is asynchronous; a PostgreSQL
+        replica's offset is what it replayed). If they never get there, I3 below says
+        which writes a replica lacks; the timeline says the offsets differed."""
         deadline = time.monotonic() + timeout
+        offsets: dict[str, Any] = {}
         while time.monotonic() < deadline:
             rows = self.lab.status(partitions=False)
-            offsets = {r["offset"] for r in rows if r["supervisor"] == "running"}
-            if len(offsets) == 1:
+            offsets = {r["node"]: r["offset"] for r in rows if r["supervisor"] == "running"}
+            if len(set(offsets.values())) == 1:
                 return
             time.sleep(0.05)
+        self.timeline.add("not-in-sync", f"offsets after {timeout}s: {offsets}")

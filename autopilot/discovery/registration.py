@@ -91,6 +91,7 @@ class ServiceRegistration:
         self._inflight: asyncio.Future[None] | None = None  # a heartbeat sent by _beat_now
         # machinery
         self._wake = asyncio.Event()
+        self._reconnected = asyncio.Event()  # ends a retry's wait (_back_off)
         self._tasks: list[asyncio.Task] = []
         self._listening = False
         self._remove_listener: Any = None
@@ -269,7 +270,20 @@ class ServiceRegistration:
 
     def _on_reconnect(self) -> None:
         self._verify_due = True
+        self._reconnected.set()
         self._wake.set()
+
+    async def _back_off(self, failures: int) -> None:
+        """Wait before the next try after ``failures`` failures in a row: doubling from
+        RETRY_MIN, at most RETRY_MAX and at most half the check's TTL, and no longer once
+        Consul answers again (another component's call proved it). A catalog that restarts
+        gives every TTL check a full TTL from then: a heartbeat still waiting out a delay
+        grown during the outage (up to 5 s) let a 0.8-3 s check lapse, which invalidated
+        the sessions bound to it and deposed a healthy elected primary (chaos S9)."""
+        delay = backoff_delay(failures, RETRY_MIN, max(RETRY_MIN, min(RETRY_MAX, self.ttl / 2)))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._reconnected.wait()
 
     # ---- the converger ------------------------------------------------------------------------
     async def _converge_loop(self) -> None:
@@ -277,6 +291,7 @@ class ServiceRegistration:
         lost_streak = 0
         while True:
             self._wake.clear()
+            self._reconnected.clear()
             try:
                 await self._converge()
             except _Lost:
@@ -291,7 +306,7 @@ class ServiceRegistration:
             except Exception as exc:  # noqa: BLE001 - every failure is retried with backoff
                 failures += 1
                 self._note_failure(exc)
-                await asyncio.sleep(backoff_delay(failures, RETRY_MIN, RETRY_MAX))
+                await self._back_off(failures)
                 continue
             if self._last_error:  # a refusal was logged: say that it is over
                 log.info("consul accepts service updates again", service=self.service_id)

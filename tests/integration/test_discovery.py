@@ -169,6 +169,45 @@ def test_catalog_restart_leads_to_reregistration(catalog_factory):
 
 @pytest.mark.timing
 @pytest.mark.timeout(40)
+def test_a_check_outlives_a_catalog_restart_after_a_long_outage(catalog_factory, tmp_path):
+    """The catalog, down for 6 s, restarts with its state (the service, its check passing)
+    and gives the TTL check a full TTL from then. The heartbeats must reach it within that
+    TTL: a retry delay grown during the outage (it doubled up to 5 s) used to hold them
+    back, the check lapsed and every session bound to it went (chaos S9: an elected
+    primary deposed right after the catalog came back). The delay is now at most half
+    the TTL, and ends when Consul answers again."""
+    cat = catalog_factory("--data-dir", str(tmp_path / "catalog-data"))
+
+    async def scenario():
+        ctx = make_ctx(cat.address, jobs=[job(ttl=1, interval=0.2)])
+        reg = ServiceRegistration(ctx, ctx.config.jobs[0])
+        await reg.start()
+
+        async def checks() -> None:  # a passing health check every 0.2 s, throughout
+            while True:
+                ctx.bus.publish(Event(ev.HEALTHY, "web", detail="ok"))
+                await asyncio.sleep(0.2)
+
+        beating = asyncio.create_task(checks())
+        try:
+            await until(lambda: (agent_check(cat.url, f"service:{SID}") or {})
+                        .get("Status") == "passing", 3, message="registration")
+            await asyncio.to_thread(cat.kill)
+            await asyncio.sleep(6)  # the converger's retries fail meanwhile
+            await asyncio.to_thread(cat.start)  # same port, same state
+            await stays(lambda: (agent_check(cat.url, f"service:{SID}") or {})
+                        .get("Status") == "passing", 3, in_thread=True,
+                        message="the check passing after the catalog came back (TTL 1 s)")
+        finally:
+            beating.cancel()
+            await reg.stop()
+            ctx.consul.close()
+
+    run(scenario())
+
+
+@pytest.mark.timing
+@pytest.mark.timeout(40)
 def test_heartbeat_after_catalog_restart_reregisters_at_once(catalog_factory):
     cat = catalog_factory()
 

@@ -35,6 +35,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 FAILED = pytest.StashKey[bool]()
+FAILURE = pytest.StashKey[str]()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -43,6 +44,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     report = outcome.get_result()  # type: ignore[attr-defined]
     if report.when == "call":
         item.stash[FAILED] = report.failed
+        if report.failed:
+            item.stash[FAILURE] = report.longreprtext
 
 
 @pytest.fixture
@@ -63,6 +66,10 @@ def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
     for lab in labs:
         lab.down()
     if request.node.stash.get(FAILED, False):
-        print(f"\nlab logs kept in {base}")
+        # the failure next to the logs: a flaky run's output is often gone (piped, a loop
+        # that kept only its exit status) while the kept lab stays (one under load in
+        # session 5 kept its logs but not which assertion failed)
+        (base / "failure.txt").write_text(request.node.stash.get(FAILURE, ""))
+        print(f"\nlab logs kept in {base} (the failure: {base / 'failure.txt'})")
     else:
         shutil.rmtree(base, ignore_errors=True)

@@ -170,7 +170,7 @@ def test_catalog_restart_leads_to_reregistration(catalog_factory):
 @pytest.mark.timing
 @pytest.mark.timeout(40)
 def test_a_check_outlives_a_catalog_restart_after_a_long_outage(catalog_factory, tmp_path):
-    """The catalog, down for 6 s, restarts with its state (the service, its check passing)
+    """The catalog, down for 3.5 s, restarts with its state (the service, its check passing)
     and gives the TTL check a full TTL from then. The heartbeats must reach it within that
     TTL: a retry delay grown during the outage (it doubled up to 5 s) used to hold them
     back, the check lapsed and every session bound to it went (chaos S9: an elected
@@ -193,10 +193,10 @@ def test_a_check_outlives_a_catalog_restart_after_a_long_outage(catalog_factory,
             await until(lambda: (agent_check(cat.url, f"service:{SID}") or {})
                         .get("Status") == "passing", 3, message="registration")
             await asyncio.to_thread(cat.kill)
-            await asyncio.sleep(6)  # the converger's retries fail meanwhile
+            await asyncio.sleep(3.5)  # the converger's retries fail meanwhile
             await asyncio.to_thread(cat.start)  # same port, same state
             await stays(lambda: (agent_check(cat.url, f"service:{SID}") or {})
-                        .get("Status") == "passing", 3, in_thread=True,
+                        .get("Status") == "passing", 2, in_thread=True,
                         message="the check passing after the catalog came back (TTL 1 s)")
         finally:
             beating.cancel()

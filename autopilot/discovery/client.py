@@ -263,13 +263,16 @@ class ConsulClient:
         return resp
 
     def send_nowait(self, method: str, path: str, body: Any, timeout: float,
-                    done: Callable[[Response | None, BaseException | None], None]) -> bool:
+                    done: Callable[[Response | None, BaseException | None], None],
+                    loop: asyncio.AbstractEventLoop | None = None) -> bool:
         """Send on a kept idle connection and return at once; ``done(response, error)``
         is called on the loop with the answer. False (nothing sent) when no connection is
         idle. A success counts as Consul reachable; a failure is left to the caller (a
         kept connection the agent closed is not an outage: the caller retries through
-        ``request``, which notes what it finds)."""
-        loop = asyncio.get_running_loop()
+        ``request``, which notes what it finds). ``loop``: the running loop, if the caller
+        keeps it (asking for it costs a ``getpid`` system call on Python 3.11)."""
+        if loop is None:
+            loop = asyncio.get_running_loop()
         transport = self._transport
         if transport is None or self._transport_loop is not loop:
             return False
@@ -279,7 +282,7 @@ class ConsulClient:
                 self._note(True)
             done(resp, exc)
 
-        return transport.send_nowait(method, path, body, timeout, finished)
+        return transport.send_nowait(method, path, body, timeout, finished, loop)
 
     def close(self) -> None:
         if self._transport is not None:

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from autopilot import events as ev
-from autopilot.aio import backoff_delay, cancel_all
+from autopilot.aio import backoff_delay, cancel_all, next_tick
 from autopilot.config.model import JobConfig
 from autopilot.context import Context
 from autopilot.discovery import http
@@ -66,6 +66,8 @@ class ServiceRegistration:
         ttl = cfg.health.ttl if cfg.health and cfg.health.ttl > 0 else DEFAULT_TTL
         self.ttl = float(ttl)
         self.verify_period = min(5.0, max(1.0, self.ttl / 2))
+        if heartbeat:  # its own beats prove it: a verification would race the next beat
+            self.verify_period = max(self.verify_period, min(heartbeat * 1.5, self.ttl / 2))
         self._ttl_go = to_go(self.ttl)
         self._address_at = 0.0  # when the advertised address was last looked up
         # desired state, written by the listener
@@ -96,11 +98,15 @@ class ServiceRegistration:
         self._listening = False
         self._remove_listener: Any = None
         self._stopped = False
+        self._beat_timer: asyncio.TimerHandle | None = None
+        self._beat_at = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None  # kept: asking costs a getpid
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         self._set_env()
         self._facts()
+        self._loop = asyncio.get_running_loop()
         self.ctx.bus.add_listener(self.on_event, sources=frozenset({self.name, ev.GLOBAL}))
         self._listening = True
         if self.ctx.consul is None:
@@ -111,12 +117,17 @@ class ServiceRegistration:
         self._remove_listener = self.ctx.consul.on_reconnect(self._on_reconnect)
         self._tasks.append(asyncio.create_task(self._converge_loop(), name=f"{self.key}.sync"))
         if self.heartbeat:
-            self._tasks.append(asyncio.create_task(self._beat(), name=f"{self.key}.beat"))
+            loop = self._loop
+            self._beat_at = next_tick(loop.time(), self.heartbeat)
+            self._beat_timer = loop.call_at(self._beat_at, self._beat)
 
     async def stop(self) -> None:
         if self._stopped:
             return
         self._stopped = True
+        if self._beat_timer is not None:
+            self._beat_timer.cancel()
+            self._beat_timer = None
         await cancel_all(self._tasks)
         if self._inflight is not None:  # a heartbeat in flight lands before the deregister
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
@@ -184,7 +195,8 @@ class ServiceRegistration:
         heartbeat were most of its cost."""
         consul = self.ctx.consul
         parked = self._parked
-        if (parked is None or parked.expired() or self._inflight is not None
+        loop = self._loop
+        if (parked is None or parked.expired() or loop is None or self._inflight is not None
                 or not self._owed or not self.registered or not self._present
                 or self._verify_due or self._maintenance or self.cfg.election is not None
                 or consul is None or self._sent_status is None
@@ -199,13 +211,14 @@ class ServiceRegistration:
                 return False  # the converger reports it
             self._address_at = now
         status, output = self._status, self._output
-        inflight = asyncio.get_running_loop().create_future()
+        inflight = loop.create_future()
 
         def done(resp: http.Response | None, exc: BaseException | None) -> None:
             self._beaten(inflight, status, output, resp, exc)
 
         if not consul.send_nowait("PUT", self._update_path,
-                                  {"Status": status, "Output": output}, CALL_TIMEOUT, done):
+                                  {"Status": status, "Output": output}, CALL_TIMEOUT, done,
+                                  loop=loop):
             return False  # no idle connection: the converger opens one
         self._owed = False
         self._inflight = inflight
@@ -222,7 +235,8 @@ class ServiceRegistration:
             self._last_ok = self._last_beat = time.monotonic()
             parked = self._parked
             if parked is not None and not parked.expired():  # proven now: no verification
-                parked.reschedule(asyncio.get_running_loop().time() + self.verify_period)
+                assert self._loop is not None
+                parked.reschedule(self._loop.time() + self.verify_period)
             return
         self._owed = True  # the converger sends it again and reports what went wrong
         self._wake.set()
@@ -259,14 +273,23 @@ class ServiceRegistration:
             self._owed = True
         return self._owed
 
-    async def _beat(self) -> None:
-        assert self.heartbeat
-        while True:
-            await asyncio.sleep(self.heartbeat)
-            if not self._maintenance:
-                self._present = True
-                self._want_status("passing", "ok")
-                self._poke()
+    def _beat(self) -> None:
+        """The service's own heartbeat (``heartbeat=``): a loop timer on the tick grid of
+        health checks (``aio.next_tick``: the same wake-up as the checks of a whole-second
+        interval), not a task sleeping in ``asyncio.sleep`` (a future, a timer and a task
+        step per beat, and a period that drifted by each step's time)."""
+        assert self.heartbeat and self._loop is not None
+        loop = self._loop
+        now = loop.time()
+        nxt = next_tick(self._beat_at, self.heartbeat)
+        if nxt < now:  # fell behind (suspended): no burst of beats
+            nxt = next_tick(now, self.heartbeat)
+        self._beat_at = nxt
+        self._beat_timer = loop.call_at(nxt, self._beat)
+        if not self._maintenance:
+            self._present = True
+            self._want_status("passing", "ok")
+            self._poke()
 
     def _on_reconnect(self) -> None:
         self._verify_due = True

@@ -319,7 +319,8 @@ class Transport:
                 conn.abort()
 
     def send_nowait(self, method: str, path: str, body: Any, timeout: float,
-                    done: Callable[[Response | None, BaseException | None], None]) -> bool:
+                    done: Callable[[Response | None, BaseException | None], None],
+                    loop: asyncio.AbstractEventLoop | None = None) -> bool:
         """Send on a kept idle connection and return at once (False: none is idle, nothing
         sent); ``done(response, None)`` or ``done(None, error)`` is called on the loop
         with the answer: no coroutine, task or wake-up of the caller. A kept connection
@@ -331,7 +332,8 @@ class Transport:
                 break
         else:
             return False
-        loop = asyncio.get_running_loop()
+        if loop is None:
+            loop = asyncio.get_running_loop()
         waiter: asyncio.Future[tuple[Response, bool]] = loop.create_future()
         timer = loop.call_at(loop.time() + timeout, _expire, waiter)
 

@@ -10,43 +10,20 @@ blind heartbeat: every interval counts as a pass (ContainerPilot's telemetry job
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import subprocess
 from typing import Protocol
 
-from autopilot.aio import GRID_OFFSET
+from autopilot.aio import ALIGN_SHIFT, next_tick  # noqa: F401 - ALIGN_SHIFT: re-exported
 from autopilot.config.model import JobConfig
 from autopilot.context import Context
 from autopilot.events import EXIT_FAILED, EXIT_SUCCESS, Event
+from autopilot.init import Reaper, get_reaper
 from autopilot.jobs.process import OutputPipe, Process, child_env
 from autopilot.jobs.status import JobStatus
 from autopilot.logs import get_logger
 
 log = get_logger("autopilot.health")
-
-#: how much earlier than one interval later a tick may come, as a share of the interval,
-#: to fall on the grid every checker with that interval shares (see ``next_tick``)
-ALIGN_SHIFT = 0.1
-
-
-def next_tick(after: float, interval: float) -> float:
-    """The tick after ``after`` (loop time): one ``interval`` later, or up to a tenth of an
-    interval earlier, so that it falls on the grid ``GRID_OFFSET + k·interval``.
-
-    Every checker with the same interval thus ticks at the same loop time within a few
-    ticks (at once for jobs started together) and the loop runs all their checks in one
-    wake-up; their exits are reaped in one ``SIGCHLD`` round and their heartbeats go out
-    together. Five jobs ticking apart cost five wake-ups, five reaper rounds and up to ten
-    loop iterations a second. A tick only ever comes earlier, never later: the gap between
-    two checks (and between two heartbeats of an election's leader) never grows."""
-    natural = after + interval
-    # 1e-9: a float's last bit; GRID_OFFSET: this process's own phase (see aio)
-    grid = math.floor((natural - GRID_OFFSET) / interval + 1e-9) * interval + GRID_OFFSET
-    if natural - grid <= interval * ALIGN_SHIFT:
-        return grid
-    return natural - interval * ALIGN_SHIFT
-
 
 class CheckedJob(Protocol):
     """What a health checker needs of its job. `autopilot.jobs.job.Job` provides it; the
@@ -80,6 +57,7 @@ class HealthChecker:
         self.skipped_busy = 0
         self.failures = 0  # consecutive failed checks
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._reaper: Reaper | None = None  # the loop's, kept (see Process.start)
         self._timer: asyncio.TimerHandle | None = None
         self._next = 0.0
         self._deadline: asyncio.TimerHandle | None = None
@@ -97,6 +75,7 @@ class HealthChecker:
     def start(self) -> None:
         if self._timer is None:
             loop = self._loop = asyncio.get_running_loop()
+            self._reaper = get_reaper()
             self._next = next_tick(loop.time(), self.interval)  # about an interval after start
             self._timer = loop.call_at(self._next, self._fire)
 
@@ -175,7 +154,7 @@ class HealthChecker:
                        log_fields={"check": self.source}, light=True, output=pipe)
         self.checks_run += 1
         try:
-            proc.start(self._finished, watch_output=False)
+            proc.start(self._finished, watch_output=False, reaper=self._reaper)
         except (OSError, KeyError, ValueError, subprocess.SubprocessError) as exc:
             msg = f"health check could not start: {exc}"
             log.error(msg, job=job.name)

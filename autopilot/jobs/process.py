@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from autopilot.init import exit_code, get_reaper
+from autopilot.init import Reaper, exit_code, get_reaper
 from autopilot.logs import get_logger
 
 log = get_logger("autopilot.process")
@@ -278,7 +278,7 @@ class Process:
 
     # -- spawning ---------------------------------------------------------------------------
     def start(self, on_exit: Callable[[Process], None] | None = None,
-              watch_output: bool = True) -> int:
+              watch_output: bool = True, reaper: Reaper | None = None) -> int:
         """Spawn now (on the loop thread). Raises OSError/KeyError/ValueError if it cannot.
 
         ``on_exit(self)`` is called on the loop, from the reaper, once the exit status is
@@ -286,8 +286,11 @@ class Process:
         with no task, future or timer of its own. ``watch_output=False`` leaves the pipe
         out of the event loop until ``watch_output()`` (a check that exits at once is read
         once, at its exit: two ``epoll_ctl`` calls and a loop wake-up less; the pipe holds
-        64 KB meanwhile)."""
-        reaper = get_reaper()
+        64 KB meanwhile). ``reaper``: the running loop's (``get_reaper()``), passed by a
+        caller that spawns every interval and keeps it (asking the running loop costs a
+        ``getpid`` system call on Python 3.11)."""
+        if reaper is None:
+            reaper = get_reaper()
         env = self.env
         read_fd: int | None = None
         if (self.light and not self.cwd and not self.user and not self.group

@@ -1,0 +1,122 @@
+"""What one health check's spawn and reap cost the supervisor, variant against variant.
+
+Not a test. Run: ``python3 bench/check_cycle.py [N]`` (Debian's python3 for the images'
+figures). Spawns ``/bin/true`` N times per variant, round-robin, with a sleep between
+spawns as a supervisor has (its caches go cold), and prints the median of the parent's
+own CPU time (``thread_time``) for the spawn part (everything up to the return of
+``posix_spawn``) and the exit part (``waitpid`` and reading the output), per variant:
+
+- ``pipe``: a new pipe per check (pipe2, close of the write end, O_NONBLOCK, EOF read,
+  close): what autopilot did before session 6;
+- ``kept-pipe``: one pipe kept across checks, read at the exit only if ``poll`` says so
+  (``jobs.process.OutputPipe``);
+- ``memfd``: one memfd kept across checks, its size by ``lseek`` (tried, not kept: a check
+  writing without end fills memory instead of waiting);
+- ``kept-pipe+probe``: the kept pipe plus the group probe ``kill(-pgid, 0)`` that autopilot
+  does at every check's exit;
+- ``kept-pipe+exc``: the kept pipe read until ``BlockingIOError`` instead of ``poll``
+  (the cost of an exception raised and caught with cold caches).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import statistics
+import sys
+import time
+
+GAP = 0.02  # between two spawns, as a supervisor's loop sleeps between checks
+tt = time.thread_time_ns
+ENV = dict(os.environ)
+
+
+def spawn(fd: int) -> int:
+    return os.posix_spawn("/bin/true", ["true"], ENV, setpgroup=0, file_actions=[
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, fd, 1), (os.POSIX_SPAWN_DUP2, fd, 2)])
+
+
+def pipe_cycle() -> tuple[int, int]:
+    a = tt()
+    r, w = os.pipe()
+    pid = spawn(w)
+    os.close(w)
+    os.set_blocking(r, False)
+    b = tt()
+    time.sleep(0.002)
+    c = tt()
+    os.waitpid(pid, 0)
+    while os.read(r, 65536):
+        pass
+    os.close(r)
+    return b - a, tt() - c
+
+
+KR, KW = os.pipe()
+os.set_blocking(KR, False)
+POLL = select.poll()
+POLL.register(KR, select.POLLIN)
+MFD = os.memfd_create("check", os.MFD_CLOEXEC)
+
+
+def kept(probe: bool = False, exc: bool = False) -> tuple[int, int]:
+    a = tt()
+    pid = spawn(KW)
+    b = tt()
+    time.sleep(0.002)
+    c = tt()
+    os.waitpid(pid, 0)
+    if exc:
+        try:
+            os.read(KR, 65536)
+        except BlockingIOError:
+            pass
+    elif POLL.poll(0):
+        os.read(KR, 65536)
+    if probe:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            pass
+    return b - a, tt() - c
+
+
+def memfd_cycle() -> tuple[int, int]:
+    a = tt()
+    pid = spawn(MFD)
+    b = tt()
+    time.sleep(0.002)
+    c = tt()
+    os.waitpid(pid, 0)
+    if os.lseek(MFD, 0, os.SEEK_CUR):
+        os.pread(MFD, 65536, 0)
+        os.ftruncate(MFD, 0)
+        os.lseek(MFD, 0, os.SEEK_SET)
+    return b - a, tt() - c
+
+
+VARIANTS = {"pipe": pipe_cycle, "kept-pipe": kept, "memfd": memfd_cycle,
+            "kept-pipe+probe": lambda: kept(probe=True),
+            "kept-pipe+exc": lambda: kept(exc=True)}
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+    res: dict[str, list[tuple[int, int]]] = {k: [] for k in VARIANTS}
+    names = list(VARIANTS)
+    for i in range(n):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            res[name].append(VARIANTS[name]())
+            time.sleep(GAP)
+    print(f"python {sys.version.split()[0]}, {n} spawns per variant, load "
+          f"{os.getloadavg()[0]:.1f}; parent CPU, median µs")
+    for name, v in res.items():
+        spawn_us = statistics.median(x[0] for x in v) / 1e3
+        exit_us = statistics.median(x[1] for x in v) / 1e3
+        print(f"{name:16s} spawn {spawn_us:6.1f}  exit {exit_us:6.1f}  "
+              f"total {spawn_us + exit_us:6.1f}")
+
+
+if __name__ == "__main__":
+    main()

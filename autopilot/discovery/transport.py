@@ -25,6 +25,9 @@ from autopilot import lazyssl
 from autopilot.config.model import ConsulConfig
 from autopilot.discovery.connection import split_address
 from autopilot.discovery.http import Params, Response, encode_body
+from autopilot.logs import get_logger
+
+log = get_logger("autopilot.discovery")
 
 #: kept connections; more in flight at once are closed after their answer. Five services
 #: whose checks run in step heartbeat together: 4 made two new connections every round
@@ -59,7 +62,8 @@ class _Answer:
     __slots__ = ("method", "waiter", "head_end", "code", "headers", "keep", "length",
                  "chunked", "pos", "parts", "to_eof")
 
-    def __init__(self, method: str, waiter: asyncio.Future[tuple[Response, bool]]) -> None:
+    def __init__(self, method: str,
+                 waiter: asyncio.Future[tuple[Response, bool]] | _Callback) -> None:
         self.method = method
         self.waiter = waiter
         self.head_end = -1  # where the body starts (-1: head not complete yet)
@@ -135,7 +139,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     # -- one exchange ----------------------------------------------------------------------
     def send(self, raw: bytes, method: str,
-             waiter: asyncio.Future[tuple[Response, bool]]) -> None:
+             waiter: asyncio.Future[tuple[Response, bool]] | _Callback) -> None:
         assert self.transport is not None
         self.n = 0
         self.answer = _Answer(method, waiter)
@@ -238,9 +242,41 @@ class _Connection(asyncio.BufferedProtocol):
         answer.pos = pos  # get_buffer drops what is before it
 
 
-def _expire(waiter: asyncio.Future[tuple[Response, bool]]) -> None:
+def _expire(waiter: asyncio.Future[tuple[Response, bool]] | _Callback) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
+
+
+class _Callback:
+    """What ``send_nowait`` waits with instead of a future: the connection's read callback
+    (or the timeout) calls ``then`` at once, where a future would have scheduled its done
+    callback for the next loop iteration (a handle, an ``epoll_wait`` and a loop turn
+    more for every heartbeat). The first outcome wins, as with a future."""
+
+    __slots__ = ("then", "_done")
+
+    def __init__(self, then: Callable[[tuple[Response, bool] | None, BaseException | None],
+                                      None]) -> None:
+        self.then = then
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: tuple[Response, bool]) -> None:
+        self._finish(result, None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._finish(None, exc)
+
+    def _finish(self, result: tuple[Response, bool] | None, exc: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            self.then(result, exc)
+        except Exception:  # noqa: BLE001 - the caller's bug must not break the connection
+            log.exception("send_nowait callback failed")
 
 
 class Transport:
@@ -334,24 +370,22 @@ class Transport:
             return False
         if loop is None:
             loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[tuple[Response, bool]] = loop.create_future()
-        timer = loop.call_at(loop.time() + timeout, _expire, waiter)
 
-        def finished(fut: asyncio.Future[tuple[Response, bool]]) -> None:
+        def finished(result: tuple[Response, bool] | None, exc: BaseException | None) -> None:
             timer.cancel()
-            try:
-                resp, keep = fut.result()
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            if result is None:
                 conn.abort()
                 done(None, exc)
                 return
+            resp, keep = result
             if keep and not conn.closed and len(idle) < MAX_IDLE:
                 idle.append(conn)
             else:
                 conn.abort()
             done(resp, None)
 
-        waiter.add_done_callback(finished)
+        waiter = _Callback(finished)
+        timer = loop.call_at(loop.time() + timeout, _expire, waiter)
         conn.send(self.encode(method, path, encode_body(body)), method, waiter)
         return True
 

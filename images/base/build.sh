@@ -3,7 +3,9 @@
 #   1. the base image `debian:bookworm-slim`, made from Debian's packages with mmdebstrap
 #      (skipped when the image exists: a machine that can pull needs nothing here);
 #   2. the wheels of autopilot and its dependencies (plus redis-py for the shop app) in dist/,
-#      (async-timeout: redis-py needs it on Debian's Python 3.11.2), built on the host because pip inside a build may fail TLS behind a re-signing proxy.
+#      (async-timeout: redis-py needs it on Debian's Python 3.11.2), built on the host because pip inside a build may fail TLS behind a re-signing proxy;
+#   3. with the wheels, the image `autopilot/runtime:${SHOP_TAG:-dev}` (images/base/Dockerfile):
+#      autopilot installed once in /opt/autopilot, which every image copies out of it.
 # Usage: images/base/build.sh [--no-base] [--no-wheels]      (from anywhere; needs docker)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -59,4 +61,8 @@ if [ "$do_wheels" = 1 ]; then
     fi
     rm -f "$log"
     echo "wheels: $(ls dist/*.whl | wc -l) in dist/ after $(elapsed)s"
+    # what every image copies /opt/autopilot from (their RUNTIME build argument)
+    runtime=autopilot/runtime:${SHOP_TAG:-dev}
+    docker build -q -f images/base/Dockerfile -t "$runtime" . >/dev/null
+    echo "runtime: $runtime after $(elapsed)s"
 fi

@@ -251,6 +251,7 @@ def test_weak_typing_like_mapstructure() -> None:
     ("exec: {cmd: 1}", "jobs[0].exec: expected a string, got an object"),
     ("exec: []", "jobs[0].exec: must not be empty"),
     ('exec: ["", "x"]', "jobs[0].exec: the command (first item) must not be empty"),
+    ('exec: ["x", {a: 1}]', "jobs[0].exec: item 1: expected a string, got an object"),
     ("env: [1]", "jobs[0].env: expected an object, got an array"),
     ('env: {"A=B": "x"}', 'jobs[0].env.A=B: a variable name must be non-empty'),
     ("stopSignal: NaN", 'jobs[0].stopSignal: expected a signal name like "SIGINT", got nan'),

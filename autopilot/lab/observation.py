@@ -16,13 +16,21 @@ from autopilot.lab import redis as redis_service
 from autopilot.lab.processes import LabProcesses
 from autopilot.lab.state import LabError
 
+#: seconds for one catalog read. A read that fails reads as "no leader" or "no entries": with
+#: 1 s, a catalog slow to answer on a loaded machine (one Python process serving every node's
+#: heartbeats and blocking queries) could make a chaos test see an election or an empty
+#: catalog that did not happen (e.g. S13's epoch held for 4 s, read every 0.2 s). A live
+#: catalog answers in milliseconds and a dead one refuses at once: the longer bound costs
+#: nothing else.
+CATALOG_TIMEOUT = 5.0
+
 
 class LabObservation(LabProcesses):
     def catalog_entries(self) -> dict[str, dict[str, Any]]:
         """service address:port -> {"health": worst check status, "tags": [...]}."""
         try:
             r = requests.get(f"{self.catalog_url}/v1/health/service/{self.state.service}",
-                             timeout=1)
+                             timeout=CATALOG_TIMEOUT)
             r.raise_for_status()
         except requests.RequestException:
             return {}
@@ -40,7 +48,7 @@ class LabObservation(LabProcesses):
         """The election key's value (who holds the lock), or None."""
         key = f"service/{self.state.service}/leader"
         try:
-            r = requests.get(f"{self.catalog_url}/v1/kv/{key}", timeout=1)
+            r = requests.get(f"{self.catalog_url}/v1/kv/{key}", timeout=CATALOG_TIMEOUT)
         except requests.RequestException:
             return None
         if r.status_code != 200:

@@ -32,11 +32,22 @@ def state_path(state_dir: str | None, lock_key: str, service_id: str) -> Path:
 
 
 class EpochStore:
-    """``seen`` is the highest epoch known; ``note`` raises it and persists it first."""
+    """``seen`` is the highest epoch known to be in use (a holder's, a candidate's post, or
+    this file's); ``note`` raises it and persists it first.
+
+    An acquire attempt ``claim``s its epoch instead: the file holds it before the attempt
+    (should the attempt win and this process die, the epoch must never be written twice),
+    and the next attempt goes past it (``next_epoch``), but ``seen`` stays. ``seen`` is
+    the epoch a member's candidacy rounds and posts carry, and a round counts only posts of
+    at least its own epoch: a member whose lost attempts raised it (at a simultaneous start
+    a loser tries again before its watch shows the winner) ignored its peers' posts at the
+    next failover or hand-over and waited candidacyTimeout for them (a 2 s hand-over write
+    gap, chaos S5), or ran without seeing that one of them was ahead."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.seen = 0
+        self.claimed = 0  # the highest epoch this process tried to acquire with
         self._warned = False
         try:
             data = json.loads(path.read_text())
@@ -57,6 +68,17 @@ class EpochStore:
         self._save()
         return True
 
+    def next_epoch(self, holder_epoch: int = 0) -> int:
+        """The epoch for the next acquire attempt: past every one seen or claimed."""
+        return max(self.seen, self.claimed, holder_epoch) + 1
+
+    def claim(self, epoch: int) -> None:
+        """Persist ``epoch`` before an acquire attempt uses it, without raising ``seen``."""
+        if epoch <= max(self.seen, self.claimed):
+            return
+        self.claimed = epoch
+        self._save()
+
     def _save(self) -> None:
         """Atomic: a temporary file, fsync, rename. A failure is logged once and the epoch
         lives on in memory (it is then lost with the process; see docs/stateful.md)."""
@@ -64,7 +86,7 @@ class EpochStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "w") as f:
-                f.write(json.dumps({"epoch": self.seen}))
+                f.write(json.dumps({"epoch": max(self.seen, self.claimed)}))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)

@@ -40,9 +40,10 @@ class Leading(ElectionState):
         assert sid is not None
         try:
             # followers wait for `promoted: true` before following us (see _announce); the
-            # epoch grows past every one seen, and is on disk before it can be used
-            epoch = max(self.epochs.seen, self.holder.epoch if self.holder else 0) + 1
-            self.epochs.note(epoch)
+            # epoch grows past every one seen or tried, and is on disk before it can be
+            # used; a lost attempt does not count as seen (epochs.EpochStore)
+            epoch = self.epochs.next_epoch(self.holder.epoch if self.holder else 0)
+            self.epochs.claim(epoch)
             value = {**await self._my_value(), "promoted": False, "epoch": epoch}
             got = await self._call(lambda c: lock.acquire(c, self.lock_key, sid, value,
                                                           timeout=CALL_TIMEOUT),

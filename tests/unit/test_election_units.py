@@ -205,6 +205,23 @@ def test_epoch_file_only_grows_and_survives(tmp_path: Path) -> None:
     assert EpochStore(path).seen == 0  # unreadable: starts from the catalog's
 
 
+def test_a_lost_acquire_attempt_is_persisted_but_not_seen(tmp_path: Path) -> None:
+    """An attempt's epoch is on disk before it is used and the next attempt goes past it,
+    but the epoch a member's rounds and posts carry (``seen``) stays the highest one in
+    use: a loser of a simultaneous start must not count its peers' next posts as stale."""
+    store = EpochStore(tmp_path / "e.json")
+    store.note(1)  # the leader's
+    first = store.next_epoch(0)  # tried while the watch did not show the leader yet
+    store.claim(first)
+    second = store.next_epoch(0)
+    store.claim(second)
+    assert (first, second) == (2, 3) and store.seen == 1
+    assert store.next_epoch(1) == 4  # past every epoch tried
+    assert EpochStore(tmp_path / "e.json").seen == 3  # on disk: never written twice
+    store.note(4)  # a holder at 4 (ours, once an attempt wins)
+    assert store.seen == 4 and store.next_epoch(4) == 5
+
+
 def test_no_leader_extension_never_revives_a_lapsed_lease() -> None:
     now = [100.0]
     lease = Lease(3.0, margin=0.6, clock=lambda: now[0])

@@ -53,7 +53,11 @@ class EpochStore:
             data = json.loads(path.read_text())
             epoch = data.get("epoch") if isinstance(data, dict) else None
             if isinstance(epoch, int) and epoch > 0:
-                self.seen = epoch
+                # "epoch": the highest seen or claimed; "seen" apart when a claim went past
+                # it (a file without it, older or not: everything counts as seen)
+                seen = data.get("seen", epoch)
+                self.seen = seen if isinstance(seen, int) and 0 <= seen <= epoch else epoch
+                self.claimed = epoch
         except FileNotFoundError:
             pass
         except (OSError, ValueError) as exc:
@@ -86,7 +90,9 @@ class EpochStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "w") as f:
-                f.write(json.dumps({"epoch": max(self.seen, self.claimed)}))
+                top = max(self.seen, self.claimed)
+                f.write(json.dumps({"epoch": top} if top == self.seen else
+                                   {"epoch": top, "seen": self.seen}))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)

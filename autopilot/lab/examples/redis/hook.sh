@@ -42,7 +42,9 @@ I_role=""
 # replid, offset 0: the file itself carries no offset). So a node restarted from its AOF never
 # beats a replica that kept following, while nodes that all restarted at once rank by the
 # data they restored, not by service ID. The health check keeps "replid offset" of the live
-# history in POSITION (only when it changed; a torn read counts as no record).
+# history in POSITION (only when it changed; a torn read counts as no record), replaced whole
+# (a new file renamed over it): a node SIGKILLed while rewriting it in place kept an empty
+# record and, restarted from its AOF, ranked as holding nothing.
 POSITION="$DIR/position"
 LIVE=1099511627776  # 2^40 bytes: added to a live history's offset
 
@@ -418,7 +420,7 @@ record_position() {  # health: the live history's replid and offset, when they c
     r_replid="" r_offset=""
     [ -f "$POSITION" ] && { read -r r_replid r_offset <"$POSITION" 2>/dev/null || true; }
     [ "$r_replid $r_offset" = "$I_replid $I_offset" ] && return 0
-    echo "$I_replid $I_offset" >"$POSITION"
+    echo "$I_replid $I_offset" >"$POSITION.tmp" && mv -f "$POSITION.tmp" "$POSITION"
 }
 
 identity() {

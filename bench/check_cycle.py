@@ -4,7 +4,8 @@ Not a test. Run: ``python3 bench/check_cycle.py [N]`` (Debian's python3 for the 
 figures). Spawns ``/bin/true`` N times per variant, round-robin, with a sleep between
 spawns as a supervisor has (its caches go cold), and prints the median of the parent's
 own CPU time (``thread_time``) for the spawn part (everything up to the return of
-``posix_spawn``) and the exit part (``waitpid`` and reading the output), per variant:
+``posix_spawn``) and the exit part (``waitpid`` and reading the output), per variant,
+and writes them to bench/results/check_cycle.json:
 
 - ``pipe``: a new pipe per check (pipe2, close of the write end, O_NONBLOCK, EOF read,
   close): what autopilot did before session 6;
@@ -20,14 +21,18 @@ own CPU time (``thread_time``) for the spawn part (everything up to the return o
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 GAP = 0.02  # between two spawns, as a supervisor's loop sleeps between checks
 tt = time.thread_time_ns
+RESULTS = Path(__file__).resolve().parent / "results" / "check_cycle.json"
 ENV = dict(os.environ)
 
 
@@ -60,40 +65,43 @@ POLL.register(KR, select.POLLIN)
 MFD = os.memfd_create("check", os.MFD_CLOEXEC)
 
 
-def kept(probe: bool = False, exc: bool = False) -> tuple[int, int]:
+def kept_fd_cycle(fd: int, after_exit: Callable[[int], object]) -> tuple[int, int]:
+    """One check writing to a kept descriptor: the parent's CPU (ns) for the spawn part
+    and for the exit part (``waitpid``, then ``after_exit(pid)``: reading the output)."""
     a = tt()
-    pid = spawn(KW)
+    pid = spawn(fd)
     b = tt()
     time.sleep(0.002)
     c = tt()
     os.waitpid(pid, 0)
-    if exc:
-        try:
-            os.read(KR, 65536)
-        except BlockingIOError:
-            pass
-    elif POLL.poll(0):
-        os.read(KR, 65536)
-    if probe:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            pass
+    after_exit(pid)
     return b - a, tt() - c
+
+
+def kept(probe: bool = False, exc: bool = False) -> tuple[int, int]:
+    def read_output(pid: int) -> None:
+        if exc:
+            try:
+                os.read(KR, 65536)
+            except BlockingIOError:
+                pass
+        elif POLL.poll(0):
+            os.read(KR, 65536)
+        if probe:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                pass
+    return kept_fd_cycle(KW, read_output)
 
 
 def memfd_cycle() -> tuple[int, int]:
-    a = tt()
-    pid = spawn(MFD)
-    b = tt()
-    time.sleep(0.002)
-    c = tt()
-    os.waitpid(pid, 0)
-    if os.lseek(MFD, 0, os.SEEK_CUR):
-        os.pread(MFD, 65536, 0)
-        os.ftruncate(MFD, 0)
-        os.lseek(MFD, 0, os.SEEK_SET)
-    return b - a, tt() - c
+    def read_output(_pid: int) -> None:
+        if os.lseek(MFD, 0, os.SEEK_CUR):
+            os.pread(MFD, 65536, 0)
+            os.ftruncate(MFD, 0)
+            os.lseek(MFD, 0, os.SEEK_SET)
+    return kept_fd_cycle(MFD, read_output)
 
 
 VARIANTS = {"pipe": pipe_cycle, "kept-pipe": kept, "memfd": memfd_cycle,
@@ -111,12 +119,19 @@ def main() -> None:
             time.sleep(GAP)
     print(f"python {sys.version.split()[0]}, {n} spawns per variant, load "
           f"{os.getloadavg()[0]:.1f}; parent CPU, median µs")
+    rows = {}
     for name, v in res.items():
         spawn_us = statistics.median(x[0] for x in v) / 1e3
         exit_us = statistics.median(x[1] for x in v) / 1e3
+        rows[name] = {"spawn_us": round(spawn_us, 1), "exit_us": round(exit_us, 1),
+                      "total_us": round(spawn_us + exit_us, 1)}
         print(f"{name:16s} spawn {spawn_us:6.1f}  exit {exit_us:6.1f}  "
               f"total {spawn_us + exit_us:6.1f}")
-
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({"python": sys.version.split()[0], "spawns": n,
+                                   "load": os.getloadavg()[0], "median_us": rows},
+                                  indent=1) + "\n")
+    print(f"wrote {RESULTS}")
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,8 @@
 Not a test. Run: ``python3 bench/reap_path.py [N]`` (Debian's python3 for the images'
 figures). Spawns ``/bin/true`` N times per variant on autopilot's own event loop
 (``aio.SupervisorLoop``), one every 20 ms as a supervisor's checks come, and prints the
-loop thread's CPU time per check, spawn included:
+loop thread's CPU time per check, spawn included (also written to
+bench/results/reap_path.json):
 
 - ``sigchld``: what autopilot does: ``SIGCHLD`` through the loop's self-pipe runs the
   reaper (``init.Reaper``: ``waitpid(-1, WNOHANG)`` until nothing is left);
@@ -17,17 +18,20 @@ loop thread's CPU time per check, spawn included:
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from autopilot.aio import SupervisorLoop
 from autopilot.init import get_reaper
 
 ENV = dict(os.environ)
 GAP = 0.02
+RESULTS = Path(__file__).resolve().parent / "results" / "reap_path.json"
 
 
 def spawn() -> int:
@@ -94,6 +98,13 @@ def main() -> None:
     for name, v in res.items():
         print(f"{name:8s} median {1e6 * statistics.median(v):6.1f}  rounds "
               + " ".join(f"{1e6 * x:6.1f}" for x in v))
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "python": sys.version.split()[0], "checks_per_round": n, "load": os.getloadavg()[0],
+        "us_per_check": {k: {"median": round(1e6 * statistics.median(v), 1),
+                             "rounds": [round(1e6 * x, 1) for x in v]}
+                         for k, v in res.items()}}, indent=1) + "\n")
+    print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,13 @@ GRID_OFFSET = int.from_bytes(os.urandom(2), "little") / 65536
 ALIGN_SHIFT = 0.1
 
 
+def grid_after(t: float, interval: float) -> float:
+    """The first point of this process's tick grid (``GRID_OFFSET + k·interval``) after
+    ``t`` (loop time)."""
+    # 1e-9: a float's last bit
+    return (math.floor((t - GRID_OFFSET) / interval + 1e-9) + 1) * interval + GRID_OFFSET
+
+
 def next_tick(after: float, interval: float) -> float:
     """The tick after ``after`` (loop time): one ``interval`` later, or up to a tenth of an
     interval earlier, so that it falls on the grid ``GRID_OFFSET + k·interval``. Health
@@ -52,8 +59,7 @@ def next_tick(after: float, interval: float) -> float:
     loop iterations a second. A tick only ever comes earlier, never later: the gap between
     two checks (and between two heartbeats of an election's leader) never grows."""
     natural = after + interval
-    # 1e-9: a float's last bit; GRID_OFFSET: this process's own phase (see aio)
-    grid = math.floor((natural - GRID_OFFSET) / interval + 1e-9) * interval + GRID_OFFSET
+    grid = grid_after(after, interval)  # at most one interval later: at or before natural
     if natural - grid <= interval * ALIGN_SHIFT:
         return grid
     return natural - interval * ALIGN_SHIFT

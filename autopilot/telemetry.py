@@ -256,16 +256,15 @@ class Telemetry:
         """Proves the loop is turning: /health looks at how fresh the last beat is. A
         plain loop timer (a task sleeping in ``asyncio.sleep`` cost a future, a timer and a
         task step a second), on the grid where health checks with a whole-second interval
-        tick too (``aio.GRID_OFFSET`` + k seconds, `jobs.health.next_tick`): one wake-up
+        tick too (``aio.grid_after``, as ``aio.next_tick`` for the checks): one wake-up
         for both."""
         loop = asyncio.get_running_loop()
         if self._beat_due:
             self._lag = max(0.0, loop.time() - self._beat_due)
             self._beat = time.monotonic()
-        from autopilot.aio import GRID_OFFSET
+        from autopilot.aio import grid_after
 
-        self._beat_due = due = (math.floor((loop.time() - GRID_OFFSET) / HEARTBEAT + 1e-9)
-                                + 1) * HEARTBEAT + GRID_OFFSET
+        self._beat_due = due = grid_after(loop.time(), HEARTBEAT)
         self._beat_timer = loop.call_at(due, self._heartbeat)
 
     async def start(self) -> None:

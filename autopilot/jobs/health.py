@@ -14,12 +14,12 @@ import os
 import subprocess
 from typing import Protocol
 
-from autopilot.aio import ALIGN_SHIFT, next_tick  # noqa: F401 - ALIGN_SHIFT: re-exported
+from autopilot.aio import next_tick
 from autopilot.config.model import JobConfig
 from autopilot.context import Context
 from autopilot.events import EXIT_FAILED, EXIT_SUCCESS, Event
 from autopilot.init import Reaper, get_reaper
-from autopilot.jobs.process import OutputPipe, Process, child_env
+from autopilot.jobs.process import OutputPipe, Process, child_env, spawns_light
 from autopilot.jobs.status import JobStatus
 from autopilot.logs import get_logger
 
@@ -69,8 +69,8 @@ class HealthChecker:
         #: ``process.OutputPipe``); only for checks spawned light with their output logged
         self._pipe: OutputPipe | None = None
         jcfg = job.cfg
-        self._keeps_pipe = not (self.cfg.logging_raw or jcfg.workdir or jcfg.user
-                                or jcfg.group)
+        self._keeps_pipe = not self.cfg.logging_raw and spawns_light(
+            jcfg.workdir, jcfg.user, jcfg.group)
 
     def start(self) -> None:
         if self._timer is None:

@@ -195,6 +195,13 @@ def posix_spawn(argv: list[str], env: Mapping[str, str], stdout_fd: int | None) 
                               setpgroup=0, setsigdef=_RESTORE)
 
 
+def spawns_light(cwd: str | None, user: str | None, group: str | None,
+                 pass_fds: tuple[int, ...] = ()) -> bool:
+    """Whether a ``light`` process is started by ``posix_spawn``: nothing it needs takes
+    Popen's child code (a working directory, an identity, inherited descriptors)."""
+    return not (cwd or user or group or pass_fds)
+
+
 class OutputPipe:
     """A pipe kept across the runs of one light process (a health check's, every interval):
     the child gets its write end as stdout and stderr, the owner keeps both ends open.
@@ -293,8 +300,8 @@ class Process:
             reaper = get_reaper()
         env = self.env
         read_fd: int | None = None
-        if (self.light and not self.cwd and not self.user and not self.group
-                and not self.pass_fds and self.argv):
+        if self.light and self.argv and spawns_light(self.cwd, self.user, self.group,
+                                                     self.pass_fds):
             shared = self._shared
             if self.raw:
                 self._shared = None

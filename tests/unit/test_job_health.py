@@ -326,8 +326,7 @@ def test_next_tick_comes_at_most_a_tenth_early_and_falls_on_the_shared_grid() ->
     """Checkers with one interval converge on the same loop time (one wake-up for all)
     without a gap between two checks ever growing past the interval; the grid starts at
     this process's own offset (supervisors on one host do not all tick at once)."""
-    from autopilot.aio import GRID_OFFSET
-    from autopilot.jobs.health import ALIGN_SHIFT, next_tick
+    from autopilot.aio import ALIGN_SHIFT, GRID_OFFSET, next_tick
 
     assert 0 <= GRID_OFFSET < 1
     for interval in (1.0, 0.3, 5.0, 10.0):

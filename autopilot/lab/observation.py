@@ -74,7 +74,9 @@ class LabObservation(LabProcesses):
         for node in self.state.nodes.values():
             sup = self.supervisor(node)
             if sup is None:
-                proc = "dead"
+                # the launcher (ip netns exec, unshare, sh) runs but has not exec'd the
+                # supervisor yet: a node just (re)started is not a dead one
+                proc = "starting" if self.tree(node) else "dead"
             else:
                 try:
                     proc = "paused" if sup.status() == psutil.STATUS_STOPPED else "running"
@@ -114,6 +116,10 @@ class LabObservation(LabProcesses):
 
 
 def converged(rows: list[dict[str, Any]]) -> bool:
+    """One tagged, passing primary and every running node a tagged replica following it.
+    Dead and paused nodes are left aside; a starting one is not, it has yet to follow."""
+    if any(r["supervisor"] == "starting" for r in rows):
+        return False
     live = [r for r in rows if r["supervisor"] == "running"]
     prim = [r for r in live if r["role"] == "primary"]
     if len(prim) != 1 or prim[0]["tag"] != "primary" or prim[0]["catalog"] != "passing":

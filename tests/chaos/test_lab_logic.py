@@ -31,6 +31,8 @@ def test_converged_needs_one_tagged_primary_and_replicas_following_it() -> None:
           row("node-3", "replica", "replica", "of 10.0.0.1:6379 link up")]
     assert converged(ok)
     assert converged(ok[:2] + [row("node-3", "down", "-", sup="dead")])  # dead nodes aside
+    # a node just restarted, its launcher not yet the supervisor, has yet to follow
+    assert not converged(ok[:2] + [row("node-3", "down", "-", sup="starting")])
     two = ok[:2] + [row("node-3", "primary", "primary")]
     assert not converged(two)
     stale_tag = [row("node-1", "primary", "replica")] + ok[1:]

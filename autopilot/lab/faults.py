@@ -7,6 +7,7 @@ so what the cluster sees is what it would see in production.
 from __future__ import annotations
 
 import signal
+import time
 
 import psutil
 
@@ -53,12 +54,37 @@ class LabFaults(LabProcesses):
         if self.supervisor(node) is not None:
             raise LabError(f"{node.name} still running {timeout}s after SIGTERM")
 
-    def pause(self, name: str | int) -> None:
-        """SIGSTOP the whole node, supervisor first so it cannot react to the rest."""
+    def pause(self, name: str | int, timeout: float = 5.0) -> None:
+        """SIGSTOP the whole node, supervisor first so it cannot react to the rest, and
+        return once every process of the node is stopped.
+
+        A signal is only sent when this returns, not acted on, and the node's processes are
+        read at one moment: a health check or hook the supervisor forked between that read
+        and its own stop ran on, unstopped, while `lab status` already said "paused". So
+        the supervisor is stopped first and seen stopped, then the node's tree is read
+        again, and stopped, until every process in it is."""
         node = self.node(name)
         if not self.tree(node):
             raise LabError(f"{node.name} is not running")
-        signal_all(self._supervisor_first(node), signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        sup = self.supervisor(node)
+        if sup is not None:
+            signal_all([sup], signal.SIGSTOP)
+            self._wait_stopped(node, [sup], deadline)
+        while True:
+            running = [p for p in self.tree(node) if not stopped(p)]
+            if not running:
+                return
+            signal_all(running, signal.SIGSTOP)
+            self._wait_stopped(node, running, deadline)
+
+    @staticmethod
+    def _wait_stopped(node: Node, procs: list[psutil.Process], deadline: float) -> None:
+        while not all(stopped(p) for p in procs):
+            if time.monotonic() > deadline:
+                left = [p.pid for p in procs if not stopped(p)]
+                raise LabError(f"{node.name}: processes {left} not stopped by SIGSTOP")
+            time.sleep(0.005)
 
     def resume(self, name: str | int) -> None:
         """SIGCONT the node, supervisor first: it must see its lease expired before redis runs."""
@@ -80,3 +106,11 @@ class LabFaults(LabProcesses):
         if self.state.mode != "netns":
             raise LabError("heal needs network namespaces (run the lab as root)")
         self.net.heal(node.n)
+
+
+def stopped(p: psutil.Process) -> bool:
+    """Stopped by a signal, or gone (a process that exited has nothing left to stop)."""
+    try:
+        return p.status() in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return True

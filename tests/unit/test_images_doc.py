@@ -51,8 +51,9 @@ def read_vars() -> dict[str, set[str]]:
         # continuation lines too (a greedy ".*" first would stop at the first backslash)
         for line in re.findall(r"^ENV ((?:.*\\\n)*.*)", path.read_text(), re.M):
             add(re.findall(r"([A-Z][A-Z0-9_]*)=", line), path)
-    for path in [REDIS / "hook.sh", POSTGRES / "hook.sh", ROOT / "images" / "base" / "http-ok",
-                 ROOT / "images" / "nginx" / "reload-nginx"]:
+    # (the PostgreSQL hook reads its settings in its parts, lib/*.sh)
+    for path in [REDIS / "hook.sh", POSTGRES / "hook.sh", *sorted(POSTGRES.glob("lib/*.sh")),
+                 ROOT / "images" / "base" / "http-ok", ROOT / "images" / "nginx" / "reload-nginx"]:
         if path.exists():
             # ${NAME:-default}: read from the environment (script-local names have no default)
             add(re.findall(r"\$\{([A-Z][A-Z0-9_]*):?-", path.read_text()), path)

@@ -5,6 +5,7 @@ service. The behaviour itself is tested against real servers in tests/chaos/test
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -48,10 +49,37 @@ def test_sync_mode_adds_the_sync_upkeep_and_tags_follow_env() -> None:
     assert jobs["postgres"].election.maximum_lag_on_failover == 0
 
 
-@pytest.mark.parametrize("script", ["hook.sh"])
+# the entry script and every part it sources (lib/*.sh)
+PARTS = ["common", "state", "catalog", "sync", "position", "run", "health", "demote", "follow",
+         "promote", "slots"]
+
+
+@pytest.mark.parametrize("script", ["hook.sh", *(f"lib/{p}.sh" for p in PARTS)])
 def test_shell_hooks_parse(script: str) -> None:
     proc = subprocess.run(["sh", "-n", str(EXAMPLE / script)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_hook_sources_each_part_once_and_no_other() -> None:
+    # a part added to lib/ but not sourced (or sourced twice) is a mistake either way
+    sourced = re.findall(r'^\. "\$LIB/(\w+)\.sh"$', (EXAMPLE / "hook.sh").read_text(), re.M)
+    assert sourced == PARTS
+    assert sorted(p.stem for p in (EXAMPLE / "lib").glob("*.sh")) == sorted(PARTS)
+
+
+def test_hook_finds_its_parts_from_anywhere(tmp_path: Path) -> None:
+    # run from another directory, by a relative path, and through a symbolic link: the parts
+    # are found beside the script (an unknown verb: usage, exit 2, after every part loaded)
+    env = {"PATH": "/usr/bin:/bin", "PG_DIR": "/nonexistent"}
+    link = tmp_path / "pg-hook"
+    link.symlink_to(EXAMPLE / "hook.sh")
+    for cmd, cwd in ((["sh", str(EXAMPLE / "hook.sh"), "nonsense"], tmp_path),
+                     (["sh", "hook.sh", "nonsense"], EXAMPLE),
+                     (["sh", "./hook.sh", "nonsense"], EXAMPLE),
+                     (["sh", str(link), "nonsense"], tmp_path)):
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=10)
+        assert proc.returncode == 2 and "usage" in proc.stderr, (cmd, proc.stderr)
+        assert "cannot open" not in proc.stderr and "not found" not in proc.stderr, proc.stderr
 
 
 def test_hook_refuses_an_unknown_verb() -> None:

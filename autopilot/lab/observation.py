@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import time
 from typing import Any
 
 import psutil
 import requests
 
+from autopilot.lab import netns
 from autopilot.lab import redis as redis_service
 from autopilot.lab.processes import LabProcesses
 from autopilot.lab.state import LabError
@@ -97,6 +99,33 @@ class LabObservation(LabProcesses):
                 **{k: red[k] for k in ("timeline", "sync") if k in red},
             })
         return rows
+
+    def network_report(self) -> str:
+        """What each node's namespace looks like now, and whether it reaches the catalog:
+        kept beside a failed chaos test's logs, since the namespaces go with `down` (a node
+        once stayed cut off from the catalog, unregistered, while clients reached it)."""
+        if self.state.mode != "netns" or self.state.net is None:
+            return "loopback lab: no namespaces\n"
+        host, _, port = self.catalog_address.rpartition(":")
+        probe = ("import socket,time; t=time.monotonic()\n"
+                 "try:\n"
+                 f" socket.create_connection(({host!r}, {port}), timeout=3).close()\n"
+                 " print(f'catalog reachable in {time.monotonic()-t:.3f}s')\n"
+                 "except OSError as e:\n"
+                 " print(f'catalog NOT reachable after {time.monotonic()-t:.3f}s: {e!r}')")
+        out = [f"lab network {self.state.net}, catalog {self.catalog_address}",
+               netns.sh("ip", "-br", "link", "show", "master", self.net.bridge,
+                        check=False).stdout]
+        for node in self.state.nodes.values():
+            out.append(f"== {node.name} ({node.ns})")
+            for cmd in (["iptables", "-S"], ["ip", "-br", "addr"], ["ip", "neigh"],
+                        ["ss", "-tn"], [sys.executable, "-c", probe]):
+                try:
+                    proc = self.net.in_ns(node.n, *cmd, check=False)
+                    out.append(f"$ {' '.join(cmd[:2])}\n{proc.stdout}{proc.stderr}")
+                except Exception as exc:  # noqa: BLE001 - a report, best effort
+                    out.append(f"$ {' '.join(cmd[:2])}: {exc!r}")
+        return "\n".join(out) + "\n"
 
     def primaries(self) -> list[str]:
         """Names of the nodes whose Redis currently accepts writes (I1: at most one)."""

@@ -63,9 +63,15 @@ def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
         return lab
 
     yield make
+    failed = request.node.stash.get(FAILED, False)
     for lab in labs:
+        if failed and lab.dir.exists():
+            try:  # the namespaces go with `down`: what they looked like, beside the logs
+                (lab.dir / "network.txt").write_text(lab.network_report())
+            except Exception as exc:  # noqa: BLE001 - never hide the test's own failure
+                (lab.dir / "network.txt").write_text(f"no report: {exc!r}\n")
         lab.down()
-    if request.node.stash.get(FAILED, False):
+    if failed:
         # the failure next to the logs: a flaky run's output is often gone (piped, a loop
         # that kept only its exit status) while the kept lab stays (one under load in
         # session 5 kept its logs but not which assertion failed)

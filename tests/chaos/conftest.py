@@ -12,6 +12,7 @@ import pytest
 
 from autopilot.lab import netns
 from autopilot.lab.cluster import Lab
+from tests.chaos.harness import stop_scenarios
 
 
 def _skip_reason() -> str | None:
@@ -63,6 +64,7 @@ def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
         return lab
 
     yield make
+    stop_scenarios()  # a test that failed midway left its client writing
     failed = request.node.stash.get(FAILED, False)
     for lab in labs:
         if failed and lab.dir.exists():

@@ -8,10 +8,24 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from typing import Any
 
 from autopilot.lab.cluster import Lab, converged, format_table
 from autopilot.lab.workload import Member, Timeline, Workload, check_invariants
+
+#: scenarios whose client and watcher may still run (see stop_scenarios)
+_LIVE: weakref.WeakSet[Scenario] = weakref.WeakSet()
+
+
+def stop_scenarios() -> None:
+    """Stop the client and watcher threads of every scenario still running. A test that
+    fails before `finish` leaves them running (for up to the workload's 90-150 s, the
+    watcher for good), and the next test's lab usually gets the same lab network: its
+    nodes would take the dead test's writes and probes (PostgreSQL: rows whose sequence
+    numbers the next workload then finds taken). The chaos fixture calls this at teardown."""
+    for sc in list(_LIVE):
+        sc.stop()
 
 
 class Scenario:
@@ -27,6 +41,7 @@ class Scenario:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.last_rows: list[dict[str, Any]] = []
+        _LIVE.add(self)
 
     # ------------------------------------------------------------ running
     @property
@@ -39,6 +54,15 @@ class Scenario:
         self.workload = Workload(self.members, self.timeline, wait_ms=self.wait_ms,
                                  max_seconds=90, probe_wait_ms=self.probe_wait_ms).start()
         return self
+
+    def stop(self) -> None:
+        """Stop the client and the watcher (`finish` does, after its checks)."""
+        self._stop.set()
+        if self.workload is not None:
+            self.workload.stop()
+        if self._watcher is not None:
+            self._watcher.join(5)
+        _LIVE.discard(self)
 
     def _watch(self) -> None:
         """Role, tag and catalog health per node, on the timeline whenever they change."""
@@ -96,10 +120,7 @@ class Scenario:
             violations.append(f"I3/I4: no convergence: {exc}")
         # a few writes on the final primary, so every replica must catch up to them
         self.workload.wait_acks(10, 5, after=time.monotonic())
-        self.workload.stop()
-        self._stop.set()
-        if self._watcher:
-            self._watcher.join(5)
+        self.stop()
         figures: dict[str, Any] = {}
         if converged(rows):
             prim = next(r["node"] for r in rows if r["role"] == "primary")

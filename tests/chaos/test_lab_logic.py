@@ -57,3 +57,27 @@ def test_lab_up_names_the_packages_it_misses(tmp_path) -> None:
     assert proc.returncode != 0
     assert "apt-get install -y" in proc.stderr and "redis-server" in proc.stderr
     assert not (tmp_path / "lab" / "state.json").exists()
+
+
+def test_a_scenario_left_running_by_a_failed_test_is_stopped_at_teardown(tmp_path) -> None:
+    """A test that fails before `finish` leaves its client and watcher threads running; the
+    chaos fixture's `stop_scenarios` ends them, so they cannot write into the next test's
+    lab (which usually gets the same lab network and addresses)."""
+    import threading
+
+    from autopilot.lab.cluster import Lab, Node
+    from tests.chaos.harness import Scenario, stop_scenarios
+    from tests.helpers import free_port, wait_for
+
+    lab = Lab(tmp_path / "lab")  # no processes: every status is empty, every write refused
+    lab.state.nodes["1"] = Node(n=1, ip="127.0.0.1", port=free_port(), dir=str(tmp_path))
+    before = set(threading.enumerate())
+    sc = Scenario(lab).start()
+    started = [t for t in threading.enumerate() if t not in before]
+    assert len(started) == 3, started  # the watcher, the writer, the prober
+    workload = sc.workload
+    assert workload is not None
+    wait_for(lambda: workload.results.failures > 0, 5, message="the client writing")
+    del sc  # what a failed test leaves: nothing refers to it but its threads
+    stop_scenarios()
+    assert not [t for t in started if t.is_alive()]

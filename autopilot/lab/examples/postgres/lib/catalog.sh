@@ -6,12 +6,6 @@
 
 catalog() { timeout 5 "$PY" "$HOME_DIR/catalog.py" "$@"; }
 
-others() {  # names of the other members in the catalog (from VIEW when set)
-    members_view | while read -r n _; do
-        [ "$n" != "$NAME" ] && echo "$n"
-    done
-}
-
 VIEW=""  # promote: the sync record ("-": none) on one line, then the members, read once
 load_view() { VIEW=$(catalog view "$SERVICE" "$JOB" "$SYNC_KEY" 2>/dev/null); }
 members_view() {  # (builtins once the view was read: the promote calls it on its path)

@@ -113,7 +113,6 @@ promote() {
     trace "promote: view read"
     why=$(eligible) || { log "not promoting: $why"; exit 1; }
     if [ "$SYNC" = 1 ]; then
-        others=$(while read -r n _; do [ "$n" != "$NAME" ] && echo "$n"; done <"$DIR/promote.$$.members")
         # the last primary (it may have written WAL no standby received: forked off our
         # history until its rewind) is left to its own rejoin, not re-pointed at us
         old_primary=$(sync_leader "$(sync_record)")
@@ -155,9 +154,9 @@ promote() {
         echo "$*" >"$DIR/sync-names"
     else
         wait  # the members list
-        others=$(while read -r n _; do [ "$n" != "$NAME" ] && echo "$n"; done <"$DIR/promote.$$.members")
         names=""
     fi
+    others=$(while read -r n _; do [ "$n" != "$NAME" ] && echo "$n"; done <"$DIR/promote.$$.members")
     cp "$DIR/promote.$$.members" "$DIR/members-cache" 2>/dev/null
     trace "promote: peers checked, sync set published"
     # A slot for every other member before it is pointed at us (they may stream from us

@@ -65,6 +65,8 @@ case "$0" in */*) LIB=${0%/*}/lib ;; *) LIB=lib ;; esac
 # shellcheck source=lib/slots.sh
 . "$LIB/slots.sh"
 
+# The verb. The *-locked verbs, converge* and repair-detached are this script run again by
+# itself (locked, repair, in_background), under the hook lock or apart from a check.
 case "${1:-}" in
 run) run ;;
 health) health ;;

@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# Sourced by hook.sh (the PostgreSQL example's hooks, docs/postgres.md); defines, runs nothing.
+# Sourced by hook.sh, the PostgreSQL example's hooks: functions and settings only.
 # The catalog from the shell: catalog.py (a python3 start), or curl where there is one;
 # the view a promote reads (its role and WAL position, the members and, in sync mode, the
 # sync record) in one psql that runs curl itself; the sync record in the KV.

@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# Sourced by hook.sh (the PostgreSQL example's hooks, docs/postgres.md); defines, runs nothing.
+# Sourced by hook.sh, the PostgreSQL example's hooks: functions and settings only.
 # Settings read from the environment, and the helpers every verb uses: PostgreSQL's programs
 # run as their user, the hook log, one query on this node or another, and how a node
 # reaches a primary (conninfo).

@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# Sourced by hook.sh (the PostgreSQL example's hooks, docs/postgres.md); defines, runs nothing.
+# Sourced by hook.sh, the PostgreSQL example's hooks: functions and settings only.
 # Fence and demote (`demote`, `successor`): refuse every commit at once, stop the server
 # and start it again as a standby; on a SIGTERM hand-over, name the successor and hand it
 # what it needs to promote at once.

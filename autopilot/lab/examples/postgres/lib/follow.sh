@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# Sourced by hook.sh (the PostgreSQL example's hooks, docs/postgres.md); defines, runs nothing.
+# Sourced by hook.sh, the PostgreSQL example's hooks: functions and settings only.
 # Follow, rewind, detach (`follow`, `detach`, `converge`): stream from the elected leader,
 # pg_rewind first (or a fresh clone) when this node's history forked off the leader's.
 

@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# Sourced by hook.sh (the PostgreSQL example's hooks, docs/postgres.md); defines, runs nothing.
+# Sourced by hook.sh, the PostgreSQL example's hooks: functions and settings only.
 # The health check (`health`), and its repair, handed to a process of its own.
 
 # The check runs every 200 ms in the lab's fast profile and must finish well inside the

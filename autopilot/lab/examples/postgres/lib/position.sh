@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# Sourced by hook.sh (the PostgreSQL example's hooks, docs/postgres.md); defines, runs nothing.
+# Sourced by hook.sh, the PostgreSQL example's hooks: functions and settings only.
 # What the election asks a candidate: `identity` (the data's incarnation), `position` (how
 # far its WAL goes) and whether it may be promoted at all (nofailover, the sync set).
 

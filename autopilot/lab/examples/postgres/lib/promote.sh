@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# Sourced by hook.sh (the PostgreSQL example's hooks, docs/postgres.md); defines, runs nothing.
+# Sourced by hook.sh, the PostgreSQL example's hooks: functions and settings only.
 # Promote (`promote`): initdb for a new cluster, or end recovery once this node is proven
 # the one to promote; a hand-over's named successor takes a faster path. The other
 # replicas are pointed at the new primary in parallel.

@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# Sourced by hook.sh (the PostgreSQL example's hooks, docs/postgres.md); defines, runs nothing.
+# Sourced by hook.sh, the PostgreSQL example's hooks: functions and settings only.
 # The postgres job (`run`): it bootstraps (waits for a primary to clone from) and starts
 # the postmaster, always as a standby, and keeps it running; the stop/restart protocol the
 # other hooks use with its loop ($DIR/hold, $DIR/restart).

@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# Sourced by hook.sh (the PostgreSQL example's hooks, docs/postgres.md); defines, runs nothing.
+# Sourced by hook.sh, the PostgreSQL example's hooks: functions and settings only.
 # The state of the transitions: the role and epoch a hook applied last, the hook lock that
 # every state-changing hook holds, and the markers of a promote or demote hook at work
 # (the health check reads them).

@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# Sourced by hook.sh (the PostgreSQL example's hooks, docs/postgres.md); defines, runs nothing.
+# Sourced by hook.sh, the PostgreSQL example's hooks: functions and settings only.
 # The synchronous set (sync mode, PG_SYNC=1): synchronous_standby_names, the sync record
 # published in the KV (who may be promoted), and the primary's periodic upkeep of both
 # (`sync`).

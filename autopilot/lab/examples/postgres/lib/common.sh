@@ -24,8 +24,18 @@ FENCED_NAME=autopilot_fenced
 # history: a standby nobody has, so that commits wait (strict) until the sync job proves one
 UNPROVEN_NAME=autopilot_unproven
 export PGUSER=${PGUSER:-postgres} PGDATABASE=${PGDATABASE:-postgres} PGCONNECT_TIMEOUT=2
-# this node's name: its application_name and replication slot (hostname, "-" -> "_")
-NAME=$(echo "${PG_NAME:-$(hostname)}" | tr -- '-.' '__')
+# this node's name: its application_name and replication slot (the hostname, "-" and "."
+# -> "_"), by the shell itself: every hook starts with it, and a tr process (and hostname's)
+# was about a quarter of a hook's start
+NAME=${PG_NAME:-}
+if [ -z "$NAME" ]; then read -r NAME 2>/dev/null </proc/sys/kernel/hostname; fi
+if [ -z "$NAME" ]; then NAME=$(hostname); fi
+while :; do
+    case "$NAME" in
+    *[-.]*) NAME_HEAD=${NAME%%[-.]*}; NAME="${NAME_HEAD}_${NAME#"$NAME_HEAD"?}" ;;
+    *) break ;;
+    esac
+done
 MY_IP=${AUTOPILOT_POSTGRES_IP:-${PG_ADVERTISE_IP:-}}
 
 RUN_AS=${PG_RUN_AS:-postgres}

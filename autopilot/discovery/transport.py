@@ -6,6 +6,12 @@ handshake each time; every request in flight has a connection of its own, so a w
 in a long poll never holds up a heartbeat. A request that finds its kept connection closed
 by the agent before any answer is sent again once on a fresh connection.
 
+Heartbeats (``send_nowait``) asked for in one loop iteration -- the services whose checks
+exited together -- are pipelined on one kept connection: written in one ``send``, their
+answers read in order as they come (HTTP/1.1 pipelining; Consul's agent and the embedded
+catalog answer pipelined requests in order). One system call and one read callback for five
+heartbeats instead of five of each.
+
 TLS follows the same settings as the py-consul client (`connection.requests_tls`): the CA
 file or directory, verification on unless turned off, a client certificate (one PEM or a
 certificate and a key), and the server name the certificate is checked against. ``ssl`` is
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.parse
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +70,7 @@ class _Answer:
                  "chunked", "pos", "parts", "to_eof")
 
     def __init__(self, method: str,
-                 waiter: asyncio.Future[tuple[Response, bool]] | _Callback) -> None:
+                 waiter: asyncio.Future[tuple[Response, bool]] | _Piped) -> None:
         self.method = method
         self.waiter = waiter
         self.head_end = -1  # where the body starts (-1: head not complete yet)
@@ -89,6 +96,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.buf = bytearray(INITIAL_BUFFER)
         self.n = 0  # bytes of the current answer in ``buf``
         self.answer: _Answer | None = None
+        self.queue: deque[_Answer] = deque()  # pipelined answers after ``answer``, in order
         self.closed = False
 
     # -- asyncio's callbacks ---------------------------------------------------------------
@@ -125,7 +133,7 @@ class _Connection(asyncio.BufferedProtocol):
         answer = self.answer
         if answer is not None and answer.to_eof and answer.head_end >= 0:
             body = bytes(self.buf[answer.head_end:self.n])
-            self._done(answer, body, keep=False)
+            self._done(answer, body, False, self.n)
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -139,11 +147,19 @@ class _Connection(asyncio.BufferedProtocol):
 
     # -- one exchange ----------------------------------------------------------------------
     def send(self, raw: bytes, method: str,
-             waiter: asyncio.Future[tuple[Response, bool]] | _Callback) -> None:
+             waiter: asyncio.Future[tuple[Response, bool]] | _Piped) -> None:
         assert self.transport is not None
         self.n = 0
         self.answer = _Answer(method, waiter)
         self.transport.write(raw)
+
+    def send_pipelined(self, requests: list[tuple[bytes, str, _Piped]]) -> None:
+        """Several requests in one write; their answers come back in the same order."""
+        assert self.transport is not None
+        self.n = 0
+        self.answer = _Answer(requests[0][1], requests[0][2])
+        self.queue.extend(_Answer(method, waiter) for _, method, waiter in requests[1:])
+        self.transport.write(b"".join(raw for raw, _, _ in requests))
 
     def abort(self) -> None:
         self.closed = True
@@ -151,21 +167,45 @@ class _Connection(asyncio.BufferedProtocol):
             self.transport.close()
 
     def _fail(self, exc: BaseException) -> None:
+        """Fail the answer being read and every pipelined one after it; drop the link."""
         answer, self.answer = self.answer, None
+        queued, self.queue = self.queue, deque()
         self.abort()
         if answer is not None and not answer.waiter.done():
             answer.waiter.set_exception(exc)
+        for later in queued:
+            if not later.waiter.done():
+                later.waiter.set_exception(exc)
 
-    def _done(self, answer: _Answer, body: bytes, keep: bool) -> None:
-        self.answer = None
-        self.n = 0
-        if len(self.buf) > SHRINK_ABOVE:
-            self.buf = bytearray(INITIAL_BUFFER)  # do not hold a large answer's buffer
+    def _done(self, answer: _Answer, body: bytes, keep: bool, end: int) -> None:
+        """``answer`` is complete; its bytes end at ``end`` in the buffer. What follows
+        belongs to the next pipelined answer, if one is queued; otherwise bytes the agent
+        sent unasked make the link unusable (not kept)."""
+        rest = self.n - end
+        following = self.queue.popleft() if self.queue else None
+        if following is not None and keep:
+            if rest:
+                self.buf[:rest] = self.buf[end:self.n]  # same length: no resize
+            self.n = rest
+            self.answer = following
+        else:
+            keep = keep and not rest
+            self.answer = None
+            self.n = 0
+            if len(self.buf) > SHRINK_ABOVE:
+                self.buf = bytearray(INITIAL_BUFFER)  # do not hold a large answer's buffer
         index = int(answer.headers.get("X-Consul-Index", "0") or 0)
         if not answer.waiter.done():
             answer.waiter.set_result((Response(answer.code, index,
                                                body.decode("utf-8", "replace"),
                                                answer.headers), keep))
+        if following is None:
+            return
+        if not keep:  # the agent closes after this answer: the later ones never come
+            self.queue.appendleft(following)
+            self._fail(_Stale())
+        elif self.answer is following and self.n and not self.closed:
+            self._parse(following)  # it may already be here, in the same read
 
     def _parse(self, answer: _Answer) -> None:
         buf, n = self.buf, self.n
@@ -178,14 +218,13 @@ class _Connection(asyncio.BufferedProtocol):
             answer.head_end = end + 4
             self._head(answer, bytes(buf[:end]))
             if answer.length == 0 and not answer.chunked and not answer.to_eof:
-                self._done(answer, b"", answer.keep)
+                self._done(answer, b"", answer.keep, answer.head_end)
                 return
         start = answer.head_end
         if answer.length >= 0:
             if n - start >= answer.length:
                 body = bytes(buf[start:start + answer.length])
-                extra = n - start - answer.length
-                self._done(answer, body, answer.keep and not extra)
+                self._done(answer, body, answer.keep, start + answer.length)
         elif answer.chunked:
             self._chunks(answer)
 
@@ -231,8 +270,7 @@ class _Connection(asyncio.BufferedProtocol):
                         answer.pos = pos
                         return
                     if bytes(buf[line:nxt]).strip() == b"":
-                        self._done(answer, b"".join(answer.parts),
-                                   answer.keep and nxt + 1 == n)
+                        self._done(answer, b"".join(answer.parts), answer.keep, nxt + 1)
                         return
                     line = nxt + 1
             if n < eol + 1 + size + 2:
@@ -242,21 +280,24 @@ class _Connection(asyncio.BufferedProtocol):
         answer.pos = pos  # get_buffer drops what is before it
 
 
-def _expire(waiter: asyncio.Future[tuple[Response, bool]] | _Callback) -> None:
+def _expire(waiter: asyncio.Future[tuple[Response, bool]]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
 
 
-class _Callback:
-    """What ``send_nowait`` waits with instead of a future: the connection's read callback
-    (or the timeout) calls ``then`` at once, where a future would have scheduled its done
-    callback for the next loop iteration (a handle, an ``epoll_wait`` and a loop turn
-    more for every heartbeat). The first outcome wins, as with a future."""
+Done = Callable[[Response | None, BaseException | None], None]
 
-    __slots__ = ("then", "_done")
 
-    def __init__(self, then: Callable[[tuple[Response, bool] | None, BaseException | None],
-                                      None]) -> None:
+class _Piped:
+    """The waiter of one pipelined request: the connection's read callback (or a failure
+    of the whole batch) calls the caller's ``done`` at once, where a future would have
+    scheduled its done callback for the next loop iteration. The first outcome wins, as
+    with a future."""
+
+    __slots__ = ("batch", "then", "_done")
+
+    def __init__(self, batch: _Batch, then: Done) -> None:
+        self.batch = batch
         self.then = then
         self._done = False
 
@@ -264,17 +305,70 @@ class _Callback:
         return self._done
 
     def set_result(self, result: tuple[Response, bool]) -> None:
-        self._finish(result, None)
+        if not self._done:
+            self._done = True
+            self.batch.answered(self, result[0], result[1], None)
 
     def set_exception(self, exc: BaseException) -> None:
-        self._finish(None, exc)
+        if not self._done:
+            self._done = True
+            self.batch.answered(self, None, False, exc)
 
-    def _finish(self, result: tuple[Response, bool] | None, exc: BaseException | None) -> None:
-        if self._done:
+
+class _Batch:
+    """The ``send_nowait`` requests of one loop iteration: written together, pipelined on
+    one kept connection, at the end of the iteration (``call_soon``); one timer for all.
+    The connection goes back to the idle list after the last answer if every answer kept
+    it; any failure fails the requests not answered yet and drops it."""
+
+    __slots__ = ("transport", "conn", "loop", "timeout", "requests", "left", "keep", "timer")
+
+    def __init__(self, transport: Transport, conn: _Connection,
+                 loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.transport = transport
+        self.conn = conn
+        self.loop = loop
+        self.timeout = timeout
+        self.requests: list[tuple[bytes, str, _Piped]] = []
+        self.left = 0
+        self.keep = True
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, raw: bytes, method: str, done: Done) -> None:
+        self.requests.append((raw, method, _Piped(self, done)))
+        self.left += 1
+
+    def flush(self) -> None:
+        transport = self.transport
+        if transport._batch is self:
+            transport._batch = None
+        if self.conn.closed:  # the agent closed it meanwhile: the callers send again
+            for _, _, waiter in self.requests:
+                waiter.set_exception(_Stale())
             return
-        self._done = True
+        self.timer = self.loop.call_at(self.loop.time() + self.timeout, self._expire)
+        self.conn.send_pipelined(self.requests)
+
+    def _expire(self) -> None:
+        self.timer = None
+        self.conn._fail(TimeoutError())
+
+    def answered(self, waiter: _Piped, resp: Response | None, keep: bool,
+                 exc: BaseException | None) -> None:
+        self.left -= 1
+        if not keep:
+            self.keep = False
+        if self.left == 0:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            conn, idle = self.conn, self.transport._idle
+            if self.keep and not conn.closed and len(idle) < MAX_IDLE:
+                idle.append(conn)
+            else:
+                conn.abort()
         try:
-            self.then(result, exc)
+            waiter.then(resp, exc)
         except Exception:  # noqa: BLE001 - the caller's bug must not break the connection
             log.exception("send_nowait callback failed")
 
@@ -296,6 +390,7 @@ class Transport:
             f"Host: {self.host_header}", "User-Agent: autopilot", "Accept: application/json",
             *([f"X-Consul-Token: {self.token}"] if self.token else [])))).encode("latin-1")
         self._idle: list[_Connection] = []
+        self._batch: _Batch | None = None  # send_nowait's requests of this loop iteration
         self.opened = 0  # connections opened so far (a measure of keep-alive)
 
     def encode(self, method: str, target: str, data: bytes) -> bytes:
@@ -354,42 +449,34 @@ class Transport:
             else:
                 conn.abort()
 
-    def send_nowait(self, method: str, path: str, body: Any, timeout: float,
-                    done: Callable[[Response | None, BaseException | None], None],
+    def send_nowait(self, method: str, path: str, body: Any, timeout: float, done: Done,
                     loop: asyncio.AbstractEventLoop | None = None) -> bool:
-        """Send on a kept idle connection and return at once (False: none is idle, nothing
+        """Send on a kept idle connection without waiting (False: none is idle, nothing
         sent); ``done(response, None)`` or ``done(None, error)`` is called on the loop
-        with the answer: no coroutine, task or wake-up of the caller. A kept connection
-        the agent closed meanwhile is an error here (``_Stale``), not retried."""
-        idle = self._idle
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                break
-        else:
-            return False
-        if loop is None:
-            loop = asyncio.get_running_loop()
-
-        def finished(result: tuple[Response, bool] | None, exc: BaseException | None) -> None:
-            timer.cancel()
-            if result is None:
-                conn.abort()
-                done(None, exc)
-                return
-            resp, keep = result
-            if keep and not conn.closed and len(idle) < MAX_IDLE:
-                idle.append(conn)
+        with the answer: no coroutine, task or wake-up of the caller. The requests of one
+        loop iteration are pipelined on one connection, written once at its end (see
+        ``_Batch``). A kept connection the agent closed meanwhile is an error here
+        (``_Stale``), not retried; so is any failure of the batch."""
+        batch = self._batch
+        if batch is None:
+            idle = self._idle
+            while idle:
+                conn = idle.pop()
+                if not conn.closed:
+                    break
             else:
-                conn.abort()
-            done(resp, None)
-
-        waiter = _Callback(finished)
-        timer = loop.call_at(loop.time() + timeout, _expire, waiter)
-        conn.send(self.encode(method, path, encode_body(body)), method, waiter)
+                return False
+            if loop is None:
+                loop = asyncio.get_running_loop()
+            batch = self._batch = _Batch(self, conn, loop, timeout)
+            loop.call_soon(batch.flush)
+        batch.add(self.encode(method, path, encode_body(body)), method, done)
         return True
 
     def close(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            batch.conn.abort()  # its flush fails the requests (the callers send again)
         while self._idle:
             with contextlib.suppress(Exception):
                 self._idle.pop().abort()

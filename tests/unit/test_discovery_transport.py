@@ -5,6 +5,7 @@ that ends at EOF, a kept connection the server closed, a hung server, an oversiz
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -196,6 +197,154 @@ def test_agent_gone_mid_answer_is_an_incomplete_read() -> None:
         async with server:
             with pytest.raises(asyncio.IncompleteReadError):
                 await t.request("GET", "/cut", timeout=5)
+            t.close()
+
+    run(main())
+
+
+async def nowait(t: Transport, paths: list[str]
+                 ) -> list[asyncio.Future[tuple[object, BaseException | None]]]:
+    """``send_nowait`` for each path in one loop iteration; a future per answer."""
+    loop = asyncio.get_running_loop()
+    futs: list[asyncio.Future[tuple[object, BaseException | None]]] = []
+    for path in paths:
+        fut: asyncio.Future[tuple[object, BaseException | None]] = loop.create_future()
+        futs.append(fut)
+
+        def done(resp: object, exc: BaseException | None,
+                 fut: asyncio.Future[tuple[object, BaseException | None]] = fut) -> None:
+            fut.set_result((resp, exc))
+
+        assert t.send_nowait("PUT", path, {"Status": "passing"}, 5, done, loop)
+    return futs
+
+
+def test_heartbeats_of_one_iteration_are_pipelined_in_one_write() -> None:
+    """Three ``send_nowait`` calls in one loop iteration leave in one ``send`` on one kept
+    connection; the answers (all in one write, then one by one, split mid-head, and one
+    chunked) reach each caller in order, and the connection is kept."""
+    async def main() -> None:
+        reads: list[bytes] = []
+
+        async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            heads = [await read_request(r)]  # the first request opens the connection
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await w.drain()
+            for rnd in range(3):
+                data = await r.read(65536)  # one pipelined batch arrives in one segment
+                reads.append(data)
+                paths = re.findall(rb"PUT (\S+) HTTP/1.1\r\n", data)
+                answers = [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                           % (len(p), p) for p in paths]
+                if rnd == 2:  # a chunked answer in the middle
+                    answers[1] = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                  b"%x\r\n%s\r\n0\r\n\r\n" % (len(paths[1]), paths[1]))
+                if rnd == 0:
+                    w.write(b"".join(answers))
+                else:
+                    blob = b"".join(answers)
+                    for i in range(0, len(blob), 17):  # split anywhere, heads included
+                        w.write(blob[i:i + 17])
+                        await w.drain()
+                        await asyncio.sleep(0)
+                await w.drain()
+            await r.read(1)
+
+        server, t = await serve(handler)
+        async with server:
+            assert (await t.request("GET", "/open", timeout=5)).body == "ok"
+            for rnd in range(3):
+                paths = [f"/v1/agent/check/update/r{rnd}s{i}" for i in range(3)]
+                futs = await nowait(t, paths)
+                results = await asyncio.wait_for(asyncio.gather(*futs), 5)
+                for path, (resp, exc) in zip(paths, results, strict=True):
+                    assert exc is None
+                    assert (resp.code, resp.body) == (200, path)  # type: ignore[attr-defined]
+                assert len(t._idle) == 1  # kept for the next batch
+            assert t.opened == 1
+            assert [data.count(b"PUT ") for data in reads] == [3, 3, 3]
+            t.close()
+
+    run(main())
+
+
+def test_a_pipelined_batch_cut_short_fails_every_unanswered_request() -> None:
+    """The agent answers the first of three pipelined requests with ``Connection: close``
+    and hangs up: the first gets its answer, the other two an error (their callers send
+    again), and the connection is not kept. A batch whose agent hangs up at once fails
+    them all."""
+    async def main() -> None:
+        state = {"round": 0}
+
+        async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await read_request(r)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await w.drain()
+            await r.read(65536)
+            if state["round"] == 0:
+                w.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+                await w.drain()
+            w.close()
+
+        server, t = await serve(handler)
+        async with server:
+            for rnd in range(2):
+                state["round"] = rnd
+                assert (await t.request("GET", "/open", timeout=5)).body == "ok"
+                futs = await nowait(t, ["/a", "/b", "/c"])
+                results = await asyncio.wait_for(asyncio.gather(*futs), 5)
+                errors = [exc for _, exc in results]
+                if rnd == 0:
+                    assert errors[0] is None and results[0][0].body == "ok"  # type: ignore
+                    assert all(isinstance(e, ConnectionError) for e in errors[1:])
+                else:
+                    assert all(isinstance(e, (ConnectionError, asyncio.IncompleteReadError))
+                               for e in errors), errors
+                assert t._idle == []
+            t.close()
+
+    run(main())
+
+
+@pytest.mark.timing
+def test_a_pipelined_batch_times_out_as_one() -> None:
+    async def main() -> None:
+        async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await read_request(r)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await w.drain()
+            await r.read(65536)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # one of two
+            await w.drain()
+            await asyncio.sleep(10)
+
+        server, t = await serve(handler)
+        async with server:
+            assert (await t.request("GET", "/open", timeout=5)).body == "ok"
+            loop = asyncio.get_running_loop()
+            futs = []
+            for path in ("/a", "/b"):
+                fut = loop.create_future()
+                futs.append(fut)
+                assert t.send_nowait("PUT", path, None, 0.3,
+                                     lambda resp, exc, f=fut: f.set_result((resp, exc)), loop)
+            t0 = loop.time()
+            (first, e1), (_, e2) = await asyncio.wait_for(asyncio.gather(*futs), 5)
+            assert e1 is None and first.body == "ok"
+            assert isinstance(e2, TimeoutError)
+            assert loop.time() - t0 < 3
+            assert t._idle == []
+            t.close()
+
+    run(main())
+
+
+def test_send_nowait_without_an_idle_connection_sends_nothing() -> None:
+    async def main() -> None:
+        server, t = await serve(lambda r, w: asyncio.sleep(0))
+        async with server:
+            assert not t.send_nowait("PUT", "/a", None, 5, lambda resp, exc: None)
+            assert t.opened == 0
             t.close()
 
     run(main())

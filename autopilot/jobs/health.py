@@ -19,7 +19,15 @@ from autopilot.config.model import JobConfig
 from autopilot.context import Context
 from autopilot.events import EXIT_FAILED, EXIT_SUCCESS, Event
 from autopilot.init import Reaper, get_reaper
-from autopilot.jobs.process import OutputPipe, Process, child_env, spawns_light
+from autopilot.jobs import spawn
+from autopilot.jobs.process import (
+    RESTORED_SIGNALS,
+    OutputPipe,
+    Process,
+    child_env,
+    find_executable,
+    spawns_light,
+)
 from autopilot.jobs.status import JobStatus
 from autopilot.logs import get_logger
 
@@ -68,6 +76,8 @@ class HealthChecker:
         #: the pipe every check writes to, kept from one check to the next (see
         #: ``process.OutputPipe``); only for checks spawned light with their output logged
         self._pipe: OutputPipe | None = None
+        #: how the check is spawned, prepared once for the kept pipe (``jobs.spawn``)
+        self._prepared: spawn.PreparedSpawn | None = None
         jcfg = job.cfg
         self._keeps_pipe = not self.cfg.logging_raw and spawns_light(
             jcfg.workdir, jcfg.user, jcfg.group)
@@ -149,9 +159,15 @@ class HealthChecker:
                 pipe = self._pipe = OutputPipe()
             except OSError:  # out of descriptors: a pipe of its own, as Process makes it
                 pipe = None
-        proc = Process(cfg.exec, env=self._child_env(), cwd=jcfg.workdir, user=jcfg.user,
+        env = self._child_env()
+        prepared = self._prepared
+        if pipe is not None and (prepared is None or prepared.stale or prepared.env is not env
+                                 or prepared.fd != pipe.write_fd):
+            prepared = self._prepare(cfg.exec, env, pipe.write_fd)
+        proc = Process(cfg.exec, env=env, cwd=jcfg.workdir, user=jcfg.user,
                        group=jcfg.group, raw=cfg.logging_raw,
-                       log_fields={"check": self.source}, light=True, output=pipe)
+                       log_fields={"check": self.source}, light=True, output=pipe,
+                       prepared=prepared)
         self.checks_run += 1
         try:
             proc.start(self._finished, watch_output=False, reaper=self._reaper)
@@ -167,6 +183,23 @@ class HealthChecker:
         if timeout != self.interval:  # otherwise the next tick is the deadline
             assert self._loop is not None
             self._deadline = self._loop.call_later(timeout, proc.time_out, timeout)
+
+    def _prepare(self, argv: list[str], env: dict[str, str],
+                 fd: int) -> spawn.PreparedSpawn | None:
+        """Prepare the spawn again (the environment or the pipe changed, or it failed);
+        None (``os.posix_spawn`` then) when the executable cannot be found now -- the
+        spawn reports that -- or libc cannot be called."""
+        old, self._prepared = self._prepared, None
+        if old is not None:
+            old.close()
+        if not argv:
+            return None
+        try:
+            executable = find_executable(argv[0], env)
+        except OSError:
+            return None
+        self._prepared = spawn.prepare(executable, argv, env, fd, RESTORED_SIGNALS)
+        return self._prepared
 
     def _finished(self, proc: Process) -> None:
         """The reaper's callback: the check exited (or was killed at its timeout)."""
@@ -231,3 +264,6 @@ class HealthChecker:
         pipe, self._pipe = self._pipe, None
         if pipe is not None:
             pipe.close()
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            prepared.close()

@@ -20,10 +20,13 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopilot.init import Reaper, exit_code, get_reaper
 from autopilot.logs import get_logger
+
+if TYPE_CHECKING:
+    from autopilot.jobs.spawn import PreparedSpawn
 
 log = get_logger("autopilot.process")
 
@@ -152,8 +155,8 @@ def child_env(base: Mapping[str, str] | None = None, *extra: Mapping[str, str] |
 
 _exec_cache: dict[tuple[str, str], str] = {}
 #: signals Popen's ``restore_signals`` puts back to their default in the child
-_RESTORE = tuple(getattr(signal, n) for n in ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
-                 if hasattr(signal, n))
+RESTORED_SIGNALS = tuple(getattr(signal, n) for n in ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
+                         if hasattr(signal, n))
 
 
 def find_executable(name: str, env: Mapping[str, str]) -> str:
@@ -186,13 +189,13 @@ def posix_spawn(argv: list[str], env: Mapping[str, str], stdout_fd: int | None) 
     cached = key in _exec_cache
     try:
         return os.posix_spawn(find_executable(argv[0], env), argv, env, file_actions=actions,
-                              setpgroup=0, setsigdef=_RESTORE)
+                              setpgroup=0, setsigdef=RESTORED_SIGNALS)
     except FileNotFoundError:
         if not cached:
             raise
         del _exec_cache[key]  # it moved or went away: look it up again, once
         return os.posix_spawn(find_executable(argv[0], env), argv, env, file_actions=actions,
-                              setpgroup=0, setsigdef=_RESTORE)
+                              setpgroup=0, setsigdef=RESTORED_SIGNALS)
 
 
 def spawns_light(cwd: str | None, user: str | None, group: str | None,
@@ -248,7 +251,8 @@ class Process:
                  cwd: str | None = None, user: str | None = None, group: str | None = None,
                  raw: bool = False, log_fields: Mapping[str, Any] | None = None,
                  capture: bool = True, pass_fds: tuple[int, ...] = (),
-                 light: bool = False, output: OutputPipe | None = None) -> None:
+                 light: bool = False, output: OutputPipe | None = None,
+                 prepared: PreparedSpawn | None = None) -> None:
         """``pass_fds``: descriptors the child inherits at the same numbers (a function's
         socket; see autopilot/jobs/function.py). ``light``: spawn with ``posix_spawn`` when
         nothing needs Popen (no cwd, user, group or pass_fds) — health checks, which run
@@ -256,7 +260,10 @@ class Process:
         takes ``env`` as given (the caller hands over a fresh dict, e.g. ``child_env()``'s)
         instead of copying it: one copy less per check. ``output``: a light process's
         stdout and stderr go to this kept pipe instead of a new one (see ``OutputPipe``;
-        ignored when the process is not spawned light or its output is raw)."""
+        ignored when the process is not spawned light or its output is raw).
+        ``prepared``: with ``output``, how to spawn it (`jobs.spawn`: the same command,
+        environment and pipe, prepared once by the caller); on failure it is marked
+        ``stale`` and ``os.posix_spawn`` tries instead."""
         self.light = light
         self.argv = argv if light else list(argv)
         self.pass_fds = tuple(pass_fds)
@@ -277,6 +284,7 @@ class Process:
         self._on_exit_cb: Callable[[Process], None] | None = None
         self._fd: int | None = None
         self._shared = output  # a kept pipe, lent by its owner for this run
+        self._prepared = prepared
         self._watched = False  # the pipe is registered with the loop
         self._buf = b""
         self._tail = bytearray()
@@ -307,7 +315,15 @@ class Process:
                 self._shared = None
                 self.pid = posix_spawn(self.argv, env, None)
             elif shared is not None:  # the owner's kept pipe: nothing to open or close
-                self.pid = posix_spawn(self.argv, env, shared.write_fd)
+                prepared = self._prepared
+                if prepared is not None and not prepared.stale \
+                        and prepared.fd == shared.write_fd and prepared.env is env:
+                    try:
+                        self.pid = prepared()
+                    except OSError:  # e.g. the executable moved: looked up again below
+                        prepared.stale = True
+                if self.pid is None:
+                    self.pid = posix_spawn(self.argv, env, shared.write_fd)
                 read_fd = shared.read_fd
             else:
                 read_fd, write_fd = os.pipe()  # both close-on-exec; dup2 makes 1 and 2

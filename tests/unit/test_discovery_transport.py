@@ -227,7 +227,7 @@ def test_heartbeats_of_one_iteration_are_pipelined_in_one_write() -> None:
         reads: list[bytes] = []
 
         async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            heads = [await read_request(r)]  # the first request opens the connection
+            await read_request(r)  # the first request opens the connection
             w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             await w.drain()
             for rnd in range(3):

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from autopilot import __version__
+from autopilot.aio import grid_after
 from autopilot.config.model import ConfigError, MetricConfig, TelemetryConfig
 from autopilot.context import Context
 from autopilot.control.api import JobView, SupervisorAPI
@@ -121,6 +122,7 @@ class Telemetry:
         self.port: int | None = None
         self._http: HTTPServer | None = None
         self._beat_timer: asyncio.TimerHandle | None = None  # the loop heartbeat's next beat
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._beat_due = 0.0
         self._beat = time.monotonic()
         self._lag = 0.0
@@ -258,13 +260,14 @@ class Telemetry:
         task step a second), on the grid where health checks with a whole-second interval
         tick too (``aio.grid_after``, as ``aio.next_tick`` for the checks): one wake-up
         for both."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # kept: asking for the running loop costs a getpid on 3.11
+            loop = self._loop = asyncio.get_running_loop()
+        now = loop.time()
         if self._beat_due:
-            self._lag = max(0.0, loop.time() - self._beat_due)
+            self._lag = max(0.0, now - self._beat_due)
             self._beat = time.monotonic()
-        from autopilot.aio import grid_after
-
-        self._beat_due = due = grid_after(loop.time(), HEARTBEAT)
+        self._beat_due = due = grid_after(now, HEARTBEAT)
         self._beat_timer = loop.call_at(due, self._heartbeat)
 
     async def start(self) -> None:

@@ -89,7 +89,12 @@ class ServiceRegistration:
         self._last_error: str | None = None
         # the heartbeat's fast path (see _beat_now)
         self._update_path = f"/v1/agent/check/update/{self.check_id}"
-        self._parked: asyncio.Timeout | None = None  # the converger waits for _wake on it
+        self._beat_body: tuple[str, str, bytes] | None = None  # (status, output, encoded)
+        #: the converger waits for _wake with nothing to do (``_park``), until the timer
+        #: (at ``verify_period`` when registered) ends the wait
+        self._parked = False
+        self._park_timer: asyncio.TimerHandle | None = None
+        self._park_expired = False
         self._inflight: asyncio.Future[None] | None = None  # a heartbeat sent by _beat_now
         # machinery
         self._wake = asyncio.Event()
@@ -194,9 +199,9 @@ class ServiceRegistration:
         goes through the converger. Two task wake-ups (and the definition's rebuild) per
         heartbeat were most of its cost."""
         consul = self.ctx.consul
-        parked = self._parked
         loop = self._loop
-        if (parked is None or parked.expired() or loop is None or self._inflight is not None
+        if (not self._parked or self._park_expired or loop is None
+                or self._inflight is not None
                 or not self._owed or not self.registered or not self._present
                 or self._verify_due or self._maintenance or self.cfg.election is not None
                 or consul is None or self._sent_status is None
@@ -211,13 +216,16 @@ class ServiceRegistration:
                 return False  # the converger reports it
             self._address_at = now
         status, output = self._status, self._output
+        body = self._beat_body
+        if body is None or body[0] != status or body[1] != output:  # encoded once
+            body = self._beat_body = (status, output, http.encode_body(
+                {"Status": status, "Output": output}))
         inflight = loop.create_future()
 
         def done(resp: http.Response | None, exc: BaseException | None) -> None:
             self._beaten(inflight, status, output, resp, exc)
 
-        if not consul.send_nowait("PUT", self._update_path,
-                                  {"Status": status, "Output": output}, CALL_TIMEOUT, done,
+        if not consul.send_nowait("PUT", self._update_path, body[2], CALL_TIMEOUT, done,
                                   loop=loop):
             return False  # no idle connection: the converger opens one
         self._owed = False
@@ -233,10 +241,13 @@ class ServiceRegistration:
         if exc is None and resp is not None and resp.code == 200:
             self._sent_status = (status, output)
             self._last_ok = self._last_beat = time.monotonic()
-            parked = self._parked
-            if parked is not None and not parked.expired():  # proven now: no verification
-                assert self._loop is not None
-                parked.reschedule(self._loop.time() + self.verify_period)
+            timer = self._park_timer
+            if timer is not None and not self._park_expired:  # proven now: no verification
+                timer.cancel()
+                loop = self._loop
+                assert loop is not None
+                self._park_timer = loop.call_at(loop.time() + self.verify_period,
+                                                self._park_ends)
             return
         self._owed = True  # the converger sends it again and reports what went wrong
         self._wake.set()
@@ -337,20 +348,37 @@ class ServiceRegistration:
             failures = lost_streak = 0
             if self._wake.is_set():
                 continue
-            timeout = self.verify_period if self.registered else None
-            timed_out = False
-            try:
-                async with asyncio.timeout(timeout) as parked:  # no task, unlike wait_for
-                    self._parked = parked
-                    await self._wake.wait()
-            except TimeoutError:
-                timed_out = True
-            finally:
-                self._parked = None
+            timed_out = await self._park(self.verify_period if self.registered else None)
             if self._inflight is not None:  # a heartbeat of _beat_now: its answer first
                 await asyncio.shield(self._inflight)  # (it may prove the service is there)
             if timed_out and time.monotonic() - self._last_ok >= self.verify_period:
                 self._verify_due = True
+
+    async def _park(self, timeout: float | None) -> bool:
+        """Wait for ``_wake``, at most ``timeout`` (None: no limit); True if the time ran
+        out. A plain loop timer that sets ``_wake``: a heartbeat's answer moves it
+        (``_beaten``) without a ``getpid`` (``asyncio.Timeout.reschedule`` asks for the
+        running loop: a system call on Python 3.11) and, at expiry, without cancelling
+        the task as ``asyncio.timeout`` does."""
+        loop = self._loop
+        assert loop is not None
+        self._park_expired = False
+        if timeout is not None:
+            self._park_timer = loop.call_at(loop.time() + timeout, self._park_ends)
+        self._parked = True
+        try:
+            await self._wake.wait()
+        finally:
+            self._parked = False
+            timer, self._park_timer = self._park_timer, None
+            if timer is not None:
+                timer.cancel()
+        return self._park_expired
+
+    def _park_ends(self) -> None:
+        self._park_timer = None
+        self._park_expired = True
+        self._wake.set()
 
     def _note_failure(self, exc: BaseException) -> None:
         message = str(exc) or type(exc).__name__

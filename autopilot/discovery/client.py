@@ -20,7 +20,7 @@ import queue
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -229,18 +229,7 @@ class ConsulClient:
         loop = asyncio.get_running_loop()
         pool = self._long_pool if timeout > LONG_CALL else self._pool
         fut = loop.run_in_executor(pool, lambda: fn(self._client()))
-        try:
-            # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancellation that
-            # arrives just as the call completes, and the caller's task then never stops
-            async with asyncio.timeout(timeout):
-                result = await fut
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            self._note(not is_unreachable(exc), exc)
-            raise
-        self._note(True)
-        return result
+        return await self._noted(_within(fut, timeout))
 
     async def request(self, method: str, path: str, *, params: Params = (), body: Any = None,
                       timeout: float = 5.0) -> Response:
@@ -251,16 +240,22 @@ class ConsulClient:
             if self._transport is not None:
                 self._transport.close()
             self._transport, self._transport_loop = Transport(self.cfg), loop
+        return await self._noted(self._transport.request(method, path, params=params,
+                                                         body=body, timeout=timeout))
+
+    async def _noted(self, call: Awaitable[T]) -> T:
+        """Await ``call`` and note what it tells of Consul's reachability: an answer, that
+        it is reachable; an error, what ``is_unreachable`` makes of it. A cancellation
+        tells nothing."""
         try:
-            resp = await self._transport.request(method, path, params=params, body=body,
-                                                 timeout=timeout)
+            result = await call
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             self._note(not is_unreachable(exc), exc)
             raise
         self._note(True)
-        return resp
+        return result
 
     def send_nowait(self, method: str, path: str, body: Any, timeout: float,
                     done: Callable[[Response | None, BaseException | None], None],
@@ -292,6 +287,14 @@ class ConsulClient:
 
     def __getattr__(self, name: str) -> Any:  # pragma: no cover - guard against misuse
         raise AttributeError(f"ConsulClient has no {name!r}; use `await client.run(lambda c: ...)`")
+
+
+async def _within(fut: Awaitable[T], timeout: float) -> T:
+    """``fut``'s result; TimeoutError after ``timeout``. asyncio.timeout, not wait_for:
+    3.11's wait_for swallows a cancellation that arrives just as the call completes, and
+    the caller's task then never stops."""
+    async with asyncio.timeout(timeout):
+        return await fut
 
 
 def connect(cfg: ConsulConfig | None,

@@ -16,7 +16,10 @@ and writes them to bench/results/check_cycle.json:
 - ``kept-pipe+probe``: the kept pipe plus the group probe ``kill(-pgid, 0)`` that autopilot
   does at every check's exit;
 - ``kept-pipe+exc``: the kept pipe read until ``BlockingIOError`` instead of ``poll``
-  (the cost of an exception raised and caught with cold caches).
+  (the cost of an exception raised and caught with cold caches);
+- ``prepared``: the kept pipe, spawned by libc's ``posix_spawn`` with argv, environment,
+  file actions and attributes prepared once (``jobs.spawn.PreparedSpawn``, what autopilot
+  does since session 7) instead of ``os.posix_spawn`` building them at every call.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from autopilot.jobs.process import RESTORED_SIGNALS  # noqa: E402 - the tree being measured
+from autopilot.jobs.spawn import prepare  # noqa: E402
+
 GAP = 0.02  # between two spawns, as a supervisor's loop sleeps between checks
 tt = time.thread_time_ns
 RESULTS = Path(__file__).resolve().parent / "results" / "check_cycle.json"
@@ -37,9 +44,10 @@ ENV = dict(os.environ)
 
 
 def spawn(fd: int) -> int:
-    return os.posix_spawn("/bin/true", ["true"], ENV, setpgroup=0, file_actions=[
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_DUP2, fd, 1), (os.POSIX_SPAWN_DUP2, fd, 2)])
+    return os.posix_spawn("/bin/true", ["true"], ENV, setpgroup=0, setsigdef=RESTORED_SIGNALS,
+                          file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                                        (os.POSIX_SPAWN_DUP2, fd, 1),
+                                        (os.POSIX_SPAWN_DUP2, fd, 2)])
 
 
 def pipe_cycle() -> tuple[int, int]:
@@ -104,9 +112,26 @@ def memfd_cycle() -> tuple[int, int]:
     return kept_fd_cycle(MFD, read_output)
 
 
+PREPARED = prepare("/bin/true", ["true"], ENV, KW, RESTORED_SIGNALS)
+
+
+def prepared_cycle() -> tuple[int, int]:
+    """The kept pipe, spawned by the prepared spawn (``jobs.spawn``)."""
+    assert PREPARED is not None, "libc's posix_spawn cannot be called here"
+    a = tt()
+    pid = PREPARED()
+    b = tt()
+    time.sleep(0.002)
+    c = tt()
+    os.waitpid(pid, 0)
+    if POLL.poll(0):
+        os.read(KR, 65536)
+    return b - a, tt() - c
+
+
 VARIANTS = {"pipe": pipe_cycle, "kept-pipe": kept, "memfd": memfd_cycle,
             "kept-pipe+probe": lambda: kept(probe=True),
-            "kept-pipe+exc": lambda: kept(exc=True)}
+            "kept-pipe+exc": lambda: kept(exc=True), "prepared": prepared_cycle}
 
 
 def main() -> None:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from autopilot.aio import next_tick
 from autopilot.config.model import JobConfig
 from autopilot.context import Context
 from autopilot.events import EXIT_FAILED, EXIT_SUCCESS, Event
 from autopilot.init import Reaper, get_reaper
-from autopilot.jobs import spawn
 from autopilot.jobs.process import (
     RESTORED_SIGNALS,
     OutputPipe,
@@ -30,6 +29,9 @@ from autopilot.jobs.process import (
 )
 from autopilot.jobs.status import JobStatus
 from autopilot.logs import get_logger
+
+if TYPE_CHECKING:
+    from autopilot.jobs.spawn import PreparedSpawn
 
 log = get_logger("autopilot.health")
 
@@ -77,7 +79,7 @@ class HealthChecker:
         #: ``process.OutputPipe``); only for checks spawned light with their output logged
         self._pipe: OutputPipe | None = None
         #: how the check is spawned, prepared once for the kept pipe (``jobs.spawn``)
-        self._prepared: spawn.PreparedSpawn | None = None
+        self._prepared: PreparedSpawn | None = None
         jcfg = job.cfg
         self._keeps_pipe = not self.cfg.logging_raw and spawns_light(
             jcfg.workdir, jcfg.user, jcfg.group)
@@ -185,7 +187,7 @@ class HealthChecker:
             self._deadline = self._loop.call_later(timeout, proc.time_out, timeout)
 
     def _prepare(self, argv: list[str], env: dict[str, str],
-                 fd: int) -> spawn.PreparedSpawn | None:
+                 fd: int) -> PreparedSpawn | None:
         """Prepare the spawn again (the environment or the pipe changed, or it failed);
         None (``os.posix_spawn`` then) when the executable cannot be found now -- the
         spawn reports that -- or libc cannot be called."""
@@ -198,7 +200,9 @@ class HealthChecker:
             executable = find_executable(argv[0], env)
         except OSError:
             return None
-        self._prepared = spawn.prepare(executable, argv, env, fd, RESTORED_SIGNALS)
+        from autopilot.jobs.spawn import prepare  # only a supervisor with exec checks
+
+        self._prepared = prepare(executable, argv, env, fd, RESTORED_SIGNALS)
         return self._prepared
 
     def _finished(self, proc: Process) -> None:

@@ -97,7 +97,7 @@ select 'record ' || case right(:'record', 3)
     when '200' then coalesce(nullif(replace(left(:'record', -4), E'\\n', ' '), ''), '-')
     when '404' then '-' else '?' end;"
     fi
-    "$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 2>&1 <<SQL
+    psql_local 2>&1 <<SQL
 select 'self ' || case when pg_is_in_recovery() then 't ' || coalesce(pg_wal_lsn_diff(
     greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0')::bigint::text, '')
     else 'f' end;

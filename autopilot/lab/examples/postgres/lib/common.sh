@@ -60,9 +60,11 @@ trace() {  # a step's time in the hook log only (where a failover's time goes)
     if [ -n "${PG_HOOK_LOG:-}" ]; then echo "$(date +%s.%N) ${AUTOPILOT_ROLE:-none} trace $*" >>"$PG_HOOK_LOG"; fi
 }
 
-q() {  # q SQL: one query on the local server, unaligned, tuples only
-    "$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 -c "$1" 2>&1
+psql_local() {  # psql_local [PSQL-ARGS]: psql on the local server, unaligned, tuples only,
+    # stopping at the first error (SQL from -c or stdin)
+    "$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 "$@"
 }
+q() { psql_local -c "$1" 2>&1; }  # q SQL: one query on the local server
 qr() {  # qr HOST PORT SQL: the same on another node
     PGCONNECT_TIMEOUT=${PG_REMOTE_TIMEOUT:-1} "$BIN/psql" -X -Atq -h "$1" -p "$2" \
         -v ON_ERROR_STOP=1 -c "$3" 2>&1

@@ -7,7 +7,7 @@
 fence() {
     # every commit from now on waits for a standby that never exists: none is acknowledged
     # (one psql: this is the first thing a deposed primary does, every millisecond counts)
-    "$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 \
+    psql_local \
         -c "alter system set synchronous_standby_names = '$FENCED_NAME'" \
         -c 'select pg_reload_conf()' >/dev/null 2>&1
 }
@@ -15,7 +15,7 @@ fence() {
 fence_listing() {
     # the fence, and in the same psql the standbys that stream from us, most advanced
     # first (a hand-over's successor is one of them): one process on the write gap
-    "$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 2>/dev/null <<SQL
+    psql_local 2>/dev/null <<SQL
 alter system set synchronous_standby_names = '$FENCED_NAME';
 select pg_reload_conf();
 select 'candidate ' || application_name from pg_stat_replication where state = 'streaming'

@@ -22,7 +22,7 @@ detach() {
     # last 10 s either: a node that just (re)joined is added to the set by the primary's
     # sync job within PG_SYNC_INTERVAL, and until then only the position hook can tell.
     [ -f "$PGDATA/PG_VERSION" ] || exit 0
-    out=$("$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 2>&1 <<'SQL'
+    out=$(psql_local 2>&1 <<'SQL'
 select pg_is_in_recovery() and current_setting('primary_conninfo') <> '' as go \gset
 \if :go
 alter system set primary_conninfo = '';

@@ -170,7 +170,7 @@ promote() {
     # end recovery and wait for it, polling every 10 ms (pg_promote's own wait polls every
     # 100 ms: a tenth of a second of write gap on every hand-over); the same psql reads
     # the new timeline
-    out=$("$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 2>&1 <<SQL
+    out=$(psql_local 2>&1 <<SQL
 alter system set synchronous_standby_names = '$(echo "$names" | sed "s/'/''/g")';
 select pg_reload_conf();
 $slots
@@ -275,7 +275,7 @@ select 'at published ' || extract(epoch from clock_timestamp());"
     # refuse below, a candidacy winner re-points them again)
     old_primary=$handover_from
     repoint_others
-    out=$("$BIN/psql" -X -Atq -h 127.0.0.1 -p "$PORT" -v ON_ERROR_STOP=1 -v published=true 2>&1 <<SQL
+    out=$(psql_local -v published=true 2>&1 <<SQL
 select 'at start ' || extract(epoch from clock_timestamp());
 select pg_is_in_recovery() and greatest(coalesce(pg_last_wal_receive_lsn(), '0/0'),
        coalesce(pg_last_wal_replay_lsn(), '0/0')) > '$AUTOPILOT_HANDOVER_CHECKPOINT'::pg_lsn as ok \gset

@@ -117,6 +117,7 @@ class ElectionState:
         self._born = time.monotonic()  # a round soon after it may be a restart round
         self._create_retry = 0.0
         self._acquire_retry = 0.0
+        self._decided_at = 0.0  # when the last step compared the deadlines (monotonic)
         self._acquire_backoff = Backoff(0.05, 1.0, jitter=False)
         self._round: Round | None = None  # the candidacy round while the lock is free
         self._posted = False  # our post exists under posts_prefix

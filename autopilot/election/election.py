@@ -96,18 +96,23 @@ class Election(Watching, Sessions, Candidate, Leading, Adoption, HandOver):
             except Exception as exc:  # noqa: BLE001 - one bad step must not end the election
                 log.error("election step failed", job=self.job, error=repr(exc))
                 await asyncio.sleep(0.5)
-            timeout = self._next_timeout()
+            timeout = self._next_timeout(self._decided_at)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
 
-    def _next_timeout(self) -> float:
+    def _next_timeout(self, decided_at: float = 0.0) -> float:
+        """Until the next deadline the step may act on. ``decided_at``: the time the step
+        compared the deadlines with; one still ahead of it then is due, even if it passed
+        while the step awaited (a deadline already past now, and not waited for, would
+        leave the loop asleep for 5 s)."""
         now = time.monotonic()
+        ref = min(decided_at, now) if decided_at else now
         candidates = [5.0]
         if self.holding or self.primary:
             candidates.append(self.lease.remaining())
         for t in (self._acquire_retry, self._create_retry, self._not_before, self._poll_at):
-            if t > now:
+            if t > ref:
                 candidates.append(t - now)
         return max(0.01, min(candidates))
 
@@ -129,7 +134,7 @@ class Election(Watching, Sessions, Candidate, Leading, Adoption, HandOver):
         return None
 
     async def _step(self) -> None:
-        now = time.monotonic()
+        now = self._decided_at = time.monotonic()
         if self.holding or self.primary:
             reason = self._leader_lost_reason()
             if reason:
@@ -138,6 +143,10 @@ class Election(Watching, Sessions, Candidate, Leading, Adoption, HandOver):
         if self.session_lost:
             await self._drop_session()
         await self._follow()
+        # the deadlines below are compared with the time after those awaits: a detach hook
+        # that outlasted the acquire backoff used to leave the member waiting 5 s for its
+        # candidacy (it compared with the step's start, and the loop then slept past it)
+        now = self._decided_at = time.monotonic()
         free = self.holder is None or not self.holder.held
         if not free:
             self._round = None  # somebody holds the lock: the round (if any) is over
@@ -150,6 +159,7 @@ class Election(Watching, Sessions, Candidate, Leading, Adoption, HandOver):
                 return
             if not await self._create_session():
                 return
+            now = self._decided_at = time.monotonic()
         free = self.holder is None or not self.holder.held  # (the watch may have read since)
         if free and now >= self._acquire_retry:
             named = self._handover_to()

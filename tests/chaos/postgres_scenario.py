@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 from autopilot.lab.cluster import Lab
-from autopilot.lab.pgload import PgDriver, create_schema
+from autopilot.lab.pgload import PgDriver, create_schema, server_processes, stall
 from autopilot.lab.workload import Workload
 from tests.chaos.harness import Scenario
 
@@ -28,6 +28,25 @@ class PgScenario(Scenario):
         self.workload = Workload(self.members, self.timeline, max_seconds=150,
                                  op_timeout=1.0, driver=PgDriver()).start()
         return self
+
+    def stall(self, node: str, kind: str, count: int, timeout: float = 15.0) -> None:
+        """SIGSTOP `node`'s `count` `kind` processes ("walsender", "walreceiver") once that
+        many run. Right after convergence a replica's walreceiver may be restarting: the
+        follow hook of the first election re-points primary_conninfo and PostgreSQL ends the
+        walreceiver (seen: 1 walsender of 2, 0.3 s after both replicas streamed)."""
+        def procs() -> list:
+            return self.lab.tree(self.lab.node(node))
+
+        def stalled() -> bool:
+            if len(server_processes(procs(), kind)) != count:
+                return False
+            done = stall(procs(), kind)
+            if done == count:
+                return True
+            stall(procs(), kind, resume=True)  # one came or went meanwhile: again
+            return False
+
+        self.wait(stalled, timeout, f"{count} {kind} process(es) on {node} to stall")
 
 
 def pg_lab(lab_factory, **kw) -> Lab:

@@ -37,8 +37,7 @@ def test_pg_kill_primary_fails_over_and_old_primary_rewinds(lab_factory) -> None
     sc = PgScenario(lab).start()
     old = sc.primary()
     sc.wait(lambda: sc.workload.wait_acks(50, 0.1), 20, "writes before the fault")
-    stalled = stall(lab.tree(lab.node(old)), "walsender")
-    assert stalled == 2, f"expected 2 walsenders on {old}, stalled {stalled}"
+    sc.stall(old, "walsender", 2)
     sc.timeline.add("FAULT", f"walsenders of {old} stopped: new WAL on {old} alone")
     after = time.monotonic()
     sc.wait(lambda: sc.workload.wait_acks(20, 0.1, after=after), 10,
@@ -67,7 +66,7 @@ def test_pg_sync_stalled_replica_does_not_win(lab_factory) -> None:
     old = sc.primary()
     sc.wait(lambda: sc.workload.wait_acks(50, 0.1), 20, "writes before the fault")
     stalled_node = next(n.name for n in lab.state.nodes.values() if n.name != old)
-    assert stall(lab.tree(lab.node(stalled_node)), "walreceiver") == 1
+    sc.stall(stalled_node, "walreceiver", 1)
     sc.timeline.add("FAULT", f"walreceiver of {stalled_node} stopped")
     after = time.monotonic()
     sc.wait(lambda: sc.workload.wait_acks(30, 0.1, after=after), 10,

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from autopilot.lab.pgload import stall
 from autopilot.lab.pgwire import PgError, Postgres
 from tests.chaos.postgres_scenario import FAILOVER_BUDGET, UP_TIMEOUT, PgScenario, hooks_log
 from tests.helpers import free_port, wait_for
@@ -116,7 +115,7 @@ def test_pg_cluster_with_passwords_elects_replicates_fails_over(
         assert refused.value.code == "28P01", (node.name, refused.value)
     sc.wait(lambda: sc.workload.wait_acks(50, 0.1), 20, "writes before the fault")
     # WAL only the old primary holds, so that its return needs a real pg_rewind
-    assert stall(lab.tree(lab.node(old)), "walsender") == 2
+    sc.stall(old, "walsender", 2)
     after = time.monotonic()
     sc.wait(lambda: sc.workload.wait_acks(20, 0.1, after=after), 10,
             "writes only the old primary holds")

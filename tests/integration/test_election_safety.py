@@ -413,11 +413,16 @@ def test_maximum_lag_remembers_a_best_candidate_whose_promote_failed(
             await until(lambda: not high.election.holding and high.election.session is None,
                         3, "the best to release and back off")
             released = time.time()
-            # the best backs off for 2 s, its check passing: the lagging member stays out
+            # the best backs off for 2 s, its post not live, its check passing: what holds the
+            # lagging member out is its memory of that post. Read while the best backs off:
+            # at 2 s it runs again, and while it holds the lock (its promote failing again)
+            # the lagging member has no round (it read as None now and then under load)
+            await until(lambda: low.election._round is not None and "is not running now" in
+                        low.election._round.why and "maximumLagOnFailover" in
+                        low.election._round.why, 1.5,
+                        "the lagging member held out by the best's remembered post")
             await stays(lambda: not low.election.holding and not low.election.primary, 2.5,
                         "the lagging member staying out while the best backs off")
-            rnd = low.election._round
-            assert rnd is not None and "maximumLagOnFailover" in rnd.why, rnd
             # the best is unhealthy now: the lagging member may run (availability)
             high.unhealthy()
             await until(lambda: low.election.primary, 8, "the lagging member to run")

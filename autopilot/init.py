@@ -32,26 +32,14 @@ PR_SET_CHILD_SUBREAPER = 36
 def set_subreaper() -> bool:
     """Make orphans of our children reparent to us even when we are not PID 1 (Linux).
 
-    Only here is C called (PID 1 needs nothing: orphans come to it anyway), through
-    ``_ctypes`` alone: ``prctl`` looked up in the process itself, which has libc loaded
-    (no ``ctypes.util.find_library``, which runs ``ldconfig -p`` in a child process), and
-    without the ``ctypes`` package, whose type classes cost 140 KB more."""
+    C is called only where no Python API exists (PID 1 needs nothing: orphans come to it
+    anyway): ``prctl`` from the process's own libc, through `autopilot.libc`."""
     if os.getpid() == 1:
         return True
     try:
-        import _ctypes
+        from autopilot import libc
 
-        class _Int(_ctypes._SimpleCData):
-            _type_ = "i"
-
-        class _Func(_ctypes.CFuncPtr):
-            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-            _restype_ = _Int
-
-        class _Process:
-            _handle = _ctypes.dlopen(None, 0)
-
-        prctl = _Func(("prctl", _Process()))
+        prctl = libc.function("prctl")
         return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError, ImportError):
         return False

@@ -11,11 +11,11 @@ supervisor's CPU per check here (`bench/check_cycle.py`, ``prepared`` against
 
 The child is the same as ``process.posix_spawn`` makes it: stdin from ``/dev/null``,
 stdout and stderr to the kept pipe, its own process group, ``SIGPIPE``/``SIGXFSZ`` at their
-defaults. C is reached through ``_ctypes`` alone (as ``init.set_subreaper`` does), with
-``posix_spawn`` looked up in the process itself: no ``ctypes`` package (140 KB), no
-``find_library``. Where that is not possible (no ``_ctypes``, a libc without the symbols)
-`prepare` returns None and the caller uses ``os.posix_spawn``. The GIL is held during the
-call, as ``os.posix_spawn`` holds it.
+defaults. C is reached through `autopilot.libc` (``_ctypes`` alone, ``posix_spawn``
+looked up in the process itself: no ``ctypes`` package, no ``find_library``). Where that
+is not possible (no ``_ctypes``, a libc without the symbols) `prepare` returns None and
+the caller uses ``os.posix_spawn``. The GIL is held during the call, as
+``os.posix_spawn`` holds it.
 """
 
 from __future__ import annotations
@@ -51,8 +51,7 @@ class _Lib:
     def __init__(self) -> None:
         import _ctypes
 
-        class Int(_ctypes._SimpleCData):
-            _type_ = "i"
+        from autopilot import libc
 
         class CharP(_ctypes._SimpleCData):
             _type_ = "z"
@@ -60,18 +59,11 @@ class _Lib:
         class Byte(_ctypes._SimpleCData):
             _type_ = "B"
 
-        class Func(_ctypes.CFuncPtr):
-            # the GIL stays held (as os.posix_spawn holds it): no release and re-take
-            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_PYTHONAPI
-            _restype_ = Int
-
-        class Process:
-            _handle = _ctypes.dlopen(None, 0)
-
         def func(name: str) -> Any:
-            return Func((name, Process()))
+            # the GIL stays held (as os.posix_spawn holds it): no release and re-take
+            return libc.function(name, keep_gil=True)
 
-        self.Int, self.CharP, self.Byte = Int, CharP, Byte
+        self.Int, self.CharP, self.Byte = libc.Int, CharP, Byte
         self.Array = _ctypes.Array
         self.byref = _ctypes.byref
         self.posix_spawn = func("posix_spawn")

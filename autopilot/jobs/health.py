@@ -163,8 +163,7 @@ class HealthChecker:
                 pipe = None
         env = self._child_env()
         prepared = self._prepared
-        if pipe is not None and (prepared is None or prepared.stale or prepared.env is not env
-                                 or prepared.fd != pipe.write_fd):
+        if pipe is not None and (prepared is None or not prepared.fits(env, pipe.write_fd)):
             prepared = self._prepare(cfg.exec, env, pipe.write_fd)
         proc = Process(cfg.exec, env=env, cwd=jcfg.workdir, user=jcfg.user,
                        group=jcfg.group, raw=cfg.logging_raw,

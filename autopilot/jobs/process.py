@@ -316,8 +316,7 @@ class Process:
                 self.pid = posix_spawn(self.argv, env, None)
             elif shared is not None:  # the owner's kept pipe: nothing to open or close
                 prepared = self._prepared
-                if prepared is not None and not prepared.stale \
-                        and prepared.fd == shared.write_fd and prepared.env is env:
+                if prepared is not None and prepared.fits(env, shared.write_fd):
                     try:
                         self.pid = prepared()
                     except OSError:  # e.g. the executable moved: looked up again below

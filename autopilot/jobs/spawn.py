@@ -134,6 +134,10 @@ class PreparedSpawn:
             self.close()
             raise
 
+    def fits(self, env: Mapping[str, str], fd: int) -> bool:
+        """Still usable for a spawn with ``env`` (the same dict) writing to ``fd``."""
+        return not self.stale and self.env is env and self.fd == fd
+
     def __call__(self) -> int:
         """Spawn it; the child's pid. OSError as ``os.posix_spawn`` raises it."""
         if not self._live:
